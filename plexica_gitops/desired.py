@@ -1,0 +1,600 @@
+"""Assemble the desired state from loaded documents: kind dispatch, JSON-Schema checks at the
+exact node, pydantic models, manifest files and migration files.
+
+Findings here are structural (PGS1xx), identity clashes found while indexing (PGV2xx) and
+migration-file problems (PGV8xx); the semantic rules run afterwards in `validate.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pydantic
+from jsonschema import ValidationError as SchemaError
+
+from plexica_gitops.findings import Finding, Location, error
+from plexica_gitops.loader import JsonPath, LoadResult, SourceDocument, load_directory, load_file
+from plexica_gitops.model import (
+    API_VERSION,
+    DOCUMENT_MODELS,
+    Manifest,
+    PlatformDocument,
+    PluginDocument,
+    TenantDocument,
+)
+from plexica_gitops.schema import kind_validator
+
+MIGRATION_FILE = re.compile(r"^(?P<number>\d{4})_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$")
+
+
+@dataclass(frozen=True)
+class MigrationFile:
+    number: int
+    name: str
+    path: str  # relative to the desired-state root
+    checksum: str  # sha256 of the file's bytes, hex
+    sql: str
+
+    @property
+    def version(self) -> str:
+        return f"{self.number:04d}"
+
+
+@dataclass
+class PlatformEntry:
+    document: PlatformDocument
+    source: SourceDocument
+
+    def location(self, *path: str | int) -> Location:
+        return self.source.location(path)
+
+
+@dataclass
+class PluginEntry:
+    document: PluginDocument
+    source: SourceDocument
+    manifest: Manifest
+    manifest_source: SourceDocument
+    manifest_prefix: JsonPath  # where the manifest sits in manifest_source
+    migrations: list[MigrationFile] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.document.metadata.name
+
+    def location(self, *path: str | int) -> Location:
+        return self.source.location(path)
+
+    def manifest_location(self, *path: str | int) -> Location:
+        return self.manifest_source.location((*self.manifest_prefix, *path))
+
+
+@dataclass
+class TenantEntry:
+    document: TenantDocument
+    source: SourceDocument
+
+    @property
+    def slug(self) -> str:
+        return self.document.metadata.name
+
+    def location(self, *path: str | int) -> Location:
+        return self.source.location(path)
+
+
+@dataclass
+class DesiredState:
+    root: Path
+    platform: PlatformEntry | None
+    plugins: dict[str, PluginEntry]
+    tenants: dict[str, TenantEntry]
+    revision: str  # "sha256:<hex>" over every file that makes up the desired state
+    files: list[str]
+
+
+@dataclass
+class BuildResult:
+    desired: DesiredState
+    findings: list[Finding]
+
+
+def build_desired_state(root: Path) -> BuildResult:
+    loaded = load_directory(root)
+    builder = _Builder(loaded)
+    return BuildResult(builder.build(), builder.findings)
+
+
+class _Builder:
+    def __init__(self, loaded: LoadResult) -> None:
+        self.loaded = loaded
+        self.root = loaded.root
+        self.findings: list[Finding] = list(loaded.findings)
+        self.extra_files: set[str] = set()
+        self.platform: PlatformEntry | None = None
+        self.plugins: dict[str, PluginEntry] = {}
+        self.tenants: dict[str, TenantEntry] = {}
+
+    def build(self) -> DesiredState:
+        manifest_files = self._referenced_manifest_files()
+        for doc in self.loaded.documents:
+            if doc.file in manifest_files:
+                continue
+            self._add_document(doc)
+        if self.platform is None and not _has_errors(self.loaded.findings):
+            self.findings.append(
+                error(
+                    "PGS121",
+                    "no Platform document found",
+                    "Add platform.yaml with `kind: Platform` (version, runtime provider).",
+                    Location("."),
+                )
+            )
+        files = sorted({*self.loaded.files, *self.extra_files})
+        return DesiredState(
+            root=self.root,
+            platform=self.platform,
+            plugins=self.plugins,
+            tenants=self.tenants,
+            revision=_content_hash(self.root, files),
+            files=files,
+        )
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    def _referenced_manifest_files(self) -> set[str]:
+        """Files named by `manifestFile:` are manifests, not envelopes: skip them in dispatch."""
+        referenced = set()
+        for doc in self.loaded.documents:
+            spec = doc.data.get("spec")
+            if doc.data.get("kind") != "Plugin" or not isinstance(spec, dict):
+                continue
+            target = spec.get("manifestFile")
+            if isinstance(target, str):
+                referenced.add(str(PurePosixPath(doc.file).parent / target))
+        return {str(PurePosixPath(p)) for p in referenced}
+
+    def _add_document(self, doc: SourceDocument) -> None:
+        kind = doc.data.get("kind")
+        api_version = doc.data.get("apiVersion")
+        if kind is None or api_version is None:
+            missing = "kind" if kind is None else "apiVersion"
+            self.findings.append(
+                error(
+                    "PGS101",
+                    f"document has no `{missing}`",
+                    f"Start every document with `apiVersion: {API_VERSION}` and `kind: "
+                    "Platform | Plugin | Tenant`.",
+                    doc.location(()),
+                )
+            )
+            return
+        if kind not in DOCUMENT_MODELS:
+            self.findings.append(
+                error(
+                    "PGS102",
+                    f"unknown kind {kind!r}",
+                    "Use one of: " + ", ".join(sorted(DOCUMENT_MODELS)) + ".",
+                    doc.location(("kind",)),
+                )
+            )
+            return
+        if api_version != API_VERSION:
+            self.findings.append(
+                error(
+                    "PGS103",
+                    f"unsupported apiVersion {api_version!r} for kind {kind}",
+                    f"Use `apiVersion: {API_VERSION}`.",
+                    doc.location(("apiVersion",)),
+                )
+            )
+            return
+        model = self._parse(doc, kind, doc.data)
+        if isinstance(model, PlatformDocument):
+            self._add_platform(model, doc)
+        elif isinstance(model, PluginDocument):
+            self._add_plugin(model, doc)
+        elif isinstance(model, TenantDocument):
+            self._add_tenant(model, doc)
+
+    def _parse(
+        self, doc: SourceDocument, kind: str, data: dict[str, Any], prefix: JsonPath = ()
+    ) -> pydantic.BaseModel | None:
+        errors = sorted(kind_validator(kind).iter_errors(data), key=lambda e: list(e.path))
+        if errors:
+            for schema_error in errors:
+                self.findings.extend(_schema_findings(schema_error, doc, prefix))
+            return None
+        try:
+            return DOCUMENT_MODELS[kind].model_validate(data)
+        except pydantic.ValidationError as exc:  # the schema and the model disagree: a bug
+            self.findings.append(
+                error(
+                    "PGS119",
+                    f"{kind} document rejected by the model: {exc.errors()[0]['msg']}",
+                    "This is a plexica-gitops bug (schema and model disagree); please report it.",
+                    doc.location(prefix),
+                )
+            )
+            return None
+
+    def _add_platform(self, model: PlatformDocument, doc: SourceDocument) -> None:
+        if self.platform is not None:
+            first = self.platform.location()
+            self.findings.append(
+                error(
+                    "PGS120",
+                    f"a second Platform document (the first is at {first})",
+                    "Keep exactly one `kind: Platform` document in the repository.",
+                    doc.location(("kind",)),
+                )
+            )
+            return
+        self.platform = PlatformEntry(model, doc)
+
+    def _add_tenant(self, model: TenantDocument, doc: SourceDocument) -> None:
+        slug = model.metadata.name
+        if slug in self.tenants:
+            first = self.tenants[slug].location("metadata", "name")
+            self.findings.append(
+                error(
+                    "PGV203",
+                    f"tenant {slug!r} is declared twice (first at {first})",
+                    "Tenant slugs (metadata.name) must be unique; rename or delete one.",
+                    doc.location(("metadata", "name")),
+                    (slug,),
+                )
+            )
+            return
+        self.tenants[slug] = TenantEntry(model, doc)
+
+    # --- plugins -------------------------------------------------------------------------
+
+    def _add_plugin(self, model: PluginDocument, doc: SourceDocument) -> None:
+        plugin_id = model.metadata.name
+        located = self._plugin_manifest(model, doc)
+        if located is None:
+            return
+        manifest, manifest_doc, prefix = located
+        entry = PluginEntry(model, doc, manifest, manifest_doc, prefix)
+        if manifest.id != plugin_id:
+            self.findings.append(
+                error(
+                    "PGS131",
+                    f"manifest id {manifest.id!r} differs from metadata.name {plugin_id!r}",
+                    "The plugin id is metadata.name; set manifest.id to the same value.",
+                    entry.manifest_location("id"),
+                    (plugin_id, manifest.id),
+                )
+            )
+            return
+        if plugin_id in self.plugins:
+            first = self.plugins[plugin_id].location("metadata", "name")
+            self.findings.append(
+                error(
+                    "PGV202",
+                    f"plugin {plugin_id!r} is declared twice (first at {first})",
+                    "Plugin ids must be unique across files; rename or delete one.",
+                    doc.location(("metadata", "name")),
+                    (plugin_id,),
+                )
+            )
+            return
+        entry.migrations = self._migrations(entry)
+        self.plugins[plugin_id] = entry
+
+    def _plugin_manifest(
+        self, model: PluginDocument, doc: SourceDocument
+    ) -> tuple[Manifest, SourceDocument, JsonPath] | None:
+        spec = model.spec
+        if (spec.manifest is None) == (spec.manifest_file is None):
+            self.findings.append(
+                error(
+                    "PGS130",
+                    "a Plugin needs exactly one of `manifest` and `manifestFile`",
+                    "Inline the spec 004 manifest under spec.manifest, or point "
+                    "spec.manifestFile at a YAML/JSON file beside plugin.yaml.",
+                    doc.location(("spec",)),
+                    (model.metadata.name,),
+                )
+            )
+            return None
+        if spec.manifest is not None:
+            return spec.manifest, doc, ("spec", "manifest")
+        assert spec.manifest_file is not None
+        return self._manifest_from_file(spec.manifest_file, doc, model.metadata.name)
+
+    def _manifest_from_file(
+        self, relative: str, doc: SourceDocument, plugin_id: str
+    ) -> tuple[Manifest, SourceDocument, JsonPath] | None:
+        where = doc.location(("spec", "manifestFile"))
+        path = self._inside_root(PurePosixPath(doc.file).parent, relative, where, plugin_id)
+        if path is None:
+            return None
+        if not path.is_file():
+            self.findings.append(
+                error(
+                    "PGS132",
+                    f"manifest file {relative!r} does not exist",
+                    "Point spec.manifestFile at a file relative to this plugin.yaml.",
+                    where,
+                    (plugin_id,),
+                )
+            )
+            return None
+        documents, load_findings = load_file(path, self.root)
+        self.findings.extend(load_findings)
+        if load_findings:
+            return None
+        if len(documents) != 1:
+            self.findings.append(
+                error(
+                    "PGS132",
+                    f"manifest file {relative!r} holds {len(documents)} documents",
+                    "A manifest file holds exactly one manifest mapping.",
+                    where,
+                    (plugin_id,),
+                )
+            )
+            return None
+        manifest_doc = documents[0]
+        self.extra_files.add(manifest_doc.file)
+        wrapped = {"apiVersion": API_VERSION, "kind": "Plugin", "metadata": {"name": plugin_id}}
+        wrapped["spec"] = {"state": "active", "manifest": manifest_doc.data}
+        parsed = self._parse(manifest_doc, "Plugin", wrapped, prefix=("spec", "manifest"))
+        if not isinstance(parsed, PluginDocument) or parsed.spec.manifest is None:
+            return None
+        return parsed.spec.manifest, manifest_doc, ()
+
+    def _inside_root(
+        self, base: PurePosixPath, relative: str, where: Location, plugin_id: str
+    ) -> Path | None:
+        """Resolve a path named in a file; refuse absolute paths, `..` and symlink escapes."""
+        candidate = PurePosixPath(relative)
+        escapes = candidate.is_absolute() or ".." in candidate.parts
+        resolved = (self.root / base / candidate).resolve()
+        if not escapes and not resolved.is_relative_to(self.root.resolve()):
+            escapes = True
+        if escapes:
+            self.findings.append(
+                error(
+                    "PGV801",
+                    f"path {relative!r} leaves the desired-state repository",
+                    "Use a relative path below the plugin's directory, without `..`, "
+                    "absolute paths or symlinks that point outside the repository.",
+                    where,
+                    (plugin_id,),
+                )
+            )
+            return None
+        return resolved
+
+    def _migrations(self, entry: PluginEntry) -> list[MigrationFile]:
+        spec = entry.manifest.migrations
+        if spec is None:
+            return []
+        where = entry.manifest_location("migrations", "path")
+        base = PurePosixPath(entry.manifest_source.file).parent
+        directory = self._inside_root(base, spec.path, where, entry.id)
+        if directory is None:
+            return []
+        if not directory.is_dir():
+            self.findings.append(
+                error(
+                    "PGV804",
+                    f"migrations directory {spec.path!r} of plugin {entry.id!r} does not exist",
+                    "Create it beside plugin.yaml, or remove `migrations` from the manifest.",
+                    where,
+                    (entry.id,),
+                )
+            )
+            return []
+        return self._migration_files(entry, directory)
+
+    def _migration_files(self, entry: PluginEntry, directory: Path) -> list[MigrationFile]:
+        root = self.root.resolve()
+        found: dict[int, MigrationFile] = {}
+        for path in sorted(directory.iterdir()):
+            if path.suffix != ".sql":
+                continue
+            relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+            where = Location(relative)
+            match = MIGRATION_FILE.match(path.name)
+            if match is None:
+                self.findings.append(
+                    error(
+                        "PGV802",
+                        f"migration file name {path.name!r} is not NNNN_description.sql",
+                        "Name migrations like 0001_create_contacts.sql: four digits, an "
+                        "underscore, lowercase words joined by underscores.",
+                        where,
+                        (entry.id,),
+                    )
+                )
+                continue
+            if not path.resolve().is_relative_to(root):
+                self.findings.append(
+                    error(
+                        "PGV801",
+                        f"migration {path.name!r} is a symlink leaving the repository",
+                        "Commit the SQL file itself, not a link to a file outside.",
+                        where,
+                        (entry.id,),
+                    )
+                )
+                continue
+            migration = self._read_migration(path, relative, match, entry.id)
+            if migration is None:
+                continue
+            clash = found.get(migration.number)
+            if clash is not None:
+                self.findings.append(
+                    error(
+                        "PGV803",
+                        f"migration number {migration.version} of plugin {entry.id!r} is used "
+                        f"twice: {clash.path} and {migration.path}",
+                        "Renumber one of them; numbers order migrations and must be unique.",
+                        where,
+                        (entry.id,),
+                    )
+                )
+                continue
+            found[migration.number] = migration
+        self.extra_files.update(m.path for m in found.values())
+        return [found[number] for number in sorted(found)]
+
+    def _read_migration(
+        self, path: Path, relative: str, match: re.Match[str], plugin_id: str
+    ) -> MigrationFile | None:
+        raw = path.read_bytes()
+        try:
+            sql = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.findings.append(
+                error(
+                    "PGV802",
+                    f"migration {path.name!r} is not UTF-8 text",
+                    "Save the SQL file as UTF-8.",
+                    Location(relative),
+                    (plugin_id,),
+                )
+            )
+            return None
+        return MigrationFile(
+            number=int(match["number"]),
+            name=match["name"],
+            path=relative,
+            checksum=hashlib.sha256(raw).hexdigest(),
+            sql=sql,
+        )
+
+
+# --- schema errors -> findings -----------------------------------------------------------
+
+_FRIENDLY_REFS = {
+    "FromEnv": "{fromEnv: NAME}",
+    "SecretRef": "{secretRef: {name, key}}",
+}
+
+
+def _schema_findings(
+    schema_error: SchemaError, doc: SourceDocument, prefix: JsonPath
+) -> list[Finding]:
+    path: JsonPath = (*prefix, *schema_error.absolute_path)
+    kind = schema_error.validator
+    instance = schema_error.instance
+    schema: Any = schema_error.schema
+    expected: Any = schema_error.validator_value
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        known = sorted(schema.get("properties", {}))
+        unknown = [key for key in instance if key not in known]
+        return [_unknown_field(key, known, doc, (*path, key)) for key in unknown]
+    if kind == "required" and isinstance(instance, dict):
+        missing = [key for key in expected if key not in instance]
+        where = ".".join(str(p) for p in path) or "the document"
+        return [
+            error(
+                "PGS112",
+                f"missing required field `{key}` in {where}",
+                f"Add `{key}:` here (see the schema in schemas/ for what it takes).",
+                doc.location(path),
+            )
+            for key in missing
+        ]
+    if kind == "type":
+        return [
+            error(
+                "PGS111",
+                f"`{_dotted(path)}` must be of type {expected}, not {_json_type(instance)}",
+                f"Write a {expected} here.",
+                doc.location(path),
+            )
+        ]
+    if kind in ("anyOf", "oneOf"):
+        forms = [_describe_subschema(s) for s in expected]
+        return [
+            error(
+                "PGS111",
+                f"`{_dotted(path)}` must be one of: {', '.join(forms)}",
+                "Secrets are never written in git: use {fromEnv: NAME} or "
+                "{secretRef: {name, key}} for them.",
+                doc.location(path),
+            )
+        ]
+    return [
+        error(
+            "PGS113",
+            f"`{_dotted(path)}`: {_value_message(schema_error)}",
+            "Fix the value to match the schema (schemas/ documents every field).",
+            doc.location(path),
+        )
+    ]
+
+
+def _unknown_field(key: str, known: list[str], doc: SourceDocument, path: JsonPath) -> Finding:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"Did you mean `{close[0]}`?" if close else "Allowed here: " + ", ".join(known) + "."
+    return error(
+        "PGS110",
+        f"unknown field `{key}` in {_dotted(path[:-1]) or 'the document'}",
+        hint,
+        doc.location(path),
+    )
+
+
+def _value_message(schema_error: SchemaError) -> str:
+    kind = schema_error.validator
+    if kind in ("enum", "const"):
+        allowed = schema_error.validator_value
+        options = allowed if isinstance(allowed, list) else [allowed]
+        shown = ", ".join(repr(option) for option in options)
+        return f"{schema_error.instance!r} is not allowed; use one of {shown}"
+    return schema_error.message
+
+
+def _describe_subschema(schema: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return _FRIENDLY_REFS.get(name, name)
+    return str(schema.get("type", "value"))
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _dotted(path: JsonPath) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _has_errors(findings: list[Finding]) -> bool:
+    return any(f.is_error for f in findings)
+
+
+def _content_hash(root: Path, files: list[str]) -> str:
+    digest = hashlib.sha256()
+    for relative in files:
+        digest.update(relative.encode() + b"\0")
+        try:
+            digest.update((root / relative).read_bytes())
+        except OSError:
+            digest.update(b"<unreadable>")
+        digest.update(b"\0")
+    return "sha256:" + digest.hexdigest()

@@ -1,0 +1,897 @@
+"""Load desired-state YAML safely, keeping the source position of every value.
+
+The loader is the first stage of ``validate`` and reads untrusted pull-request content,
+so it never constructs Python objects from tags, bounds every resource it spends, and
+reports problems as :class:`~plexica_gitops.findings.Finding` values instead of raising.
+
+How a file is read
+------------------
+* Bytes are decoded as UTF-8 (a leading BOM is allowed) and parsed with PyYAML's pure
+  Python ``SafeLoader`` machinery at the *node* level. Plain values are built from the
+  nodes here, so that the position of every mapping entry (the line/column of its KEY)
+  and of every sequence item (the item's own start) is recorded under its JSON path.
+* Scalars resolve as in YAML 1.1 (safe schema): null, bool, int, float, str.
+  Timestamps and ``!!binary`` keep their source text as ``str`` - the data stays
+  JSON-shaped. Mapping keys are always the key's source text (``on:`` -> ``"on"``,
+  ``1:`` -> ``"1"``), so two keys are duplicates exactly when their text is equal.
+* Merge keys (``<<: *base`` or ``<<: [*a, *b]``) are SUPPORTED with YAML 1.1 semantics:
+  keys written in the mapping win over merged ones, and earlier mappings in a merge list
+  win over later ones; a second ``<<`` in one mapping is a duplicate key (use a list).
+  A merged entry's recorded position is where that entry is
+  written (inside the anchored mapping), which is the place to edit it.
+* Aliases are expanded (each use is an independent copy in ``data``). Before anything
+  is built, the alias-expanded tree is measured: more than
+  ``LoadLimits.max_nodes_per_document`` nodes (every scalar, sequence and mapping,
+  keys included) or more than ``LoadLimits.max_depth`` nested mappings/sequences stops
+  the document. The measurement memoises each anchored node, so a "billion laughs" file
+  is rejected in milliseconds without allocating the expansion.
+* A document's ``line`` is the line of its first content (its root node), e.g. the
+  ``apiVersion:`` line, not the ``---`` separator. ``index`` counts every document of
+  the file, including empty ones, which are skipped silently.
+* Files named ``*.json`` (only reachable through :func:`load_file`, for manifests) are
+  read with two JSON accommodations: tab characters (always whitespace in valid JSON)
+  are accepted, and JSON numbers such as ``1e5`` are numbers, not strings.
+
+Finding codes (all severity error unless noted)
+-----------------------------------------------
+======  ====================================================================================
+Code    Meaning
+======  ====================================================================================
+PGL001  YAML syntax error (scanner/parser/composer error, duplicate anchor, undefined
+        alias, control characters that YAML forbids).
+PGL002  Duplicate key in a mapping (both lines are named).
+PGL003  File larger than ``max_file_bytes`` (not parsed), or the directory's total size
+        exceeds ``max_total_bytes`` (loading stops).
+PGL004  Alias expansion exceeds ``max_nodes_per_document``, nesting exceeds ``max_depth``,
+        or an alias refers to a node that contains it (recursive alias).
+PGL005  A document's top level is not a mapping.
+PGL006  Unsupported construct: a non-standard tag (``!custom``, ``!!python/...``,
+        ``!!set``, ...), a complex (mapping/sequence) key, a value that does not fit its
+        explicit tag (``!!int abc``), or a merge key whose value is not a mapping.
+PGL007  A symlink (file or directory) resolves outside the root; it is not followed.
+        This is an ERROR, not a warning: silently skipping it would shrink the desired
+        state, and a reconciler turns missing resources into deletions. Content outside
+        the reviewed tree cannot be trusted either.
+PGL008  A file or directory cannot be read (permissions, broken symlink, not a regular
+        file) or the file is not valid UTF-8.
+PGL009  The root directory does not exist or is not a directory.
+PGL010  WARNING: more than ``MAX_FINDINGS_PER_FILE`` problems in one file; the rest are
+        not reported (the file has already failed with the errors that are reported).
+======  ====================================================================================
+
+Directory walk
+--------------
+``*.yaml`` / ``*.yml`` (suffix matched case-insensitively) at any depth; names starting
+with ``.`` (files and directories) are skipped. Symlinks that resolve inside the root are
+followed; each real directory is walked at most once (the first path in sorted order
+wins), which also stops symlink loops. Files are processed in sorted order of their
+relative POSIX path. A file with any problem contributes no documents.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.error import Mark, MarkedYAMLError
+from yaml.events import AliasEvent, CollectionStartEvent, Event
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
+
+from plexica_gitops.findings import Finding, Location, error, warning
+
+__all__ = [
+    "DEPTH_OR_ALIAS_LIMIT",
+    "DUPLICATE_KEY",
+    "MAX_FINDINGS_PER_FILE",
+    "NOT_A_MAPPING",
+    "ROOT_MISSING",
+    "SIZE_LIMIT",
+    "SYMLINK_ESCAPE",
+    "TOO_MANY_PROBLEMS",
+    "UNREADABLE",
+    "UNSUPPORTED",
+    "YAML_SYNTAX",
+    "JsonPath",
+    "LoadLimits",
+    "LoadResult",
+    "SourceDocument",
+    "load_directory",
+    "load_file",
+]
+
+YAML_SYNTAX = "PGL001"
+DUPLICATE_KEY = "PGL002"
+SIZE_LIMIT = "PGL003"
+DEPTH_OR_ALIAS_LIMIT = "PGL004"
+NOT_A_MAPPING = "PGL005"
+UNSUPPORTED = "PGL006"
+SYMLINK_ESCAPE = "PGL007"
+UNREADABLE = "PGL008"
+ROOT_MISSING = "PGL009"
+TOO_MANY_PROBLEMS = "PGL010"
+
+MAX_FINDINGS_PER_FILE = 100
+
+JsonPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    max_file_bytes: int = 4 * 1024 * 1024
+    max_total_bytes: int = 256 * 1024 * 1024
+    # Counts nodes AFTER alias expansion (keys included): this stops "billion laughs".
+    max_nodes_per_document: int = 1_000_000
+    # Nesting of mappings/sequences; the document's top-level mapping is level 1.
+    max_depth: int = 64
+
+
+@dataclass
+class SourceDocument:
+    file: str  # posix path relative to the root directory
+    index: int  # 0-based document index in a multi-document file
+    line: int  # 1-based line where the document's content starts
+    data: Any  # JSON-shaped: dict[str, ...], list, str, int, float, bool, None
+    positions: dict[JsonPath, tuple[int, int]]  # JSON path -> (line, column), 1-based
+
+    def location(self, path: Sequence[str | int] = ()) -> Location:
+        """Position of `path`, else of its nearest ancestor that has one, else the
+        document start."""
+        current = tuple(path)
+        while True:
+            position = self.positions.get(current)
+            if position is not None:
+                return Location(self.file, position[0], position[1])
+            if not current:
+                return Location(self.file, self.line)
+            current = current[:-1]
+
+
+@dataclass
+class LoadResult:
+    root: Path
+    # every YAML file read (relative posix, sorted), including files with problems
+    files: list[str] = field(default_factory=list)
+    documents: list[SourceDocument] = field(default_factory=list)  # in (file, index) order
+    findings: list[Finding] = field(default_factory=list)  # a file with one: no documents
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_directory(root: Path, limits: LoadLimits = LoadLimits()) -> LoadResult:
+    """Load every ``*.yaml`` / ``*.yml`` file under `root` (see the module docstring)."""
+    result = LoadResult(root=root)
+    if not root.exists():
+        result.findings.append(
+            error(
+                ROOT_MISSING,
+                f"desired-state directory {root} does not exist",
+                "Pass the directory that holds the desired-state YAML files.",
+            )
+        )
+        return result
+    if not root.is_dir():
+        result.findings.append(
+            error(
+                ROOT_MISSING,
+                f"desired-state root {root} is a file, not a directory",
+                "Pass the directory that holds the desired-state YAML files, not one file.",
+            )
+        )
+        return result
+
+    real_root = os.path.realpath(root)
+    candidates, walk_findings = _walk(root, real_root)
+    result.findings.extend(walk_findings)
+    total = 0
+    for position, (rel, real) in enumerate(candidates):
+        raw = _read(real, rel, limits.max_file_bytes)
+        if isinstance(raw, Finding):
+            result.files.append(rel)
+            result.findings.append(raw)
+            continue
+        total += len(raw)
+        if total > limits.max_total_bytes:
+            not_loaded = len(candidates) - position
+            result.findings.append(
+                error(
+                    SIZE_LIMIT,
+                    f"{rel}: the desired state exceeds the total size limit of "
+                    f"{limits.max_total_bytes:,} bytes; loading stopped at this file "
+                    f"({not_loaded} file(s) not loaded)",
+                    "Remove files that do not belong to the desired state, or split it "
+                    "into several roots.",
+                    Location(rel),
+                )
+            )
+            break
+        result.files.append(rel)
+        documents, findings = _parse(raw, rel, limits, json_mode=False)
+        result.documents.extend(documents)
+        result.findings.extend(findings)
+    return result
+
+
+def load_file(
+    path: Path, root: Path, limits: LoadLimits = LoadLimits()
+) -> tuple[list[SourceDocument], list[Finding]]:
+    """Load one YAML (or ``*.json``) file that must lie inside `root`.
+
+    `path` is an ordinary path (absolute, or relative to the working directory), not a
+    path relative to `root`. Documents and findings name the file relative to `root`."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    rel = _relative_name(path, root, real, real_root)
+    if rel is None or not _is_within(real, real_root):
+        name = rel if rel is not None else path.as_posix()
+        return [], [_escape_finding(name, real, is_symlink=rel is not None)]
+    raw = _read(real, rel, limits.max_file_bytes)
+    if isinstance(raw, Finding):
+        return [], [raw]
+    return _parse(raw, rel, limits, json_mode=path.name.lower().endswith(".json"))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _is_within(real: str, real_root: str) -> bool:
+    try:
+        return os.path.commonpath([real, real_root]) == real_root
+    except ValueError:  # different drives (Windows)
+        return False
+
+
+def _relative_name(path: Path, root: Path, real: str, real_root: str) -> str | None:
+    try:
+        lexical = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
+    except ValueError:
+        if not _is_within(real, real_root):
+            return None
+        return Path(os.path.relpath(real, real_root)).as_posix()
+    return lexical.as_posix()
+
+
+def _escape_finding(rel: str, real: str, *, is_symlink: bool) -> Finding:
+    if is_symlink:
+        message = (
+            f"{rel}: symlink resolves outside the desired-state root (to {real}); "
+            "it was not followed"
+        )
+        hint = (
+            "Keep every desired-state file inside the root directory: copy the file or "
+            "directory in instead of linking to it."
+        )
+    else:
+        message = f"{rel}: file is outside the desired-state root; it was not read"
+        hint = "Reference only files inside the desired-state root directory."
+    return error(SYMLINK_ESCAPE, message, hint, Location(rel))
+
+
+def _is_yaml_name(name: str) -> bool:
+    return name.lower().endswith((".yaml", ".yml"))
+
+
+def _walk(root: Path, real_root: str) -> tuple[list[tuple[str, str]], list[Finding]]:
+    """(relative posix name, real path) of every YAML file, sorted by name."""
+    found: list[tuple[str, str]] = []
+    findings: list[Finding] = []
+    visited: set[str] = set()
+    stack: list[tuple[str, str, str]] = [(real_root, str(root), "")]  # real, path, prefix
+    while stack:
+        real_dir, dir_path, prefix = stack.pop()
+        if real_dir in visited:
+            continue
+        visited.add(real_dir)
+        try:
+            with os.scandir(dir_path) as iterator:
+                entries = sorted(iterator, key=lambda entry: entry.name)
+        except OSError as exc:
+            shown = prefix.rstrip("/") or "."
+            findings.append(
+                error(
+                    UNREADABLE,
+                    f"{shown}: cannot list directory ({exc.strerror or exc})",
+                    "Make the directory readable, or remove it from the desired state.",
+                    Location(shown),
+                )
+            )
+            continue
+        subdirs: list[tuple[str, str, str]] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = prefix + entry.name
+            try:
+                is_link = entry.is_symlink()
+                is_dir = entry.is_dir()  # follows symlinks; False when dangling
+            except OSError:
+                is_link, is_dir = False, False
+            if not is_dir and not _is_yaml_name(entry.name):
+                continue
+            real = os.path.realpath(entry.path)
+            if is_link and not _is_within(real, real_root):
+                findings.append(_escape_finding(rel, real, is_symlink=True))
+                continue
+            if is_dir:
+                subdirs.append((real, entry.path, rel + "/"))
+            else:
+                found.append((rel, real))
+        stack.extend(reversed(subdirs))
+    found.sort()
+    return found, findings
+
+
+def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
+    """Read at most `max_bytes`; refuse non-regular files (a FIFO would block)."""
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
+    try:
+        fd = os.open(real, flags)
+    except OSError as exc:
+        return error(
+            UNREADABLE,
+            f"{rel}: cannot read file ({exc.strerror or exc})",
+            "Make the file readable (or fix the broken symlink), or remove it.",
+            Location(rel),
+        )
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return error(
+                    UNREADABLE,
+                    f"{rel}: not a regular file",
+                    "Replace it with a regular YAML file, or remove it.",
+                    Location(rel),
+                )
+            raw = handle.read(max_bytes + 1)
+    except OSError as exc:
+        return error(
+            UNREADABLE,
+            f"{rel}: cannot read file ({exc.strerror or exc})",
+            "Make the file readable, or remove it.",
+            Location(rel),
+        )
+    if len(raw) > max_bytes:
+        size = max(info.st_size, len(raw))
+        return error(
+            SIZE_LIMIT,
+            f"{rel}: file is {size:,} bytes, over the limit of {max_bytes:,} bytes; "
+            "it was not parsed",
+            "Split the file into smaller files; desired-state files are small.",
+            Location(rel),
+        )
+    return raw
+
+
+def _decode(raw: bytes, rel: str) -> str | Finding:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line_start = raw.rfind(b"\n", 0, start) + 1
+        line = raw.count(b"\n", 0, start) + 1
+        column = len(raw[line_start:start].decode("utf-8", errors="replace")) + 1
+        utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+        detail = " (it looks like UTF-16)" if utf16 else ""
+        return error(
+            UNREADABLE,
+            f"{rel}: not valid UTF-8{detail}: byte 0x{raw[start]:02x} at line {line}, "
+            f"column {column}",
+            "Save the file as UTF-8 (a BOM is allowed).",
+            Location(rel, line, column),
+        )
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _LimitError(Exception):
+    def __init__(self, message: str, hint: str, mark: Mark | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.mark = mark
+
+
+class _TooManyProblems(Exception):
+    pass
+
+
+class _AliasNode(Node):
+    """An alias use (``*name``): keeps the alias's own position, unlike PyYAML's
+    composer, which hands back the anchored node itself."""
+
+    id = "alias"
+
+    def __init__(self, target: Node, anchor: str, start_mark: Mark, end_mark: Mark) -> None:
+        super().__init__(target.tag, target.value, start_mark, end_mark)
+        self.target = target
+        self.anchor = anchor
+
+
+def _target(node: Node) -> Node:
+    return node.target if isinstance(node, _AliasNode) else node
+
+
+def _depth_message(max_depth: int) -> tuple[str, str]:
+    return (
+        f"mappings and lists are nested deeper than {max_depth} levels "
+        "(counting levels added by aliases)",
+        "Flatten the structure; desired-state documents need only a few levels.",
+    )
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer bounds nesting (PyYAML's composer is recursive, so an
+    unbounded ``[[[[...`` would raise RecursionError) and keeps alias positions."""
+
+    def __init__(self, text: str, max_depth: int) -> None:
+        super().__init__(text)
+        self._max_depth = max_depth
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event: Event = self.peek_event()  # type: ignore[no-untyped-call]
+        start = cast(Mark, event.start_mark)
+        if isinstance(event, AliasEvent):
+            target = super().compose_node(parent, index)
+            assert target is not None
+            return _AliasNode(target, event.anchor or "", start, cast(Mark, event.end_mark))
+        if isinstance(event, CollectionStartEvent):
+            if self._depth >= self._max_depth:
+                message, hint = _depth_message(self._max_depth)
+                raise _LimitError(message, hint, start)
+            self._depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+        return super().compose_node(parent, index)
+
+
+def _position(mark: Mark | None) -> tuple[int, int]:
+    if mark is None:
+        return (1, 1)
+    return (mark.line + 1, mark.column + 1)
+
+
+def _parse(
+    raw: bytes, rel: str, limits: LoadLimits, *, json_mode: bool
+) -> tuple[list[SourceDocument], list[Finding]]:
+    text = _decode(raw, rel)
+    if isinstance(text, Finding):
+        return [], [text]
+    if json_mode:
+        text = text.replace("\t", " ")  # valid JSON has tabs only as whitespace
+    sink = _Sink()
+    documents: list[SourceDocument] = []
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text, limits.max_depth)
+        index = -1
+        while loader.check_node():
+            node = loader.get_node()
+            index += 1
+            if node is None:
+                continue
+            document = _document(node, rel, index, limits, sink, json_mode=json_mode)
+            if document is not None:
+                documents.append(document)
+    except _TooManyProblems:
+        sink.items.append(
+            warning(
+                TOO_MANY_PROBLEMS,
+                f"{rel}: more than {MAX_FINDINGS_PER_FILE} problems; the rest are not shown",
+                "Fix the problems shown and validate again.",
+                Location(rel),
+            )
+        )
+    except _LimitError as exc:
+        sink.items.append(_limit_finding(rel, exc))
+    except ReaderError as exc:
+        sink.items.append(_reader_finding(rel, text, exc))
+    except MarkedYAMLError as exc:
+        sink.items.append(_syntax_finding(rel, exc))
+    except yaml.YAMLError as exc:  # pragma: no cover - PyYAML raises the two above
+        sink.items.append(
+            error(YAML_SYNTAX, f"{rel}: YAML error: {exc}", _SYNTAX_HINT, Location(rel))
+        )
+    except RecursionError:  # pragma: no cover - only with a very large max_depth
+        message, hint = _depth_message(limits.max_depth)
+        sink.items.append(error(DEPTH_OR_ALIAS_LIMIT, f"{rel}: {message}", hint, Location(rel)))
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if sink.items:
+        return [], sink.items
+    return documents, []
+
+
+def _document(
+    node: Node, rel: str, index: int, limits: LoadLimits, sink: _Sink, *, json_mode: bool
+) -> SourceDocument | None:
+    line, column = _position(node.start_mark)
+    if isinstance(node, ScalarNode) and node.tag == _NULL and node.value == "" and not node.style:
+        return None  # empty document, e.g. after a trailing `---`
+    if not isinstance(node, MappingNode):
+        kind = "a list" if isinstance(node, SequenceNode) else "a single value"
+        sink.add(
+            error(
+                NOT_A_MAPPING,
+                f"{rel}: document {index + 1} (line {line}) is {kind}, not a mapping",
+                "Each document must be a mapping with apiVersion, kind, metadata and spec.",
+                Location(rel, line, column),
+            )
+        )
+        return None
+    try:
+        _measure(node, limits)
+    except _LimitError as exc:
+        sink.add(_limit_finding(rel, exc))
+        return None
+    builder = _Builder(rel, sink, json_mode=json_mode)
+    before = len(sink.items)
+    builder.positions[()] = (line, column)
+    data = builder.value(node, ())
+    if len(sink.items) > before:
+        return None
+    return SourceDocument(rel, index, line, data, builder.positions)
+
+
+def _limit_finding(rel: str, exc: _LimitError) -> Finding:
+    line, column = _position(exc.mark)
+    return error(
+        DEPTH_OR_ALIAS_LIMIT,
+        f"{rel}: {exc.message}",
+        exc.hint,
+        Location(rel, line, column),
+    )
+
+
+def _measure(root: Node, limits: LoadLimits) -> None:
+    """Size and depth of the alias-expanded tree, without expanding it.
+
+    Each collection node is measured once (memoised by identity); recursion is bounded
+    by `max_depth`, so this is fast and flat whatever the aliases multiply to."""
+    budget = limits.max_nodes_per_document
+    memo: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
+    active: set[int] = set()
+
+    def visit(node: Node, depth: int) -> tuple[int, int]:
+        target = _target(node)
+        if isinstance(target, ScalarNode):
+            return (1, 0)
+        key = id(target)
+        known = memo.get(key)
+        if known is not None:
+            if depth + known[1] > limits.max_depth:
+                raise _LimitError(*_depth_message(limits.max_depth), node.start_mark)
+            return known
+        if key in active:
+            anchor = node.anchor if isinstance(node, _AliasNode) else "?"
+            raise _LimitError(
+                f"alias *{anchor} is used inside the node it refers to (recursive alias)",
+                "Remove the alias from inside its own anchored mapping or list.",
+                node.start_mark,
+            )
+        if depth + 1 > limits.max_depth:
+            raise _LimitError(*_depth_message(limits.max_depth), node.start_mark)
+        active.add(key)
+        size, height = 1, 0
+        for child in _children(target):
+            child_size, child_height = visit(child, depth + 1)
+            size += child_size
+            height = max(height, child_height)
+            if size > budget:
+                raise _LimitError(
+                    f"the document expands to more than {budget:,} values once aliases "
+                    "(*name) are expanded",
+                    "This looks like an alias bomb ('billion laughs'); use fewer "
+                    "nested anchors and aliases, or write the values out.",
+                    node.start_mark,
+                )
+        active.discard(key)
+        memo[key] = (size, height + 1)
+        return memo[key]
+
+    visit(root, 0)
+
+
+def _children(node: Node) -> Iterator[Node]:
+    if isinstance(node, SequenceNode):
+        yield from node.value
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
+
+
+# --------------------------------------------------------------------------- building
+
+
+_YAML = "tag:yaml.org,2002:"
+_STR = _YAML + "str"
+_NULL = _YAML + "null"
+_BOOL = _YAML + "bool"
+_INT = _YAML + "int"
+_FLOAT = _YAML + "float"
+_MAP = _YAML + "map"
+_SEQ = _YAML + "seq"
+_MERGE = _YAML + "merge"
+# Kept as their source text: timestamps, binary, and `<<` / `=` used as plain values.
+_TEXT_TAGS = frozenset({_STR, _YAML + "timestamp", _YAML + "binary", _MERGE, _YAML + "value"})
+_SCALAR_TAGS = _TEXT_TAGS | {_NULL, _BOOL, _INT, _FLOAT}
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
+_CONSTRUCTOR = SafeConstructor()
+
+_UNSUPPORTED_HINT = (
+    "Remove the tag: desired state is plain data (mappings, lists, strings, numbers, "
+    "booleans, null); custom and language-specific tags are never constructed."
+)
+
+
+def _show_tag(tag: str) -> str:
+    return "!!" + tag[len(_YAML) :] if tag.startswith(_YAML) else tag
+
+
+class _Sink:
+    """Findings of one file: de-duplicated (an aliased node is built once per use) and
+    capped, so a hostile file cannot make the report itself huge."""
+
+    def __init__(self) -> None:
+        self.items: list[Finding] = []
+        self._seen: set[Finding] = set()
+
+    def add(self, finding: Finding) -> None:
+        if finding in self._seen:
+            return
+        if len(self.items) >= MAX_FINDINGS_PER_FILE:
+            raise _TooManyProblems
+        self._seen.add(finding)
+        self.items.append(finding)
+
+
+_Entry = tuple[str, Node, Node]  # key text, key node, value node
+
+
+class _Builder:
+    def __init__(self, rel: str, sink: _Sink, *, json_mode: bool) -> None:
+        self.rel = rel
+        self.sink = sink
+        self.json_mode = json_mode
+        self.positions: dict[JsonPath, tuple[int, int]] = {}
+
+    def _problem(self, code: str, message: str, hint: str, mark: Mark | None) -> None:
+        line, column = _position(mark)
+        self.sink.add(
+            error(
+                code,
+                f"{self.rel}: {message}",
+                hint,
+                Location(self.rel, line, column),
+            )
+        )
+
+    def value(self, node: Node, path: JsonPath) -> Any:
+        target = _target(node)
+        if isinstance(target, ScalarNode):
+            return self._scalar(target)
+        expected = _MAP if isinstance(target, MappingNode) else _SEQ
+        if target.tag != expected:
+            self._problem(
+                UNSUPPORTED,
+                f"unsupported tag {_show_tag(target.tag)}",
+                _UNSUPPORTED_HINT,
+                target.start_mark,
+            )
+            return None
+        if isinstance(target, SequenceNode):
+            items: list[Any] = []
+            for number, item in enumerate(target.value):
+                item_path = (*path, number)
+                self.positions[item_path] = _position(item.start_mark)
+                items.append(self.value(item, item_path))
+            return items
+        assert isinstance(target, MappingNode)
+        result: dict[str, Any] = {}
+        for key, key_node, value_node in self._entries(target):
+            entry_path = (*path, key)
+            self.positions[entry_path] = _position(key_node.start_mark)
+            result[key] = self.value(value_node, entry_path)
+        return result
+
+    def _entries(self, node: MappingNode) -> list[_Entry]:
+        """Entries in source order, the `<<` entry replaced by the merged entries that
+        the mapping does not define itself."""
+        first_seen: dict[str, Node] = {}
+        written: list[_Entry | list[_Entry]] = []
+        for key_node, value_node in node.value:
+            key = self._key(key_node)
+            if key is None:
+                continue
+            if key in first_seen:
+                first_line = _position(first_seen[key].start_mark)[0]
+                self._problem(
+                    DUPLICATE_KEY,
+                    f"duplicate key {key!r} on line {first_line} and again on line "
+                    f"{_position(key_node.start_mark)[0]}",
+                    "Remove one of the two entries; YAML would otherwise silently keep "
+                    "only one of the values.",
+                    key_node.start_mark,
+                )
+                continue
+            first_seen[key] = key_node
+            key_target = _target(key_node)
+            if key_target.tag == _MERGE and isinstance(key_target, ScalarNode):
+                written.append(self._merged(value_node))
+            else:
+                written.append((key, key_node, value_node))
+        own = {entry[0] for entry in written if isinstance(entry, tuple)}
+        entries: list[_Entry] = []
+        for entry in written:
+            if isinstance(entry, tuple):
+                entries.append(entry)
+                continue
+            for merged in entry:
+                if merged[0] not in own:
+                    own.add(merged[0])
+                    entries.append(merged)
+        return entries
+
+    def _merged(self, value_node: Node) -> list[_Entry]:
+        """The entries a `<<` value brings in; earlier mappings in a list win."""
+        target = _target(value_node)
+        sources = target.value if isinstance(target, SequenceNode) else [value_node]
+        entries: list[_Entry] = []
+        taken: set[str] = set()
+        for source in sources:
+            mapping = _target(source)
+            if not isinstance(mapping, MappingNode) or mapping.tag != _MAP:
+                self._problem(
+                    UNSUPPORTED,
+                    "merge key '<<' needs a mapping or a list of mappings",
+                    "Merge an anchored mapping ('<<: *base' or '<<: [*a, *b]'), or "
+                    "quote '<<' if it is meant as a plain key.",
+                    source.start_mark,
+                )
+                continue
+            for entry in self._entries(mapping):
+                if entry[0] not in taken:
+                    taken.add(entry[0])
+                    entries.append(entry)
+        return entries
+
+    def _key(self, key_node: Node) -> str | None:
+        target = _target(key_node)
+        if not isinstance(target, ScalarNode):
+            self._problem(
+                UNSUPPORTED,
+                "a mapping or list used as a key (complex key)",
+                "Use plain text keys; desired state is JSON-shaped.",
+                key_node.start_mark,
+            )
+            return None
+        if target.tag not in _SCALAR_TAGS:
+            self._problem(
+                UNSUPPORTED,
+                f"unsupported tag {_show_tag(target.tag)} on a key",
+                _UNSUPPORTED_HINT,
+                key_node.start_mark,
+            )
+            return None
+        return str(target.value)
+
+    def _scalar(self, node: ScalarNode) -> Any:
+        tag = node.tag
+        text = str(node.value)
+        if tag in _TEXT_TAGS:
+            if self.json_mode and tag == _STR and not node.style:
+                match = _JSON_NUMBER.match(text)
+                if match:
+                    return float(text) if match.group(1) or match.group(2) else int(text)
+            return text
+        if tag == _NULL:
+            return None
+        try:
+            if tag == _BOOL:
+                return SafeConstructor.bool_values[text.lower()]
+            if tag == _INT:
+                return _CONSTRUCTOR.construct_yaml_int(node)
+            if tag == _FLOAT:
+                return _CONSTRUCTOR.construct_yaml_float(node)
+        except (KeyError, ValueError) as exc:
+            reason = f" ({exc})" if isinstance(exc, ValueError) else ""
+            self._problem(
+                UNSUPPORTED,
+                f"value {_clip(text)!r} cannot be read as {_show_tag(tag)}{reason}",
+                "Fix the value, or quote it (and drop the tag) if it is meant as text.",
+                node.start_mark,
+            )
+            return None
+        self._problem(
+            UNSUPPORTED, f"unsupported tag {_show_tag(tag)}", _UNSUPPORTED_HINT, node.start_mark
+        )
+        return None
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --------------------------------------------------------------------------- YAML errors
+
+
+_SYNTAX_HINT = (
+    "Fix the YAML at the reported line and column; a YAML linter such as yamllint shows "
+    "the problem in context."
+)
+_SPECIFIC_HINTS = (
+    ("'\\t'", "Indent with spaces: YAML does not allow tab characters for indentation."),
+    (
+        "mapping values are not allowed",
+        "A value probably contains ': ' or the indentation is off; quote the value or "
+        "fix the indentation.",
+    ),
+    (
+        "undefined alias",
+        "Define the anchor (&name) before the alias (*name), in the same document.",
+    ),
+    ("duplicate anchor", "Give each anchor (&name) a unique name within the document."),
+    (
+        "could not find expected ':'",
+        "Add the missing ':' after the key, or quote the text if it is a value.",
+    ),
+    ("found unexpected end of stream", "Close the open quote or bracket."),
+)
+
+
+def _syntax_finding(rel: str, exc: MarkedYAMLError) -> Finding:
+    mark = exc.problem_mark or exc.context_mark
+    line, column = _position(mark)
+    parts: list[str] = []
+    if exc.context:
+        context = exc.context
+        if exc.context_mark is not None and exc.context_mark is not mark:
+            context_line, context_column = _position(exc.context_mark)
+            context += f" (line {context_line}, column {context_column})"
+        parts.append(context)
+    if exc.problem:
+        parts.append(exc.problem)
+    detail = ": ".join(parts) or "invalid YAML"
+    combined = f"{exc.context or ''} {exc.problem or ''}"
+    hint = next((h for needle, h in _SPECIFIC_HINTS if needle in combined), _SYNTAX_HINT)
+    return error(
+        YAML_SYNTAX,
+        f"{rel}: YAML syntax error at line {line}, column {column}: {detail}",
+        hint,
+        Location(rel, line, column) if mark is not None else Location(rel),
+    )
+
+
+def _reader_finding(rel: str, text: str, exc: ReaderError) -> Finding:
+    position = exc.position if isinstance(exc.position, int) else 0
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    character = exc.character
+    if isinstance(character, str) and len(character) == 1:
+        character = ord(character)
+    shown = f"#x{character:04x}" if isinstance(character, int) else repr(character)
+    return error(
+        YAML_SYNTAX,
+        f"{rel}: character {shown} at line {line}, column {column} is not allowed in YAML",
+        "Remove the control character; the file must be plain UTF-8 text.",
+        Location(rel, line, column),
+    )

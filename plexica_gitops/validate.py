@@ -1,0 +1,750 @@
+"""Semantic validation of a desired state: every rule has a stable code (see README).
+
+Structural problems (YAML, schema, files) are found while the desired state is built
+(`desired.py`); the rules here look across documents: identities, versions and ranges,
+lifecycle consistency, routes, resources, permissions, events, tenants and secrets.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import networkx as nx
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import ValidationError as SchemaValidationError
+
+from plexica_gitops.desired import BuildResult, DesiredState, PluginEntry, build_desired_state
+from plexica_gitops.findings import Finding, Location, error, warning
+from plexica_gitops.model import FromEnv, PluginState, SecretRef
+from plexica_gitops.versions import (
+    RangeSyntaxError,
+    VersionRange,
+    VersionSyntaxError,
+    parse_range,
+    parse_version,
+)
+
+KEBAB_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+SAFE_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]*$")
+CPU = re.compile(r"^(?:[1-9]\d*m|\d+(?:\.\d+)?)$")
+MEMORY = re.compile(r"^[1-9]\d*(?:Ki|Mi|Gi|Ti|K|M|G|T)?$")
+PERMISSION_KEY = re.compile(r"^[a-z][a-z0-9-]*(?::[a-z0-9*-]+)+$")
+EVENT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,248}$")
+SECRET_KEY = re.compile(
+    r"(password|passwd|passphrase|secret|token|apikey|privatekey|credential|accesskey|signingkey)"
+)
+MAX_NAME_LENGTH = 63  # DNS label: plugin ids and slugs become container and k8s names
+# Schema names the platform owns or PostgreSQL reserves; a tenant must never be given one.
+RESERVED_SCHEMAS = {"public", "information_schema", "plexica", "plexica_gitops"}
+RESERVED_WORDS = {
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "both", "case", "cast",
+    "check", "collate", "column", "constraint", "create", "default", "desc", "distinct", "do",
+    "else", "end", "except", "false", "for", "foreign", "from", "grant", "group", "having",
+    "in", "initially", "intersect", "into", "leading", "limit", "not", "null", "offset", "on",
+    "only", "or", "order", "placing", "primary", "references", "returning", "select", "some",
+    "table", "then", "to", "trailing", "true", "union", "unique", "user", "using", "when",
+    "where", "window", "with",
+}  # fmt: skip
+# What a plugin's own desired state requires of each plugin it depends on.
+REQUIRED_DEPENDENCY_STATES: dict[PluginState, set[PluginState]] = {
+    PluginState.ACTIVE: {PluginState.ACTIVE},
+    PluginState.INSTALLED: {PluginState.INSTALLED, PluginState.ACTIVE, PluginState.DISABLED},
+    PluginState.DISABLED: {PluginState.INSTALLED, PluginState.ACTIVE, PluginState.DISABLED},
+}
+
+
+@dataclass
+class ValidationReport:
+    desired: DesiredState
+    findings: list[Finding]
+
+    @property
+    def valid(self) -> bool:
+        return not any(f.is_error for f in self.findings)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.is_error]
+
+
+def validate_directory(root: Path) -> ValidationReport:
+    return validate_build(build_desired_state(root))
+
+
+def validate_build(built: BuildResult) -> ValidationReport:
+    findings = list(built.findings)
+    for rule in RULES:
+        findings.extend(rule(built.desired))
+    unique = {(f.code, f.location, f.message): f for f in findings}
+    return ValidationReport(built.desired, sorted(unique.values(), key=Finding.sort_key))
+
+
+# --- identities --------------------------------------------------------------------------
+
+
+def check_plugin_ids(desired: DesiredState) -> Iterator[Finding]:
+    for plugin in desired.plugins.values():
+        if not KEBAB_ID.match(plugin.id) or len(plugin.id) > MAX_NAME_LENGTH:
+            yield error(
+                "PGV201",
+                f"plugin id {plugin.id!r} is not kebab-case",
+                "Use lowercase letters, digits and single hyphens, starting with a letter, "
+                f"at most {MAX_NAME_LENGTH} characters (e.g. `crm`, `sales-pipeline`).",
+                plugin.location("metadata", "name"),
+                (plugin.id,),
+            )
+
+
+def check_tenant_identities(desired: DesiredState) -> Iterator[Finding]:
+    ids: dict[str, str] = {}
+    schemas: dict[str, str] = {}
+    for slug, tenant in sorted(desired.tenants.items()):
+        spec = tenant.document.spec
+        if not KEBAB_ID.match(slug) or len(slug) > MAX_NAME_LENGTH:
+            yield error(
+                "PGV208",
+                f"tenant slug {slug!r} is not kebab-case",
+                "Use lowercase letters, digits and single hyphens, starting with a letter.",
+                tenant.location("metadata", "name"),
+                (slug,),
+            )
+        yield from _tenant_id(slug, spec.id, tenant.location("spec", "id"), ids)
+        yield from _tenant_schema(slug, spec.schema_name, tenant.location("spec", "schema"))
+        other = schemas.setdefault(spec.schema_name, slug)
+        if other != slug:
+            yield error(
+                "PGV205",
+                f"tenants {other!r} and {slug!r} both use schema {spec.schema_name!r}",
+                "Each tenant needs its own PostgreSQL schema; rename one.",
+                tenant.location("spec", "schema"),
+                (other, slug),
+            )
+
+
+def _tenant_id(slug: str, raw: str, where: Location, seen: dict[str, str]) -> Iterator[Finding]:
+    try:
+        canonical = str(uuid.UUID(raw))
+    except ValueError:
+        yield error(
+            "PGV207",
+            f"tenant {slug!r} has id {raw!r}, which is not a UUID",
+            "Use a UUID such as 6f1c2d3e-4b5a-4c6d-8e7f-901234567890 (`uuidgen` makes one).",
+            where,
+            (slug,),
+        )
+        return
+    other = seen.setdefault(canonical, slug)
+    if other != slug:
+        yield error(
+            "PGV204",
+            f"tenants {other!r} and {slug!r} have the same id {canonical}",
+            "Tenant ids must be unique; give one tenant a new UUID.",
+            where,
+            (other, slug),
+        )
+
+
+def _tenant_schema(slug: str, name: str, where: Location) -> Iterator[Finding]:
+    unsafe = (
+        not SAFE_SCHEMA.match(name)
+        or len(name) > MAX_NAME_LENGTH
+        or name.startswith("pg_")
+        or name in RESERVED_SCHEMAS
+        or name in RESERVED_WORDS
+    )
+    if unsafe:
+        yield error(
+            "PGV206",
+            f"tenant {slug!r} has schema name {name!r}, which is not a safe PostgreSQL identifier",
+            "Use lowercase letters, digits and underscores, starting with a letter or "
+            "underscore, at most 63 characters, not `pg_*`, `public` or a reserved word "
+            "(e.g. `tenant_acme`).",
+            where,
+            (slug,),
+        )
+
+
+# --- versions and ranges -----------------------------------------------------------------
+
+
+def check_versions(desired: DesiredState) -> Iterator[Finding]:
+    platform = desired.platform
+    if platform is not None:
+        yield from _semver(
+            platform.document.spec.version, platform.location("spec", "version"), "platform", ()
+        )
+    for plugin in desired.plugins.values():
+        version = plugin.manifest.version
+        where = plugin.manifest_location("version")
+        yield from _semver(version, where, f"plugin {plugin.id!r}", (plugin.id,))
+        yield from _image(plugin)
+
+
+def _semver(text: str, where: Location, what: str, subjects: tuple[str, ...]) -> Iterator[Finding]:
+    try:
+        parse_version(text)
+    except VersionSyntaxError as exc:
+        yield error(
+            "PGV301",
+            f"{what} version {text!r} is not a semantic version: {exc}",
+            "Use MAJOR.MINOR.PATCH, e.g. 1.2.0 (a pre-release like 1.2.0-rc.1 is fine).",
+            where,
+            subjects,
+        )
+
+
+def _image(plugin: PluginEntry) -> Iterator[Finding]:
+    image = plugin.manifest.runtime.image
+    where = plugin.manifest_location("runtime", "image")
+    subjects = (plugin.id,)
+    if "@" in image:  # pinned by digest: the tag, if any, is informational
+        return
+    last = image.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else None
+    if tag is None or tag == "latest":
+        yield warning(
+            "PGV303",
+            f"plugin {plugin.id!r} uses image {image!r}, which floats (`latest`)",
+            f"Tag the image with the manifest version (`:{plugin.manifest.version}`) or pin "
+            "a digest, so a plan means the same thing when it is applied.",
+            where,
+            subjects,
+        )
+        return
+    if tag not in (plugin.manifest.version, "v" + plugin.manifest.version):
+        yield error(
+            "PGV302",
+            f"plugin {plugin.id!r} image tag {tag!r} does not match manifest version "
+            f"{plugin.manifest.version!r}",
+            f"Use `:{plugin.manifest.version}` as the tag, or pin the image by digest "
+            "(`image@sha256:…`).",
+            where,
+            subjects,
+        )
+
+
+def _range(
+    text: str, where: Location, what: str, subjects: tuple[str, ...]
+) -> tuple[VersionRange | None, list[Finding]]:
+    try:
+        return parse_range(text), []
+    except RangeSyntaxError as exc:
+        return None, [
+            error(
+                "PGV304",
+                f"{what} range {text!r} is not a valid version range: {exc}",
+                "Use npm-style ranges: ^1.2.0, ~1.2, 1.x, >=2.1 <3.0, or alternatives "
+                "joined by ||.",
+                where,
+                subjects,
+            )
+        ]
+
+
+def _installed_version(plugin: PluginEntry) -> str | None:
+    try:
+        parse_version(plugin.manifest.version)
+    except VersionSyntaxError:
+        return None
+    return plugin.manifest.version
+
+
+def check_dependencies(desired: DesiredState) -> Iterator[Finding]:
+    for plugin in desired.plugins.values():
+        for index, dependency in enumerate(plugin.manifest.dependencies):
+            where = plugin.manifest_location("dependencies", index)
+            subjects = (plugin.id, dependency.plugin)
+            required, found = _range(
+                dependency.version,
+                plugin.manifest_location("dependencies", index, "version"),
+                f"plugin {plugin.id!r} dependency on {dependency.plugin!r}:",
+                subjects,
+            )
+            yield from found
+            target = desired.plugins.get(dependency.plugin)
+            if target is None:
+                yield error(
+                    "PGV306",
+                    f"plugin {plugin.id!r} depends on {dependency.plugin!r}, which is not "
+                    "declared in this repository",
+                    f"Add plugins/{dependency.plugin}/plugin.yaml, or remove the dependency.",
+                    where,
+                    subjects,
+                )
+                continue
+            version = _installed_version(target)
+            if required is None or version is None or required.contains(version):
+                continue
+            yield error(
+                "PGV305",
+                f"plugin {plugin.id!r} requires {dependency.plugin} {dependency.version}, "
+                f"but {dependency.plugin} is {version}",
+                f"Change the range, or move {dependency.plugin} to a version in "
+                f"{dependency.version}.",
+                plugin.manifest_location("dependencies", index, "version"),
+                subjects,
+            )
+
+
+def check_core_compat(desired: DesiredState) -> Iterator[Finding]:
+    platform = desired.platform
+    for plugin in desired.plugins.values():
+        compat = plugin.manifest.compat
+        if compat is None:
+            continue
+        where = plugin.manifest_location("compat", "core")
+        required, found = _range(
+            compat.core, where, f"plugin {plugin.id!r} compat.core", (plugin.id,)
+        )
+        yield from found
+        if required is None or platform is None:
+            continue
+        version = platform.document.spec.version
+        try:
+            satisfied = required.contains(version)
+        except VersionSyntaxError:
+            continue  # reported by check_versions
+        if not satisfied:
+            yield error(
+                "PGV307",
+                f"plugin {plugin.id!r} supports core {compat.core}, but the platform is {version}",
+                "Upgrade the platform, or use a plugin version built for this core.",
+                where,
+                (plugin.id,),
+            )
+
+
+def check_dependency_cycles(desired: DesiredState) -> Iterator[Finding]:
+    graph = nx.DiGraph()
+    for plugin in desired.plugins.values():
+        for dependency in plugin.manifest.dependencies:
+            if dependency.plugin in desired.plugins:
+                graph.add_edge(plugin.id, dependency.plugin)
+    for component in sorted(nx.strongly_connected_components(graph), key=min):
+        if len(component) == 1 and not graph.has_edge(*(2 * tuple(component))):
+            continue
+        start = min(component)
+        cycle = _cycle_from(graph.subgraph(component), start)
+        first = desired.plugins[start]
+        index = next(
+            i
+            for i, d in enumerate(first.manifest.dependencies)
+            if d.plugin == cycle[1 % len(cycle)]
+        )
+        yield error(
+            "PGV308",
+            "dependency cycle: " + " → ".join([*cycle, cycle[0]]),
+            "Plugins install in dependency order, so a cycle can never install; remove "
+            "one of these dependencies.",
+            first.manifest_location("dependencies", index),
+            tuple(sorted(component)),
+        )
+
+
+def _cycle_from(component: Any, start: str) -> list[str]:
+    cycle = [start]
+    for _ in range(component.number_of_nodes()):
+        following = sorted(component.successors(cycle[-1]))
+        nxt = next((n for n in following if n not in cycle), None)
+        if nxt is None:
+            break
+        cycle.append(nxt)
+    return cycle if component.number_of_nodes() > 1 else [start]
+
+
+def check_lifecycle(desired: DesiredState) -> Iterator[Finding]:
+    for plugin in desired.plugins.values():
+        state = plugin.document.spec.state
+        allowed = REQUIRED_DEPENDENCY_STATES.get(state)
+        if allowed is None:
+            continue
+        for index, dependency in enumerate(plugin.manifest.dependencies):
+            target = desired.plugins.get(dependency.plugin)
+            if target is None or target.document.spec.state in allowed:
+                continue
+            yield error(
+                "PGV401",
+                f"plugin {plugin.id!r} is desired {state.value} but its dependency "
+                f"{dependency.plugin!r} is desired {target.document.spec.state.value}",
+                f"Set {dependency.plugin} to "
+                + " or ".join(sorted(s.value for s in allowed))
+                + f", or change {plugin.id}'s state.",
+                plugin.manifest_location("dependencies", index),
+                (plugin.id, dependency.plugin),
+            )
+
+
+# --- routes, resources, permissions, events ----------------------------------------------
+
+
+def check_routes(desired: DesiredState) -> Iterator[Finding]:
+    for plugin in desired.plugins.values():
+        api = plugin.manifest.api
+        expected = f"/api/plugins/{plugin.id}"
+        if api.base_path.rstrip("/") != expected:
+            yield error(
+                "PGV501",
+                f"plugin {plugin.id!r} api.basePath is {api.base_path!r}",
+                f"Spec 004 FR-012: the backend prefix is `{expected}`.",
+                plugin.manifest_location("api", "basePath"),
+                (plugin.id,),
+            )
+        for field_name, alias in [
+            ("health_check", "healthCheck"),
+            ("readiness", "readiness"),
+            ("liveness", "liveness"),
+            ("openapi", "openapi"),
+        ]:
+            path = getattr(api, field_name)
+            if path is not None and not path.startswith("/"):
+                yield error(
+                    "PGV509",
+                    f"plugin {plugin.id!r} api.{alias} {path!r} is not an absolute path",
+                    f"Write it as a path on the plugin's port, e.g. `/{path.lstrip('/')}`.",
+                    plugin.manifest_location("api", alias),
+                    (plugin.id,),
+                )
+        frontend = plugin.manifest.frontend
+        if frontend is None:
+            continue
+        if frontend.route_prefix.rstrip("/") != f"/{plugin.id}":
+            yield error(
+                "PGV502",
+                f"plugin {plugin.id!r} frontend.routePrefix is {frontend.route_prefix!r}",
+                f"Spec 004 FR-012: the front-end prefix is `/{plugin.id}`.",
+                plugin.manifest_location("frontend", "routePrefix"),
+                (plugin.id,),
+            )
+        entry = urlsplit(frontend.remote_entry)
+        if entry.scheme not in ("http", "https") or not entry.netloc:
+            yield error(
+                "PGV510",
+                f"plugin {plugin.id!r} frontend.remoteEntry {frontend.remote_entry!r} is not "
+                "an http(s) URL",
+                "Module Federation loads remoteEntry.js by URL, e.g. "
+                f"https://cdn.example.com/plugins/{plugin.id}/remoteEntry.js.",
+                plugin.manifest_location("frontend", "remoteEntry"),
+                (plugin.id,),
+            )
+
+
+def check_resources(desired: DesiredState) -> Iterator[Finding]:
+    for plugin in desired.plugins.values():
+        resources = plugin.manifest.runtime.resources
+        if resources.cpu is not None and (
+            not CPU.match(resources.cpu) or float(resources.cpu.rstrip("m")) == 0
+        ):
+            yield error(
+                "PGV503",
+                f"plugin {plugin.id!r} runtime.resources.cpu {resources.cpu!r} is not a CPU "
+                "quantity",
+                "Use millicores (`500m`), whole cores (`2`) or fractional cores (`1.5`).",
+                plugin.manifest_location("runtime", "resources", "cpu"),
+                (plugin.id,),
+            )
+        if resources.memory is not None and not MEMORY.match(resources.memory):
+            yield error(
+                "PGV504",
+                f"plugin {plugin.id!r} runtime.resources.memory {resources.memory!r} is not a "
+                "memory quantity",
+                "Use `512Mi`, `1Gi` (binary) or `500M`, `2G` (decimal).",
+                plugin.manifest_location("runtime", "resources", "memory"),
+                (plugin.id,),
+            )
+
+
+def check_permissions(desired: DesiredState) -> Iterator[Finding]:
+    owners: dict[str, PluginEntry] = {}
+    for plugin_id in sorted(desired.plugins):
+        plugin = desired.plugins[plugin_id]
+        for index, permission in enumerate(plugin.manifest.permissions):
+            where = plugin.manifest_location("permissions", index, "key")
+            key = permission.key
+            if not PERMISSION_KEY.match(key):
+                yield error(
+                    "PGV506",
+                    f"plugin {plugin_id!r} permission key {key!r} is malformed",
+                    f"Use `{plugin_id}:<resource>:<action>`, e.g. `{plugin_id}:deals:read`.",
+                    where,
+                    (plugin_id,),
+                )
+            elif not key.startswith(plugin_id + ":"):
+                yield warning(
+                    "PGV506",
+                    f"plugin {plugin_id!r} permission key {key!r} is not namespaced by the "
+                    "plugin id",
+                    f"Prefix it with `{plugin_id}:` so keys of different plugins cannot clash.",
+                    where,
+                    (plugin_id,),
+                )
+            owner = owners.setdefault(key, plugin)
+            if owner is plugin and owner.manifest.permissions.index(permission) == index:
+                continue
+            yield error(
+                "PGV505",
+                f"permission {key!r} is declared by {owner.id!r} and {plugin_id!r}"
+                if owner is not plugin
+                else f"permission {key!r} is declared twice by {plugin_id!r}",
+                "Permission keys are unique across plugins (spec 004 edge case 6): the "
+                "second install would fail. Rename one.",
+                where,
+                (owner.id, plugin_id) if owner is not plugin else (plugin_id,),
+            )
+
+
+def check_events(desired: DesiredState) -> Iterator[Finding]:
+    platform_topics = (
+        set(desired.platform.document.spec.events.platform_topics) if desired.platform else set()
+    )
+    publishers: dict[str, str] = {}
+    for plugin_id in sorted(desired.plugins):
+        plugin = desired.plugins[plugin_id]
+        for index, event in enumerate(plugin.manifest.events.publishes):
+            where = plugin.manifest_location("events", "publishes", index)
+            yield from _event_name(event, where, plugin_id)
+            owner = publishers.setdefault(event, plugin_id)
+            if event in platform_topics or owner != plugin_id:
+                other = "the platform" if event in platform_topics else repr(owner)
+                yield error(
+                    "PGV508",
+                    f"event {event!r} is published by {other} and by {plugin_id!r}",
+                    "Each topic has one owner (it is created and purged with it); rename "
+                    "the event or let one plugin publish it.",
+                    where,
+                    (plugin_id,) if event in platform_topics else (owner, plugin_id),
+                )
+    for plugin_id in sorted(desired.plugins):
+        plugin = desired.plugins[plugin_id]
+        for index, event in enumerate(plugin.manifest.events.subscribes):
+            if event in publishers or event in platform_topics:
+                continue
+            yield error(
+                "PGV507",
+                f"plugin {plugin_id!r} subscribes to {event!r}, which no plugin publishes "
+                "and is not a platform topic",
+                "Fix the event name, add the publishing plugin, or list it in the "
+                "platform's events.platformTopics.",
+                plugin.manifest_location("events", "subscribes", index),
+                (plugin_id,),
+            )
+
+
+def _event_name(event: str, where: Location, plugin_id: str) -> Iterator[Finding]:
+    if not EVENT_NAME.match(event):
+        yield error(
+            "PGV509",
+            f"plugin {plugin_id!r} publishes {event!r}, which is not a valid topic name",
+            "Use letters, digits, `.`, `_` and `-`, e.g. `crm.deal.won`.",
+            where,
+            (plugin_id,),
+        )
+
+
+# --- tenants -----------------------------------------------------------------------------
+
+
+def check_configuration_schemas(desired: DesiredState) -> Iterator[Finding]:
+    for plugin in desired.plugins.values():
+        try:
+            Draft202012Validator.check_schema(plugin.manifest.configuration.schema_)
+        except SchemaError as exc:
+            yield error(
+                "PGV601",
+                f"plugin {plugin.id!r} configuration.schema is not a valid JSON Schema: "
+                f"{exc.message}",
+                "Fix the schema (JSON Schema draft 2020-12).",
+                plugin.manifest_location("configuration", "schema", *exc.path),
+                (plugin.id,),
+            )
+
+
+def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
+    for slug, tenant in sorted(desired.tenants.items()):
+        bindings = tenant.document.spec.plugins
+        for plugin_id, binding in bindings.items():
+            where = tenant.location("spec", "plugins", plugin_id)
+            plugin = desired.plugins.get(plugin_id)
+            if plugin is None:
+                yield error(
+                    "PGV603",
+                    f"tenant {slug!r} configures plugin {plugin_id!r}, which is not declared",
+                    f"Add plugins/{plugin_id}/plugin.yaml, or remove it from this tenant.",
+                    where,
+                    (slug, plugin_id),
+                )
+                continue
+            yield from _tenant_configuration(desired, slug, plugin, binding.configuration)
+            if not binding.enabled:
+                continue
+            state = plugin.document.spec.state
+            if state is not PluginState.ACTIVE:
+                yield error(
+                    "PGV604",
+                    f"tenant {slug!r} enables plugin {plugin_id!r}, which is desired "
+                    f"{state.value}, not active",
+                    f"Set plugins/{plugin_id} to `state: active`, or set `enabled: false`.",
+                    where,
+                    (slug, plugin_id),
+                )
+            for dependency in plugin.manifest.dependencies:
+                dep = bindings.get(dependency.plugin)
+                if dep is None or not dep.enabled:
+                    yield error(
+                        "PGV605",
+                        f"tenant {slug!r} enables {plugin_id!r} without its dependency "
+                        f"{dependency.plugin!r}",
+                        f"Enable {dependency.plugin} for this tenant too.",
+                        where,
+                        (slug, plugin_id, dependency.plugin),
+                    )
+
+
+def _tenant_configuration(
+    desired: DesiredState, slug: str, plugin: PluginEntry, configuration: dict[str, Any]
+) -> Iterator[Finding]:
+    try:
+        validator = Draft202012Validator(plugin.manifest.configuration.schema_)
+        problems = [
+            problem
+            for problem in validator.iter_errors(configuration)
+            if not _reference_accepted(validator, problem)
+        ]
+    except SchemaError:
+        return  # reported once by check_configuration_schemas
+    tenant = desired.tenants[slug]
+    for problem in sorted(problems, key=lambda e: list(map(str, e.absolute_path))):
+        path = ("spec", "plugins", plugin.id, "configuration", *problem.absolute_path)
+        yield error(
+            "PGV602",
+            f"tenant {slug!r} configuration of {plugin.id!r} is invalid at "
+            f"`{'.'.join(map(str, problem.absolute_path)) or '(top)'}`: "
+            f"{_redacted_message(problem.message, problem.instance)}",
+            f"Fix the value to match {plugin.id}'s configuration.schema "
+            f"({plugin.manifest_location('configuration', 'schema')}).",
+            tenant.location(*path),
+            (slug, plugin.id),
+        )
+
+
+def _reference_accepted(validator: Draft202012Validator, problem: SchemaValidationError) -> bool:
+    """A reference resolves to a string at apply time: where the schema takes a string, a
+    reference is fine even though the schema does not describe reference objects."""
+    if not _is_reference(problem.instance):
+        return False
+    return bool(validator.evolve(schema=problem.schema).is_valid("<reference>"))
+
+
+def _redacted_message(message: str, instance: Any) -> str:
+    """jsonschema quotes the offending value; it may be a secret typed by mistake."""
+    if isinstance(instance, str) and len(instance) > 0:
+        return message.replace(repr(instance), "(value)")
+    return message
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+def _is_reference(value: Any) -> bool:
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    try:
+        FromEnv.model_validate(value)
+        return True
+    except ValueError:
+        pass
+    try:
+        SecretRef.model_validate(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _looks_secret(key: str) -> bool:
+    return bool(SECRET_KEY.search(key.lower().replace("_", "").replace("-", "")))
+
+
+def _secret_literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
+    """Paths under secret-looking keys that hold a literal string instead of a reference."""
+    if isinstance(value, dict):
+        if _is_reference(value):
+            return
+        for key, item in value.items():
+            if _looks_secret(key) and isinstance(item, str) and item:
+                yield (*path, key)
+            else:
+                yield from _secret_literals(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _secret_literals(item, (*path, index))
+
+
+def _credential_urls(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
+    if isinstance(value, str):
+        parts = urlsplit(value)
+        if parts.scheme and parts.password:
+            yield path
+    elif isinstance(value, dict) and not _is_reference(value):
+        for key, item in value.items():
+            yield from _credential_urls(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _credential_urls(item, (*path, index))
+
+
+def check_secrets(desired: DesiredState) -> Iterator[Finding]:
+    places: list[tuple[Callable[..., Location], tuple[str | int, ...], Any, tuple[str, ...]]] = []
+    if desired.platform is not None:
+        env = desired.platform.source.data.get("spec", {}).get("env", {})
+        places.append((desired.platform.location, ("spec", "env"), env, ()))
+    for plugin in desired.plugins.values():
+        env = plugin.source.data.get("spec", {}).get("env", {})
+        places.append((plugin.location, ("spec", "env"), env, (plugin.id,)))
+    for slug, tenant in desired.tenants.items():
+        for plugin_id, binding in tenant.document.spec.plugins.items():
+            config_path = ("spec", "plugins", plugin_id, "configuration")
+            places.append((tenant.location, config_path, binding.configuration, (slug, plugin_id)))
+    for locate, base, value, subjects in places:
+        for path in _secret_literals(value, ()):
+            yield error(
+                "PGV701",
+                f"`{'.'.join(map(str, (*base, *path)))}` holds a literal secret (value not shown)",
+                "Never commit secrets (spec 004 NFR-006): write `{fromEnv: NAME}` or "
+                "`{secretRef: {name: …, key: …}}`, then remove the value from git history.",
+                locate(*base, *path),
+                subjects,
+            )
+        for path in _credential_urls(value, ()):
+            yield error(
+                "PGV702",
+                f"`{'.'.join(map(str, (*base, *path)))}` is a URL with a password in it "
+                "(value not shown)",
+                "Move the whole URL to a reference: `{fromEnv: NAME}`, then remove it from "
+                "git history.",
+                locate(*base, *path),
+                subjects,
+            )
+
+
+RULES: list[Callable[[DesiredState], Iterator[Finding]]] = [
+    check_plugin_ids,
+    check_tenant_identities,
+    check_versions,
+    check_dependencies,
+    check_core_compat,
+    check_dependency_cycles,
+    check_lifecycle,
+    check_routes,
+    check_resources,
+    check_permissions,
+    check_events,
+    check_configuration_schemas,
+    check_tenant_plugins,
+    check_secrets,
+]
