@@ -63,9 +63,10 @@ Directory walk
 --------------
 ``*.yaml`` / ``*.yml`` (suffix matched case-insensitively) at any depth; names starting
 with ``.`` (files and directories) are skipped. Symlinks that resolve inside the root are
-followed; each real directory is walked at most once (the first path in sorted order
-wins), which also stops symlink loops. Files are processed in sorted order of their
-relative POSIX path. A file with any problem contributes no documents.
+followed; each real directory is walked at most once (the first path reached in the
+sorted depth-first walk wins), which also stops symlink loops and link fan-out. Files
+are processed in sorted order of their relative POSIX path. A file with any problem
+contributes no documents.
 """
 
 from __future__ import annotations
@@ -217,6 +218,8 @@ def load_directory(root: Path, limits: LoadLimits = LoadLimits()) -> LoadResult:
         documents, findings = _parse(raw, rel, limits, json_mode=False)
         result.documents.extend(documents)
         result.findings.extend(findings)
+    # walk problems (symlinks, unreadable directories) in file order; stable within a file
+    result.findings.sort(key=lambda finding: finding.location.file if finding.location else "")
     return result
 
 
@@ -310,14 +313,13 @@ def _walk(root: Path, real_root: str) -> tuple[list[tuple[str, str]], list[Findi
                 continue
             rel = prefix + entry.name
             try:
-                is_link = entry.is_symlink()
                 is_dir = entry.is_dir()  # follows symlinks; False when dangling
             except OSError:
-                is_link, is_dir = False, False
+                is_dir = False
             if not is_dir and not _is_yaml_name(entry.name):
                 continue
             real = os.path.realpath(entry.path)
-            if is_link and not _is_within(real, real_root):
+            if not _is_within(real, real_root):  # only possible through a symlink
                 findings.append(_escape_finding(rel, real, is_symlink=True))
                 continue
             if is_dir:

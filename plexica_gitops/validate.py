@@ -22,7 +22,8 @@ from jsonschema.exceptions import ValidationError as SchemaValidationError
 
 from plexica_gitops.desired import BuildResult, DesiredState, PluginEntry, build_desired_state
 from plexica_gitops.findings import Finding, Location, error, warning
-from plexica_gitops.model import FromEnv, PluginState, SecretRef
+from plexica_gitops.model import PluginState
+from plexica_gitops.sensitive import is_reference, looks_secret
 from plexica_gitops.versions import (
     RangeSyntaxError,
     VersionRange,
@@ -37,9 +38,6 @@ CPU = re.compile(r"^(?:[1-9]\d*m|\d+(?:\.\d+)?)$")
 MEMORY = re.compile(r"^[1-9]\d*(?:Ki|Mi|Gi|Ti|K|M|G|T)?$")
 PERMISSION_KEY = re.compile(r"^[a-z][a-z0-9-]*(?::[a-z0-9*-]+)+$")
 EVENT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,248}$")
-SECRET_KEY = re.compile(
-    r"(password|passwd|passphrase|secret|token|apikey|privatekey|credential|accesskey|signingkey)"
-)
 MAX_NAME_LENGTH = 63  # DNS label: plugin ids and slugs become container and k8s names
 # Schema names the platform owns or PostgreSQL reserves; a tenant must never be given one.
 RESERVED_SCHEMAS = {"public", "information_schema", "plexica", "plexica_gitops"}
@@ -636,7 +634,7 @@ def _tenant_configuration(
 def _reference_accepted(validator: Draft202012Validator, problem: SchemaValidationError) -> bool:
     """A reference resolves to a string at apply time: where the schema takes a string, a
     reference is fine even though the schema does not describe reference objects."""
-    if not _is_reference(problem.instance):
+    if not is_reference(problem.instance):
         return False
     return bool(validator.evolve(schema=problem.schema).is_valid("<reference>"))
 
@@ -651,32 +649,13 @@ def _redacted_message(message: str, instance: Any) -> str:
 # --- secrets -----------------------------------------------------------------------------
 
 
-def _is_reference(value: Any) -> bool:
-    if not isinstance(value, dict) or len(value) != 1:
-        return False
-    try:
-        FromEnv.model_validate(value)
-        return True
-    except ValueError:
-        pass
-    try:
-        SecretRef.model_validate(value)
-        return True
-    except ValueError:
-        return False
-
-
-def _looks_secret(key: str) -> bool:
-    return bool(SECRET_KEY.search(key.lower().replace("_", "").replace("-", "")))
-
-
 def _secret_literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
     """Paths under secret-looking keys that hold a literal string instead of a reference."""
     if isinstance(value, dict):
-        if _is_reference(value):
+        if is_reference(value):
             return
         for key, item in value.items():
-            if _looks_secret(key) and isinstance(item, str) and item:
+            if looks_secret(key) and isinstance(item, str) and item:
                 yield (*path, key)
             else:
                 yield from _secret_literals(item, (*path, key))
@@ -690,7 +669,7 @@ def _credential_urls(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[
         parts = urlsplit(value)
         if parts.scheme and parts.password:
             yield path
-    elif isinstance(value, dict) and not _is_reference(value):
+    elif isinstance(value, dict) and not is_reference(value):
         for key, item in value.items():
             yield from _credential_urls(item, (*path, key))
     elif isinstance(value, list):

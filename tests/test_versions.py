@@ -214,6 +214,11 @@ PRERELEASES = [
     ("1.2.3-alpha - 2.0.0-beta", ["2.0.0-alpha", "1.2.3-beta"], ["1.5.0-x", "2.0.0-rc"]),
     ("1.2.3-beta || 1.x", ["1.2.3-beta", "1.2.4"], ["1.2.4-beta", "1.2.3-alpha"]),
     ("=1.2.3-rc.1", ["1.2.3-rc.1", "1.2.3-rc.1+b"], ["1.2.3-rc.2", "1.2.3"]),
+    # upper bounds are "<1.3.0-0", not "<1.3.0": another comparator naming a 1.3.0 prerelease
+    # must not let 1.3.0 prereleases through
+    ("~1.2 <=1.3.0-rc.1", ["1.2.5"], ["1.3.0-alpha"]),
+    ("^1.2.3 >=2.0.0-alpha", [], ["2.0.0-beta", "2.0.0"]),
+    ("<1.3.0 >=1.3.0-a", ["1.3.0-b"], ["1.3.0"]),
     # node-semver turns ">=0.0.0" into "*", which lets the other comparator admit 0.0.0-b
     ("0.x >=0.0.0-a", ["0.0.0-b", "0.5.0"], ["0.5.0-b"]),
     ("1.x >=1.0.0-a", ["1.5.0"], ["1.0.0-b"]),
@@ -471,7 +476,7 @@ def versions_near(draw: st.DrawFn, p: Partial) -> tuple[TV, str]:
     """A version at or next to a bound the range mentions, where off-by-one bugs live."""
     filled = [draw(SMALL) if c is None else c for c in p[:3]]
     i = draw(st.integers(0, 2))
-    filled[i] = max(0, filled[i] + draw(st.sampled_from([-1, 0, 0, 1])))
+    filled[i] = max(0, filled[i] + draw(st.sampled_from([-1, 0, 1, 1])))
     pre = draw(st.sampled_from([p[3], p[3], None])) if p[3] is not None else draw(PRERELEASE)
     v: TV = (filled[0], filled[1], filled[2], pre)
     return v, render(v, draw(BUILDS))
@@ -482,9 +487,18 @@ RANGE_NUMBER = st.sampled_from([0, 0, 1, 2, 3, 4])
 
 
 @st.composite
-def partials(draw: st.DrawFn) -> tuple[Partial, str]:
-    given_ = draw(st.sampled_from([0, 1, 2, 3, 3, 3]))
-    numbers = [draw(RANGE_NUMBER) for _ in range(given_)]
+def partials(draw: st.DrawFn, near: Partial | None = None) -> tuple[Partial, str]:
+    if near is not None and near[0] is not None and draw(st.booleans()):
+        # A full version on (or one block past) `near`: bounds that meet are where the
+        # prerelease rule and the "-0" upper bounds matter
+        numbers = [c or 0 for c in near[:3]]
+        i = draw(st.integers(0, 3))
+        if i < 3:
+            numbers[i:] = [numbers[i] + 1] + [0] * (2 - i)
+        given_ = 3
+    else:
+        given_ = draw(st.sampled_from([0, 1, 2, 3, 3, 3]))
+        numbers = [draw(RANGE_NUMBER) for _ in range(given_)]
     wildcards = draw(st.integers(1 if given_ == 0 else 0, 3 - given_))
     char = draw(st.sampled_from("xX*"))
     pre = draw(PRERELEASE) if given_ == 3 else None
@@ -495,10 +509,10 @@ def partials(draw: st.DrawFn) -> tuple[Partial, str]:
 
 
 @st.composite
-def atoms(draw: st.DrawFn) -> tuple[Atom, str]:
+def atoms(draw: st.DrawFn, near: Partial | None = None) -> tuple[Atom, str]:
     kind = draw(st.sampled_from(["cmp", "cmp", "~", "^"]))
     op = draw(st.sampled_from(OPERATORS)) if kind == "cmp" else kind
-    partial, text = draw(partials())
+    partial, text = draw(partials(near))
     space = " " if op and draw(st.booleans()) else ""
     return (kind, op, partial, None), f"{op}{space}{text}"
 
@@ -506,10 +520,13 @@ def atoms(draw: st.DrawFn) -> tuple[Atom, str]:
 @st.composite
 def conjunctions(draw: st.DrawFn) -> tuple[list[Atom], str]:
     if draw(st.integers(0, 4)) == 0:
-        (low, low_text), (high, high_text) = draw(partials()), draw(partials())
+        low, low_text = draw(partials())
+        high, high_text = draw(partials(low))
         return [("hyphen", "", low, high)], f"{low_text} - {high_text}"
-    # mostly one or two atoms: three random bounds rarely leave anything to match
-    drawn = [draw(atoms()) for _ in range(draw(st.sampled_from([1, 1, 2, 2, 3])))]
+    # mostly one or two atoms, later ones often next to the first: three unrelated bounds
+    # rarely leave anything to match
+    first = draw(atoms())
+    drawn = [first] + [draw(atoms(first[0][2])) for _ in range(draw(st.sampled_from([0, 1, 1, 2])))]
     separator = draw(st.sampled_from([" ", "  ", "\t"]))
     return [a for a, _ in drawn], separator.join(t for _, t in drawn)
 
@@ -521,21 +538,31 @@ def ranges(draw: st.DrawFn) -> tuple[RangeTree, str]:
     return [c for c, _ in drawn], separator.join(t for _, t in drawn)
 
 
-def candidates_for(tree: RangeTree) -> st.SearchStrategy[list[tuple[TV, str]]]:
+def candidates_for(tree: RangeTree, min_size: int = 0) -> st.SearchStrategy[list[tuple[TV, str]]]:
     bounds = [p for conj in tree for atom in conj for p in (atom[2], atom[3]) if p is not None]
-    return st.lists(st.one_of(versions(), *map(versions_near, bounds)), max_size=30)
+    near = st.one_of(*map(versions_near, bounds))
+    return st.lists(st.one_of(versions(), near, near), min_size=min_size, max_size=30)
 
 
-@settings(max_examples=300, deadline=None)
+# Every release in the small version space; prereleases are drawn, since only those near the
+# range's own bounds are interesting
+RELEASES: list[tuple[TV, str]] = [
+    ((major, minor, patch, None), f"{major}.{minor}.{patch}")
+    for major, minor, patch in itertools.product(range(5), repeat=3)
+]
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_contains_agrees_with_the_oracle(data: st.DataObject) -> None:
     tree, text = data.draw(ranges(), label="range")
     parsed = parse_range(text)
-    for v, v_text in data.draw(candidates_for(tree), label="versions"):
+    drawn = data.draw(candidates_for(tree, min_size=5), label="versions")
+    for v, v_text in RELEASES + drawn:
         assert parsed.contains(v_text) == oracle_contains(tree, v), (text, v_text)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_max_satisfying_is_the_max_of_the_brute_force_filter(data: st.DataObject) -> None:
     tree, text = data.draw(ranges(), label="range")

@@ -1,0 +1,89 @@
+"""The action graph: ordering, waves, targeting, and drawings (dot, mermaid).
+
+A wave is the longest chain of dependencies before an action: everything in one wave is
+independent of everything else in it, so apply may run a wave's actions concurrently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+
+import networkx as nx
+
+from plexica_gitops.actions import SYMBOLS, Action
+
+
+class PlanCycleError(RuntimeError):
+    """The planner produced steps that wait on each other: a planner bug, never user input
+    (dependency cycles in git are validation errors)."""
+
+
+def order(steps: Mapping[str, tuple[Action, Sequence[str]]]) -> list[Action]:
+    """Keep the dependencies that name planned steps, assign waves, and list actions so each
+    comes after all it depends on; ties broken by address, then step."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(steps)
+    for step_id, (_, deps) in steps.items():
+        graph.add_edges_from((dep, step_id) for dep in deps if dep in steps and dep != step_id)
+    if not nx.is_directed_acyclic_graph(graph):
+        cycle = nx.find_cycle(graph)
+        raise PlanCycleError("plan steps wait on each other: " + " → ".join(a for a, _ in cycle))
+    waves: dict[str, int] = {}
+    for step_id in nx.topological_sort(graph):
+        waves[step_id] = max((waves[p] + 1 for p in graph.predecessors(step_id)), default=0)
+    ordered = sorted(steps, key=lambda sid: (waves[sid], steps[sid][0].address, sid))
+    return [
+        replace(
+            steps[sid][0],
+            depends_on=tuple(sorted(graph.predecessors(sid))),
+            wave=waves[sid],
+        )
+        for sid in ordered
+    ]
+
+
+def select_targets(actions: Sequence[Action], targets: Iterable[str]) -> list[Action]:
+    """Terraform's -target: the targeted actions (an address or any address below it) and
+    every action they depend on, transitively."""
+    prefixes = list(targets)
+    by_id = {action.id: action for action in actions}
+    keep: set[str] = set()
+    stack = [
+        a.id
+        for a in actions
+        if any(a.address == p or a.address.startswith(p + ".") or a.id == p for p in prefixes)
+    ]
+    while stack:
+        step_id = stack.pop()
+        if step_id in keep:
+            continue
+        keep.add(step_id)
+        stack.extend(by_id[step_id].depends_on)
+    return [a for a in actions if a.id in keep]
+
+
+def to_dot(actions: Sequence[Action]) -> str:
+    lines = [
+        "digraph plan {",
+        "  rankdir=LR;",
+        '  node [shape=box, fontname="monospace"];',
+    ]
+    for action in actions:
+        label = f"{SYMBOLS[action.kind]} {action.id}\\nwave {action.wave}"
+        lines.append(f'  "{action.id}" [label="{label}"];')
+    for action in actions:
+        lines.extend(f'  "{dep}" -> "{action.id}";' for dep in action.depends_on)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_mermaid(actions: Sequence[Action]) -> str:
+    ids = {action.id: f"n{index}" for index, action in enumerate(actions)}
+    lines = ["flowchart LR"]
+    for action in actions:
+        label = f"{SYMBOLS[action.kind]} {action.id}".replace('"', "'")
+        lines.append(f'  {ids[action.id]}["{label}"]')
+    for action in actions:
+        lines.extend(f"  {ids[dep]} --> {ids[action.id]}" for dep in action.depends_on)
+    return "\n".join(lines) + "\n"

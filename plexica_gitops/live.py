@@ -1,0 +1,126 @@
+"""The live state: what exists on the platform, as the planner sees it.
+
+It is a plain value, observed from PostgreSQL, the runtime provider and Kafka (or read from
+a JSON file with `plan --live-state FILE`, where `{}` is an empty platform). The planner
+never performs I/O; everything it needs about the world is in here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LifecycleStatus(StrEnum):
+    """Spec 004 FR-003: the plugin lifecycle as the platform records it."""
+
+    REGISTERED = "REGISTERED"
+    INSTALLING = "INSTALLING"
+    INSTALLED = "INSTALLED"
+    ACTIVE = "ACTIVE"
+    DISABLED = "DISABLED"
+    UNINSTALLING = "UNINSTALLING"
+    UNINSTALLED = "UNINSTALLED"
+
+
+class _Live(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LiveResources(_Live):
+    cpu: str | None = None
+    memory: str | None = None
+
+
+class LiveWorkload(_Live):
+    """The plugin's containers (or Deployment) as the runtime provider reports them."""
+
+    image: str
+    version: str
+    manifest_hash: str = ""
+    replicas: int = Field(ge=0, description="Replicas that exist (running or stopped).")
+    ready_replicas: int = Field(default=0, ge=0)
+    running: bool = True
+    resources: LiveResources = Field(default_factory=LiveResources)
+    env_hash: str = ""  # hash of the env *specification* (names and references), never values
+
+
+class LivePermission(_Live):
+    name: str
+    description: str = ""
+
+
+class LiveRoutes(_Live):
+    base_path: str
+    frontend_prefix: str | None = None
+    remote_entry: str | None = None
+
+
+class LivePlugin(_Live):
+    status: LifecycleStatus
+    version: str
+    manifest_hash: str = ""
+    dependencies: dict[str, str] = Field(default_factory=dict)  # plugin id -> version range
+    error: str | None = None  # last recorded failure, e.g. an image pull error
+    workload: LiveWorkload | None = None
+    permissions: dict[str, LivePermission] = Field(default_factory=dict)
+    routes: LiveRoutes | None = None
+
+
+class LiveTopic(_Live):
+    owner: str | None = None  # plugin id that created it; None: not created by us
+    partitions: int = Field(ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    config: dict[str, str] = Field(default_factory=dict)
+
+
+class LiveTenantPlugin(_Live):
+    enabled: bool
+    configuration: dict[str, Any] = Field(default_factory=dict)
+
+
+class AppliedMigration(_Live):
+    version: int
+    name: str
+    checksum: str
+
+
+class LiveTenant(_Live):
+    id: str
+    schema_name: str
+    status: str  # active | suspended | deleted
+    plugins: dict[str, LiveTenantPlugin] = Field(default_factory=dict)
+    migrations: dict[str, list[AppliedMigration]] = Field(default_factory=dict)
+
+
+class LiveState(_Live):
+    """Everything observed. `topics_observed` is false when the broker could not be read:
+    the planner then plans no topic changes rather than recreating what it cannot see."""
+
+    platform_version: str | None = None
+    plugins: dict[str, LivePlugin] = Field(default_factory=dict)
+    tenants: dict[str, LiveTenant] = Field(default_factory=dict)
+    topics: dict[str, LiveTopic] = Field(default_factory=dict)
+    topics_observed: bool = True
+    # address -> fingerprint of the desired attributes the reconciler last applied there;
+    # lets a plan tell drift (live changed out of band) from a change made in git.
+    last_applied: dict[str, str] = Field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load_live_state(path: Path) -> LiveState:
+    return LiveState.model_validate_json(path.read_bytes())
+
+
+def stable_hash(value: Any) -> str:
+    """A short, deterministic hash of a JSON-compatible value (manifests, env specs)."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,1116 @@
+"""The planner: desired state + live state -> an ordered plan. Pure: no I/O.
+
+Per plugin it walks spec 004's lifecycle one edge at a time (never skipping one) from the
+live status to the desired one, and converges the plugin's resources (workload,
+permissions, routes, topics, per-tenant migrations) at the right point of that walk. Then
+it converges tenants and their plugin bindings. Dependencies between steps are declared by
+id as the steps are made; `graph.order` keeps those that exist, checks for cycles and
+assigns waves.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from plexica_gitops.actions import Action, ActionKind, Plan
+from plexica_gitops.desired import DesiredState, PluginEntry, TenantEntry
+from plexica_gitops.findings import Finding, Location, error, warning
+from plexica_gitops.graph import order
+from plexica_gitops.live import (
+    LifecycleStatus,
+    LivePlugin,
+    LiveState,
+    LiveTenant,
+    LiveTopic,
+    LiveWorkload,
+    stable_hash,
+)
+from plexica_gitops.model import PluginState, RolloutStrategy, TenantStatus
+from plexica_gitops.sensitive import mask
+
+S = LifecycleStatus
+TARGET_STATUS: dict[PluginState, LifecycleStatus] = {
+    PluginState.REGISTERED: S.REGISTERED,
+    PluginState.INSTALLED: S.INSTALLED,
+    PluginState.ACTIVE: S.ACTIVE,
+    PluginState.DISABLED: S.DISABLED,
+    PluginState.ABSENT: S.UNINSTALLED,
+}
+# Spec 004 FR-003 edges, plus three the spec leaves implicit: an INSTALLED plugin that never
+# served can be disabled (stopped) directly, a DISABLED one can be started without routes,
+# and a REGISTERED one that was never installed can be dropped.
+LIFECYCLE_EDGES: dict[LifecycleStatus | None, list[tuple[LifecycleStatus, str]]] = {
+    None: [(S.REGISTERED, "register")],
+    S.UNINSTALLED: [(S.REGISTERED, "register")],
+    S.REGISTERED: [(S.INSTALLING, "install"), (S.UNINSTALLED, "deregister")],
+    S.INSTALLING: [(S.INSTALLED, "mark-installed")],
+    S.INSTALLED: [(S.ACTIVE, "activate"), (S.DISABLED, "disable")],
+    S.ACTIVE: [(S.DISABLED, "disable")],
+    S.DISABLED: [(S.ACTIVE, "activate"), (S.INSTALLED, "start"), (S.UNINSTALLING, "uninstall")],
+    S.UNINSTALLING: [(S.UNINSTALLED, "mark-uninstalled")],
+}
+DEPLOYED = {S.INSTALLED, S.ACTIVE, S.DISABLED}  # workload, permissions, data and topics exist
+RUNNING = {S.INSTALLED, S.ACTIVE}
+
+Edge = tuple[LifecycleStatus | None, LifecycleStatus, str]
+
+
+def lifecycle_path(start: LifecycleStatus | None, target: LifecycleStatus | None) -> list[Edge]:
+    """Shortest walk along lifecycle edges; [] when already there (or absent and gone)."""
+    if target is None or start == target:
+        return []
+    if target is S.UNINSTALLED and start is None:
+        return []
+    previous: dict[LifecycleStatus | None, Edge] = {}
+    queue: deque[LifecycleStatus | None] = deque([start])
+    seen = {start}
+    while queue:
+        state = queue.popleft()
+        for following, verb in LIFECYCLE_EDGES.get(state, []):
+            if following in seen:
+                continue
+            seen.add(following)
+            previous[following] = (state, following, verb)
+            if following == target:
+                path = []
+                node: LifecycleStatus | None = following
+                while node != start:
+                    edge = previous[node]
+                    path.append(edge)
+                    node = edge[0]
+                return path[::-1]
+            queue.append(following)
+    raise ValueError(f"no lifecycle path from {start} to {target}")
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredPlugin:
+    """The attributes of a plugin the planner compares, derived once from its entry."""
+
+    id: str
+    target: LifecycleStatus
+    version: str
+    manifest_hash: str
+    dependencies: tuple[str, ...]
+    workload: dict[str, Any]
+    permissions: dict[str, dict[str, str]]
+    routes: dict[str, Any]
+    publishes: tuple[str, ...]
+    subscribes: tuple[str, ...]
+    migrations: tuple[tuple[int, str, str], ...]  # (version, name, checksum)
+    purge_data: bool
+
+
+def desired_plugin(entry: PluginEntry, desired: DesiredState) -> DesiredPlugin:
+    manifest = entry.manifest
+    spec = entry.document.spec
+    platform_env: dict[str, Any] = {}
+    strategy = RolloutStrategy.ROLLING
+    if desired.platform is not None:
+        platform_spec = desired.platform.document.spec
+        platform_env = {k: _env_value(v) for k, v in platform_spec.env.items()}
+        strategy = platform_spec.rollout.strategy
+    env = {**platform_env, **{k: _env_value(v) for k, v in spec.env.items()}}
+    frontend = manifest.frontend
+    return DesiredPlugin(
+        id=entry.id,
+        target=TARGET_STATUS[spec.state],
+        version=manifest.version,
+        manifest_hash=manifest_hash(entry),
+        dependencies=tuple(sorted(d.plugin for d in manifest.dependencies)),
+        workload={
+            "image": manifest.runtime.image,
+            "version": manifest.version,
+            "replicas": spec.replicas,
+            "cpu": manifest.runtime.resources.cpu,
+            "memory": manifest.runtime.resources.memory,
+            "env": env,
+            "strategy": (spec.rollout.strategy or strategy).value,
+        },
+        permissions={
+            p.key: {"name": p.name, "description": p.description} for p in manifest.permissions
+        },
+        routes={
+            "base_path": manifest.api.base_path.rstrip("/"),
+            "frontend_prefix": frontend.route_prefix.rstrip("/") if frontend else None,
+            "remote_entry": frontend.remote_entry if frontend else None,
+        },
+        publishes=tuple(manifest.events.publishes),
+        subscribes=tuple(manifest.events.subscribes),
+        migrations=tuple((m.number, m.name, m.checksum) for m in entry.migrations),
+        purge_data=spec.purge_data_on_uninstall,
+    )
+
+
+def manifest_hash(entry: PluginEntry) -> str:
+    return stable_hash(entry.manifest.model_dump(mode="json", by_alias=True))
+
+
+def env_hash(env: dict[str, Any]) -> str:
+    """Hash of the env *specification*; the provider labels workloads with it."""
+    return stable_hash(env)
+
+
+def _env_value(value: Any) -> Any:
+    return value if isinstance(value, str) else value.model_dump(by_alias=True)
+
+
+@dataclass
+class _Step:
+    action: Action
+    depends_on: list[str] = field(default_factory=list)
+
+
+class Planner:
+    def __init__(self, desired: DesiredState, live: LiveState) -> None:
+        self.desired = desired
+        self.live = live
+        self.steps: dict[str, _Step] = {}
+        self.errors: list[Finding] = []
+        self.warnings: list[Finding] = []
+        self.unmanaged: list[str] = []
+        platform = desired.platform.document.spec if desired.platform else None
+        self.prune = platform.prune if platform else False
+        self.plugins = {
+            pid: desired_plugin(e, desired) for pid, e in sorted(desired.plugins.items())
+        }
+        self.targets: dict[str, LifecycleStatus | None] = {
+            pid: p.target for pid, p in self.plugins.items()
+        }
+        for pid in sorted(live.plugins):
+            if pid not in self.plugins:
+                self.targets[pid] = S.UNINSTALLED if self.prune else None
+        self.dependents: dict[str, list[str]] = defaultdict(list)
+        for p in self.plugins.values():
+            for dependency in p.dependencies:
+                self.dependents[dependency].append(p.id)
+        self.extra_deps: dict[str, list[str]] = defaultdict(list)
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def add(self, action: Action, depends_on: Iterable[str] = ()) -> str:
+        self.steps[action.id] = _Step(action, list(depends_on))
+        return action.id
+
+    def reason(self, address: str, after: Any, git_reason: str, drift_reason: str) -> str:
+        """Drift when the reconciler last applied exactly this desired value here."""
+        applied = self.live.last_applied.get(address)
+        return drift_reason if applied is not None and applied == stable_hash(after) else git_reason
+
+    # --- the plan ------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        self.check_unmanaged_dependents()
+        for pid in sorted(self.targets):
+            self.plan_plugin(pid)
+        self.plan_topics()
+        self.plan_tenants()
+        for step_id, deps in self.extra_deps.items():
+            if step_id in self.steps:
+                self.steps[step_id].depends_on.extend(deps)
+        actions = order({sid: (s.action, s.depends_on) for sid, s in self.steps.items()})
+        return Plan(
+            desired_revision=self.desired.revision,
+            live_fingerprint=self.live.fingerprint(),
+            actions=actions,
+            warnings=self.warnings,
+            errors=self.errors,
+            unmanaged=sorted(self.unmanaged),
+        )
+
+    def check_unmanaged_dependents(self) -> None:
+        """Spec 004 edge case 5, at plan time: a live plugin that git does not manage may
+        depend on one git is about to take away."""
+        for pid, live_plugin in sorted(self.live.plugins.items()):
+            if pid in self.plugins or self.targets.get(pid) is not None:
+                continue
+            if live_plugin.status not in RUNNING:
+                continue
+            for dependency in sorted(live_plugin.dependencies):
+                target = self.targets.get(dependency)
+                if dependency in self.plugins and target not in (S.ACTIVE, S.INSTALLED):
+                    self.errors.append(
+                        error(
+                            "PGP104",
+                            f"plugin {pid!r} is {live_plugin.status.value} on the platform (not "
+                            f"in git) and depends on {dependency!r}, which this plan would "
+                            f"take to {target.value if target else 'absent'}",
+                            f"Declare {pid} in git (and disable or remove it first), or keep "
+                            f"{dependency} active.",
+                            Location(f"plugins/{dependency}"),
+                            (pid, dependency),
+                        )
+                    )
+
+    # --- plugins -------------------------------------------------------------------------
+
+    def plan_plugin(self, pid: str) -> None:
+        live = self.live.plugins.get(pid)
+        target = self.targets[pid]
+        desired = self.plugins.get(pid)
+        if desired is None and target is None:
+            self.unmanaged.append(f"plugin.{pid}")
+            return
+        start = live.status if live else None
+        path = lifecycle_path(start, target)
+        verbs = {verb for _, _, verb in path}
+        address = f"plugin.{pid}"
+        for before, after, verb in path:
+            self.add_transition(pid, address, before, after, verb, desired, live)
+        final = target or S.UNINSTALLED
+        install_hook = f"{address}:install"
+        migrations = self.plan_migrations(pid, desired, final, install_hook)
+        permissions = self.plan_permissions(pid, desired, live, final, install_hook)
+        workload = self.plan_workload(pid, desired, live, final, verbs, install_hook, migrations)
+        routes = self.plan_routes(pid, desired, live, final, workload)
+        updates = [x for x in (workload, permissions, routes, *migrations) if x]
+        if desired is not None and live is not None and final in DEPLOYED:
+            self.plan_catalog_update(pid, desired, live, updates, verbs)
+        if desired is not None and desired.purge_data and "uninstall" in verbs:
+            updates.append(self.plan_purge(pid))
+        self.hook(f"{address}:mark-installed", workload, permissions, *migrations)
+        self.hook(f"{address}:activate", routes)
+        self.hook(
+            f"{address}:disable", workload if workload and workload.endswith(":stop") else None
+        )
+        self.hook(f"{address}:mark-uninstalled", *updates)
+
+    def hook(self, step_id: str, *dependencies: str | None) -> None:
+        """Make a lifecycle step wait for the resource steps that realise it."""
+        step = self.steps.get(step_id)
+        if step is not None:
+            step.depends_on.extend(d for d in dependencies if d and d != step_id)
+
+    def plan_purge(self, pid: str) -> str:
+        return self.add(
+            Action(
+                f"plugin.{pid}.data",
+                "purge",
+                ActionKind.DELETE,
+                "purgeDataOnUninstall: drop the plugin's tables in every tenant schema",
+                plugin=pid,
+            ),
+            [f"plugin.{pid}:uninstall"],
+        )
+
+    def add_transition(
+        self,
+        pid: str,
+        address: str,
+        before: LifecycleStatus | None,
+        after: LifecycleStatus,
+        verb: str,
+        desired: DesiredPlugin | None,
+        live: LivePlugin | None,
+    ) -> None:
+        deps: list[str] = []
+        kind = ActionKind.TRANSITION
+        after_attrs: dict[str, Any] = {"status": after.value}
+        if verb == "register":
+            kind = ActionKind.CREATE
+            assert desired is not None
+            after_attrs = {"status": after.value, "version": desired.version}
+            reason = "new in git" if before is None else "re-registered: declared again in git"
+        elif verb == "deregister":
+            kind = ActionKind.DELETE
+            reason = self.removal_reason(pid)
+        elif verb == "install":
+            assert desired is not None
+            deps = [f"plugin.{d}:mark-installed" for d in desired.dependencies]
+            deps.append(f"{address}:register")
+            reason = f"desired {desired.target.value.lower()}: install {desired.version}"
+        elif verb == "mark-installed":
+            deps = [f"{address}:install"]
+            reason = "image pulled, workload healthy, migrations and permissions in place"
+            if before is S.INSTALLING and not self.steps.get(f"{address}:install"):
+                reason = "resume an install that was interrupted (live status INSTALLING)"
+        elif verb == "activate":
+            assert desired is not None
+            deps = [f"{address}:mark-installed", f"{address}.workload:start"]
+            deps += [f"plugin.{d}:activate" for d in desired.dependencies]
+            reason = "desired active: serve traffic"
+        elif verb == "disable":
+            deps = [f"plugin.{d}:disable" for d in self.dependents.get(pid, [])]
+            reason = (
+                "desired disabled"
+                if desired and desired.target is S.DISABLED
+                else "on the way to " + (desired.target.value if desired else "absent")
+            )
+        elif verb == "start":
+            deps = [f"{address}.workload:start"]
+            reason = "desired installed: run without serving traffic"
+        elif verb == "uninstall":
+            deps = [f"{address}:disable"]
+            deps += [f"plugin.{d}:mark-uninstalled" for d in self.dependents.get(pid, [])]
+            reason = self.removal_reason(pid)
+        else:  # mark-uninstalled
+            deps = [f"{address}:uninstall"]
+            reason = "workload removed, routes and permissions deregistered"
+            if before is S.UNINSTALLING and not self.steps.get(f"{address}:uninstall"):
+                reason = "resume an uninstall that was interrupted (live status UNINSTALLING)"
+        self.add(
+            Action(
+                address=address,
+                step=verb,
+                kind=kind,
+                reason=reason,
+                before={"status": before.value} if before else None,
+                after=after_attrs,
+                plugin=pid,
+            ),
+            deps,
+        )
+
+    def removal_reason(self, pid: str) -> str:
+        if pid in self.plugins:
+            return "desired absent in git"
+        return "not in git and platform.prune is true"
+
+    def plan_workload(
+        self,
+        pid: str,
+        desired: DesiredPlugin | None,
+        live: LivePlugin | None,
+        final: LifecycleStatus,
+        verbs: set[str],
+        install_hook: str,
+        migrations: list[str],
+    ) -> str | None:
+        address = f"plugin.{pid}.workload"
+        current = live.workload if live else None
+        if final not in DEPLOYED or desired is None:
+            if current is None:
+                return None
+            stop = None
+            if current.running:
+                stop = self.add(
+                    Action(
+                        address,
+                        "stop",
+                        ActionKind.UPDATE,
+                        "disable before uninstall: stop serving",
+                        before={"running": True},
+                        after={"running": False},
+                        plugin=pid,
+                    ),
+                    [f"plugin.{pid}.routes:delete"],
+                )
+                self.extra_deps[f"plugin.{pid}:disable"].append(stop)
+            return self.add(
+                Action(
+                    address,
+                    "delete",
+                    ActionKind.DELETE,
+                    "uninstall: remove the containers (data is kept)",
+                    before=_workload_view(current),
+                    plugin=pid,
+                ),
+                [f"plugin.{pid}:uninstall", *([stop] if stop else [])],
+            )
+        want = {**desired.workload, "running": final in RUNNING}
+        shown = mask(want)
+        shown["env"] = sorted(want["env"])  # names only: values are references or literals
+        fingerprint = stable_hash(want)
+        if current is None:
+            return self.add(
+                Action(
+                    address,
+                    "create",
+                    ActionKind.CREATE,
+                    self.reason(
+                        address,
+                        want,
+                        "install: pull the image, start the containers, wait until healthy",
+                        "drift: the workload was removed outside plexica-gitops",
+                    ),
+                    after=shown,
+                    plugin=pid,
+                    fingerprint=fingerprint,
+                ),
+                [install_hook, *migrations],
+            )
+        changed = _workload_changes(current, want)
+        if not changed:
+            return None
+        before = _workload_view(current)
+        if changed & {"image", "version", "cpu", "memory", "env"}:
+            strategy = want["strategy"]
+            reason = (
+                f"update {current.version} → {want['version']}: {strategy} update"
+                if current.version != want["version"]
+                else f"reconfigure ({', '.join(sorted(changed))}): {strategy} restart"
+            )
+            deps = [*migrations]
+            deps += [f"plugin.{d}.workload:replace" for d in desired.dependencies]
+            return self.add(
+                Action(
+                    address,
+                    "replace",
+                    ActionKind.REPLACE,
+                    self.reason(
+                        address, want, reason, "drift: the workload was changed outside git"
+                    ),
+                    before=before,
+                    after=shown,
+                    plugin=pid,
+                    fingerprint=fingerprint,
+                ),
+                deps,
+            )
+        step, deps, reason = _workload_step(pid, current, want, changed, verbs)
+        return self.add(
+            Action(
+                address,
+                step,
+                ActionKind.UPDATE,
+                reason,
+                before=before,
+                after=shown,
+                plugin=pid,
+                fingerprint=fingerprint,
+            ),
+            deps,
+        )
+
+    def plan_permissions(
+        self,
+        pid: str,
+        desired: DesiredPlugin | None,
+        live: LivePlugin | None,
+        final: LifecycleStatus,
+        install_hook: str,
+    ) -> str | None:
+        address = f"plugin.{pid}.permissions"
+        current = {
+            k: {"name": v.name, "description": v.description}
+            for k, v in (live.permissions.items() if live else [])
+        }
+        if final not in DEPLOYED or desired is None:
+            if not current:
+                return None
+            return self.add(
+                Action(
+                    address,
+                    "delete",
+                    ActionKind.DELETE,
+                    "uninstall: deregister the plugin's permissions",
+                    before={"keys": sorted(current)},
+                    plugin=pid,
+                ),
+                [f"plugin.{pid}:uninstall"],
+            )
+        want = desired.permissions
+        if want == current:
+            return None
+        deps = [install_hook]
+        for key in sorted(set(want) - set(current)):
+            owner = self.permission_owner(key, pid)
+            if owner is None:
+                continue
+            if self.releases_permission(owner, key):
+                deps.append(f"plugin.{owner}.permissions:update")
+                deps.append(f"plugin.{owner}.permissions:delete")
+                continue
+            self.errors.append(
+                error(
+                    "PGP106",
+                    f"permission {key!r} of plugin {pid!r} is registered on the platform by "
+                    f"plugin {owner!r}",
+                    "Permission keys are unique (spec 004 edge case 6): rename the key, or "
+                    f"remove it from {owner} first.",
+                    Location(f"plugins/{pid}"),
+                    (pid, owner),
+                )
+            )
+        after = {"keys": sorted(want)}
+        kind = ActionKind.CREATE if not current else ActionKind.UPDATE
+        return self.add(
+            Action(
+                address,
+                "create" if not current else "update",
+                kind,
+                self.reason(
+                    address,
+                    want,
+                    "register the plugin's permissions"
+                    if not current
+                    else "permissions changed in git",
+                    "drift: permissions changed outside plexica-gitops",
+                ),
+                before={"keys": sorted(current)} if current else None,
+                after=after,
+                plugin=pid,
+                fingerprint=stable_hash(want),
+            ),
+            deps,
+        )
+
+    def permission_owner(self, key: str, pid: str) -> str | None:
+        for other, live_plugin in self.live.plugins.items():
+            if other != pid and key in live_plugin.permissions:
+                return other
+        return None
+
+    def releases_permission(self, owner: str, key: str) -> bool:
+        target = self.targets.get(owner)
+        if target is None:
+            return False  # unmanaged: we never touch it
+        desired = self.plugins.get(owner)
+        return target not in DEPLOYED or desired is None or key not in desired.permissions
+
+    def plan_routes(
+        self,
+        pid: str,
+        desired: DesiredPlugin | None,
+        live: LivePlugin | None,
+        final: LifecycleStatus,
+        workload: str | None,
+    ) -> str | None:
+        address = f"plugin.{pid}.routes"
+        current = live.routes.model_dump() if live and live.routes else None
+        if final is not S.ACTIVE or desired is None:
+            if current is None:
+                return None
+            deps = [f"plugin.{d}:disable" for d in self.dependents.get(pid, [])]
+            step = self.add(
+                Action(
+                    address,
+                    "delete",
+                    ActionKind.DELETE,
+                    "stop routing traffic to the plugin (new requests get 404)",
+                    before=current,
+                    plugin=pid,
+                ),
+                deps,
+            )
+            self.extra_deps[f"plugin.{pid}:disable"].append(step)
+            self.extra_deps[f"plugin.{pid}:uninstall"].append(step)
+            return step
+        want = desired.routes
+        if current == want:
+            return None
+        deps = [x for x in (workload,) if x]
+        deps += [f"plugin.{d}:activate" for d in desired.dependencies]
+        deps += [f"topic.{event}:create" for event in desired.subscribes]
+        deps.append(f"plugin.{pid}:mark-installed")
+        return self.add(
+            Action(
+                address,
+                "create" if current is None else "update",
+                ActionKind.CREATE if current is None else ActionKind.UPDATE,
+                self.reason(
+                    address,
+                    want,
+                    "register gateway routes and the remote entry once ready"
+                    if current is None
+                    else "routes changed in git",
+                    "drift: routes changed or removed outside plexica-gitops",
+                ),
+                before=current,
+                after=want,
+                plugin=pid,
+                fingerprint=stable_hash(want),
+            ),
+            deps,
+        )
+
+    def plan_catalog_update(
+        self,
+        pid: str,
+        desired: DesiredPlugin,
+        live: LivePlugin,
+        updates: list[str],
+        verbs: set[str],
+    ) -> None:
+        if "register" in verbs or desired.manifest_hash == live.manifest_hash:
+            return
+        self.add(
+            Action(
+                f"plugin.{pid}",
+                "update",
+                ActionKind.UPDATE,
+                f"version {live.version} → {desired.version}"
+                if live.version != desired.version
+                else "manifest changed in git",
+                before={"version": live.version, "manifest_hash": live.manifest_hash},
+                after={"version": desired.version, "manifest_hash": desired.manifest_hash},
+                plugin=pid,
+                fingerprint=desired.manifest_hash,
+            ),
+            [*updates, *(f"plugin.{d}:update" for d in desired.dependencies)],
+        )
+
+    # --- migrations ----------------------------------------------------------------------
+
+    def plan_migrations(
+        self,
+        pid: str,
+        desired: DesiredPlugin | None,
+        final: LifecycleStatus,
+        install_hook: str,
+    ) -> list[str]:
+        if desired is None or final not in DEPLOYED or not desired.migrations:
+            return []
+        wanted = desired.migrations
+        by_version = {m[0]: m for m in wanted}
+        created: list[str] = []
+        for slug, tenant in sorted(self.desired.tenants.items()):
+            if tenant.document.spec.status is not TenantStatus.ACTIVE:
+                continue  # suspended tenants catch up when they become active
+            live_tenant = self.live.tenants.get(slug)
+            applied = live_tenant.migrations.get(pid, []) if live_tenant else []
+            if len(applied) == len(wanted) and all(
+                (a.version, a.name, a.checksum) == w for a, w in zip(applied, wanted, strict=True)
+            ):
+                continue
+            pending = self.pending_migrations(slug, tenant, pid, applied, by_version)
+            if not pending:
+                continue
+            address = f"tenant.{slug}.migrations.{pid}"
+            deps = [install_hook, f"tenant.{slug}:create", f"tenant.{slug}:update"]
+            deps += [f"tenant.{slug}.migrations.{d}:apply" for d in desired.dependencies]
+            created.append(
+                self.add(
+                    Action(
+                        address,
+                        "apply",
+                        ActionKind.CREATE if not applied else ActionKind.UPDATE,
+                        f"{len(pending)} pending migration{'s' * (len(pending) != 1)}",
+                        before={"applied": [f"{a.version:04d}_{a.name}" for a in applied]}
+                        if applied
+                        else None,
+                        after={"apply": [f"{v:04d}_{n}" for v, n, _ in pending]},
+                        plugin=pid,
+                        tenant=slug,
+                    ),
+                    deps,
+                )
+            )
+        return created
+
+    def pending_migrations(
+        self,
+        slug: str,
+        tenant: TenantEntry,
+        pid: str,
+        applied: list[Any],
+        by_version: dict[int, tuple[int, str, str]],
+    ) -> list[tuple[int, str, str]]:
+        entry = self.desired.plugins[pid]
+        done = {a.version for a in applied}
+        for record in applied:
+            wanted = by_version.get(record.version)
+            if wanted is None:
+                self.warnings.append(
+                    warning(
+                        "PGP102",
+                        f"migration {record.version:04d}_{record.name} of {pid!r} is applied in "
+                        f"tenant {slug!r} but no longer in git",
+                        "Migrations are append-only: restore the file (it is never re-run).",
+                        entry.location("spec"),
+                        (slug, pid),
+                    )
+                )
+            elif wanted[2] != record.checksum:
+                path = next(m.path for m in entry.migrations if m.number == record.version)
+                self.errors.append(
+                    error(
+                        "PGP101",
+                        f"migration {path} was changed after it was applied in tenant "
+                        f"{slug!r} (checksum {record.checksum[:12]}… applied, "
+                        f"{wanted[2][:12]}… in git)",
+                        "Never edit an applied migration: revert the file and add a new "
+                        "NNNN_*.sql with the change.",
+                        Location(path),
+                        (slug, pid),
+                    )
+                )
+        pending = [m for v, m in sorted(by_version.items()) if v not in done]
+        newest = max(done, default=0)
+        late = [m for m in pending if m[0] < newest]
+        if late:
+            self.errors.append(
+                error(
+                    "PGP103",
+                    f"migration {late[0][0]:04d}_{late[0][1]} of {pid!r} is older than "
+                    f"{newest:04d}, already applied in tenant {slug!r}",
+                    "Give new migrations a number above every applied one.",
+                    tenant.location("metadata", "name"),
+                    (slug, pid),
+                )
+            )
+            return []
+        return pending
+
+    # --- topics --------------------------------------------------------------------------
+
+    def plan_topics(self) -> None:
+        defaults = (
+            self.desired.platform.document.spec.events.defaults if self.desired.platform else None
+        )
+        wanted: dict[str, tuple[str, dict[str, Any]]] = {}
+        for pid, plugin in self.plugins.items():
+            if plugin.target not in DEPLOYED:
+                continue
+            for event in plugin.publishes:
+                wanted[event] = (
+                    pid,
+                    {
+                        "partitions": defaults.partitions if defaults else 1,
+                        "replication_factor": defaults.replication_factor if defaults else 1,
+                        "config": dict(defaults.config) if defaults else {},
+                    },
+                )
+        if not self.live.topics_observed:
+            if wanted:
+                self.warnings.append(
+                    warning(
+                        "PGP201",
+                        "the event broker was not observed: topics are left out of this plan",
+                        "Set KAFKA_BOOTSTRAP_SERVERS and make the broker reachable to plan "
+                        "topics; nothing will be created or deleted for them now.",
+                    )
+                )
+            return
+        for event, (pid, want) in sorted(wanted.items()):
+            self.plan_topic(event, pid, want, self.live.topics.get(event))
+        for event, topic in sorted(self.live.topics.items()):
+            if event in wanted:
+                continue
+            owner = topic.owner
+            if owner is None or owner not in self.plugins:
+                self.unmanaged.append(f"topic.{event}")
+                continue
+            plugin = self.plugins[owner]
+            if plugin.target in DEPLOYED or not plugin.purge_data:
+                continue  # kept: topics outlive their publisher unless purge was asked for
+            self.add(
+                Action(
+                    f"topic.{event}",
+                    "delete",
+                    ActionKind.DELETE,
+                    f"{owner} is uninstalled with purgeDataOnUninstall",
+                    before=topic.model_dump(exclude={"owner"}),
+                    plugin=owner,
+                ),
+                [f"plugin.{owner}:uninstall"],
+            )
+
+    def plan_topic(
+        self, event: str, pid: str, want: dict[str, Any], current: LiveTopic | None
+    ) -> None:
+        address = f"topic.{event}"
+        if current is None:
+            self.add(
+                Action(
+                    address,
+                    "create",
+                    ActionKind.CREATE,
+                    self.reason(
+                        address,
+                        want,
+                        f"published by {pid}",
+                        "drift: the topic was deleted outside plexica-gitops",
+                    ),
+                    after=want,
+                    plugin=pid,
+                    fingerprint=stable_hash(want),
+                ),
+                [f"plugin.{pid}:install"],
+            )
+            return
+        if current.owner not in (None, pid):
+            self.warnings.append(
+                warning(
+                    "PGP202",
+                    f"topic {event!r} is published by {pid!r} but was created for "
+                    f"{current.owner!r}",
+                    "Left as it is; ownership moves when the old owner is uninstalled.",
+                    subjects=(pid, current.owner),
+                )
+            )
+            return
+        if current.owner is None:
+            self.warnings.append(
+                warning(
+                    "PGP203",
+                    f"topic {event!r} already exists and was not created by plexica-gitops",
+                    "It is used as it is and never changed or deleted by plexica-gitops.",
+                    subjects=(pid,),
+                )
+            )
+            return
+        if want["partitions"] < current.partitions:
+            self.errors.append(
+                error(
+                    "PGP204",
+                    f"topic {event!r} has {current.partitions} partitions; git asks for "
+                    f"{want['partitions']}",
+                    "Kafka partitions can only grow: raise the setting back to at least "
+                    f"{current.partitions}.",
+                    subjects=(pid,),
+                )
+            )
+            return
+        drifted = {k: v for k, v in want["config"].items() if current.config.get(k) != v}
+        if want["partitions"] == current.partitions and not drifted:
+            return
+        self.add(
+            Action(
+                address,
+                "update",
+                ActionKind.UPDATE,
+                self.reason(
+                    address,
+                    want,
+                    "topic settings changed in git",
+                    "drift: topic settings changed outside plexica-gitops",
+                ),
+                before={
+                    "partitions": current.partitions,
+                    "config": {k: current.config.get(k) for k in drifted},
+                },
+                after={"partitions": want["partitions"], "config": drifted},
+                plugin=pid,
+                fingerprint=stable_hash(want),
+            ),
+        )
+
+    # --- tenants -------------------------------------------------------------------------
+
+    def plan_tenants(self) -> None:
+        for slug, tenant in sorted(self.desired.tenants.items()):
+            live_tenant = self.live.tenants.get(slug)
+            self.plan_tenant(slug, tenant, live_tenant)
+            if tenant.document.spec.status is not TenantStatus.DELETED:
+                self.plan_bindings(slug, tenant, live_tenant)
+        for slug, live_tenant in sorted(self.live.tenants.items()):
+            if slug in self.desired.tenants:
+                continue
+            self.plan_forced_binding_disables(slug, live_tenant, declared=set())
+            if not self.prune or live_tenant.status == TenantStatus.DELETED.value:
+                self.unmanaged.append(f"tenant.{slug}")
+                continue
+            self.add(
+                Action(
+                    f"tenant.{slug}",
+                    "delete",
+                    ActionKind.DELETE,
+                    "not in git and platform.prune is true (schema and data are kept)",
+                    before={"status": live_tenant.status},
+                    after={"status": TenantStatus.DELETED.value},
+                    tenant=slug,
+                )
+            )
+
+    def plan_tenant(self, slug: str, tenant: TenantEntry, live: LiveTenant | None) -> None:
+        spec = tenant.document.spec
+        address = f"tenant.{slug}"
+        want = {"id": spec.id, "schema": spec.schema_name, "status": spec.status.value}
+        if live is None:
+            if spec.status is TenantStatus.DELETED:
+                return
+            self.add(
+                Action(
+                    address,
+                    "create",
+                    ActionKind.CREATE,
+                    "new tenant in git: create its schema and record",
+                    after=want,
+                    tenant=slug,
+                    fingerprint=stable_hash(want),
+                )
+            )
+            return
+        if live.id != spec.id or live.schema_name != spec.schema_name:
+            field_name = "id" if live.id != spec.id else "schema"
+            self.errors.append(
+                error(
+                    "PGP105",
+                    f"tenant {slug!r} exists with {field_name} "
+                    f"{live.id if field_name == 'id' else live.schema_name!r}; git asks for "
+                    f"{spec.id if field_name == 'id' else spec.schema_name!r}",
+                    "A tenant's id and schema never change: restore the live value in git, or "
+                    "create a new tenant and migrate its data.",
+                    tenant.location("spec", field_name),
+                    (slug,),
+                )
+            )
+            return
+        if live.status == spec.status.value:
+            return
+        deleting = spec.status is TenantStatus.DELETED
+        self.add(
+            Action(
+                address,
+                "delete" if deleting else "update",
+                ActionKind.DELETE if deleting else ActionKind.UPDATE,
+                "tenant deleted in git (schema and data are kept)"
+                if deleting
+                else f"tenant {live.status} → {spec.status.value} in git",
+                before={"status": live.status},
+                after={"status": spec.status.value},
+                tenant=slug,
+                fingerprint=stable_hash(want),
+            )
+        )
+
+    def plan_bindings(self, slug: str, tenant: TenantEntry, live: LiveTenant | None) -> None:
+        bindings = tenant.document.spec.plugins
+        live_bindings = live.plugins if live else {}
+        for pid in sorted(bindings):
+            binding = bindings[pid]
+            current = live_bindings.get(pid)
+            if (
+                current is not None
+                and current.enabled == binding.enabled
+                and current.configuration == binding.configuration
+            ):
+                continue
+            self.plan_binding(slug, pid, binding.enabled, binding.configuration, current)
+        if live is not None:
+            self.plan_forced_binding_disables(slug, live, declared=set(bindings))
+
+    def plan_binding(
+        self,
+        slug: str,
+        pid: str,
+        enabled: bool,
+        configuration: dict[str, Any],
+        current: Any,
+    ) -> None:
+        address = f"tenant.{slug}.plugin.{pid}"
+        want = {"enabled": enabled, "configuration": configuration}
+        desired = self.plugins.get(pid)
+        deps = [f"tenant.{slug}:create", f"tenant.{slug}:update"]
+        if current is None or (enabled and not current.enabled):
+            step = "enable" if enabled else "configure"
+            deps += [f"plugin.{pid}:activate", f"tenant.{slug}.migrations.{pid}:apply"]
+            deps += [
+                f"tenant.{slug}.plugin.{d}:enable"
+                for d in (desired.dependencies if desired else ())
+            ]
+        elif not enabled and current.enabled:
+            step = "disable"
+            deps += [f"tenant.{slug}.plugin.{d}:disable" for d in self.dependents.get(pid, [])]
+            self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
+        else:
+            step = "configure"
+        self.add(
+            Action(
+                address,
+                step,
+                ActionKind.CREATE if current is None else ActionKind.UPDATE,
+                self.reason(
+                    address,
+                    want,
+                    {
+                        "enable": "enabled for the tenant in git",
+                        "disable": "disabled for the tenant in git",
+                        "configure": "configuration changed in git",
+                    }[step],
+                    "drift: changed outside plexica-gitops",
+                ),
+                before=mask({"enabled": current.enabled, "configuration": current.configuration})
+                if current
+                else None,
+                after=mask(want),
+                plugin=pid,
+                tenant=slug,
+                fingerprint=stable_hash(want),
+            ),
+            deps,
+        )
+
+    def plan_forced_binding_disables(self, slug: str, live: LiveTenant, declared: set[str]) -> None:
+        """A live binding git does not declare is left alone, unless its plugin is leaving
+        ACTIVE (the tenant would be left with a dead plugin) or prune is on."""
+        for pid, current in sorted(live.plugins.items()):
+            if pid in declared or not current.enabled:
+                continue
+            target = self.targets.get(pid)
+            leaving = pid in self.targets and target is not None and target is not S.ACTIVE
+            if not leaving and not self.prune:
+                continue
+            address = f"tenant.{slug}.plugin.{pid}"
+            deps = [f"tenant.{slug}.plugin.{d}:disable" for d in self.dependents.get(pid, [])]
+            self.add(
+                Action(
+                    address,
+                    "disable",
+                    ActionKind.UPDATE,
+                    f"plugin {pid} is leaving ACTIVE"
+                    if leaving
+                    else "not in git and platform.prune is true",
+                    before={"enabled": True},
+                    after={"enabled": False},
+                    plugin=pid,
+                    tenant=slug,
+                ),
+                deps,
+            )
+            self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
+
+
+def _workload_view(current: LiveWorkload) -> dict[str, Any]:
+    return {
+        "image": current.image,
+        "version": current.version,
+        "replicas": current.replicas,
+        "ready_replicas": current.ready_replicas,
+        "cpu": current.resources.cpu,
+        "memory": current.resources.memory,
+        "running": current.running,
+    }
+
+
+def _workload_changes(current: LiveWorkload, want: dict[str, Any]) -> set[str]:
+    changed = set()
+    if current.image != want["image"]:
+        changed.add("image")
+    if current.version != want["version"]:
+        changed.add("version")
+    if current.resources.cpu != want["cpu"]:
+        changed.add("cpu")
+    if current.resources.memory != want["memory"]:
+        changed.add("memory")
+    if current.env_hash != env_hash(want["env"]):
+        changed.add("env")
+    if current.replicas != want["replicas"]:
+        changed.add("replicas")
+    if current.running != want["running"]:
+        changed.add("running")
+    elif want["running"] and current.ready_replicas < current.replicas:
+        changed.add("health")
+    return changed
+
+
+def _workload_step(
+    pid: str, current: LiveWorkload, want: dict[str, Any], changed: set[str], verbs: set[str]
+) -> tuple[str, list[str], str]:
+    """The in-place workload step: scale, start or stop, and why."""
+    if "running" in changed and not want["running"]:
+        return "stop", [f"plugin.{pid}.routes:delete"], "disable: stop the containers, keep data"
+    if "running" in changed or "health" in changed:
+        if "activate" in verbs or "start" in verbs:
+            reason = "start the stopped containers and wait until healthy"
+        elif "running" in changed:
+            reason = "drift: containers were stopped outside plexica-gitops"
+        else:
+            reason = (
+                f"drift: {current.replicas - current.ready_replicas} of {current.replicas} "
+                "replicas not ready: restart them"
+            )
+        return "start", [], reason
+    return (
+        "scale",
+        [],
+        f"replicas {current.replicas} → {want['replicas']}",
+    )
+
+
+def build_plan(desired: DesiredState, live: LiveState) -> Plan:
+    return Planner(desired, live).plan()

@@ -1,0 +1,44 @@
+"""What counts as a secret, and how it is kept out of plans and logs (spec 004 NFR-006)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SENSITIVE = "(sensitive)"
+SECRET_KEY = re.compile(
+    r"(password|passwd|passphrase|secret|token|apikey|privatekey|credential|accesskey|signingkey)"
+)
+
+
+def looks_secret(key: str) -> bool:
+    """Keys like `password`, `CRM_API_TOKEN`, `apiKey`, `client-secret`."""
+    return bool(SECRET_KEY.search(key.lower().replace("_", "").replace("-", "")))
+
+
+def is_reference(value: Any) -> bool:
+    """`{fromEnv: NAME}` or `{secretRef: {name, key}}`: a value named, never written."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    if isinstance(value.get("fromEnv"), str):
+        return True
+    ref = value.get("secretRef")
+    return (
+        isinstance(ref, dict)
+        and set(ref) == {"name", "key"}
+        and all(isinstance(v, str) for v in ref.values())
+    )
+
+
+def mask(value: Any) -> Any:
+    """A copy for display: values under secret-looking keys become "(sensitive)"."""
+    if isinstance(value, dict):
+        if is_reference(value):
+            return value
+        return {
+            key: SENSITIVE if looks_secret(key) and not is_reference(item) else mask(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [mask(item) for item in value]
+    return value

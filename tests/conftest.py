@@ -1,0 +1,79 @@
+"""Shared pytest fixtures. Keep each fixture clearly named after what it provides."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from plexica_gitops.findings import Location
+from plexica_gitops.validate import ValidationReport, validate_directory
+
+EXAMPLE_DESIRED_STATE = Path(__file__).resolve().parent.parent / "desired-state"
+
+
+class DesiredStateCopy:
+    """A writable copy of the example desired state, edited as TEXT.
+
+    Every edit names the exact text it touches, so a test can compute the line and column
+    a finding must point at from the edited file itself (`locate`) instead of hard-coding
+    line numbers that drift when the example changes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def text(self, rel: str) -> str:
+        return self.path(rel).read_text(encoding="utf-8")
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.path(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def locate(self, rel: str, needle: str, *, offset: int = 0) -> Location:
+        """1-based line and column of `needle` (which must occur exactly once) plus
+        `offset` characters."""
+        text = self.text(rel)
+        count = text.count(needle)
+        assert count == 1, f"{needle!r} occurs {count} times in {rel}"
+        index = text.index(needle) + offset
+        line = text.count("\n", 0, index) + 1
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        return Location(rel, line, column)
+
+    def replace(self, rel: str, old: str, new: str) -> Location:
+        """Replace the one occurrence of `old`; return where the new text starts."""
+        text = self.text(rel)
+        count = text.count(old)
+        assert count == 1, f"{old!r} occurs {count} times in {rel}"
+        index = text.index(old)
+        self.write(rel, text[:index] + new + text[index + len(old) :])
+        line = text.count("\n", 0, index) + 1
+        column = index - (text.rfind("\n", 0, index) + 1) + 1
+        return Location(rel, line, column)
+
+    def append_document(self, rel: str, document: str) -> int:
+        """Append `document` as a new YAML document (after `---`); return the 1-based line
+        of its first line."""
+        text = self.text(rel) if self.path(rel).exists() else ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        prefix = text + "---\n" if text else ""
+        self.write(rel, prefix + document)
+        return prefix.count("\n") + 1
+
+    def validate(self) -> ValidationReport:
+        return validate_directory(self.root)
+
+
+@pytest.fixture
+def desired_state_copy(tmp_path: Path) -> DesiredStateCopy:
+    """A fresh copy of `desired-state/` (which validates clean) under tmp_path."""
+    root = tmp_path / "desired-state"
+    shutil.copytree(EXAMPLE_DESIRED_STATE, root, symlinks=True)
+    return DesiredStateCopy(root)
