@@ -7,12 +7,22 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import pydantic
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from plexica_gitops import report
+from plexica_gitops.actions import Plan
+from plexica_gitops.graph import order, select_targets, to_dot, to_mermaid
+from plexica_gitops.live import LiveState
+from plexica_gitops.planfile import PlanFileError, load_plan, save_plan
+from plexica_gitops.planner import build_plan
+from plexica_gitops.render_json import render_json
+from plexica_gitops.render_markdown import render_markdown
+from plexica_gitops.render_text import print_plan
 from plexica_gitops.schema import write_schemas
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.validate import ValidationReport, validate_directory
 
 app = typer.Typer(
     name="plexica-gitops",
@@ -69,6 +79,155 @@ def schemas(
     """Write the JSON Schema (draft 2020-12) of each kind, for editors and CI."""
     for path in write_schemas(out):
         typer.echo(path.as_posix())
+
+
+class PlanFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+class GraphFormat(StrEnum):
+    DOT = "dot"
+    MERMAID = "mermaid"
+
+
+LiveStateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--live-state",
+        help="Live state as JSON (`-` reads standard input; `{}` is an empty platform).",
+    ),
+]
+TargetOption = Annotated[
+    list[str] | None,
+    typer.Option("--target", help="Plan only this address (and what it depends on)."),
+]
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, hint: str) -> typer.Exit:
+    console = _stderr()
+    console.print(f"[bold red]error:[/bold red] {escape(message)}")
+    console.print(f"[dim]hint:[/dim] {escape(hint)}")
+    return typer.Exit(1)
+
+
+def _read_live_state(source: str | None) -> LiveState:
+    if source is None:
+        raise _fail(
+            "no live state to plan against",
+            "Pass --live-state FILE (a JSON snapshot; `echo '{}' | plexica-gitops plan "
+            "--live-state -` plans against an empty platform).",
+        )
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        return LiveState.model_validate_json(text)
+    except OSError as exc:
+        raise _fail(f"cannot read live state {source}: {exc.strerror}", "Check the path.") from None
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise _fail(
+            f"live state {source} is malformed at {where}: {first['msg']}",
+            "Use a file written by plexica-gitops, or `{}` for an empty platform.",
+        ) from None
+
+
+def _validated(directory: Path) -> ValidationReport:
+    result = validate_directory(directory)
+    if not result.valid:
+        report.print_text(result, _stderr(), directory.as_posix())
+        raise _fail(
+            "the desired state is invalid; no plan was made",
+            f"Fix the errors above (`plexica-gitops validate {directory.as_posix()}`).",
+        )
+    return result
+
+
+def _make_plan(directory: Path, live_source: str | None, targets: list[str]) -> Plan:
+    result = _validated(directory)
+    live = _read_live_state(live_source)
+    plan = build_plan(result.desired, live)
+    plan.warnings = [*[f for f in result.findings if not f.is_error], *plan.warnings]
+    if targets:
+        kept = select_targets(plan.actions, targets)
+        plan.actions = order({a.id: (a, a.depends_on) for a in kept})
+        plan.targets = list(targets)
+    return plan
+
+
+def _render(plan: Plan, output_format: PlanFormat, verbose: bool) -> None:
+    if output_format is PlanFormat.JSON:
+        sys.stdout.write(render_json(plan))
+    elif output_format is PlanFormat.MARKDOWN:
+        sys.stdout.write(render_markdown(plan))
+    else:
+        print_plan(plan, _stdout(), verbose=verbose)
+
+
+@app.command()
+def plan(
+    directory: DirArgument = Path("desired-state"),
+    live_state: LiveStateOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan for a later `apply`.")
+    ] = None,
+    output_format: Annotated[
+        PlanFormat, typer.Option("--format", help="text, json or markdown (PR comment).")
+    ] = PlanFormat.TEXT,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes."),
+    ] = False,
+    target: TargetOption = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="List every tenant action.")
+    ] = False,
+) -> None:
+    """Compute the ordered actions that converge the live platform to the desired state."""
+    result = _make_plan(directory, live_state, target or [])
+    _render(result, output_format, verbose)
+    if result.has_errors:
+        raise typer.Exit(1)
+    if out is not None:
+        save_plan(result, out)
+        _stderr().print(f"Saved the plan to {escape(out.as_posix())}.")
+    raise typer.Exit(2 if detailed_exitcode and result.has_changes else 0)
+
+
+@app.command()
+def show(
+    planfile: Annotated[Path, typer.Argument(help="A plan saved with `plan --out`.")],
+    output_format: Annotated[
+        PlanFormat, typer.Option("--format", help="text, json or markdown.")
+    ] = PlanFormat.TEXT,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Render a saved plan (its checksum is verified first)."""
+    try:
+        saved = load_plan(planfile)
+    except PlanFileError as exc:
+        raise _fail(str(exc), "Plan files are written by `plexica-gitops plan --out`.") from None
+    _render(saved, output_format, verbose)
+
+
+@app.command()
+def graph(
+    directory: DirArgument = Path("desired-state"),
+    live_state: LiveStateOption = None,
+    output_format: Annotated[
+        GraphFormat, typer.Option("--format", help="dot (Graphviz) or mermaid.")
+    ] = GraphFormat.DOT,
+    target: TargetOption = None,
+) -> None:
+    """Draw the plan's action graph: each arrow points from a step to one that waits for it."""
+    result = _make_plan(directory, live_state, target or [])
+    drawing = to_dot if output_format is GraphFormat.DOT else to_mermaid
+    sys.stdout.write(drawing(result.actions))
 
 
 def main() -> None:

@@ -116,16 +116,17 @@ class _Builder:
         self.findings: list[Finding] = list(loaded.findings)
         self.extra_files: set[str] = set()
         self.platform: PlatformEntry | None = None
+        self.platform_seen = False  # a Platform document exists, even if it was rejected
         self.plugins: dict[str, PluginEntry] = {}
         self.tenants: dict[str, TenantEntry] = {}
 
     def build(self) -> DesiredState:
         manifest_files = self._referenced_manifest_files()
         for doc in self.loaded.documents:
-            if doc.file in manifest_files:
+            if doc.file in manifest_files and "kind" not in doc.data:
                 continue
             self._add_document(doc)
-        if self.platform is None and not _has_errors(self.loaded.findings):
+        if not self.platform_seen and not _has_errors(self.loaded.findings):
             self.findings.append(
                 error(
                     "PGS121",
@@ -173,7 +174,7 @@ class _Builder:
                 )
             )
             return
-        if kind not in DOCUMENT_MODELS:
+        if not isinstance(kind, str) or kind not in DOCUMENT_MODELS:
             self.findings.append(
                 error(
                     "PGS102",
@@ -193,6 +194,7 @@ class _Builder:
                 )
             )
             return
+        self.platform_seen |= kind == "Platform"
         model = self._parse(doc, kind, doc.data)
         if isinstance(model, PlatformDocument):
             self._add_platform(model, doc)
@@ -202,22 +204,27 @@ class _Builder:
             self._add_tenant(model, doc)
 
     def _parse(
-        self, doc: SourceDocument, kind: str, data: dict[str, Any], prefix: JsonPath = ()
+        self, doc: SourceDocument, kind: str, data: dict[str, Any], wrapper: JsonPath = ()
     ) -> pydantic.BaseModel | None:
+        """Schema-check then model-parse `data`. `wrapper` is the path at which `doc`'s own
+        content sits inside `data` (a manifest file is checked wrapped in a Plugin)."""
         errors = sorted(kind_validator(kind).iter_errors(data), key=lambda e: list(e.path))
         if errors:
             for schema_error in errors:
-                self.findings.extend(_schema_findings(schema_error, doc, prefix))
+                self.findings.extend(_schema_findings(schema_error, doc, wrapper))
             return None
         try:
             return DOCUMENT_MODELS[kind].model_validate(data)
-        except pydantic.ValidationError as exc:  # the schema and the model disagree: a bug
+        except pydantic.ValidationError as exc:
+            # Values JSON Schema cannot express, such as .nan for a positive number.
+            first = exc.errors()[0]
+            path = tuple(first["loc"])[len(wrapper) :]
             self.findings.append(
                 error(
-                    "PGS119",
-                    f"{kind} document rejected by the model: {exc.errors()[0]['msg']}",
-                    "This is a plexica-gitops bug (schema and model disagree); please report it.",
-                    doc.location(prefix),
+                    "PGS113",
+                    f"`{_dotted(tuple(first['loc']))}`: {first['msg']}",
+                    "Fix the value to match the schema (schemas/ documents every field).",
+                    doc.location(path),
                 )
             )
             return None
@@ -342,10 +349,21 @@ class _Builder:
             )
             return None
         manifest_doc = documents[0]
+        if manifest_doc.file == doc.file:
+            self.findings.append(
+                error(
+                    "PGS132",
+                    f"manifestFile {relative!r} points at this plugin's own file",
+                    "Point spec.manifestFile at a separate manifest file (e.g. manifest.yaml).",
+                    where,
+                    (plugin_id,),
+                )
+            )
+            return None
         self.extra_files.add(manifest_doc.file)
         wrapped = {"apiVersion": API_VERSION, "kind": "Plugin", "metadata": {"name": plugin_id}}
         wrapped["spec"] = {"state": "active", "manifest": manifest_doc.data}
-        parsed = self._parse(manifest_doc, "Plugin", wrapped, prefix=("spec", "manifest"))
+        parsed = self._parse(manifest_doc, "Plugin", wrapped, wrapper=("spec", "manifest"))
         if not isinstance(parsed, PluginDocument) or parsed.spec.manifest is None:
             return None
         return parsed.spec.manifest, manifest_doc, ()
@@ -482,9 +500,10 @@ _FRIENDLY_REFS = {
 
 
 def _schema_findings(
-    schema_error: SchemaError, doc: SourceDocument, prefix: JsonPath
+    schema_error: SchemaError, doc: SourceDocument, wrapper: JsonPath
 ) -> list[Finding]:
-    path: JsonPath = (*prefix, *schema_error.absolute_path)
+    """Findings located in `doc`; the error's path is inside the wrapped data."""
+    path: JsonPath = tuple(schema_error.absolute_path)[len(wrapper) :]
     kind = schema_error.validator
     instance = schema_error.instance
     schema: Any = schema_error.schema

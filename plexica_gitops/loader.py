@@ -71,18 +71,28 @@ contributes no documents.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import stat
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.error import Mark, MarkedYAMLError
-from yaml.events import AliasEvent, CollectionStartEvent, Event
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    StreamEndEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
@@ -436,32 +446,205 @@ def _depth_message(max_depth: int) -> tuple[str, str]:
     )
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose composer bounds nesting (PyYAML's composer is recursive, so an
-    unbounded ``[[[[...`` would raise RecursionError) and keeps alias positions."""
+class _EventSource(Protocol):
+    """What the composer needs from a parser: libyaml's ``CParser`` or PyYAML's
+    pure-Python ``Parser`` (both yield the same ``yaml.events`` classes and marks)."""
 
-    def __init__(self, text: str, max_depth: int) -> None:
-        super().__init__(text)
-        self._max_depth = max_depth
-        self._depth = 0
+    def get_event(self) -> Any: ...
 
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        event: Event = self.peek_event()  # type: ignore[no-untyped-call]
-        start = cast(Mark, event.start_mark)
-        if isinstance(event, AliasEvent):
-            target = super().compose_node(parent, index)
-            assert target is not None
-            return _AliasNode(target, event.anchor or "", start, cast(Mark, event.end_mark))
-        if isinstance(event, CollectionStartEvent):
-            if self._depth >= self._max_depth:
-                message, hint = _depth_message(self._max_depth)
-                raise _LimitError(message, hint, start)
-            self._depth += 1
-            try:
-                return super().compose_node(parent, index)
-            finally:
-                self._depth -= 1
-        return super().compose_node(parent, index)
+    def dispose(self) -> None: ...
+
+
+# libyaml's C scanner/parser is ~20x faster than PyYAML's pure-Python one; only its
+# EVENTS are used (its C composer recurses, so a deeply nested file could overflow the C
+# stack). Tests switch this off to run the pure-Python fallback.
+_USE_LIBYAML: bool = yaml.__with_libyaml__
+
+
+def _event_source(text: str) -> _EventSource:
+    if _USE_LIBYAML:
+        return yaml.CSafeLoader(text)
+    return yaml.SafeLoader(text)
+
+
+_Resolvers = tuple[tuple[str, re.Pattern[str]], ...]
+_RESOLVED_CACHE_SIZE = 4096  # distinct plain scalars whose tag is remembered per file
+
+
+def _implicit_resolvers() -> tuple[dict[str, _Resolvers], _Resolvers]:
+    """SafeLoader's implicit resolvers (what ``Resolver.resolve`` tries for a plain
+    scalar) by first character, each with the wildcard ones appended; and the wildcard
+    ones alone, for other first characters. Read per file, as PyYAML does."""
+    table = yaml.SafeLoader.yaml_implicit_resolvers
+    wildcard: _Resolvers = tuple(table.get(None, []))
+    by_first = {first: (*resolvers, *wildcard) for first, resolvers in table.items()}
+    by_first.pop(None, None)
+    return by_first, wildcard
+
+
+def _compose(events: _EventSource, limits: LoadLimits) -> Iterator[Node]:
+    """The root node of each document of the stream, in order, measured.
+
+    Builds the node tree that ``yaml.composer.Composer`` builds from the same events
+    (same tags, anchors and errors; alias uses become :class:`_AliasNode`), but
+    iteratively - nesting costs list entries, not stack frames - and it measures the
+    alias-expanded tree while composing, so a document over a limit stops the file
+    (:class:`_LimitError`) before the parser reads any further:
+
+    * a collection nested deeper than ``max_depth``, or an alias whose target's height
+      would take it deeper, stops at that collection / alias;
+    * each alias counts the expanded size of its target (memoised per anchor, so a
+      "billion laughs" costs nothing to measure); as soon as a collection's expanded
+      size exceeds ``max_nodes_per_document`` it stops at that collection's start;
+    * an alias used inside the node it names is a recursive alias.
+    """
+    max_depth = limits.max_depth
+    budget = limits.max_nodes_per_document
+    by_first, wildcard = _implicit_resolvers()
+    resolved: dict[str, str] = {}  # plain scalar -> its resolved tag
+    next_event = events.get_event
+    next_event()  # StreamStartEvent
+    while True:
+        event = next_event()
+        if event.__class__ is StreamEndEvent:
+            return
+        # a DocumentStartEvent; anchors are scoped to their document
+        anchors: dict[str, Node] = {}
+        measured: dict[str, tuple[int, int]] = {}  # anchor -> (expanded size, height)
+        total = 0  # expanded nodes of the document so far (keys included)
+        # one entry per open collection, outermost first:
+        parents: list[Node] = []
+        keys: list[Node | None] = []  # a mapping's key that waits for its value
+        starts: list[int] = []  # `total` before the collection; size = total - start
+        heights: list[int] = []  # greatest height of its complete children
+        names: list[str | None] = []  # its anchor
+        while True:
+            event = next_event()
+            kind = event.__class__
+            node: Node
+            height = 0
+            if kind is ScalarEvent:
+                tag = event.tag
+                value = event.value
+                if tag is None or tag == "!":  # resolve as Resolver.resolve(ScalarNode, ...)
+                    tag = _STR
+                    if event.implicit[0]:
+                        candidates = by_first.get(value[:1], wildcard)
+                        if candidates:
+                            tag = resolved.get(value)
+                            if tag is None:
+                                tag = _STR
+                                for candidate, regexp in candidates:
+                                    if regexp.match(value):
+                                        tag = candidate
+                                        break
+                                if len(resolved) < _RESOLVED_CACHE_SIZE:
+                                    resolved[value] = tag
+                node = ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
+                total += 1
+                if event.anchor is not None:
+                    _add_anchor(anchors, event, node)
+                    measured[event.anchor] = (1, 0)
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                node = parents.pop()
+                keys.pop()
+                height = heights.pop() + 1
+                name = names.pop()
+                if name is not None:
+                    measured[name] = (total - starts[-1], height)
+                starts.pop()
+                node.end_mark = event.end_mark
+            elif kind is AliasEvent:
+                name = event.anchor
+                target = anchors.get(name)
+                if target is None:
+                    raise ComposerError(
+                        None, None, f"found undefined alias {name!r}", event.start_mark
+                    )
+                node = _AliasNode(target, name, event.start_mark, event.end_mark)
+                known = measured.get(name)
+                if known is None:
+                    raise _LimitError(
+                        f"alias *{name} is used inside the node it refers to (recursive alias)",
+                        "Remove the alias from inside its own anchored mapping or list.",
+                        event.start_mark,
+                    )
+                size, height = known
+                if len(parents) + height > max_depth:
+                    raise _LimitError(*_depth_message(max_depth), event.start_mark)
+                total += size
+            else:  # MappingStartEvent or SequenceStartEvent
+                if len(parents) >= max_depth:
+                    raise _LimitError(*_depth_message(max_depth), event.start_mark)
+                tag = event.tag
+                if kind is MappingStartEvent:
+                    if tag is None or tag == "!":
+                        tag = _MAP
+                    node = MappingNode(tag, [], event.start_mark, None, event.flow_style)
+                else:
+                    if tag is None or tag == "!":
+                        tag = _SEQ
+                    node = SequenceNode(tag, [], event.start_mark, None, event.flow_style)
+                if event.anchor is not None:
+                    _add_anchor(anchors, event, node)
+                parents.append(node)
+                keys.append(None)
+                starts.append(total)
+                heights.append(0)
+                names.append(event.anchor)
+                total += 1
+                continue
+            # `node` is complete: attach it to the innermost open collection
+            if not parents:
+                break
+            parent = parents[-1]
+            if parent.__class__ is SequenceNode:
+                parent.value.append(node)
+            else:
+                key = keys[-1]
+                if key is None:
+                    keys[-1] = node
+                else:
+                    parent.value.append((key, node))
+                    keys[-1] = None
+            if height > heights[-1]:
+                heights[-1] = height
+            if total - starts[-1] > budget:
+                raise _LimitError(
+                    f"the document expands to more than {budget:,} values once aliases "
+                    "(*name) are expanded",
+                    "This looks like an alias bomb ('billion laughs'); use fewer "
+                    "nested anchors and aliases, or write the values out.",
+                    parent.start_mark,
+                )
+        next_event()  # DocumentEndEvent
+        yield node
+
+
+def _add_anchor(anchors: dict[str, Node], event: Any, node: Node) -> None:
+    anchor: str = event.anchor
+    if anchor in anchors:
+        raise ComposerError(
+            f"found duplicate anchor {anchor!r}; first occurrence",
+            anchors[anchor].start_mark,
+            "second occurrence",
+            event.start_mark,
+        )
+    anchors[anchor] = node
+
+
+# The characters PyYAML's Reader (and libyaml's) refuse, checked up front so that both
+# parsers report the first one, by character position, before any syntax error.
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _check_printable(text: str) -> None:
+    match = _NON_PRINTABLE.search(text)
+    if match is not None:
+        character = match.group()
+        raise ReaderError("<text>", match.start(), ord(character), "unicode", "not printable")
 
 
 def _position(mark: Mark | None) -> tuple[int, int]:
@@ -478,18 +661,40 @@ def _parse(
         return [], [text]
     if json_mode:
         text = text.replace("\t", " ")  # valid JSON has tabs only as whitespace
+    with _gc_paused():
+        return _parse_text(text, rel, limits, json_mode=json_mode)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while one file is parsed and built.
+
+    Parsing allocates hundreds of thousands of small objects that all stay alive until
+    the document is built, so the collector's periodic passes find nothing yet cost
+    about a third of the loading time. Nothing built here forms reference cycles, so
+    reference counting still frees everything as usual; the previous state is restored
+    (and a collector that was already off is left alone)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _parse_text(
+    text: str, rel: str, limits: LoadLimits, *, json_mode: bool
+) -> tuple[list[SourceDocument], list[Finding]]:
     sink = _Sink()
     documents: list[SourceDocument] = []
-    loader: _Loader | None = None
+    events: _EventSource | None = None
     try:
-        loader = _Loader(text, limits.max_depth)
-        index = -1
-        while loader.check_node():
-            node = loader.get_node()
-            index += 1
-            if node is None:
-                continue
-            document = _document(node, rel, index, limits, sink, json_mode=json_mode)
+        _check_printable(text)
+        events = _event_source(text)
+        for index, node in enumerate(_compose(events, limits)):
+            document = _document(node, rel, index, sink, json_mode=json_mode)
             if document is not None:
                 documents.append(document)
     except _TooManyProblems:
@@ -506,8 +711,8 @@ def _parse(
     except ReaderError as exc:
         sink.items.append(_reader_finding(rel, text, exc))
     except MarkedYAMLError as exc:
-        sink.items.append(_syntax_finding(rel, exc))
-    except yaml.YAMLError as exc:  # pragma: no cover - PyYAML raises the two above
+        sink.items.append(_syntax_finding(rel, text, exc))
+    except yaml.YAMLError as exc:  # pragma: no cover - the parsers raise the two above
         sink.items.append(
             error(YAML_SYNTAX, f"{rel}: YAML error: {exc}", _SYNTAX_HINT, Location(rel))
         )
@@ -515,15 +720,15 @@ def _parse(
         message, hint = _depth_message(limits.max_depth)
         sink.items.append(error(DEPTH_OR_ALIAS_LIMIT, f"{rel}: {message}", hint, Location(rel)))
     finally:
-        if loader is not None:
-            loader.dispose()
+        if events is not None:
+            events.dispose()
     if sink.items:
         return [], sink.items
     return documents, []
 
 
 def _document(
-    node: Node, rel: str, index: int, limits: LoadLimits, sink: _Sink, *, json_mode: bool
+    node: Node, rel: str, index: int, sink: _Sink, *, json_mode: bool
 ) -> SourceDocument | None:
     line, column = _position(node.start_mark)
     if isinstance(node, ScalarNode) and node.tag == _NULL and node.value == "" and not node.style:
@@ -538,11 +743,6 @@ def _document(
                 Location(rel, line, column),
             )
         )
-        return None
-    try:
-        _measure(node, limits)
-    except _LimitError as exc:
-        sink.add(_limit_finding(rel, exc))
         return None
     builder = _Builder(rel, sink, json_mode=json_mode)
     before = len(sink.items)
@@ -561,64 +761,6 @@ def _limit_finding(rel: str, exc: _LimitError) -> Finding:
         exc.hint,
         Location(rel, line, column),
     )
-
-
-def _measure(root: Node, limits: LoadLimits) -> None:
-    """Size and depth of the alias-expanded tree, without expanding it.
-
-    Each collection node is measured once (memoised by identity); recursion is bounded
-    by `max_depth`, so this is fast and flat whatever the aliases multiply to."""
-    budget = limits.max_nodes_per_document
-    memo: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, height)
-    active: set[int] = set()
-
-    def visit(node: Node, depth: int) -> tuple[int, int]:
-        target = _target(node)
-        if isinstance(target, ScalarNode):
-            return (1, 0)
-        key = id(target)
-        known = memo.get(key)
-        if known is not None:
-            if depth + known[1] > limits.max_depth:
-                raise _LimitError(*_depth_message(limits.max_depth), node.start_mark)
-            return known
-        if key in active:
-            anchor = node.anchor if isinstance(node, _AliasNode) else "?"
-            raise _LimitError(
-                f"alias *{anchor} is used inside the node it refers to (recursive alias)",
-                "Remove the alias from inside its own anchored mapping or list.",
-                node.start_mark,
-            )
-        if depth + 1 > limits.max_depth:
-            raise _LimitError(*_depth_message(limits.max_depth), node.start_mark)
-        active.add(key)
-        size, height = 1, 0
-        for child in _children(target):
-            child_size, child_height = visit(child, depth + 1)
-            size += child_size
-            height = max(height, child_height)
-            if size > budget:
-                raise _LimitError(
-                    f"the document expands to more than {budget:,} values once aliases "
-                    "(*name) are expanded",
-                    "This looks like an alias bomb ('billion laughs'); use fewer "
-                    "nested anchors and aliases, or write the values out.",
-                    node.start_mark,
-                )
-        active.discard(key)
-        memo[key] = (size, height + 1)
-        return memo[key]
-
-    visit(root, 0)
-
-
-def _children(node: Node) -> Iterator[Node]:
-    if isinstance(node, SequenceNode):
-        yield from node.value
-    elif isinstance(node, MappingNode):
-        for key, value in node.value:
-            yield key
-            yield value
 
 
 # --------------------------------------------------------------------------- building
@@ -688,8 +830,8 @@ class _Builder:
         )
 
     def value(self, node: Node, path: JsonPath) -> Any:
-        target = _target(node)
-        if isinstance(target, ScalarNode):
+        target = node.target if node.__class__ is _AliasNode else node
+        if target.__class__ is ScalarNode:
             return self._scalar(target)
         expected = _MAP if isinstance(target, MappingNode) else _SEQ
         if target.tag != expected:
@@ -700,18 +842,21 @@ class _Builder:
                 target.start_mark,
             )
             return None
+        positions = self.positions
         if isinstance(target, SequenceNode):
             items: list[Any] = []
             for number, item in enumerate(target.value):
                 item_path = (*path, number)
-                self.positions[item_path] = _position(item.start_mark)
+                mark = item.start_mark
+                positions[item_path] = (mark.line + 1, mark.column + 1)
                 items.append(self.value(item, item_path))
             return items
         assert isinstance(target, MappingNode)
         result: dict[str, Any] = {}
         for key, key_node, value_node in self._entries(target):
             entry_path = (*path, key)
-            self.positions[entry_path] = _position(key_node.start_mark)
+            mark = key_node.start_mark
+            positions[entry_path] = (mark.line + 1, mark.column + 1)
             result[key] = self.value(value_node, entry_path)
         return result
 
@@ -720,6 +865,7 @@ class _Builder:
         the mapping does not define itself."""
         first_seen: dict[str, Node] = {}
         written: list[_Entry | list[_Entry]] = []
+        merges = False
         for key_node, value_node in node.value:
             key = self._key(key_node)
             if key is None:
@@ -739,8 +885,11 @@ class _Builder:
             key_target = _target(key_node)
             if key_target.tag == _MERGE and isinstance(key_target, ScalarNode):
                 written.append(self._merged(value_node))
+                merges = True
             else:
                 written.append((key, key_node, value_node))
+        if not merges:
+            return cast(list[_Entry], written)
         own = {entry[0] for entry in written if isinstance(entry, tuple)}
         entries: list[_Entry] = []
         for entry in written:
@@ -811,6 +960,8 @@ class _Builder:
             if tag == _BOOL:
                 return SafeConstructor.bool_values[text.lower()]
             if tag == _INT:
+                if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
+                    return int(text)  # what construct_yaml_int does for plain decimals
                 return _CONSTRUCTOR.construct_yaml_int(node)
             if tag == _FLOAT:
                 return _CONSTRUCTOR.construct_yaml_float(node)
@@ -860,20 +1011,41 @@ _SPECIFIC_HINTS = (
 )
 
 
-def _syntax_finding(rel: str, exc: MarkedYAMLError) -> Finding:
+_LINE_BREAKS = "\r\n\x85\u2028\u2029"
+
+
+def _error_position(text: str, mark: Mark | None) -> tuple[int, int]:
+    """1-based position of an error mark. At the end of a file without a final line
+    break libyaml puts the mark on a virtual next line; report it where PyYAML does,
+    after the last character."""
+    if mark is None:
+        return (1, 1)
+    if mark.column == 0 and mark.index >= len(text) and text and text[-1] not in _LINE_BREAKS:
+        last_break = max(text.rfind(character) for character in _LINE_BREAKS)
+        return (mark.line, len(text) - last_break)
+    return _position(mark)
+
+
+def _syntax_finding(rel: str, text: str, exc: MarkedYAMLError) -> Finding:
     mark = exc.problem_mark or exc.context_mark
-    line, column = _position(mark)
+    line, column = _error_position(text, mark)
+    problem = exc.problem
+    if problem == "found character that cannot start any token" and mark is not None:
+        # libyaml's wording; PyYAML's names the character, which is what the user needs
+        character = text[mark.index : mark.index + 1]
+        if character:
+            problem = f"found character {character!r} that cannot start any token"
     parts: list[str] = []
     if exc.context:
         context = exc.context
         if exc.context_mark is not None and exc.context_mark is not mark:
-            context_line, context_column = _position(exc.context_mark)
+            context_line, context_column = _error_position(text, exc.context_mark)
             context += f" (line {context_line}, column {context_column})"
         parts.append(context)
-    if exc.problem:
-        parts.append(exc.problem)
+    if problem:
+        parts.append(problem)
     detail = ": ".join(parts) or "invalid YAML"
-    combined = f"{exc.context or ''} {exc.problem or ''}"
+    combined = f"{exc.context or ''} {problem or ''}"
     hint = next((h for needle, h in _SPECIFIC_HINTS if needle in combined), _SYNTAX_HINT)
     return error(
         YAML_SYNTAX,

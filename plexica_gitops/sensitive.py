@@ -11,9 +11,16 @@ SECRET_KEY = re.compile(
 )
 
 
+SHORT_SECRET_KEY = re.compile(r"(^|[_.-])(pass|pwd)$")  # DB_PASS, smtp.pwd; not "bypass"
+
+
 def looks_secret(key: str) -> bool:
-    """Keys like `password`, `CRM_API_TOKEN`, `apiKey`, `client-secret`."""
-    return bool(SECRET_KEY.search(key.lower().replace("_", "").replace("-", "")))
+    """Keys like `password`, `CRM_API_TOKEN`, `apiKey`, `client-secret`, `DB_PASS`."""
+    lowered = key.lower()
+    return bool(
+        SECRET_KEY.search(lowered.replace("_", "").replace("-", ""))
+        or SHORT_SECRET_KEY.search(lowered)
+    )
 
 
 def is_reference(value: Any) -> bool:

@@ -8,7 +8,6 @@ lifecycle consistency, routes, resources, permissions, events, tenants and secre
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,9 @@ from urllib.parse import urlsplit
 
 import networkx as nx
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, UnknownType
 from jsonschema.exceptions import ValidationError as SchemaValidationError
+from referencing.exceptions import Unresolvable
 
 from plexica_gitops.desired import BuildResult, DesiredState, PluginEntry, build_desired_state
 from plexica_gitops.findings import Finding, Location, error, warning
@@ -35,7 +35,8 @@ from plexica_gitops.versions import (
 KEBAB_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 SAFE_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]*$")
 CPU = re.compile(r"^(?:[1-9]\d*m|\d+(?:\.\d+)?)$")
-MEMORY = re.compile(r"^[1-9]\d*(?:Ki|Mi|Gi|Ti|K|M|G|T)?$")
+MEMORY = re.compile(r"^(?:[1-9]\d*|\d+\.\d*[1-9]\d*)(?:Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
+CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 PERMISSION_KEY = re.compile(r"^[a-z][a-z0-9-]*(?::[a-z0-9*-]+)+$")
 EVENT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,248}$")
 MAX_NAME_LENGTH = 63  # DNS label: plugin ids and slugs become container and k8s names
@@ -127,9 +128,8 @@ def check_tenant_identities(desired: DesiredState) -> Iterator[Finding]:
 
 
 def _tenant_id(slug: str, raw: str, where: Location, seen: dict[str, str]) -> Iterator[Finding]:
-    try:
-        canonical = str(uuid.UUID(raw))
-    except ValueError:
+    canonical = raw.lower()
+    if not CANONICAL_UUID.match(canonical):
         yield error(
             "PGV207",
             f"tenant {slug!r} has id {raw!r}, which is not a UUID",
@@ -329,7 +329,7 @@ def check_dependency_cycles(desired: DesiredState) -> Iterator[Finding]:
         if len(component) == 1 and not graph.has_edge(*(2 * tuple(component))):
             continue
         start = min(component)
-        cycle = _cycle_from(graph.subgraph(component), start)
+        cycle = _shortest_cycle(graph.subgraph(component), start)
         first = desired.plugins[start]
         index = next(
             i
@@ -346,15 +346,13 @@ def check_dependency_cycles(desired: DesiredState) -> Iterator[Finding]:
         )
 
 
-def _cycle_from(component: Any, start: str) -> list[str]:
-    cycle = [start]
-    for _ in range(component.number_of_nodes()):
-        following = sorted(component.successors(cycle[-1]))
-        nxt = next((n for n in following if n not in cycle), None)
-        if nxt is None:
-            break
-        cycle.append(nxt)
-    return cycle if component.number_of_nodes() > 1 else [start]
+def _shortest_cycle(component: Any, start: str) -> list[str]:
+    """A real cycle through `start`: the shortest way back to it from one of its successors
+    (in a strongly connected component there always is one)."""
+    if component.has_edge(start, start):
+        return [start]
+    paths = [nx.shortest_path(component, nxt, start) for nxt in sorted(component.successors(start))]
+    return [start, *min(paths, key=len)[:-1]]
 
 
 def check_lifecycle(desired: DesiredState) -> Iterator[Finding]:
@@ -459,7 +457,7 @@ def check_resources(desired: DesiredState) -> Iterator[Finding]:
 
 
 def check_permissions(desired: DesiredState) -> Iterator[Finding]:
-    owners: dict[str, PluginEntry] = {}
+    owners: dict[str, tuple[PluginEntry, int]] = {}
     for plugin_id in sorted(desired.plugins):
         plugin = desired.plugins[plugin_id]
         for index, permission in enumerate(plugin.manifest.permissions):
@@ -482,8 +480,8 @@ def check_permissions(desired: DesiredState) -> Iterator[Finding]:
                     where,
                     (plugin_id,),
                 )
-            owner = owners.setdefault(key, plugin)
-            if owner is plugin and owner.manifest.permissions.index(permission) == index:
+            owner, first_index = owners.setdefault(key, (plugin, index))
+            if owner is plugin and first_index == index:
                 continue
             yield error(
                 "PGV505",
@@ -507,6 +505,15 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
         for index, event in enumerate(plugin.manifest.events.publishes):
             where = plugin.manifest_location("events", "publishes", index)
             yield from _event_name(event, where, plugin_id)
+            if event in plugin.manifest.events.publishes[:index]:
+                yield error(
+                    "PGV508",
+                    f"plugin {plugin_id!r} lists event {event!r} twice in events.publishes",
+                    "Remove the repeated entry.",
+                    where,
+                    (plugin_id,),
+                )
+                continue
             owner = publishers.setdefault(event, plugin_id)
             if event in platform_topics or owner != plugin_id:
                 other = "the platform" if event in platform_topics else repr(owner)
@@ -537,7 +544,7 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
 def _event_name(event: str, where: Location, plugin_id: str) -> Iterator[Finding]:
     if not EVENT_NAME.match(event):
         yield error(
-            "PGV509",
+            "PGV511",
             f"plugin {plugin_id!r} publishes {event!r}, which is not a valid topic name",
             "Use letters, digits, `.`, `_` and `-`, e.g. `crm.deal.won`.",
             where,
@@ -564,6 +571,7 @@ def check_configuration_schemas(desired: DesiredState) -> Iterator[Finding]:
 
 
 def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
+    validators = {pid: _configuration_validator(p) for pid, p in desired.plugins.items()}
     for slug, tenant in sorted(desired.tenants.items()):
         bindings = tenant.document.spec.plugins
         for plugin_id, binding in bindings.items():
@@ -578,7 +586,11 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
                     (slug, plugin_id),
                 )
                 continue
-            yield from _tenant_configuration(desired, slug, plugin, binding.configuration)
+            validator = validators[plugin_id]
+            if validator is not None:
+                yield from _tenant_configuration(
+                    desired, slug, plugin, validator, binding.configuration
+                )
             if not binding.enabled:
                 continue
             state = plugin.document.spec.state
@@ -604,18 +616,40 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
                     )
 
 
+def _configuration_validator(plugin: PluginEntry) -> Draft202012Validator | None:
+    """None when the schema is invalid: that is reported once, by PGV601."""
+    schema = plugin.manifest.configuration.schema_
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError:
+        return None
+    return Draft202012Validator(schema)
+
+
 def _tenant_configuration(
-    desired: DesiredState, slug: str, plugin: PluginEntry, configuration: dict[str, Any]
+    desired: DesiredState,
+    slug: str,
+    plugin: PluginEntry,
+    validator: Draft202012Validator,
+    configuration: dict[str, Any],
 ) -> Iterator[Finding]:
     try:
-        validator = Draft202012Validator(plugin.manifest.configuration.schema_)
         problems = [
             problem
             for problem in validator.iter_errors(configuration)
             if not _reference_accepted(validator, problem)
         ]
-    except SchemaError:
-        return  # reported once by check_configuration_schemas
+    except (UnknownType, Unresolvable) as exc:
+        # Schemas that pass the meta-schema but cannot be evaluated (a $ref to nowhere).
+        yield error(
+            "PGV601",
+            f"plugin {plugin.id!r} configuration.schema cannot be evaluated: "
+            f"{str(exc).splitlines()[0]}",
+            "Fix the schema (JSON Schema draft 2020-12): every $ref must resolve inside it.",
+            plugin.manifest_location("configuration", "schema"),
+            (plugin.id,),
+        )
+        return
     tenant = desired.tenants[slug]
     for problem in sorted(problems, key=lambda e: list(map(str, e.absolute_path))):
         path = ("spec", "plugins", plugin.id, "configuration", *problem.absolute_path)
@@ -640,8 +674,8 @@ def _reference_accepted(validator: Draft202012Validator, problem: SchemaValidati
 
 
 def _redacted_message(message: str, instance: Any) -> str:
-    """jsonschema quotes the offending value; it may be a secret typed by mistake."""
-    if isinstance(instance, str) and len(instance) > 0:
+    """jsonschema quotes the offending value; it may be, or hold, a secret typed by mistake."""
+    if isinstance(instance, str | dict | list) and instance:
         return message.replace(repr(instance), "(value)")
     return message
 
@@ -655,13 +689,20 @@ def _secret_literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[
         if is_reference(value):
             return
         for key, item in value.items():
-            if looks_secret(key) and isinstance(item, str) and item:
+            if looks_secret(key) and _holds_literal(item):
                 yield (*path, key)
             else:
                 yield from _secret_literals(item, (*path, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _secret_literals(item, (*path, index))
+
+
+def _holds_literal(value: Any) -> bool:
+    """A non-empty string, or a list with one in it (a list of keys is as secret as one)."""
+    if isinstance(value, str):
+        return bool(value)
+    return isinstance(value, list) and any(isinstance(v, str) and v for v in value)
 
 
 def _credential_urls(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
