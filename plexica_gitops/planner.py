@@ -236,11 +236,11 @@ class Planner:
                         error(
                             "PGP104",
                             f"plugin {pid!r} is {live_plugin.status.value} on the platform (not "
-                            f"in git) and depends on {dependency!r}, which this plan would "
-                            f"take to {target.value if target else 'absent'}",
+                            f"in git) and depends on {dependency!r}, which git wants "
+                            f"{self.desired.plugins[dependency].document.spec.state.value}",
                             f"Declare {pid} in git (and disable or remove it first), or keep "
                             f"{dependency} active.",
-                            Location(f"plugins/{dependency}"),
+                            self.desired.plugins[dependency].location("spec", "state"),
                             (pid, dependency),
                         )
                     )
@@ -258,8 +258,10 @@ class Planner:
         path = lifecycle_path(start, target)
         verbs = {verb for _, _, verb in path}
         address = f"plugin.{pid}"
+        previous: str | None = None
         for before, after, verb in path:
-            self.add_transition(pid, address, before, after, verb, desired, live)
+            # Each edge waits for the one before it: a plan never skips an edge.
+            previous = self.add_transition(pid, address, before, after, verb, desired, previous)
         final = target or S.UNINSTALLED
         install_hook = f"{address}:install"
         migrations = self.plan_migrations(pid, desired, final, install_hook)
@@ -304,9 +306,9 @@ class Planner:
         after: LifecycleStatus,
         verb: str,
         desired: DesiredPlugin | None,
-        live: LivePlugin | None,
-    ) -> None:
-        deps: list[str] = []
+        previous: str | None,
+    ) -> str:
+        deps: list[str] = [previous] if previous else []
         kind = ActionKind.TRANSITION
         after_attrs: dict[str, Any] = {"status": after.value}
         if verb == "register":
@@ -319,39 +321,39 @@ class Planner:
             reason = self.removal_reason(pid)
         elif verb == "install":
             assert desired is not None
-            deps = [f"plugin.{d}:mark-installed" for d in desired.dependencies]
+            deps += [f"plugin.{d}:mark-installed" for d in desired.dependencies]
             deps.append(f"{address}:register")
             reason = f"desired {desired.target.value.lower()}: install {desired.version}"
         elif verb == "mark-installed":
-            deps = [f"{address}:install"]
+            deps += [f"{address}:install"]
             reason = "image pulled, workload healthy, migrations and permissions in place"
             if before is S.INSTALLING and not self.steps.get(f"{address}:install"):
                 reason = "resume an install that was interrupted (live status INSTALLING)"
         elif verb == "activate":
             assert desired is not None
-            deps = [f"{address}:mark-installed", f"{address}.workload:start"]
+            deps += [f"{address}:mark-installed", f"{address}.workload:start"]
             deps += [f"plugin.{d}:activate" for d in desired.dependencies]
             reason = "desired active: serve traffic"
         elif verb == "disable":
-            deps = [f"plugin.{d}:disable" for d in self.dependents.get(pid, [])]
+            deps += [f"plugin.{d}:disable" for d in self.dependents.get(pid, [])]
             reason = (
                 "desired disabled"
                 if desired and desired.target is S.DISABLED
                 else "on the way to " + (desired.target.value if desired else "absent")
             )
         elif verb == "start":
-            deps = [f"{address}.workload:start"]
+            deps += [f"{address}.workload:start"]
             reason = "desired installed: run without serving traffic"
         elif verb == "uninstall":
-            deps = [f"{address}:disable"]
+            deps += [f"{address}:disable"]
             deps += [f"plugin.{d}:mark-uninstalled" for d in self.dependents.get(pid, [])]
             reason = self.removal_reason(pid)
         else:  # mark-uninstalled
-            deps = [f"{address}:uninstall"]
+            deps += [f"{address}:uninstall"]
             reason = "workload removed, routes and permissions deregistered"
             if before is S.UNINSTALLING and not self.steps.get(f"{address}:uninstall"):
                 reason = "resume an uninstall that was interrupted (live status UNINSTALLING)"
-        self.add(
+        return self.add(
             Action(
                 address=address,
                 step=verb,
@@ -682,7 +684,12 @@ class Planner:
                         before={"applied": [f"{a.version:04d}_{a.name}" for a in applied]}
                         if applied
                         else None,
-                        after={"apply": [f"{v:04d}_{n}" for v, n, _ in pending]},
+                        after={
+                            "applied": [
+                                *(f"{a.version:04d}_{a.name}" for a in applied),
+                                *(f"{v:04d}_{n}" for v, n, _ in pending),
+                            ]
+                        },
                         plugin=pid,
                         tenant=slug,
                     ),

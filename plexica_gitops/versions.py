@@ -49,6 +49,7 @@ class _Problem(Exception):
 
 
 _NUMBER = re.compile(r"[0-9]+")
+_WHITESPACE = re.compile(r"\s")
 _IDENTIFIER = re.compile(r"[0-9A-Za-z-]+")
 _WILDCARDS = frozenset({"x", "X", "*"})
 _COMPONENTS = ("major", "minor", "patch")
@@ -85,7 +86,7 @@ def _check_identifiers(text: str, what: str, *, numeric_rules: bool) -> None:
 def _parse_partial(text: str, *, allow_partial: bool) -> _Partial:
     if not text:
         raise _Problem("empty version")
-    if any(c.isspace() for c in text):
+    if _WHITESPACE.search(text):
         raise _Problem("whitespace is not allowed inside a version")
     if text[0] in "vV":
         raise _Problem(f'a leading "v" is not allowed (write {text[1:]!r})')
