@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
+import re
 import sys
 import textwrap
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from plexica_gitops import loader as loader_module
 from plexica_gitops.findings import Location, Severity
 from plexica_gitops.loader import (
     MAX_FINDINGS_PER_FILE,
@@ -27,6 +31,16 @@ from plexica_gitops.loader import (
 )
 
 needs_symlinks = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX symlinks")
+
+BACKENDS = ["libyaml", "python"] if yaml.__with_libyaml__ else ["python"]
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with libyaml's C parser and with the pure-Python fallback."""
+    name = cast(str, request.param)
+    monkeypatch.setattr(loader_module, "_USE_LIBYAML", name == "libyaml")
+    return name
 
 
 def write(root: Path, name: str, text: str) -> Path:
@@ -403,6 +417,39 @@ def test_very_deep_flow_nesting_does_not_crash(tmp_path: Path) -> None:
     assert result.findings[0].location == Location("doc.yaml", 1, 4 + 63)
 
 
+@pytest.mark.parametrize(
+    ("text", "column"),
+    [
+        ("a: " + "{a: " * 1_000_000, 256),
+        ("- " * 2_000_000 + "x\n", 129),
+        ("a: " + "[{a: " * 800_000, 160),
+        ("a: " + "[" * 4_000_000, 67),
+    ],
+    ids=["flow-mappings", "block-sequences", "mixed", "4MB-of-brackets"],
+)
+def test_deep_nesting_of_any_kind_stops_at_the_limit_quickly(
+    tmp_path: Path, text: str, column: int
+) -> None:
+    started = time.perf_counter()
+    result = load_text(tmp_path, text)
+    assert time.perf_counter() - started < 1.0
+    assert codes(result) == ["PGL004"]
+    assert result.findings[0].location == Location("doc.yaml", 1, column)
+
+
+def test_node_limit_stops_a_long_list_before_composing_the_rest(tmp_path: Path) -> None:
+    write(tmp_path, "long.yaml", "a: 1\nlong: [" + "1, " * 300_000 + "1]\n")
+    tracemalloc.start()
+    try:
+        result = load_directory(tmp_path, LoadLimits(max_nodes_per_document=1_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert codes(result) == ["PGL004"]
+    assert result.findings[0].location == Location("long.yaml", 2, 7)  # the list
+    assert peak < 8 * 1024 * 1024  # 0.9 MB file; loading all of it peaks at ~140 MB
+
+
 def test_depth_added_by_aliases_counts(tmp_path: Path) -> None:
     text = "a: &a {b: {c: 1}}\nx: {y: {z: *a}}\n"  # x.y.z.b.c: 5 levels (+ root = 5 maps)
     assert only_document(load_text(tmp_path, text, LoadLimits(max_depth=5)))
@@ -677,6 +724,244 @@ def test_load_file_reports_problems_like_the_directory_walk(tmp_path: Path) -> N
     documents, findings = load_file(path, tmp_path)
     assert documents == []
     assert [f.code for f in findings] == ["PGL002"]
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def test_libyaml_parses_when_available(backend: str) -> None:
+    source = loader_module._event_source("a: 1\n")
+    try:
+        expected = yaml.CSafeLoader if backend == "libyaml" else yaml.SafeLoader
+        assert type(source) is expected
+    finally:
+        source.dispose()
+    assert yaml.__with_libyaml__ is (loader_module._USE_LIBYAML or backend == "python")
+
+
+def tenant_document(number: int) -> str:
+    return textwrap.dedent(
+        f"""\
+        # tenant {number}
+        apiVersion: plexica.io/v1alpha1
+        kind: Tenant
+        metadata:
+          name: tenant-{number:05d}
+          labels: {{plan: enterprise, region: eu-west-1}}
+        spec:
+          id: 7be72c81-2e45-42c0-b2f0-{number:012d}
+          displayName: "Tenant {number}"
+          schema: tenant_{number:05d}
+          status: active
+          plugins:
+            crm:
+              enabled: true
+              configuration:
+                dealStages: [lead, qualified, proposal, negotiation, won, lost]
+                currency: USD
+                staleDealDays: 21
+            billing:
+              enabled: true
+              configuration:
+                taxRatePercent: 8.25
+                invoiceNumberPrefix: T{number}-
+                paymentTermsDays: 30
+        """
+    )
+
+
+def test_large_multi_document_file_loads_quickly(tmp_path: Path, backend: str) -> None:
+    if backend != "libyaml":
+        pytest.skip("speed is promised with libyaml; the pure-Python parser is ~10x slower")
+    count = 3_500
+    text = "---\n".join(tenant_document(number) for number in range(count))
+    assert 2_000_000 < len(text) < 2_400_000
+    (tmp_path / "tenants.yaml").write_text(text, "utf-8")
+
+    # CPU time: on a shared CI runner, wall time also measures the neighbours
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = load_directory(tmp_path)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+
+    assert result.findings == []
+    assert len(result.documents) == count
+    last = result.documents[-1]
+
+    def position(needle: str) -> Location:
+        offset = text.rindex(needle)
+        line_start = text.rfind("\n", 0, offset) + 1
+        return Location("tenants.yaml", text.count("\n", 0, offset) + 1, offset - line_start + 1)
+
+    assert (last.index, last.line) == (count - 1, position("apiVersion").line)
+    assert last.data["metadata"]["name"] == f"tenant-{count - 1:05d}"
+    path = ("spec", "plugins", "billing", "configuration", "invoiceNumberPrefix")
+    assert last.location(path) == position("invoiceNumberPrefix")
+    assert last.location(("spec", "plugins", "crm", "configuration", "dealStages", 4)) == (
+        position("won")
+    )
+    assert last.location(("metadata", "labels", "region")) == position("region")
+    assert cpu < 2.0, f"2 MB took {cpu:.2f} s of CPU ({elapsed:.2f} s wall)"  # ~0.6 s
+
+
+def node_shape(node: Node) -> Any:
+    """A comparable view of a node tree (aliases followed, as PyYAML's composer does)."""
+    node = loader_module._target(node)
+    mark = (node.start_mark.line, node.start_mark.column)
+    if isinstance(node, ScalarNode):
+        return ("scalar", node.tag, node.value, node.style or None, mark)
+    if isinstance(node, SequenceNode):
+        return ("seq", node.tag, [node_shape(item) for item in node.value], mark)
+    assert isinstance(node, MappingNode)
+    pairs = [(node_shape(key), node_shape(value)) for key, value in node.value]
+    return ("map", node.tag, pairs, mark)
+
+
+def compose_all(text: str) -> list[Any]:
+    source = loader_module._event_source(text)
+    try:
+        return [node_shape(node) for node in loader_module._compose(source, LoadLimits())]
+    finally:
+        source.dispose()
+
+
+COMPOSER_CORPUS = [
+    "a: 1\n",
+    "",
+    "# only a comment\n",
+    "---\n---\na: 1\n...\n---\n- x\n",
+    "plain: text\nquoted: 'x'\ndouble: \"y\"\nliteral: |\n  line\nfolded: >-\n  a\n  b\n",
+    "ints: [0, -0, +1, 0o17, 017, 0x1F, 0b101, 1_000, 190:20:30, 12e3]\n",
+    "floats: [1.5, -.5, 1e3, 6.8523015e+5, .inf, -.Inf, .NaN, 1_000.5, 190:20:30.15]\n",
+    "bools: [yes, No, on, OFF, true, False, y, n]\nnulls: [~, null, NULL, '', ]\n",
+    "dates: [2024-01-31, 2001-12-14t21:59:43.10-05:00, 2001-12-14 21:59:43.10 -5]\n",
+    "tags: [!!str 1, !!int '2', ! 3, !local x, !!python/tuple [1], !<tag:x.org,1:y> z]\n",
+    "%TAG !e! tag:example.com,2000:\n---\na: !e!thing x\n",
+    "base: &b {cpu: 1}\nuse: *b\nmerge: {<<: *b, cpu: 2}\nlist: [*b, &s scalar, *s]\n",
+    "? complex\n: value\n? [a, b]\n: c\n",
+    # (an empty value in a flow mapping, `{f: }`, is the one known difference: libyaml
+    # marks it at the `}`, PyYAML right after the `:`; such a value has no position)
+    "{a: 1, b: [2, {c: 3}], ? d : e, f: g}\n",
+    "- - - nested\n  - x\n-\n- ''\n",
+    "key:   spaced   \nunicode: é😀 x\nemoji😀: [1, 😀, 2]\n",
+    "a: 1\r\nb:\r\n  c: 2\r\n",
+    "a: 1\x85b: 2\u2028c: [3]\n",
+    "\ufeffa: 1\n",
+    "a: [1, 2]",
+    "a:",
+    "- ",
+    "<<: {x: 1}\n=: 2\n",
+]
+
+
+@pytest.mark.parametrize("text", COMPOSER_CORPUS)
+def test_composer_builds_the_nodes_pyyaml_builds(text: str) -> None:
+    expected = [node_shape(node) for node in yaml.compose_all(text, Loader=yaml.SafeLoader)]
+    assert compose_all(text) == expected
+
+
+plain_scalars = st.text(alphabet="0123456789+-._:eEoxXbBinfaNF~ yYnNtTrRuUlLsS<=,", max_size=14)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=plain_scalars)
+def test_plain_scalars_resolve_as_safeloader_does(value: str) -> None:
+    text = f"v: {value}\n"
+    try:
+        expected = [node_shape(node) for node in yaml.compose_all(text, Loader=yaml.SafeLoader)]
+    except yaml.YAMLError:
+        assume(False)
+    assert compose_all(text) == expected
+
+
+def test_implicit_resolvers_are_read_per_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    resolvers = {
+        first: list(entries) for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    resolvers.setdefault("p", []).insert(0, ("tag:yaml.org,2002:bool", re.compile("^probably$")))
+    monkeypatch.setattr(yaml.SafeLoader, "yaml_implicit_resolvers", resolvers)
+    expected = [node_shape(node) for node in yaml.compose_all("a: probably\n", yaml.SafeLoader)]
+    assert compose_all("a: probably\n") == expected
+    assert expected[0][2][0][1][1] == "tag:yaml.org,2002:bool"
+
+
+def test_non_printable_characters_are_the_ones_pyyaml_refuses() -> None:
+    assert loader_module._NON_PRINTABLE.pattern == yaml.reader.Reader.NON_PRINTABLE.pattern
+
+
+def test_positions_count_characters_not_bytes(tmp_path: Path) -> None:
+    doc = only_document(load_text(tmp_path, "é: 😀😀 x\nb: [1, 😀, 2]\nc:\r\n  d: 1\r\n"))
+    assert doc.data == {"é": "😀😀 x", "b": [1, "😀", 2], "c": {"d": 1}}
+    assert doc.location(("b", 2)) == Location("doc.yaml", 2, 11)
+    assert doc.location(("c", "d")) == Location("doc.yaml", 4, 3)
+
+    result = load_text(tmp_path, "a: 1\nb: é😀\x07\n")
+    assert codes(result) == ["PGL001"]
+    assert result.findings[0].location == Location("doc.yaml", 2, 6)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [("a: [1, 2", 1, 9), ("{a: 1", 1, 6), ("a: 'x", 1, 6), ("a: 1\nb: [1,\n", 3, 1)],
+)
+def test_error_at_the_end_of_the_file(tmp_path: Path, text: str, line: int, column: int) -> None:
+    (tmp_path / "doc.yaml").write_text(text, "utf-8")
+    result = load_directory(tmp_path)
+    assert codes(result) == ["PGL001"]
+    assert result.findings[0].location == Location("doc.yaml", line, column)
+
+
+def test_syntax_errors_name_the_character_and_the_anchor(tmp_path: Path) -> None:
+    result = load_text(tmp_path, "a: 1\nb: @x\n")
+    assert codes(result) == ["PGL001"]
+    assert result.findings[0].location == Location("doc.yaml", 2, 4)
+    assert "'@'" in result.findings[0].message
+
+    result = load_text(tmp_path, "a: &x 1\nb: &x 2\n")
+    assert codes(result) == ["PGL001"]
+    assert result.findings[0].location == Location("doc.yaml", 2, 4)
+    assert "'x'" in result.findings[0].message and "line 1, column 4" in result.findings[0].message
+    assert "unique" in result.findings[0].hint
+
+    result = load_text(tmp_path, "a: *nowhere\n")
+    assert "'nowhere'" in result.findings[0].message
+
+
+def test_libyaml_nesting_limit_is_a_depth_finding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libyaml > 0.2.5 stops at 1,000 levels by itself; that is PGL004, not a syntax error."""
+    mark = yaml.error.Mark("<unicode string>", 1_002, 0, 1_002, None, 0)
+
+    class Deep:
+        def get_event(self) -> Any:
+            raise yaml.parser.ParserError(
+                "while parsing",
+                mark,
+                "Maximum nesting level reached, set with yaml_set_max_nest_level())",
+                mark,
+            )
+
+        def dispose(self) -> None:
+            pass
+
+    monkeypatch.setattr(loader_module, "_event_source", lambda text: Deep())
+    result = load_text(tmp_path, "a: 1\n", LoadLimits(max_depth=5_000))
+    assert codes(result) == ["PGL004"]
+    assert result.findings[0].location == Location("doc.yaml", 1, 1_003)
+    assert "nested deeper" in result.findings[0].message
+
+
+def test_parsing_leaves_the_garbage_collector_as_it_was(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "a: [1, 2, {b: 3}]\n")
+    assert gc.isenabled()
+    assert only_document(load_directory(tmp_path))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert only_document(load_directory(tmp_path))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 # --------------------------------------------------------------------------- round trip
