@@ -54,6 +54,13 @@ LIFECYCLE_EDGES: dict[LifecycleStatus | None, list[tuple[LifecycleStatus, str]]]
 }
 DEPLOYED = {S.INSTALLED, S.ACTIVE, S.DISABLED}  # workload, permissions, data and topics exist
 RUNNING = {S.INSTALLED, S.ACTIVE}
+# What a plugin in a live status needs of its dependencies (validate.REQUIRED_DEPENDENCY_STATES).
+NEEDED_BY = {
+    S.ACTIVE: {S.ACTIVE},
+    S.INSTALLED: DEPLOYED,
+    S.DISABLED: DEPLOYED,
+    S.INSTALLING: DEPLOYED,
+}
 
 Edge = tuple[LifecycleStatus | None, LifecycleStatus, str]
 
@@ -187,6 +194,11 @@ class Planner:
         for p in self.plugins.values():
             for dependency in p.dependencies:
                 self.dependents[dependency].append(p.id)
+        for pid, live_plugin in sorted(live.plugins.items()):
+            if self.targets[pid] is not None:  # managed or pruned: what its live version needs
+                for dependency in sorted(live_plugin.dependencies):
+                    if pid not in self.dependents[dependency]:
+                        self.dependents[dependency].append(pid)
         self.extra_deps: dict[str, list[str]] = defaultdict(list)
 
     # --- bookkeeping ---------------------------------------------------------------------
@@ -227,11 +239,12 @@ class Planner:
         for pid, live_plugin in sorted(self.live.plugins.items()):
             if pid in self.plugins or self.targets.get(pid) is not None:
                 continue
-            if live_plugin.status not in RUNNING:
+            needs = NEEDED_BY.get(live_plugin.status)
+            if needs is None:
                 continue
             for dependency in sorted(live_plugin.dependencies):
                 target = self.targets.get(dependency)
-                if dependency in self.plugins and target not in (S.ACTIVE, S.INSTALLED):
+                if dependency in self.plugins and target not in needs:
                     self.errors.append(
                         error(
                             "PGP104",
@@ -264,21 +277,34 @@ class Planner:
             previous = self.add_transition(pid, address, before, after, verb, desired, previous)
         final = target or S.UNINSTALLED
         install_hook = f"{address}:install"
+        if "mark-uninstalled" in verbs and final in DEPLOYED and live is not None:
+            # Finish the interrupted uninstall (tear down what is left) ...
+            removed = [
+                self.plan_workload(pid, None, live, S.UNINSTALLED, verbs, install_hook, []),
+                self.plan_permissions(pid, None, live, S.UNINSTALLED, install_hook),
+                self.plan_routes(pid, None, live, S.UNINSTALLED, None),
+            ]
+            self.hook(f"{address}:mark-uninstalled", *removed)
+            # ... then install again from nothing.
+            live = live.model_copy(update={"workload": None, "permissions": {}, "routes": None})
         migrations = self.plan_migrations(pid, desired, final, install_hook)
         permissions = self.plan_permissions(pid, desired, live, final, install_hook)
         workload = self.plan_workload(pid, desired, live, final, verbs, install_hook, migrations)
         routes = self.plan_routes(pid, desired, live, final, workload)
         updates = [x for x in (workload, permissions, routes, *migrations) if x]
-        if desired is not None and live is not None and final in DEPLOYED:
+        if desired is not None and live is not None and final is not S.UNINSTALLED:
             self.plan_catalog_update(pid, desired, live, updates, verbs)
         if desired is not None and desired.purge_data and "uninstall" in verbs:
             updates.append(self.plan_purge(pid))
-        self.hook(f"{address}:mark-installed", workload, permissions, *migrations)
-        self.hook(f"{address}:activate", routes)
+        if final in DEPLOYED:  # otherwise these are deletions, which come after uninstall
+            self.hook(f"{address}:mark-installed", workload, permissions, *migrations)
+        if final is S.ACTIVE:
+            self.hook(f"{address}:activate", routes)
         self.hook(
             f"{address}:disable", workload if workload and workload.endswith(":stop") else None
         )
-        self.hook(f"{address}:mark-uninstalled", *updates)
+        if final not in DEPLOYED:  # otherwise these are the re-install's creations
+            self.hook(f"{address}:mark-uninstalled", *updates)
 
     def hook(self, step_id: str, *dependencies: str | None) -> None:
         """Make a lifecycle step wait for the resource steps that realise it."""
@@ -318,6 +344,7 @@ class Planner:
             reason = "new in git" if before is None else "re-registered: declared again in git"
         elif verb == "deregister":
             kind = ActionKind.DELETE
+            deps += [f"plugin.{d}:mark-uninstalled" for d in self.dependents.get(pid, [])]
             reason = self.removal_reason(pid)
         elif verb == "install":
             assert desired is not None
@@ -447,6 +474,8 @@ class Planner:
             )
             deps = [*migrations]
             deps += [f"plugin.{d}.workload:replace" for d in desired.dependencies]
+            if not want["running"]:  # stopped containers: stop routing to them first
+                deps.append(f"plugin.{pid}.routes:delete")
             return self.add(
                 Action(
                     address,
@@ -463,6 +492,10 @@ class Planner:
                 deps,
             )
         step, deps, reason = _workload_step(pid, current, want, changed, verbs)
+        if step == "scale":
+            reason = self.reason(
+                address, want, reason, f"drift: {reason}, changed outside plexica-gitops"
+            )
         return self.add(
             Action(
                 address,

@@ -53,6 +53,7 @@ _WHITESPACE = re.compile(r"\s")
 _IDENTIFIER = re.compile(r"[0-9A-Za-z-]+")
 _WILDCARDS = frozenset({"x", "X", "*"})
 _COMPONENTS = ("major", "minor", "patch")
+_MAX_SAFE_INTEGER = 2**53 - 1  # node-semver's limit: npm cannot represent anything larger
 
 
 class _Partial(NamedTuple):
@@ -113,6 +114,8 @@ def _parse_partial(text: str, *, allow_partial: bool) -> _Partial:
             # node-semver rejects "1.x.3" as well: a wildcard covers everything after it
             shorter = ".".join(parts[: len(numbers)])
             raise _Problem(f"a wildcard cannot be followed by a number (write {shorter!r})")
+        if int(part) > _MAX_SAFE_INTEGER:
+            raise _Problem(f"{name} {part!r} is larger than npm allows ({_MAX_SAFE_INTEGER})")
         numbers.append(int(part))
     if not allow_partial and len(parts) < 3:
         raise _Problem(f"only {len(parts)} dot-separated component(s); MAJOR.MINOR.PATCH needs 3")
@@ -157,9 +160,6 @@ class _Comparator:
         if self.op == ">=":
             return v >= self.version
         return v == self.version
-
-    def __str__(self) -> str:
-        return f"{'' if self.op == '=' else self.op}{self.version}"
 
 
 _ComparatorSet = tuple[_Comparator, ...]
@@ -282,8 +282,8 @@ def _parse_comparator_set(alternative: str, fail: _Fail) -> _ComparatorSet:
                 merged.append(token)
         for token in merged:
             comparators += _desugar(token, fail)
-    # node-semver rewrites ">=0.0.0" to "*". That only matters for 0.0.0-x prereleases, but
-    # keeping it makes "0.x >=0.0.0-a" admit 0.0.0-b exactly as npm does
+    # node-semver drops ">=0.0.0" (it reads it as "*"). That only shows with 0.0.0-x
+    # prereleases, but doing the same makes "0.x >=0.0.0-a" admit 0.0.0-b, as npm does
     return tuple(c for c in comparators if not (c.op == ">=" and c.version == _ZERO))
 
 
@@ -336,7 +336,13 @@ def _parse_sets(text: str) -> tuple[_ComparatorSet, ...]:
         if not alternative.strip():
             # npm reads "1.x ||" as "any version", which is never what the author meant
             fail("||", 'empty alternative next to "||" (write "*" for any version)')
-    return tuple(_parse_comparator_set(alternative, fail) for alternative in alternatives)
+    sets = tuple(_parse_comparator_set(alternative, fail) for alternative in alternatives)
+    if len(sets) > 1 and () in sets:
+        # node-semver collapses a range with an unconstrained alternative to just "*", which
+        # keeps out every prerelease, even one another alternative names: npm rejects
+        # 1.2.3-beta for "1.2.3-beta || *"
+        return ((),)
+    return sets
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,14 @@ While it does so it checks what the design promises about a plan:
   dependencies are enabled for that tenant.
 
 Attribute values are taken from the desired state (`planner.desired_plugin()`, the
-`TenantEntry`), never from an action's `after`, which is masked for display.
+`TenantEntry`, the `MigrationFile`s), never from an action's `after`, which is masked for
+display. Actions with a fingerprint record it in `last_applied`, as apply does.
+
+Who depends on whom: a plugin being installed or activated needs git's dependencies (the
+manifest being installed); a plugin already on the platform needs what its catalog record
+names, unless git's new version of it no longer does (the new version may run before the
+plan records it in the catalog). `purge` drops the plugin's migration history in every
+tenant, as dropping its tables does.
 """
 
 from __future__ import annotations
@@ -56,8 +63,8 @@ from plexica_gitops.validate import validate_directory
 S = LifecycleStatus
 LIFECYCLE_STEPS = {verb for edges in LIFECYCLE_EDGES.values() for _, verb in edges}
 DEPLOYED = {S.INSTALLED, S.ACTIVE, S.DISABLED}
-# Statuses in which a plugin needs its dependencies to exist (deployed).
 RUNNING = {S.INSTALLED, S.ACTIVE}
+# Statuses in which a plugin needs its dependencies to exist (deployed).
 NEEDS_DEPENDENCIES = {S.INSTALLING, S.INSTALLED, S.ACTIVE, S.DISABLED}
 
 
@@ -176,19 +183,23 @@ class _Simulator:
         return plugin.status if plugin else None
 
     def dependencies(self, pid: str) -> set[str]:
-        """What `pid` needs: git's dependencies for a plugin git manages (the version the
-        plan installs), the platform's record for one it does not."""
+        """What `pid` needs once this plan has brought it where git wants it: git's
+        dependencies for a plugin git manages, the platform's record for one it does not."""
         if pid in self.plugins:
             return set(self.plugins[pid].dependencies)
         plugin = self.world.plugins.get(pid)
         return set(plugin.dependencies) if plugin else set()
 
     def dependents(self, pid: str) -> list[str]:
-        """Plugins on the platform that need `pid`."""
+        """Plugins on the platform that use `pid`: their catalog record (the version that
+        runs) names it, and, for a plugin git manages, so does git (a new version that drops
+        the dependency may run before the plan records it in the catalog)."""
         return sorted(
             other
-            for other in self.world.plugins
-            if other != pid and pid in self.dependencies(other)
+            for other, plugin in self.world.plugins.items()
+            if other != pid
+            and pid in plugin.dependencies
+            and (other not in self.plugins or pid in self.plugins[other].dependencies)
         )
 
     # --- plugin lifecycle ----------------------------------------------------------------
@@ -211,7 +222,7 @@ class _Simulator:
         following = edges[action.step]
         if action.after and action.after.get("status") not in (None, following.value):
             self.fail(action, f"claims status {action.after['status']}, edge gives {following}")
-        self.lifecycle_safety(action, pid, following)
+        self.lifecycle_safety(action, pid)
         if action.step == "register":
             desired = self.desired_of(action, pid)
             entry = self.desired.plugins[pid]
@@ -224,13 +235,16 @@ class _Simulator:
             return
         plugin = self.live_plugin(action, pid)
         update: dict[str, Any] = {"status": following}
+        if action.step == "install":  # what is installed is git's manifest
+            entry = self.desired.plugins[pid]
+            update["dependencies"] = {d.plugin: d.version for d in entry.manifest.dependencies}
         if following is S.UNINSTALLED:
             update |= {"workload": None, "permissions": {}, "routes": None, "error": None}
         if following is S.INSTALLED and action.step == "mark-installed":
             update["error"] = None
         self.world.plugins[pid] = plugin.model_copy(update=update)
 
-    def lifecycle_safety(self, action: Action, pid: str, following: LifecycleStatus) -> None:
+    def lifecycle_safety(self, action: Action, pid: str) -> None:
         plugin = self.world.plugins.get(pid)
         deps = self.dependencies(pid)
         if action.step == "install":
@@ -542,7 +556,7 @@ class _Simulator:
                 )
         if not enabled and current is not None and current.enabled:
             for other, other_binding in sorted(tenant.plugins.items()):
-                if other_binding.enabled and pid in self.dependencies(other):
+                if other_binding.enabled and other in self.dependents(pid):
                     self.safety(
                         action,
                         False,

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 import yaml
-from jsonschema.exceptions import UnknownType
 
 from plexica_gitops import desired, validate
 from plexica_gitops.findings import Finding, Location, Severity

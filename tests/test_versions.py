@@ -40,6 +40,7 @@ VALID_VERSIONS = [
     "1.0.0-beta+exp.sha.5114f85",
     "1.0.0+21AF26D3----117B344092BD",
     "1.0.0+001",  # leading zeros are fine in build metadata
+    "9007199254740991.0.0",  # the largest number node-semver accepts
 ]
 
 
@@ -77,6 +78,7 @@ INVALID_VERSIONS = [
     ("1.2.3+a+b", "'a+b' may only use"),
     ("1..3", "empty minor component"),
     ("1.2.3 ", "whitespace"),
+    ("9007199254740992.0.0", "larger than npm allows"),
 ]
 
 
@@ -219,6 +221,10 @@ PRERELEASES = [
     ("~1.2 <=1.3.0-rc.1", ["1.2.5"], ["1.3.0-alpha"]),
     ("^1.2.3 >=2.0.0-alpha", [], ["2.0.0-beta", "2.0.0"]),
     ("<1.3.0 >=1.3.0-a", ["1.3.0-b"], ["1.3.0"]),
+    # a range with an unconstrained alternative is just "*", which keeps out all prereleases
+    ("1.2.3-beta || *", ["1.2.3", "0.1.0"], ["1.2.3-beta"]),
+    ("1.2.3-beta || >=0.0.0", ["1.2.3"], ["1.2.3-beta"]),
+    ("1.2.3-beta || * >=1.0.0", ["1.2.3-beta", "1.0.0"], ["0.1.0"]),
     # node-semver turns ">=0.0.0" into "*", which lets the other comparator admit 0.0.0-b
     ("0.x >=0.0.0-a", ["0.0.0-b", "0.5.0"], ["0.5.0-b"]),
     ("1.x >=1.0.0-a", ["1.5.0"], ["1.0.0-b"]),
@@ -279,6 +285,8 @@ INVALID_RANGES = [
     ("^01.2.3", "'^01.2.3'", "leading zero"),
     ("1.2.3-", "'1.2.3-'", "empty prerelease"),
     ("=>1.2.3", "'=>1.2.3'", "two operators"),
+    ("~x.1", "'~x.1'", "write 'x'"),
+    ("<=1.0.9007199254740992", "'<=1.0.9007199254740992'", "larger than npm allows"),
 ]
 
 
@@ -453,6 +461,10 @@ def oracle(tree: RangeTree) -> Check:
             checks += c
             allow |= a
         conjunctions.append((checks, allow))
+    if len(conjunctions) > 1 and any(not checks for checks, _ in conjunctions):
+        # npm: an alternative that constrains nothing makes the whole range "*", so no
+        # prerelease gets in, not even one that another alternative names
+        conjunctions = [([], set())]
 
     def contains(v: TV) -> bool:
         return any(

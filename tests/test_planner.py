@@ -1,0 +1,659 @@
+"""The planner, through what a user of `plan` would notice: which steps, in which order, for
+what reason, and which findings. Desired states are small YAML directories (tests/simulator.py
+writes them); live states are what a perfect apply of another desired state leaves, edited
+the way platforms drift."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from simulator import (
+    load_valid,
+    migration_file_name,
+    platform_document,
+    plugin_document,
+    simulate,
+    tenant_document,
+    write_desired_state,
+)
+
+from plexica_gitops.actions import Action, ActionKind, Plan
+from plexica_gitops.desired import DesiredState
+from plexica_gitops.graph import select_targets
+from plexica_gitops.live import (
+    LifecycleStatus,
+    LivePermission,
+    LivePlugin,
+    LiveState,
+    LiveTenant,
+    LiveTenantPlugin,
+    LiveTopic,
+)
+from plexica_gitops.planner import LIFECYCLE_EDGES, build_plan, lifecycle_path
+
+S = LifecycleStatus
+
+
+class World:
+    """Desired states written under one tmp dir; each `desired()` call is a new revision."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.count = 0
+
+    def desired(
+        self,
+        *plugins: dict[str, Any],
+        tenants: Iterable[dict[str, Any]] = (),
+        migrations: dict[str, int] | None = None,
+        **platform: Any,
+    ) -> DesiredState:
+        self.count += 1
+        root = self.root / f"rev{self.count}"
+        write_desired_state(root, platform_document(**platform), plugins, tenants, migrations)
+        return load_valid(root)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def applied(desired: DesiredState, live: LiveState | None = None) -> LiveState:
+    """The platform after a perfect apply of the plan for `desired`."""
+    live = live or LiveState()
+    plan = build_plan(desired, live)
+    assert not plan.errors, [f.message for f in plan.errors]
+    return simulate(plan, desired, live)
+
+
+def ids(plan: Plan) -> list[str]:
+    return [a.id for a in plan.actions]
+
+
+def action(plan: Plan, step_id: str) -> Action:
+    found = [a for a in plan.actions if a.id == step_id]
+    assert found, f"{step_id} not planned; plan: {ids(plan)}"
+    return found[0]
+
+
+def before(plan: Plan, first: str, second: str) -> bool:
+    """`first` comes earlier in the plan, and `second` waits for it (transitively)."""
+    order = ids(plan)
+    assert first in order and second in order, (first, second, order)
+    by_id = {a.id: a for a in plan.actions}
+    stack, seen = [second], set()
+    while stack:
+        current = stack.pop()
+        if current == first:
+            return order.index(first) < order.index(second)
+        if current not in seen:
+            seen.add(current)
+            stack.extend(by_id[current].depends_on)
+    return False
+
+
+def lifecycle_steps(plan: Plan, pid: str) -> list[str]:
+    return [a.step for a in plan.actions if a.address == f"plugin.{pid}" and a.step != "update"]
+
+
+def codes(findings: Iterable[Any]) -> list[str]:
+    return [f.code for f in findings]
+
+
+def plugin(pid: str, **kw: Any) -> dict[str, Any]:
+    return plugin_document(pid, **kw)
+
+
+def set_plugin(live: LiveState, pid: str, **update: Any) -> LiveState:
+    plugins = {**live.plugins, pid: live.plugins[pid].model_copy(update=update)}
+    return live.model_copy(update={"plugins": plugins})
+
+
+# --- the lifecycle, one edge at a time ---------------------------------------------------
+
+
+def test_every_lifecycle_path_walks_edges_of_the_lifecycle() -> None:
+    statuses: list[LifecycleStatus | None] = [None, *S]
+    for start in statuses:
+        for target in S:
+            current = start
+            for edge_start, edge_end, verb in lifecycle_path(start, target):
+                assert edge_start == current
+                assert (edge_end, verb) in LIFECYCLE_EDGES[edge_start]
+                current = edge_end
+            assert current == target or (start is None and target is S.UNINSTALLED)
+
+
+def test_a_new_active_plugin_is_registered_installed_and_activated_in_order(world: World) -> None:
+    desired = world.desired(plugin("alpha", permissions=["items:read"]))
+    plan = build_plan(desired, LiveState())
+    assert lifecycle_steps(plan, "alpha") == ["register", "install", "mark-installed", "activate"]
+    for first, second in [
+        ("plugin.alpha:register", "plugin.alpha:install"),
+        ("plugin.alpha:install", "plugin.alpha.permissions:create"),
+        ("plugin.alpha:install", "plugin.alpha.workload:create"),
+        ("plugin.alpha.workload:create", "plugin.alpha:mark-installed"),
+        ("plugin.alpha.permissions:create", "plugin.alpha:mark-installed"),
+        ("plugin.alpha:mark-installed", "plugin.alpha.routes:create"),
+        ("plugin.alpha.routes:create", "plugin.alpha:activate"),
+    ]:
+        assert before(plan, first, second), (first, second)
+
+
+def test_a_new_disabled_plugin_waits_for_each_edge_before_the_next(world: World) -> None:
+    """Regression: `disable` once had no dependency on `mark-installed` and came first."""
+    desired = world.desired(plugin("alpha", state="disabled"))
+    plan = build_plan(desired, LiveState())
+    assert lifecycle_steps(plan, "alpha") == ["register", "install", "mark-installed", "disable"]
+    assert before(plan, "plugin.alpha:mark-installed", "plugin.alpha:disable")
+    simulate(plan, desired, LiveState())
+
+
+def test_active_to_absent_disables_uninstalls_and_marks_uninstalled_in_order(
+    world: World,
+) -> None:
+    live = applied(world.desired(plugin("alpha", permissions=["items:read"], frontend=True)))
+    desired = world.desired(plugin("alpha", state="absent", permissions=["items:read"]))
+    plan = build_plan(desired, live)
+    assert lifecycle_steps(plan, "alpha") == ["disable", "uninstall", "mark-uninstalled"]
+    assert before(plan, "plugin.alpha.routes:delete", "plugin.alpha:disable")
+    assert before(plan, "plugin.alpha:disable", "plugin.alpha:uninstall")
+    assert before(plan, "plugin.alpha:uninstall", "plugin.alpha.workload:delete")
+    assert before(plan, "plugin.alpha:uninstall", "plugin.alpha.permissions:delete")
+    assert before(plan, "plugin.alpha.workload:delete", "plugin.alpha:mark-uninstalled")
+    assert action(plan, "plugin.alpha:uninstall").reason == "desired absent in git"
+    after = simulate(plan, desired, live)
+    assert after.plugins["alpha"].status is S.UNINSTALLED
+    assert after.plugins["alpha"].workload is None
+    assert build_plan(desired, after).actions == []
+
+
+def test_installed_to_disabled_stops_the_workload_in_one_edge(world: World) -> None:
+    live = applied(world.desired(plugin("alpha", state="installed")))
+    desired = world.desired(plugin("alpha", state="disabled"))
+    plan = build_plan(desired, live)
+    assert ids(plan) == ["plugin.alpha.workload:stop", "plugin.alpha:disable"]
+    assert action(plan, "plugin.alpha:disable").reason == "desired disabled"
+    after = simulate(plan, desired, live)
+    workload = after.plugins["alpha"].workload
+    assert workload is not None and not workload.running
+
+
+def test_an_interrupted_install_resumes(world: World) -> None:
+    desired = world.desired(plugin("alpha"))
+    live = applied(desired)
+    crashed = set_plugin(live, "alpha", status=S.INSTALLING, routes=None)
+    plan = build_plan(desired, crashed)
+    assert lifecycle_steps(plan, "alpha") == ["mark-installed", "activate"]
+    assert "interrupted" in action(plan, "plugin.alpha:mark-installed").reason
+    assert build_plan(desired, simulate(plan, desired, crashed)).actions == []
+
+
+def test_a_registered_plugin_that_git_removes_is_deregistered(world: World) -> None:
+    live = applied(world.desired(plugin("alpha", state="registered")))
+    desired = world.desired(plugin("alpha", state="absent"))
+    plan = build_plan(desired, live)
+    assert ids(plan) == ["plugin.alpha:deregister"]
+    assert action(plan, "plugin.alpha:deregister").kind is ActionKind.DELETE
+
+
+# --- dependencies ------------------------------------------------------------------------
+
+
+def test_dependencies_are_installed_and_active_before_their_dependents(world: World) -> None:
+    desired = world.desired(plugin("alpha"), plugin("beta", dependencies=["alpha"]))
+    plan = build_plan(desired, LiveState())
+    assert before(plan, "plugin.alpha:mark-installed", "plugin.beta:install")
+    assert before(plan, "plugin.alpha:activate", "plugin.beta:activate")
+    simulate(plan, desired, LiveState())
+
+
+def test_dependents_are_disabled_and_uninstalled_before_their_dependencies(
+    world: World,
+) -> None:
+    live = applied(world.desired(plugin("alpha"), plugin("beta", dependencies=["alpha"])))
+    desired = world.desired(
+        plugin("alpha", state="absent"), plugin("beta", state="absent", dependencies=["alpha"])
+    )
+    plan = build_plan(desired, live)
+    assert before(plan, "plugin.beta:disable", "plugin.alpha:disable")
+    assert before(plan, "plugin.beta:mark-uninstalled", "plugin.alpha:uninstall")
+    simulate(plan, desired, live)
+
+
+# --- tenants -----------------------------------------------------------------------------
+
+
+def test_a_tenant_enables_a_plugin_after_its_activation_and_its_migrations(
+    world: World,
+) -> None:
+    desired = world.desired(
+        plugin("alpha", migrations=True),
+        plugin("beta", dependencies=["alpha"]),
+        tenants=[
+            tenant_document(
+                "acme",
+                plugins={
+                    "alpha": {"enabled": True, "configuration": {"level": 1}},
+                    "beta": {"enabled": True},
+                },
+            )
+        ],
+        migrations={"alpha": 2},
+    )
+    plan = build_plan(desired, LiveState())
+    assert before(plan, "tenant.acme:create", "tenant.acme.migrations.alpha:apply")
+    assert before(plan, "tenant.acme.migrations.alpha:apply", "tenant.acme.plugin.alpha:enable")
+    assert before(plan, "plugin.alpha:activate", "tenant.acme.plugin.alpha:enable")
+    assert before(plan, "tenant.acme.plugin.alpha:enable", "tenant.acme.plugin.beta:enable")
+    assert before(plan, "plugin.beta:activate", "tenant.acme.plugin.beta:enable")
+    after = simulate(plan, desired, LiveState())
+    assert after.tenants["acme"].plugins["alpha"].configuration == {"level": 1}
+    assert [m.version for m in after.tenants["acme"].migrations["alpha"]] == [1, 2]
+
+
+def test_a_suspended_tenant_gets_no_migrations_and_catches_up_when_active(
+    world: World,
+) -> None:
+    def state(status: str) -> DesiredState:
+        return world.desired(
+            plugin("alpha", migrations=True),
+            tenants=[tenant_document("acme", status=status), tenant_document("globex")],
+            migrations={"alpha": 2},
+        )
+
+    suspended = state("suspended")
+    plan = build_plan(suspended, LiveState())
+    assert "tenant.globex.migrations.alpha:apply" in ids(plan)
+    assert not [a for a in plan.actions if a.address == "tenant.acme.migrations.alpha"]
+    live = simulate(plan, suspended, LiveState())
+    assert "alpha" not in live.tenants["acme"].migrations
+    active = state("active")
+    plan = build_plan(active, live)
+    assert ids(plan) == ["tenant.acme:update", "tenant.acme.migrations.alpha:apply"]
+    assert before(plan, "tenant.acme:update", "tenant.acme.migrations.alpha:apply")
+    assert action(plan, "tenant.acme.migrations.alpha:apply").reason == "2 pending migrations"
+
+
+def test_an_edited_applied_migration_is_an_error_naming_tenant_and_file(world: World) -> None:
+    desired = world.desired(
+        plugin("alpha", migrations=True),
+        tenants=[tenant_document("acme")],
+        migrations={"alpha": 1},
+    )
+    live = applied(desired)
+    path = desired.root / "plugins" / "alpha" / "migrations" / migration_file_name("alpha", 1)
+    path.write_text("CREATE TABLE alpha_t1 (id bigint, edited text);\n", encoding="utf-8")
+    edited = load_valid(desired.root)
+    plan = build_plan(edited, live)
+    assert codes(plan.errors) == ["PGP101"]
+    finding = plan.errors[0]
+    relative = f"plugins/alpha/migrations/{migration_file_name('alpha', 1)}"
+    assert "'acme'" in finding.message and relative in finding.message
+    assert finding.location is not None and finding.location.file == relative
+    assert set(finding.subjects) == {"acme", "alpha"}
+
+
+def test_a_tenant_schema_change_is_an_error(world: World) -> None:
+    live = applied(world.desired(plugin("alpha"), tenants=[tenant_document("acme")]))
+    desired = world.desired(
+        plugin("alpha"), tenants=[tenant_document("acme", schema="tenant_acme_v2")]
+    )
+    plan = build_plan(desired, live)
+    assert codes(plan.errors) == ["PGP105"]
+    assert "tenant_acme_v2" in plan.errors[0].message
+    assert plan.errors[0].location is not None
+    assert plan.errors[0].location.file == "tenants/acme.yaml"
+    assert not [a for a in plan.actions if a.tenant == "acme"]
+
+
+# --- topics ------------------------------------------------------------------------------
+
+
+def test_topics_are_left_out_when_the_broker_was_not_observed(world: World) -> None:
+    desired = world.desired(plugin("alpha", publishes=["alpha.created"]))
+    plan = build_plan(desired, LiveState(topics_observed=False))
+    assert codes(plan.warnings) == ["PGP201"]
+    assert not [a for a in plan.actions if a.address.startswith("topic.")]
+    assert "plugin.alpha:activate" in ids(plan)
+
+
+def test_a_topic_plexica_gitops_did_not_create_is_never_changed_or_deleted(
+    world: World,
+) -> None:
+    desired = world.desired(
+        plugin("alpha", publishes=["alpha.created"], state="absent", purge=True), prune=True
+    )
+    live = LiveState(
+        topics={
+            "alpha.created": LiveTopic(partitions=1),  # foreign: same name, not ours
+            "legacy.events": LiveTopic(partitions=1),
+        }
+    )
+    plan = build_plan(desired, live)
+    assert not [a for a in plan.actions if a.address.startswith("topic.")]
+    assert {"topic.alpha.created", "topic.legacy.events"} <= set(plan.unmanaged)
+    published = world.desired(plugin("alpha", publishes=["alpha.created"]))
+    plan = build_plan(published, live)
+    assert "PGP203" in codes(plan.warnings)
+    assert not [a for a in plan.actions if a.address == "topic.alpha.created"]
+
+
+def test_a_topic_of_an_uninstalled_plugin_is_deleted_only_with_purge(world: World) -> None:
+    live = applied(world.desired(plugin("alpha", publishes=["alpha.created"])))
+    kept = build_plan(world.desired(plugin("alpha", state="absent")), live)
+    assert "topic.alpha.created:delete" not in ids(kept)
+    purged = build_plan(world.desired(plugin("alpha", state="absent", purge=True)), live)
+    assert before(purged, "plugin.alpha:uninstall", "topic.alpha.created:delete")
+
+
+# --- what git does not declare -----------------------------------------------------------
+
+
+def unmanaged_live(world: World) -> LiveState:
+    live = applied(
+        world.desired(
+            plugin("alpha"),
+            plugin("legacy"),
+            tenants=[tenant_document("acme"), tenant_document("old")],
+        )
+    )
+    return live
+
+
+def test_unmanaged_plugins_and_tenants_are_reported_and_left_alone(world: World) -> None:
+    live = unmanaged_live(world)
+    plan = build_plan(world.desired(plugin("alpha"), tenants=[tenant_document("acme")]), live)
+    assert ids(plan) == []
+    assert plan.unmanaged == ["plugin.legacy", "tenant.old"]
+
+
+def test_prune_removes_unmanaged_plugins_and_tenants(world: World) -> None:
+    live = unmanaged_live(world)
+    desired = world.desired(plugin("alpha"), tenants=[tenant_document("acme")], prune=True)
+    plan = build_plan(desired, live)
+    assert lifecycle_steps(plan, "legacy") == ["disable", "uninstall", "mark-uninstalled"]
+    assert "not in git and platform.prune is true" in action(plan, "plugin.legacy:uninstall").reason
+    assert action(plan, "tenant.old:delete").after == {"status": "deleted"}
+    after = simulate(plan, desired, live)
+    assert build_plan(desired, after).actions == []
+
+
+def test_an_unmanaged_active_plugin_depending_on_one_git_removes_is_an_error(
+    world: World,
+) -> None:
+    live = applied(world.desired(plugin("alpha"), plugin("beta", dependencies=["alpha"])))
+    plan = build_plan(world.desired(plugin("alpha", state="absent")), live)
+    assert codes(plan.errors) == ["PGP104"]
+    assert "'beta'" in plan.errors[0].message and "'alpha'" in plan.errors[0].message
+    assert set(plan.errors[0].subjects) == {"alpha", "beta"}
+
+
+def test_a_permission_registered_by_another_plugin_is_a_conflict(world: World) -> None:
+    live = LiveState(
+        plugins={
+            "other": LivePlugin(
+                status=S.ACTIVE,
+                version="1.0.0",
+                permissions={"alpha:items:read": LivePermission(name="read")},
+            )
+        }
+    )
+    plan = build_plan(world.desired(plugin("alpha", permissions=["items:read"])), live)
+    assert codes(plan.errors) == ["PGP106"]
+    assert "'other'" in plan.errors[0].message
+    assert "alpha:items:read" in plan.errors[0].message
+
+
+def test_a_permission_released_by_a_managed_plugin_is_not_a_conflict(world: World) -> None:
+    shared = {"shared:items:read": "read"}
+    live = applied(world.desired(plugin("alpha", permissions=shared)))
+    desired = world.desired(plugin("alpha", state="absent"), plugin("beta", permissions=shared))
+    plan = build_plan(desired, live)
+    assert plan.errors == []
+    assert before(plan, "plugin.alpha.permissions:delete", "plugin.beta.permissions:create")
+    simulate(plan, desired, live)
+
+
+# --- targeting ---------------------------------------------------------------------------
+
+
+def test_target_selection_keeps_what_the_target_depends_on(world: World) -> None:
+    desired = world.desired(
+        plugin("alpha"), plugin("beta", dependencies=["alpha"]), plugin("gamma")
+    )
+    plan = build_plan(desired, LiveState())
+    selected = select_targets(plan.actions, ["plugin.beta"])
+    chosen = {a.id for a in selected}
+    assert {"plugin.beta:activate", "plugin.alpha:activate", "plugin.alpha:register"} <= chosen
+    assert not [a for a in selected if a.plugin == "gamma"]
+    assert [a.id for a in plan.actions if a.id in chosen] == [a.id for a in selected]
+    plan.actions = selected
+    after = simulate(plan, desired, LiveState())
+    assert after.plugins["beta"].status is S.ACTIVE and "gamma" not in after.plugins
+
+
+# --- drift and change --------------------------------------------------------------------
+
+
+def test_a_workload_stopped_by_hand_is_started_as_drift(world: World) -> None:
+    desired = world.desired(plugin("alpha", replicas=2))
+    live = applied(desired)
+    workload = live.plugins["alpha"].workload
+    assert workload is not None
+    stopped = set_plugin(
+        live, "alpha", workload=workload.model_copy(update={"running": False, "ready_replicas": 0})
+    )
+    plan = build_plan(desired, stopped)
+    assert ids(plan) == ["plugin.alpha.workload:start"]
+    assert action(plan, "plugin.alpha.workload:start").reason.startswith("drift:")
+    assert build_plan(desired, simulate(plan, desired, stopped)).actions == []
+
+
+def test_a_version_update_replaces_the_workload_after_the_tenant_migrations(
+    world: World,
+) -> None:
+    tenants = [tenant_document("acme"), tenant_document("globex")]
+    live = applied(
+        world.desired(plugin("alpha", migrations=True), tenants=tenants, migrations={"alpha": 1})
+    )
+    desired = world.desired(
+        plugin("alpha", version="1.1.0", migrations=True), tenants=tenants, migrations={"alpha": 2}
+    )
+    plan = build_plan(desired, live)
+    replace = action(plan, "plugin.alpha.workload:replace")
+    assert replace.kind is ActionKind.REPLACE
+    assert replace.reason.startswith("update 1.0.0 → 1.1.0")
+    for slug in ("acme", "globex"):
+        assert before(plan, f"tenant.{slug}.migrations.alpha:apply", replace.id)
+    assert before(plan, replace.id, "plugin.alpha:update")
+    assert build_plan(desired, simulate(plan, desired, live)).actions == []
+
+
+def test_a_change_made_by_hand_is_drift_and_a_change_in_git_is_not(world: World) -> None:
+    desired = world.desired(
+        plugin("alpha", frontend=True),
+        tenants=[tenant_document("acme", plugins={"alpha": {"configuration": {"level": 1}}})],
+    )
+    live = applied(desired)
+    # by hand: routes removed, tenant configuration edited
+    edited = set_plugin(live, "alpha", routes=None)
+    acme = edited.tenants["acme"]
+    binding = LiveTenantPlugin(enabled=True, configuration={"level": 7})
+    edited = edited.model_copy(
+        update={"tenants": {"acme": acme.model_copy(update={"plugins": {"alpha": binding}})}}
+    )
+    plan = build_plan(desired, edited)
+    assert action(plan, "plugin.alpha.routes:create").reason.startswith("drift:")
+    assert action(plan, "tenant.acme.plugin.alpha:configure").reason.startswith("drift:")
+    # in git: configuration changed, frontend dropped
+    changed = world.desired(
+        plugin("alpha"),
+        tenants=[tenant_document("acme", plugins={"alpha": {"configuration": {"level": 2}}})],
+    )
+    plan = build_plan(changed, live)
+    assert action(plan, "plugin.alpha.routes:update").reason == "routes changed in git"
+    configure = action(plan, "tenant.acme.plugin.alpha:configure")
+    assert configure.reason == "configuration changed in git"
+    assert configure.fingerprint is not None
+
+
+def test_secret_configuration_is_masked_in_the_plan_but_applied_as_written(
+    world: World,
+) -> None:
+    reference = {"fromEnv": "ACME_TOKEN"}
+    desired = world.desired(
+        plugin("alpha"),
+        tenants=[
+            tenant_document(
+                "acme", plugins={"alpha": {"configuration": {"level": 1, "apiToken": reference}}}
+            )
+        ],
+    )
+    plan = build_plan(desired, LiveState())
+    enable = action(plan, "tenant.acme.plugin.alpha:enable")
+    assert enable.after == {"enabled": True, "configuration": {"level": 1, "apiToken": reference}}
+    after = simulate(plan, desired, LiveState())
+    assert after.tenants["acme"].plugins["alpha"].configuration["apiToken"] == reference
+
+
+# --- planner bugs found by the simulator (regression tests) ------------------------------
+
+
+def test_an_interrupted_install_of_a_plugin_git_removes_is_finished_then_removed(
+    world: World,
+) -> None:
+    desired = world.desired(plugin("alpha", permissions=["items:read"]))
+    live = set_plugin(applied(desired), "alpha", status=S.INSTALLING, routes=None)
+    removed = world.desired(plugin("alpha", state="absent", permissions=["items:read"]))
+    plan = build_plan(removed, live)  # raises PlanCycleError
+    assert lifecycle_steps(plan, "alpha") == [
+        "mark-installed",
+        "disable",
+        "uninstall",
+        "mark-uninstalled",
+    ]
+    assert build_plan(removed, simulate(plan, removed, live)).actions == []
+
+
+def test_an_interrupted_uninstall_of_a_plugin_git_wants_back_is_finished_then_reinstalled(
+    world: World,
+) -> None:
+    desired = world.desired(plugin("alpha", state="disabled", permissions=["items:read"]))
+    live = set_plugin(applied(desired), "alpha", status=S.UNINSTALLING)
+    wanted = world.desired(plugin("alpha", permissions=["items:read"]))
+    plan = build_plan(wanted, live)
+    after = simulate(plan, wanted, live)
+    assert after.plugins["alpha"].status is S.ACTIVE
+    assert set(after.plugins["alpha"].permissions) == {"alpha:items:read"}
+    assert build_plan(wanted, after).actions == []
+
+
+def test_a_registered_plugin_gets_the_version_git_declares(world: World) -> None:
+    live = applied(world.desired(plugin("alpha", state="registered")))
+    desired = world.desired(plugin("alpha", state="registered", version="1.1.0"))
+    plan = build_plan(desired, live)
+    assert ids(plan) == ["plugin.alpha:update"]
+    assert simulate(plan, desired, live).plugins["alpha"].version == "1.1.0"
+
+
+def test_prune_disables_a_pruned_dependent_before_its_dependency(world: World) -> None:
+    live = applied(world.desired(plugin("alpha"), plugin("beta", dependencies=["alpha"])))
+    desired = world.desired(plugin("alpha", state="absent"), prune=True)
+    plan = build_plan(desired, live)
+    assert before(plan, "plugin.beta:disable", "plugin.alpha:disable")
+    assert before(plan, "plugin.beta:mark-uninstalled", "plugin.alpha:uninstall")
+    simulate(plan, desired, live)
+
+
+def test_an_unmanaged_disabled_plugin_depending_on_one_git_removes_is_an_error(
+    world: World,
+) -> None:
+    live = applied(
+        world.desired(plugin("alpha"), plugin("beta", state="disabled", dependencies=["alpha"]))
+    )
+    plan = build_plan(world.desired(plugin("alpha", state="absent")), live)
+    assert codes(plan.errors) == ["PGP104"]
+
+
+def test_an_unmanaged_active_plugin_whose_dependency_stops_serving_is_an_error(
+    world: World,
+) -> None:
+    live = applied(world.desired(plugin("alpha"), plugin("beta", dependencies=["alpha"])))
+    plan = build_plan(world.desired(plugin("alpha", state="installed")), live)
+    assert codes(plan.errors) == ["PGP104"]
+
+
+def test_an_unmanaged_installed_plugin_allows_its_dependency_to_be_disabled(
+    world: World,
+) -> None:
+    live = applied(
+        world.desired(plugin("alpha"), plugin("beta", state="installed", dependencies=["alpha"]))
+    )
+    plan = build_plan(world.desired(plugin("alpha", state="disabled")), live)
+    assert plan.errors == []
+
+
+def test_a_version_update_while_disabling_stops_routing_first(world: World) -> None:
+    live = applied(world.desired(plugin("alpha"), plugin("beta", dependencies=["alpha"])))
+    desired = world.desired(
+        plugin("alpha", state="disabled", version="1.1.0"),
+        plugin("beta", state="disabled", dependencies=["alpha"]),
+    )
+    plan = build_plan(desired, live)
+    assert before(plan, "plugin.alpha.routes:delete", "plugin.alpha.workload:replace")
+    simulate(plan, desired, live)
+
+
+def test_a_dependency_is_deregistered_after_its_dependents_are_uninstalled(
+    world: World,
+) -> None:
+    live = applied(
+        world.desired(
+            plugin("alpha", state="registered"),
+            plugin("beta", state="registered", dependencies=["alpha"]),
+        )
+    )
+    live = set_plugin(live, "beta", status=S.INSTALLING)  # crashed while installing
+    desired = world.desired(plugin("gamma"), prune=True)
+    plan = build_plan(desired, live)
+    assert before(plan, "plugin.beta:mark-uninstalled", "plugin.alpha:deregister")
+
+
+def test_a_workload_scaled_by_hand_is_reported_as_drift(world: World) -> None:
+    desired = world.desired(plugin("alpha", replicas=2))
+    live = applied(desired)
+    workload = live.plugins["alpha"].workload
+    assert workload is not None
+    scaled = set_plugin(
+        live, "alpha", workload=workload.model_copy(update={"replicas": 5, "ready_replicas": 5})
+    )
+    plan = build_plan(desired, scaled)
+    assert action(plan, "plugin.alpha.workload:scale").reason.startswith("drift:")
+
+
+def test_unmanaged_tenant_bindings_of_a_plugin_leaving_active_are_disabled(
+    world: World,
+) -> None:
+    live = applied(
+        world.desired(plugin("alpha"), tenants=[tenant_document("acme", plugins={"alpha": {}})])
+    )
+    desired = world.desired(plugin("alpha", state="disabled"), tenants=[tenant_document("acme")])
+    plan = build_plan(desired, live)
+    assert before(plan, "tenant.acme.plugin.alpha:disable", "plugin.alpha.routes:delete")
+    after = simulate(plan, desired, live)
+    assert after.tenants["acme"].plugins["alpha"] == LiveTenantPlugin(enabled=False)
+
+
+def test_a_tenant_without_its_schema_record_is_created(world: World) -> None:
+    live = LiveState(
+        tenants={"other": LiveTenant(id="x", schema_name="tenant_other", status="active")}
+    )
+    desired = world.desired(plugin("alpha"), tenants=[tenant_document("acme")])
+    plan = build_plan(desired, live)
+    assert action(plan, "tenant.acme:create").kind is ActionKind.CREATE
+    assert "tenant.other" in plan.unmanaged
