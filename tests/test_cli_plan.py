@@ -1,0 +1,227 @@
+"""`plan`, `show`, `graph` and `schemas` as a user runs them, and saved plan files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from simulator import simulate
+from typer.testing import CliRunner
+
+from plexica_gitops.cli import app
+from plexica_gitops.desired import DesiredState
+from plexica_gitops.live import LiveState
+from plexica_gitops.planfile import (
+    SIGNING_KEY_ENV,
+    PlanFileError,
+    StalePlanError,
+    check_current,
+    load_plan,
+    save_plan,
+)
+from plexica_gitops.planner import build_plan
+from plexica_gitops.schema import render_schema, schema_file_name
+from plexica_gitops.validate import validate_directory
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "desired-state"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "desired-state"
+    shutil.copytree(EXAMPLE, root)
+    (tmp_path / "empty.json").write_text("{}", encoding="utf-8")
+    return root
+
+
+def _run(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), input=stdin)
+    return result.exit_code, result.output
+
+
+def _plan_json(repo: Path, *extra: str) -> dict[str, object]:
+    code, output = _run(
+        "plan", str(repo), "--live-state", "-", "--format", "json", *extra, stdin="{}"
+    )
+    assert code == 0, output
+    return json.loads(output)  # type: ignore[no-any-return]
+
+
+def test_committed_schemas_match_the_models() -> None:
+    for kind in ("Platform", "Plugin", "Tenant"):
+        committed = (ROOT / "schemas" / schema_file_name(kind)).read_text(encoding="utf-8")
+        assert committed == render_schema(kind), (
+            f"schemas/{schema_file_name(kind)} is stale: run `plexica-gitops schemas`"
+        )
+
+
+def test_example_files_point_editors_at_the_schemas() -> None:
+    for path in EXAMPLE.rglob("*.yaml"):
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# yaml-language-server: $schema="), path
+        target = (path.parent / first.split("$schema=", 1)[1]).resolve()
+        assert target.is_file(), f"{path}: {target} does not exist"
+
+
+def test_plan_of_an_empty_platform_installs_everything_in_dependency_order(repo: Path) -> None:
+    plan = _plan_json(repo)
+    ids = [action["id"] for action in plan["actions"]]  # type: ignore[index]
+    assert plan["summary"] == {"add": 82, "change": 0, "destroy": 0, "transition": 17}
+    # contacts before crm before billing: install, then activation
+    for step in ("mark-installed", "activate"):
+        order = [ids.index(f"plugin.{p}:{step}") for p in ("contacts", "crm", "billing")]
+        assert order == sorted(order), step
+    assert ids.index("plugin.crm:activate") < ids.index("tenant.acme.plugin.crm:enable")
+    seen: set[str] = set()
+    for action in plan["actions"]:  # type: ignore[attr-defined]
+        assert set(action["depends_on"]) <= seen, action["id"]
+        seen.add(action["id"])
+
+
+def test_text_plan_ends_with_the_summary_line(repo: Path) -> None:
+    code, output = _run("plan", str(repo), "--live-state", "-", stdin="{}")
+    assert code == 0
+    assert output.rstrip().endswith(
+        "Plan: 82 to add, 0 to change, 0 to destroy, 17 lifecycle transitions."
+    )
+
+
+def test_detailed_exitcode(repo: Path, tmp_path: Path) -> None:
+    code, _ = _run("plan", str(repo), "--live-state", "-", "--detailed-exitcode", stdin="{}")
+    assert code == 2
+    desired = validate_directory(repo).desired
+    live = _converged_live(desired)
+    live_file = tmp_path / "live.json"
+    live_file.write_text(live.model_dump_json(), encoding="utf-8")
+    code, output = _run("plan", str(repo), "--live-state", str(live_file), "--detailed-exitcode")
+    assert code == 0, output
+    assert "No changes." in output
+
+
+def _converged_live(desired: DesiredState) -> LiveState:
+    return simulate(build_plan(desired, LiveState()), desired, LiveState())
+
+
+def test_invalid_desired_state_makes_no_plan(repo: Path) -> None:
+    path = repo / "plugins/crm/plugin.yaml"
+    path.write_text(path.read_text().replace("state: active", "state: absent"))
+    code, output = _run("plan", str(repo), "--live-state", "-", stdin="{}")
+    assert code == 1
+    assert "PGV401" in output and "no plan was made" in output
+
+
+def test_missing_or_malformed_live_state_is_a_clear_error(repo: Path, tmp_path: Path) -> None:
+    code, output = _run("plan", str(repo))
+    assert code == 1 and "--live-state" in output
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"plugins": {"crm": {"status": "RUNNING"}}}')
+    code, output = _run("plan", str(repo), "--live-state", str(bad))
+    assert code == 1 and "plugins.crm" in output and "malformed" in output
+
+
+def test_target_keeps_the_target_and_what_it_depends_on(repo: Path) -> None:
+    plan = _plan_json(repo, "--target", "plugin.crm.routes")
+    ids = {action["id"] for action in plan["actions"]}  # type: ignore[index]
+    assert "plugin.crm.routes:create" in ids
+    assert {"plugin.contacts:activate", "plugin.crm:mark-installed"} <= ids
+    assert not any(i.startswith("plugin.billing") for i in ids)
+    assert plan["targets"] == ["plugin.crm.routes"]
+
+
+def test_saved_plan_round_trips_through_show(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "release.plan"
+    code, _ = _run("plan", str(repo), "--live-state", "-", "--out", str(out), stdin="{}")
+    assert code == 0
+    shown_code, shown = _run("show", str(out), "--format", "json")
+    assert shown_code == 0
+    assert json.loads(shown) == _plan_json(repo)
+
+
+def test_an_altered_plan_file_is_refused(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "release.plan"
+    _run("plan", str(repo), "--live-state", "-", "--out", str(out), stdin="{}")
+    document = json.loads(out.read_text())
+    document["plan"]["actions"] = document["plan"]["actions"][1:]
+    out.write_text(json.dumps(document))
+    code, output = _run("show", str(out))
+    assert code == 1 and "altered" in output
+
+
+def test_signed_plans(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    desired = validate_directory(repo).desired
+    plan = build_plan(desired, LiveState())
+    unsigned = tmp_path / "unsigned.plan"
+    save_plan(plan, unsigned)
+    monkeypatch.setenv(SIGNING_KEY_ENV, "k1")
+    signed = tmp_path / "signed.plan"
+    save_plan(plan, signed)
+    assert load_plan(signed).actions == plan.actions
+    with pytest.raises(PlanFileError, match="signature"):
+        load_plan(unsigned)
+    # Recomputing the checksum after an edit is not enough when plans are signed.
+    document = json.loads(signed.read_text())
+    document["plan"]["actions"][0]["reason"] = "trust me"
+
+    from plexica_gitops.planfile import _canonical
+
+    document["checksum"] = "sha256:" + hashlib.sha256(_canonical(document["plan"])).hexdigest()
+    signed.write_text(json.dumps(document))
+    with pytest.raises(PlanFileError, match="signature"):
+        load_plan(signed)
+    monkeypatch.setenv(SIGNING_KEY_ENV, "another key")
+    save_plan(plan, signed)
+    monkeypatch.setenv(SIGNING_KEY_ENV, "k1")
+    with pytest.raises(PlanFileError, match="signature"):
+        load_plan(signed)
+
+
+def test_stale_plans_say_what_changed(repo: Path) -> None:
+    desired = validate_directory(repo).desired
+    live = LiveState()
+    plan = build_plan(desired, live)
+    check_current(plan, desired.revision, live.fingerprint())  # current: no error
+
+    path = repo / "tenants/acme.yaml"
+    path.write_text(path.read_text().replace("staleDealDays: 21", "staleDealDays: 14"))
+    changed = validate_directory(repo).desired
+    assert changed.revision != desired.revision
+    with pytest.raises(StalePlanError, match="desired state changed") as stale:
+        check_current(plan, changed.revision, live.fingerprint())
+    assert "live platform" not in str(stale.value)
+
+    moved = _converged_live(desired)
+    with pytest.raises(StalePlanError, match="live platform changed"):
+        check_current(plan, desired.revision, moved.fingerprint())
+
+
+def test_unreadable_plan_files(tmp_path: Path) -> None:
+    code, output = _run("show", str(tmp_path / "nope.plan"))
+    assert code == 1 and "no such plan file" in output
+    garbage = tmp_path / "garbage.plan"
+    garbage.write_text("not json")
+    code, output = _run("show", str(garbage))
+    assert code == 1 and "not a readable plan file" in output
+
+
+@pytest.mark.parametrize(
+    ("fmt", "marker"), [("dot", "digraph plan {"), ("mermaid", "flowchart LR")]
+)
+def test_graph_draws_every_dependency(repo: Path, fmt: str, marker: str) -> None:
+    code, output = _run("graph", str(repo), "--live-state", "-", "--format", fmt, stdin="{}")
+    assert code == 0 and output.startswith(marker)
+    plan = _plan_json(repo)
+    edges = sum(len(a["depends_on"]) for a in plan["actions"])  # type: ignore[attr-defined]
+    arrows = output.count("->") if fmt == "dot" else output.count("-->")
+    assert arrows == edges > 0
+
+
+def test_schemas_command_writes_the_schemas(tmp_path: Path) -> None:
+    code, _ = _run("schemas", "--out", str(tmp_path))
+    assert code == 0
+    written = json.loads((tmp_path / "plugin.schema.json").read_text())
+    assert written["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert written["properties"]["kind"]["const"] == "Plugin"
