@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from postgres_server import PostgresServer
 
 from plexica_gitops.findings import Location
 from plexica_gitops.validate import ValidationReport, validate_directory
@@ -77,3 +80,32 @@ def desired_state_copy(tmp_path: Path) -> DesiredStateCopy:
     root = tmp_path / "desired-state"
     shutil.copytree(EXAMPLE_DESIRED_STATE, root, symlinks=True)
     return DesiredStateCopy(root)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole test session (tests/postgres_server.py)."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server; yields its DSN."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield postgres_server.dsn.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(postgres_server.dsn, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -1,0 +1,124 @@
+"""Versioned DDL of the store. `init` applies the versions a database lacks, in order, each
+in its own transaction, and records them in plexica_gitops.schema_version. Never edit a
+released version: add the next one."""
+
+from __future__ import annotations
+
+CATALOG_SCHEMA = "plexica"  # the platform's tables (spec 004 §7 and the service registry)
+RECONCILER_SCHEMA = "plexica_gitops"  # the reconciler's own bookkeeping
+
+DDL_VERSIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "catalog, migration history, apply history, journal, last-applied",
+        """
+CREATE SCHEMA IF NOT EXISTS plexica;
+CREATE SCHEMA IF NOT EXISTS plexica_gitops;
+
+CREATE TABLE plexica.plugins (
+    id            varchar(63) PRIMARY KEY,
+    name          varchar(200) NOT NULL,
+    version       varchar(100) NOT NULL,
+    manifest      jsonb NOT NULL,
+    manifest_hash varchar(64) NOT NULL,
+    status        varchar(16) NOT NULL CHECK (status IN ('REGISTERED', 'INSTALLING',
+                  'INSTALLED', 'ACTIVE', 'DISABLED', 'UNINSTALLING', 'UNINSTALLED')),
+    last_error    text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE plexica.tenants (
+    id          uuid PRIMARY KEY,
+    slug        varchar(63) NOT NULL UNIQUE,
+    schema_name varchar(63) NOT NULL UNIQUE,
+    status      varchar(16) NOT NULL CHECK (status IN ('active', 'suspended', 'deleted')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE plexica.tenant_plugins (
+    tenant_id     uuid NOT NULL REFERENCES plexica.tenants (id),
+    plugin_id     varchar(63) NOT NULL REFERENCES plexica.plugins (id),
+    enabled       boolean NOT NULL,
+    configuration jsonb NOT NULL DEFAULT '{}'::jsonb,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, plugin_id)
+);
+
+CREATE TABLE plexica.permissions (
+    key         varchar(200) PRIMARY KEY,
+    plugin_id   varchar(63) NOT NULL REFERENCES plexica.plugins (id),
+    name        varchar(200) NOT NULL,
+    description text NOT NULL DEFAULT ''
+);
+CREATE INDEX permissions_plugin ON plexica.permissions (plugin_id);
+
+-- The service registry: the gateway routes /api/plugins/{id}/ and the front end loads the
+-- remote entry; endpoints are the ready replicas traffic may go to.
+CREATE TABLE plexica.routes (
+    plugin_id       varchar(63) PRIMARY KEY REFERENCES plexica.plugins (id),
+    backend_prefix  varchar(200) NOT NULL,
+    frontend_prefix varchar(200),
+    remote_entry    varchar(2000),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE plexica.route_endpoints (
+    plugin_id     varchar(63) NOT NULL REFERENCES plexica.routes (plugin_id) ON DELETE CASCADE,
+    endpoint      varchar(2000) NOT NULL,
+    instance      varchar(200) NOT NULL,
+    version       varchar(100) NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (plugin_id, endpoint)
+);
+
+CREATE TABLE plexica.tenant_migrations (
+    tenant_id   uuid NOT NULL REFERENCES plexica.tenants (id),
+    plugin_id   varchar(63) NOT NULL,
+    version     integer NOT NULL,
+    name        varchar(200) NOT NULL,
+    checksum    char(64) NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    duration_ms integer NOT NULL,
+    PRIMARY KEY (tenant_id, plugin_id, version)
+);
+
+CREATE TABLE plexica_gitops.schema_version (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE plexica_gitops.applies (
+    id               bigserial PRIMARY KEY,
+    desired_revision varchar(100) NOT NULL,
+    plan_hash        varchar(100) NOT NULL,
+    host             varchar(255) NOT NULL,
+    pid              integer NOT NULL,
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+    result           varchar(16) NOT NULL DEFAULT 'running'
+                     CHECK (result IN ('running', 'succeeded', 'failed', 'interrupted')),
+    counts           jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+
+CREATE TABLE plexica_gitops.journal (
+    apply_id    bigint NOT NULL REFERENCES plexica_gitops.applies (id),
+    step_id     varchar(400) NOT NULL,
+    status      varchar(16) NOT NULL
+                CHECK (status IN ('started', 'succeeded', 'failed', 'skipped', 'rolled-back')),
+    detail      text,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    PRIMARY KEY (apply_id, step_id)
+);
+
+CREATE TABLE plexica_gitops.last_applied (
+    address     varchar(400) PRIMARY KEY,
+    fingerprint varchar(64) NOT NULL,
+    apply_id    bigint REFERENCES plexica_gitops.applies (id),
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+""",
+    ),
+]
