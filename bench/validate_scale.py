@@ -22,6 +22,7 @@ The generated state must be VALID: the script fails (exit 1) if validate reports
     python bench/validate_scale.py --plugins 50 --tenants 1000
     python bench/validate_scale.py --json                # machine-readable, one JSON object
     python bench/validate_scale.py --profile 15          # + cProfile top 15 (separate child)
+    python bench/validate_scale.py --direct              # + one unsplit validate_directory()
     python bench/validate_scale.py --out bench/out/big   # keep the generated state
 """
 
@@ -171,23 +172,29 @@ NON_ACTIVE_SHARE = 0.05  # plugins desired `installed`/`disabled`: no tenant may
 SUSPENDED_SHARE = 0.10
 EMPTY_CONFIG_SHARE = 0.15  # bindings that take every schema default
 
-DOMAINS = (
-    "contacts crm billing analytics notifications inventory payroll hr helpdesk projects "
-    "timesheets expenses procurement assets fleet docs wiki forms surveys calendar chat "
-    "marketing campaigns loyalty pos ecommerce shipping warehouse quality maintenance"
-).split()
-ENTITIES = "item record order entry ticket task document account batch report".split()
-VERBS = "created updated deleted approved closed archived published synced".split()
-RESOURCES = "items records orders settings reports exports imports workflows".split()
-ACTIONS = "read write delete manage approve export".split()
-TEAMS = "sales-apps finance-apps ops-apps people-apps platform-apps growth-apps".split()
+DOMAINS = [
+    "contacts", "crm", "billing", "analytics", "notifications", "inventory", "payroll", "hr",
+    "helpdesk", "projects", "timesheets", "expenses", "procurement", "assets", "fleet", "docs",
+    "wiki", "forms", "surveys", "calendar", "chat", "marketing", "campaigns", "loyalty", "pos",
+    "ecommerce", "shipping", "warehouse", "quality", "maintenance"
+]  # fmt: skip
+ENTITIES = [
+    "item", "record", "order", "entry", "ticket", "task", "document", "account", "batch",
+    "report"
+]  # fmt: skip
+VERBS = ["created", "updated", "deleted", "approved", "closed", "archived", "published", "synced"]
+RESOURCES = ["items", "records", "orders", "settings", "reports", "exports", "imports", "workflows"]
+ACTIONS = ["read", "write", "delete", "manage", "approve", "export"]
+TEAMS = ["sales-apps", "finance-apps", "ops-apps", "people-apps", "platform-apps", "growth-apps"]
 PLANS = ["starter", "business", "enterprise"]
-WORDS = (
-    "acme globex initech umbrella hooli stark wayne wonka tyrell cyberdyne soylent aperture "
-    "vandelay dunder oscorp massive monarch gringotts nakatomi weyland prestige duff krusty "
-    "blue red green north south east west alpha beta gamma delta omega nova terra luna sol "
-    "river stone oak pine maple cedar iron gold silver coral amber jade onyx atlas orion"
-).split()
+WORDS = [
+    "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell",
+    "cyberdyne", "soylent", "aperture", "vandelay", "dunder", "oscorp", "massive", "monarch",
+    "gringotts", "nakatomi", "weyland", "prestige", "duff", "krusty", "blue", "red", "green",
+    "north", "south", "east", "west", "alpha", "beta", "gamma", "delta", "omega", "nova",
+    "terra", "luna", "sol", "river", "stone", "oak", "pine", "maple", "cedar", "iron", "gold",
+    "silver", "coral", "amber", "jade", "onyx", "atlas", "orion"
+]  # fmt: skip
 TIMEZONES = [
     "UTC", "Europe/Berlin", "Europe/Rome", "Europe/London", "America/New_York",
     "America/Los_Angeles", "America/Sao_Paulo", "Asia/Tokyo", "Asia/Kolkata",
@@ -727,9 +734,7 @@ def generate(
             },
         }
         if index in suspended:
-            document["metadata"]["annotations"] = {
-                "plexica.io/suspended-reason": "unpaid invoices"
-            }
+            document["metadata"]["annotations"] = {"plexica.io/suspended-reason": "unpaid invoices"}
         (tenants_dir / f"{slug}.yaml").write_text(to_yaml(document, header))
         bindings += len(chosen)
         files += 1
@@ -754,10 +759,10 @@ def prepare_out(out: Path) -> None:
 
 
 def _import_package() -> None:
-    try:
-        import plexica_gitops  # noqa: F401
-    except ImportError:  # not installed: use the checkout this script lives in
-        sys.path.insert(0, str(REPO_ROOT))
+    """Measure the checkout this script lives in, whatever copy is pip-installed; a copy
+    named on PYTHONPATH still wins (that is how another revision is measured)."""
+    named = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    sys.path.insert(1 + len(named), str(REPO_ROOT))  # after the script dir and PYTHONPATH
 
 
 def _rss_mb(maxrss: int) -> float:
@@ -778,24 +783,61 @@ def child_measure(root: Path, mode: str, top: int) -> None:
         kind_validator(kind)
     baseline = _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
+    def stages(around: Any) -> tuple[Any, int, int]:
+        """validate_directory's three stages; `around(name, call)` runs each one."""
+        loaded = around("load", lambda: load_directory(root))
+        original = desired_module.load_directory
+        desired_module.load_directory = lambda _root, *a, _loaded=loaded, **k: _loaded
+        try:
+            built = around("build", lambda: build_desired_state(root))
+        finally:
+            desired_module.load_directory = original
+        documents, yaml_files = len(loaded.documents), len(loaded.files)
+        del loaded  # as in validate_directory, only what the build kept stays alive
+        report = around("rules", lambda: validate_build(built))
+        return report, documents, yaml_files
+
+    documents: int | None = None
     if mode == "profile":
         import cProfile
         import io
         import pstats
 
-        profiler = cProfile.Profile()
-        start = time.perf_counter()
-        profiler.enable()
-        report = validate_directory(root)
-        profiler.disable()
-        elapsed = time.perf_counter() - start
+        profilers: dict[str, cProfile.Profile] = {}
+        seconds: dict[str, float] = {}
+
+        def profiled(name: str, call: Any) -> Any:
+            profilers[name] = profiler = cProfile.Profile()
+            start = time.perf_counter()
+            try:
+                return profiler.runcall(call)
+            finally:
+                seconds[name] = time.perf_counter() - start
+
+        report, _, _ = stages(profiled)
         stream = io.StringIO()
-        stats = pstats.Stats(profiler, stream=stream)
-        stats.sort_stats("cumulative").print_stats(top)
-        stats.sort_stats("tottime").print_stats(top)
-        print(f"validate_directory under cProfile: {elapsed:.2f} s, "
-              f"{len(report.errors)} errors, {len(report.findings)} findings")
-        print(stream.getvalue())
+        shown = ", ".join(f"{name} {value:.1f} s" for name, value in seconds.items())
+        stream.write(
+            f"cProfile of validate_directory's stages ({shown}; "
+            f"{len(report.errors)} errors, {len(report.findings)} findings)\n"
+        )
+        combined = pstats.Stats(*profilers.values(), stream=stream)
+        stream.write(f"\n=== all stages, top {top} by cumulative time\n")
+        combined.sort_stats("cumulative").print_stats(top)
+        stream.write(f"\n=== all stages, top {top} by own time\n")
+        combined.sort_stats("tottime").print_stats(top)
+        for name in ("build", "rules"):
+            stream.write(f"\n=== {name} stage only, top {top} by cumulative time\n")
+            stats = pstats.Stats(profilers[name], stream=stream)
+            stats.sort_stats("cumulative").print_stats(top)
+        text = stream.getvalue()
+        for directory, label in (
+            (Path(yaml.__file__).parent.parent, "site-packages"),
+            (Path(desired_module.__file__).parent.parent, "."),
+            (Path(sys.prefix) / "lib", "lib"),
+        ):
+            text = text.replace(str(directory) + os.sep, label + os.sep)
+        print(text)
         return
 
     if mode == "direct":
@@ -807,35 +849,28 @@ def child_measure(root: Path, mode: str, top: int) -> None:
             "total_cpu_s": time.process_time() - cpu_start,
         }
         desired = report.desired
-        documents = None
     else:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        loaded = load_directory(root)
-        after_load, cpu_load = time.perf_counter(), time.process_time()
-        original = desired_module.load_directory
-        desired_module.load_directory = lambda _root, *a, **k: loaded  # type: ignore[assignment]
-        try:
-            built = build_desired_state(root)
-        finally:
-            desired_module.load_directory = original
-        after_build, cpu_build = time.perf_counter(), time.process_time()
-        documents = len(loaded.documents)
-        yaml_files = len(loaded.files)
-        del loaded  # as in validate_directory, only what the build kept stays alive
-        report = validate_build(built)
-        end, cpu_end = time.perf_counter(), time.process_time()
+        wall: dict[str, float] = {}
+        cpu: dict[str, float] = {}
+        peak: dict[str, float] = {}  # the child's peak RSS once each stage has finished
+
+        def timed(name: str, call: Any) -> Any:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            try:
+                return call()
+            finally:
+                wall[name] = time.perf_counter() - start
+                cpu[name] = time.process_time() - cpu_start
+                peak[name] = _rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+        report, documents, yaml_files = stages(timed)
         desired = report.desired
-        figures = {
-            "load_s": after_load - start,
-            "build_s": after_build - after_load,
-            "rules_s": end - after_build,
-            "total_s": end - start,
-            "load_cpu_s": cpu_load - cpu_start,
-            "build_cpu_s": cpu_build - cpu_load,
-            "rules_cpu_s": cpu_end - cpu_build,
-            "total_cpu_s": cpu_end - cpu_start,
-            "yaml_files": yaml_files,
-        }
+        figures = {f"{name}_s": value for name, value in wall.items()}
+        figures |= {f"{name}_cpu_s": value for name, value in cpu.items()}
+        figures |= {f"rss_after_{name}_mb": value for name, value in peak.items()}
+        figures["total_s"] = sum(wall.values())
+        figures["total_cpu_s"] = sum(cpu.values())
+        figures["yaml_files"] = yaml_files
     errors = report.errors
     import plexica_gitops
 
@@ -862,11 +897,15 @@ def describe_source(package: str) -> str:
     try:
         head = subprocess.run(
             ["git", "-C", package, "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", package, "status", "--porcelain", "--", "."],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return f"{package} (not a git checkout)"
@@ -910,8 +949,9 @@ def main(argv: list[str] | None = None) -> int:
         const=15,
         default=0,
         metavar="N",
-        help="also run validate_directory under cProfile (own child) and print the top N "
-        "functions by cumulative and by own time (default N: 15)",
+        help="also profile the three stages with cProfile (own child): top N functions "
+        "overall by cumulative and by own time, then top N of build and of rules alone "
+        "(default N: 15)",
     )
     parser.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_mode", default="phased", help=argparse.SUPPRESS)
@@ -961,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
         expected_bindings = args.tenants * args.plugins_per_tenant
         assert figures["bindings"] == expected_bindings, (figures["bindings"], expected_bindings)
         assert figures["plugins"] == args.plugins and figures["tenants"] == args.tenants
+        assert figures["files"] == generated["files_written"], (figures["files"], generated)
 
         if args.direct:
             stdout, _ = run_child(root, "direct")
@@ -1000,7 +1041,12 @@ def print_table(r: dict[str, Any]) -> None:
         ("build s", f"{r['build_s']:.2f}  (CPU {r['build_cpu_s']:.2f})"),
         ("rules s", f"{r['rules_s']:.2f}  (CPU {r['rules_cpu_s']:.2f})"),
         ("total s", f"{r['total_s']:.2f}  (CPU {r['total_cpu_s']:.2f})"),
-        ("peak RSS MB", f"{r['peak_rss_mb']:.0f}  (after imports: {r['baseline_rss_mb']:.0f})"),
+        (
+            "peak RSS MB",
+            f"{r['peak_rss_mb']:.0f}  (peak so far after imports {r['baseline_rss_mb']:.0f}, "
+            f"load {r['rss_after_load_mb']:.0f}, build {r['rss_after_build_mb']:.0f}, "
+            f"rules {r['rss_after_rules_mb']:.0f})",
+        ),
         ("bindings/s", f"{r['bindings_per_s']:,.0f}"),
         ("findings", f"{r['findings']} ({r['errors']} errors)"),
     ]

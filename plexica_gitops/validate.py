@@ -7,6 +7,7 @@ lifecycle consistency, routes, resources, permissions, events, tenants and secre
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -555,23 +556,36 @@ def _event_name(event: str, where: Location, plugin_id: str) -> Iterator[Finding
 # --- tenants -----------------------------------------------------------------------------
 
 
-def check_configuration_schemas(desired: DesiredState) -> Iterator[Finding]:
-    for plugin in desired.plugins.values():
+def _configuration_checkers(
+    desired: DesiredState,
+) -> tuple[dict[str, _ConfigurationChecker | None], list[Finding]]:
+    """A checker per plugin; None (and a PGV601 finding) where the schema is invalid."""
+    checkers: dict[str, _ConfigurationChecker | None] = {}
+    findings = []
+    for pid, entry in sorted(desired.plugins.items()):
+        schema = entry.manifest.configuration.schema_
         try:
-            Draft202012Validator.check_schema(plugin.manifest.configuration.schema_)
+            Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
-            yield error(
-                "PGV601",
-                f"plugin {plugin.id!r} configuration.schema is not a valid JSON Schema: "
-                f"{exc.message}",
-                "Fix the schema (JSON Schema draft 2020-12).",
-                plugin.manifest_location("configuration", "schema", *exc.path),
-                (plugin.id,),
+            checkers[pid] = None
+            findings.append(
+                error(
+                    "PGV601",
+                    f"plugin {pid!r} configuration.schema is not a valid JSON Schema: "
+                    f"{exc.message}",
+                    "Fix the schema (JSON Schema draft 2020-12).",
+                    entry.manifest_location("configuration", "schema", *exc.path),
+                    (pid,),
+                )
             )
+            continue
+        checkers[pid] = _ConfigurationChecker(schema)
+    return checkers, findings
 
 
 def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
-    validators = {pid: _configuration_validator(p) for pid, p in desired.plugins.items()}
+    validators, findings = _configuration_checkers(desired)
+    yield from findings
     for slug, tenant in sorted(desired.tenants.items()):
         bindings = tenant.document.spec.plugins
         for plugin_id, binding in bindings.items():
@@ -616,29 +630,36 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
                     )
 
 
-def _configuration_validator(plugin: PluginEntry) -> Draft202012Validator | None:
-    """None when the schema is invalid: that is reported once, by PGV601."""
-    schema = plugin.manifest.configuration.schema_
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError:
-        return None
-    return Draft202012Validator(schema)
+class _ConfigurationChecker:
+    """One plugin's configuration schema. Tenants often share a configuration (the empty
+    one above all), so each distinct configuration is checked once."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.validator = Draft202012Validator(schema)
+        self.seen: dict[str, list[SchemaValidationError]] = {}
+
+    def problems(self, configuration: dict[str, Any]) -> list[SchemaValidationError]:
+        key = json.dumps(configuration, sort_keys=True, default=str)
+        found = self.seen.get(key)
+        if found is None:
+            found = [
+                problem
+                for problem in self.validator.iter_errors(configuration)
+                if not _reference_accepted(self.validator, problem)
+            ]
+            self.seen[key] = found
+        return found
 
 
 def _tenant_configuration(
     desired: DesiredState,
     slug: str,
     plugin: PluginEntry,
-    validator: Draft202012Validator,
+    checker: _ConfigurationChecker,
     configuration: dict[str, Any],
 ) -> Iterator[Finding]:
     try:
-        problems = [
-            problem
-            for problem in validator.iter_errors(configuration)
-            if not _reference_accepted(validator, problem)
-        ]
+        problems = checker.problems(configuration)
     except (UnknownType, Unresolvable) as exc:
         # Schemas that pass the meta-schema but cannot be evaluated (a $ref to nowhere).
         yield error(
@@ -764,7 +785,6 @@ RULES: list[Callable[[DesiredState], Iterator[Finding]]] = [
     check_resources,
     check_permissions,
     check_events,
-    check_configuration_schemas,
     check_tenant_plugins,
     check_secrets,
 ]
