@@ -96,10 +96,6 @@ class Summary:
     destroy: int = 0
     transition: int = 0
 
-    @property
-    def total(self) -> int:
-        return self.add + self.change + self.destroy + self.transition
-
     def to_json(self) -> dict[str, int]:
         return {
             "add": self.add,

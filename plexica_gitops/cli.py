@@ -14,15 +14,16 @@ from rich.markup import escape
 
 from plexica_gitops import report
 from plexica_gitops.actions import Plan
-from plexica_gitops.graph import order, select_targets, to_dot, to_mermaid
+from plexica_gitops.graph import PlanCycleError, order, select_targets, to_dot, to_mermaid
 from plexica_gitops.live import LiveState
+from plexica_gitops.loader import ROOT_MISSING
 from plexica_gitops.planfile import PlanFileError, load_plan, save_plan
-from plexica_gitops.planner import build_plan
+from plexica_gitops.planner import address_exists, build_plan
 from plexica_gitops.render_json import render_json
 from plexica_gitops.render_markdown import render_markdown
 from plexica_gitops.render_text import print_plan
 from plexica_gitops.schema import write_schemas
-from plexica_gitops.validate import ValidationReport, validate_directory
+from plexica_gitops.validate import validate_directory
 
 app = typer.Typer(
     name="plexica-gitops",
@@ -67,6 +68,8 @@ def validate(
         sys.stdout.write(report.render_github(result, prefix))
     else:
         report.print_text(result, _stdout(), directory.as_posix())
+    if any(f.code == ROOT_MISSING for f in result.findings):
+        raise typer.Exit(2)  # a usage error: the directory argument names no directory
     raise typer.Exit(0 if result.valid else 1)
 
 
@@ -128,6 +131,8 @@ def _read_live_state(source: str | None) -> LiveState:
         return LiveState.model_validate_json(text)
     except OSError as exc:
         raise _fail(f"cannot read live state {source}: {exc.strerror}", "Check the path.") from None
+    except UnicodeDecodeError:
+        raise _fail(f"live state {source} is not UTF-8 JSON", "Write it as UTF-8.") from None
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top)"
@@ -137,27 +142,53 @@ def _read_live_state(source: str | None) -> LiveState:
         ) from None
 
 
-def _validated(directory: Path) -> ValidationReport:
-    result = validate_directory(directory)
-    if not result.valid:
-        report.print_text(result, _stderr(), directory.as_posix())
-        raise _fail(
-            "the desired state is invalid; no plan was made",
-            f"Fix the errors above (`plexica-gitops validate {directory.as_posix()}`).",
-        )
-    return result
-
-
 def _make_plan(directory: Path, live_source: str | None, targets: list[str]) -> Plan:
-    result = _validated(directory)
+    """The plan, or a plan holding only errors when the desired state is invalid (so JSON
+    and Markdown consumers in CI get a document either way)."""
+    if not directory.is_dir():
+        raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
     live = _read_live_state(live_source)
-    plan = build_plan(result.desired, live)
-    plan.warnings = [*[f for f in result.findings if not f.is_error], *plan.warnings]
+    result = validate_directory(directory)
+    warnings = [f for f in result.findings if not f.is_error]
+    if not result.valid:
+        return Plan(
+            desired_revision=result.desired.revision,
+            live_fingerprint=live.fingerprint(),
+            errors=result.errors,
+            warnings=warnings,
+        )
+    unknown = [t for t in targets if not address_exists(t, result.desired, live)]
+    if unknown:
+        raise _usage(
+            f"--target {unknown[0]} names nothing in git or on the platform",
+            "Use an address such as plugin.crm, plugin.crm.workload, tenant.acme or "
+            "tenant.acme.plugin.crm (see `plan --format json` for every address).",
+        )
+    try:
+        plan = build_plan(result.desired, live)
+    except PlanCycleError as exc:  # a planner bug, never a user mistake
+        raise _fail(f"internal planner error: {exc}", "Please report it with the inputs.") from None
+    plan.warnings = [*warnings, *plan.warnings]
     if targets:
         kept = select_targets(plan.actions, targets)
         plan.actions = order({a.id: (a, a.depends_on) for a in kept})
         plan.targets = list(targets)
     return plan
+
+
+def _usage(message: str, hint: str) -> typer.Exit:
+    _fail(message, hint)
+    return typer.Exit(2)
+
+
+def _writable_plan_path(out: Path | None) -> None:
+    """Refuse a bad --out before planning, not after the plan was printed."""
+    if out is None:
+        return
+    if out.is_dir():
+        raise _usage(f"--out {out} is a directory", "Give a file name, e.g. release.plan.")
+    if not out.parent.is_dir():
+        raise _usage(f"--out {out}: {out.parent} does not exist", "Create the directory first.")
 
 
 def _render(plan: Plan, output_format: PlanFormat, verbose: bool) -> None:
@@ -189,12 +220,16 @@ def plan(
     ] = False,
 ) -> None:
     """Compute the ordered actions that converge the live platform to the desired state."""
+    _writable_plan_path(out)
     result = _make_plan(directory, live_state, target or [])
     _render(result, output_format, verbose)
     if result.has_errors:
         raise typer.Exit(1)
     if out is not None:
-        save_plan(result, out)
+        try:
+            save_plan(result, out)
+        except OSError as exc:
+            raise _fail(f"cannot write {out}: {exc.strerror}", "Check the path.") from None
         _stderr().print(f"Saved the plan to {escape(out.as_posix())}.")
     raise typer.Exit(2 if detailed_exitcode and result.has_changes else 0)
 
@@ -226,6 +261,9 @@ def graph(
 ) -> None:
     """Draw the plan's action graph: each arrow points from a step to one that waits for it."""
     result = _make_plan(directory, live_state, target or [])
+    if result.has_errors:
+        print_plan(result, _stderr())
+        raise typer.Exit(1)
     drawing = to_dot if output_format is GraphFormat.DOT else to_mermaid
     sys.stdout.write(drawing(result.actions))
 

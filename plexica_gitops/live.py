@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from plexica_gitops.model import TenantStatus
 
 
 class LifecycleStatus(StrEnum):
@@ -93,7 +94,7 @@ class AppliedMigration(_Live):
 class LiveTenant(_Live):
     id: str
     schema_name: str
-    status: str  # active | suspended | deleted
+    status: TenantStatus
     plugins: dict[str, LiveTenantPlugin] = Field(default_factory=dict)
     migrations: dict[str, list[AppliedMigration]] = Field(default_factory=dict)
 
@@ -114,10 +115,6 @@ class LiveState(_Live):
     def fingerprint(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def load_live_state(path: Path) -> LiveState:
-    return LiveState.model_validate_json(path.read_bytes())
 
 
 def stable_hash(value: Any) -> str:

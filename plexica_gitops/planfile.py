@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,6 @@ def _signature(body: bytes, key: str) -> str:
     return "hmac-sha256:" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
-def plan_checksum(plan: Plan) -> str:
-    return "sha256:" + hashlib.sha256(_canonical(plan_to_json(plan))).hexdigest()
-
-
 def save_plan(plan: Plan, path: Path) -> None:
     body = plan_to_json(plan)
     canonical = _canonical(body)
@@ -56,9 +53,16 @@ def save_plan(plan: Plan, path: Path) -> None:
     key = os.environ.get(SIGNING_KEY_ENV)
     if key:
         document["signature"] = _signature(canonical, key)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    temporary.replace(path)  # never leave a half-written plan behind
+    # Write beside the target and rename: never leave a half-written plan behind.
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as temporary:
+        temporary.write(json.dumps(document, indent=2) + "\n")
+    try:
+        os.replace(temporary.name, path)
+    except OSError:
+        os.unlink(temporary.name)
+        raise
 
 
 def load_plan(path: Path) -> Plan:

@@ -161,6 +161,12 @@ def env_hash(env: dict[str, Any]) -> str:
     return stable_hash(env)
 
 
+def fingerprint_of(value: Any) -> str:
+    """What apply records as last-applied at an address. Secret-looking values are masked
+    first: a short unsalted hash of a short secret could be brute-forced from a plan."""
+    return stable_hash(mask(value))
+
+
 def _env_value(value: Any) -> Any:
     return value if isinstance(value, str) else value.model_dump(by_alias=True)
 
@@ -210,7 +216,9 @@ class Planner:
     def reason(self, address: str, after: Any, git_reason: str, drift_reason: str) -> str:
         """Drift when the reconciler last applied exactly this desired value here."""
         applied = self.live.last_applied.get(address)
-        return drift_reason if applied is not None and applied == stable_hash(after) else git_reason
+        return (
+            drift_reason if applied is not None and applied == fingerprint_of(after) else git_reason
+        )
 
     # --- the plan ------------------------------------------------------------------------
 
@@ -299,7 +307,9 @@ class Planner:
         if final in DEPLOYED:  # otherwise these are deletions, which come after uninstall
             self.hook(f"{address}:mark-installed", workload, permissions, *migrations)
         if final is S.ACTIVE:
-            self.hook(f"{address}:activate", routes)
+            self.hook(f"{address}:activate", workload, routes)
+        if final is S.INSTALLED:
+            self.hook(f"{address}:start", workload)
         self.hook(
             f"{address}:disable", workload if workload and workload.endswith(":stop") else None
         )
@@ -358,7 +368,7 @@ class Planner:
                 reason = "resume an install that was interrupted (live status INSTALLING)"
         elif verb == "activate":
             assert desired is not None
-            deps += [f"{address}:mark-installed", f"{address}.workload:start"]
+            deps += [f"{address}:mark-installed"]
             deps += [f"plugin.{d}:activate" for d in desired.dependencies]
             reason = "desired active: serve traffic"
         elif verb == "disable":
@@ -369,7 +379,6 @@ class Planner:
                 else "on the way to " + (desired.target.value if desired else "absent")
             )
         elif verb == "start":
-            deps += [f"{address}.workload:start"]
             reason = "desired installed: run without serving traffic"
         elif verb == "uninstall":
             deps += [f"{address}:disable"]
@@ -442,7 +451,7 @@ class Planner:
         want = {**desired.workload, "running": final in RUNNING}
         shown = mask(want)
         shown["env"] = sorted(want["env"])  # names only: values are references or literals
-        fingerprint = stable_hash(want)
+        fingerprint = fingerprint_of(want)
         if current is None:
             return self.add(
                 Action(
@@ -578,7 +587,7 @@ class Planner:
                 before={"keys": sorted(current)} if current else None,
                 after=after,
                 plugin=pid,
-                fingerprint=stable_hash(want),
+                fingerprint=fingerprint_of(want),
             ),
             deps,
         )
@@ -647,7 +656,7 @@ class Planner:
                 before=current,
                 after=want,
                 plugin=pid,
-                fingerprint=stable_hash(want),
+                fingerprint=fingerprint_of(want),
             ),
             deps,
         )
@@ -705,7 +714,7 @@ class Planner:
             if not pending:
                 continue
             address = f"tenant.{slug}.migrations.{pid}"
-            deps = [install_hook, f"tenant.{slug}:create", f"tenant.{slug}:update"]
+            deps = [install_hook, f"tenant.{slug}:create"]
             deps += [f"tenant.{slug}.migrations.{d}:apply" for d in desired.dependencies]
             created.append(
                 self.add(
@@ -729,6 +738,8 @@ class Planner:
                     deps,
                 )
             )
+            # A suspended tenant coming back is migrated before it serves again.
+            self.extra_deps[f"tenant.{slug}:update"].append(created[-1])
         return created
 
     def pending_migrations(
@@ -857,7 +868,7 @@ class Planner:
                     ),
                     after=want,
                     plugin=pid,
-                    fingerprint=stable_hash(want),
+                    fingerprint=fingerprint_of(want),
                 ),
                 [f"plugin.{pid}:install"],
             )
@@ -915,7 +926,7 @@ class Planner:
                 },
                 after={"partitions": want["partitions"], "config": drifted},
                 plugin=pid,
-                fingerprint=stable_hash(want),
+                fingerprint=fingerprint_of(want),
             ),
         )
 
@@ -961,7 +972,7 @@ class Planner:
                     "new tenant in git: create its schema and record",
                     after=want,
                     tenant=slug,
-                    fingerprint=stable_hash(want),
+                    fingerprint=fingerprint_of(want),
                 )
             )
             return
@@ -994,7 +1005,7 @@ class Planner:
                 before={"status": live.status},
                 after={"status": spec.status.value},
                 tenant=slug,
-                fingerprint=stable_hash(want),
+                fingerprint=fingerprint_of(want),
             )
         )
 
@@ -1013,6 +1024,33 @@ class Planner:
             self.plan_binding(slug, pid, binding.enabled, binding.configuration, current)
         if live is not None:
             self.plan_forced_binding_disables(slug, live, declared=set(bindings))
+            self.check_stranded_bindings(slug, tenant, live)
+
+    def check_stranded_bindings(self, slug: str, tenant: TenantEntry, live: LiveTenant) -> None:
+        """Spec 004 edge case 5 inside a tenant: git disables a plugin for the tenant while a
+        binding git does not declare, and that stays enabled, depends on it."""
+        bindings = tenant.document.spec.plugins
+        for pid, binding in sorted(bindings.items()):
+            current = live.plugins.get(pid)
+            if binding.enabled or current is None or not current.enabled:
+                continue
+            for dependent in sorted(self.dependents.get(pid, [])):
+                other = live.plugins.get(dependent)
+                if dependent in bindings or other is None or not other.enabled:
+                    continue
+                if self.prune or self.targets.get(dependent) not in (S.ACTIVE, None):
+                    continue  # that binding is disabled by this plan too
+                self.errors.append(
+                    error(
+                        "PGP107",
+                        f"tenant {slug!r}: disabling {pid!r} leaves {dependent!r} (enabled on "
+                        "the platform, not in git) without its dependency",
+                        f"Declare {dependent} for this tenant in git and disable it too, or "
+                        f"keep {pid} enabled.",
+                        tenant.location("spec", "plugins", pid),
+                        (slug, pid, dependent),
+                    )
+                )
 
     def plan_binding(
         self,
@@ -1060,7 +1098,7 @@ class Planner:
                 after=mask(want),
                 plugin=pid,
                 tenant=slug,
-                fingerprint=stable_hash(want),
+                fingerprint=fingerprint_of(want),
             ),
             deps,
         )
@@ -1154,3 +1192,21 @@ def _workload_step(
 
 def build_plan(desired: DesiredState, live: LiveState) -> Plan:
     return Planner(desired, live).plan()
+
+
+def address_exists(address: str, desired: DesiredState, live: LiveState) -> bool:
+    """Whether an address (or action id) names something in git or on the platform, so a
+    mistyped --target is an error rather than an empty plan."""
+    parts = address.split(":", 1)[0].split(".")
+    if parts[0] == "plugin" and len(parts) >= 2:
+        return parts[1] in desired.plugins or parts[1] in live.plugins
+    if parts[0] == "tenant" and len(parts) >= 2:
+        known = parts[1] in desired.tenants or parts[1] in live.tenants
+        if not known or len(parts) < 4:
+            return known
+        return parts[3] in desired.plugins or parts[3] in live.plugins
+    if parts[0] == "topic" and len(parts) >= 2:
+        event = address.split(":", 1)[0][len("topic.") :]
+        published = any(event in p.manifest.events.publishes for p in desired.plugins.values())
+        return published or event in live.topics
+    return False

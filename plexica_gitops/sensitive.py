@@ -7,7 +7,8 @@ from typing import Any
 
 SENSITIVE = "(sensitive)"
 SECRET_KEY = re.compile(
-    r"(password|passwd|passphrase|secret|token|apikey|privatekey|credential|accesskey|signingkey)"
+    r"(password|passwd|passphrase|secret|token|apikey|privatekey|credential|accesskey"
+    r"|signingkey|encryptionkey|hmackey|connectionstring|authorization|bearer|cookie)"
 )
 
 
@@ -20,6 +21,15 @@ def looks_secret(key: str) -> bool:
     return bool(
         SECRET_KEY.search(lowered.replace("_", "").replace("-", ""))
         or SHORT_SECRET_KEY.search(lowered)
+    )
+
+
+def names_secret(key: str) -> bool:
+    """Stricter than `looks_secret`: the key *ends* with the secret word (`apiToken`,
+    `smtpPassword`), so `tokenTtlSeconds` holding a number is not taken for a secret."""
+    lowered = key.lower().replace("_", "").replace("-", "")
+    return any(lowered.endswith(m) for m in SECRET_KEY.findall(lowered)) or bool(
+        SHORT_SECRET_KEY.search(key.lower())
     )
 
 

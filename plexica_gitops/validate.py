@@ -24,7 +24,7 @@ from referencing.exceptions import Unresolvable
 from plexica_gitops.desired import BuildResult, DesiredState, PluginEntry, build_desired_state
 from plexica_gitops.findings import Finding, Location, error, warning
 from plexica_gitops.model import PluginState
-from plexica_gitops.sensitive import is_reference, looks_secret
+from plexica_gitops.sensitive import is_reference, looks_secret, names_secret
 from plexica_gitops.versions import (
     RangeSyntaxError,
     VersionRange,
@@ -678,7 +678,7 @@ def _tenant_configuration(
             "PGV602",
             f"tenant {slug!r} configuration of {plugin.id!r} is invalid at "
             f"`{'.'.join(map(str, problem.absolute_path)) or '(top)'}`: "
-            f"{_redacted_message(problem.message, problem.instance)}",
+            f"{_redacted_message(problem)}",
             f"Fix the value to match {plugin.id}'s configuration.schema "
             f"({plugin.manifest_location('configuration', 'schema')}).",
             tenant.location(*path),
@@ -694,14 +694,15 @@ def _reference_accepted(validator: Draft202012Validator, problem: SchemaValidati
     return bool(validator.evolve(schema=problem.schema).is_valid("<reference>"))
 
 
-def _redacted_message(message: str, instance: Any) -> str:
-    """jsonschema quotes the offending value; it may be, or hold, a secret typed by mistake."""
+def _redacted_message(problem: SchemaValidationError) -> str:
+    """jsonschema quotes the offending value; it may be, or hold, a secret typed by mistake.
+    Under a secret-looking key nothing of the value is shown, whatever its type."""
+    if any(isinstance(part, str) and looks_secret(part) for part in problem.absolute_path):
+        return f"the value (not shown) fails the schema's `{problem.validator}` rule"
+    instance = problem.instance
     if isinstance(instance, str | dict | list) and instance:
-        return message.replace(repr(instance), "(value)")
-    return message
-
-
-# --- secrets -----------------------------------------------------------------------------
+        return problem.message.replace(repr(instance), "(value)")
+    return problem.message
 
 
 def _secret_literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
@@ -710,7 +711,7 @@ def _secret_literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[
         if is_reference(value):
             return
         for key, item in value.items():
-            if looks_secret(key) and _holds_literal(item):
+            if looks_secret(key) and _holds_literal(key, item):
                 yield (*path, key)
             else:
                 yield from _secret_literals(item, (*path, key))
@@ -719,11 +720,19 @@ def _secret_literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[
             yield from _secret_literals(item, (*path, index))
 
 
-def _holds_literal(value: Any) -> bool:
-    """A non-empty string, or a list with one in it (a list of keys is as secret as one)."""
+def _holds_literal(key: str, value: Any) -> bool:
+    """A value written in git under a secret-looking key. Strings always count; numbers and
+    non-reference mappings count when the key names a secret (`apiToken: 12345678`); a list
+    counts when any item does."""
     if isinstance(value, str):
         return bool(value)
-    return isinstance(value, list) and any(isinstance(v, str) and v for v in value)
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, list):
+        return any(_holds_literal(key, item) for item in value)
+    if isinstance(value, dict) and is_reference(value):
+        return False
+    return names_secret(key)
 
 
 def _credential_urls(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:

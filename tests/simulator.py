@@ -467,18 +467,14 @@ class _Simulator:
             self.fail(action, f"{action.step}s a tenant that does not exist")
         assert current is not None
         if action.step == "delete":
-            self.world.tenants[slug] = current.model_copy(
-                update={"status": TenantStatus.DELETED.value}
-            )
+            self.world.tenants[slug] = current.model_copy(update={"status": TenantStatus.DELETED})
             return
         if action.step != "update":
             self.fail(action, f"unknown tenant step {action.step!r}")
         if entry is None:
             self.fail(action, "updates a tenant that is not in the desired state")
         assert entry is not None
-        self.world.tenants[slug] = current.model_copy(
-            update={"status": entry.document.spec.status.value}
-        )
+        self.world.tenants[slug] = current.model_copy(update={"status": entry.document.spec.status})
 
     def migrations_step(self, action: Action, slug: str, pid: str) -> None:
         if action.step != "apply":
@@ -487,10 +483,14 @@ class _Simulator:
         if tenant is None:
             self.fail(action, "applies migrations in a tenant that does not exist")
         assert tenant is not None
+        # A suspended tenant is migrated just before it becomes active again, never a
+        # tenant git keeps suspended (or deleted).
+        desired_tenant = self.desired.tenants.get(slug)
         self.safety(
             action,
-            tenant.status == TenantStatus.ACTIVE.value,
-            f"applies migrations in a tenant that is {tenant.status}",
+            desired_tenant is not None
+            and desired_tenant.document.spec.status is TenantStatus.ACTIVE,
+            f"applies migrations in a tenant git wants {tenant.status}",
         )
         self.safety(
             action,

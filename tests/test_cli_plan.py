@@ -111,7 +111,11 @@ def test_invalid_desired_state_makes_no_plan(repo: Path) -> None:
     path.write_text(path.read_text().replace("state: active", "state: absent"))
     code, output = _run("plan", str(repo), "--live-state", "-", stdin="{}")
     assert code == 1
-    assert "PGV401" in output and "no plan was made" in output
+    assert "PGV401" in output and "Plan failed" in output
+    code, output = _run("plan", str(repo), "--live-state", "-", "--format", "json", stdin="{}")
+    assert code == 1
+    document = json.loads(output)
+    assert document["actions"] == [] and document["errors"][0]["code"] == "PGV401"
 
 
 def test_missing_or_malformed_live_state_is_a_clear_error(repo: Path, tmp_path: Path) -> None:
@@ -225,3 +229,20 @@ def test_schemas_command_writes_the_schemas(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "plugin.schema.json").read_text())
     assert written["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert written["properties"]["kind"]["const"] == "Plugin"
+
+
+def test_mistyped_targets_and_bad_paths_are_usage_errors(repo: Path, tmp_path: Path) -> None:
+    code, output = _run(
+        "plan", str(repo), "--live-state", "-", "--target", "plugin.crmm", stdin="{}"
+    )
+    assert code == 2 and "plugin.crmm names nothing" in output
+    code, output = _run("plan", str(repo), "--live-state", "-", "--out", str(tmp_path), stdin="{}")
+    assert code == 2 and "is a directory" in output
+    missing = tmp_path / "nope" / "release.plan"
+    code, output = _run("plan", str(repo), "--live-state", "-", "--out", str(missing), stdin="{}")
+    assert code == 2 and "does not exist" in output
+    assert not list(tmp_path.glob(".*.plan*")), "no temporary file is left behind"
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe")
+    code, output = _run("plan", str(repo), "--live-state", str(binary))
+    assert code == 1 and "not UTF-8" in output

@@ -88,7 +88,7 @@ def test_usage_errors_exit_2(repo: DesiredStateCopy, args: list[str]) -> None:
 
 def test_missing_directory_is_an_error_not_a_crash(repo: DesiredStateCopy) -> None:
     result = run("no-such-directory", "--format", "json")
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error, still reported as a finding for machines
     (finding,) = json.loads(result.stdout)["findings"]
     assert finding["code"] == "PGL009"
 

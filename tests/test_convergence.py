@@ -269,7 +269,11 @@ def perturb(live: LiveState, kind: str, pick: int) -> LiveState:
         if chosen_slug is None:
             return live
         slug = chosen_slug
-        flipped = "suspended" if tenants[slug].status == "active" else "active"
+        flipped = (
+            TenantStatus.SUSPENDED
+            if tenants[slug].status is TenantStatus.ACTIVE
+            else TenantStatus.ACTIVE
+        )
         tenants[slug] = tenants[slug].model_copy(update={"status": flipped})
     return live.model_copy(update={"plugins": plugins, "tenants": tenants, "topics": topics})
 

@@ -274,8 +274,8 @@ def test_a_suspended_tenant_gets_no_migrations_and_catches_up_when_active(
     assert "alpha" not in live.tenants["acme"].migrations
     active = state("active")
     plan = build_plan(active, live)
-    assert ids(plan) == ["tenant.acme:update", "tenant.acme.migrations.alpha:apply"]
-    assert before(plan, "tenant.acme:update", "tenant.acme.migrations.alpha:apply")
+    assert ids(plan) == ["tenant.acme.migrations.alpha:apply", "tenant.acme:update"]
+    assert before(plan, "tenant.acme.migrations.alpha:apply", "tenant.acme:update")
     assert action(plan, "tenant.acme.migrations.alpha:apply").reason == "2 pending migrations"
 
 

@@ -1388,3 +1388,51 @@ def test_pgl004_billion_laughs_is_rejected_quickly(desired_state_copy: DesiredSt
     assert finding.severity is Severity.ERROR
     assert finding.location is not None and finding.location.file == "tenants/bomb.yaml"
     assert finding.location.line is not None
+
+
+@pytest.mark.parametrize(
+    ("line", "flagged"),
+    [
+        ("apiToken: 12345678", True),
+        ("clientSecret: {value: s3cr3t-literal}", True),
+        ("warehousePassword: [1, 2]", True),
+        ("signingKeys: [s3cr3t-one, s3cr3t-two]", True),
+        ("tokenTtlSeconds: 3600", False),
+        ("tokenRefreshEnabled: true", False),
+        ("apiToken: {fromEnv: ACME_ANALYTICS_TOKEN}", False),
+    ],
+)
+def test_pgv701_literal_secrets_of_every_type(
+    desired_state_copy: DesiredStateCopy, line: str, flagged: bool
+) -> None:
+    """Numbers, lists and non-reference mappings under a key that names a secret are
+    literals too; a number under `tokenTtlSeconds` is not a secret."""
+    repo = desired_state_copy
+    repo.replace(
+        "plugins/analytics/plugin.yaml",
+        "        additionalProperties: false",
+        "        additionalProperties: true",
+    )
+    repo.replace(
+        "tenants/acme.yaml",
+        "        retentionDays: 730\n",
+        f"        {line}\n        retentionDays: 730\n",
+    )
+    report = repo.validate()
+    assert ("PGV701" in codes(report)) is flagged, [f.message for f in report.findings]
+    for secret in ("12345678", "s3cr3t"):
+        assert_secret_not_shown(report, secret)
+
+
+def test_a_numeric_secret_failing_the_schema_is_not_echoed(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        "tenants/globex.yaml",
+        "password: {fromEnv: GLOBEX_SMTP_PASSWORD}",
+        "password: 98765432",
+    )
+    report = repo.validate()
+    assert {"PGV602", "PGV701"} <= codes(report)
+    assert_secret_not_shown(report, "98765432")
