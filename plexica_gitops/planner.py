@@ -565,7 +565,7 @@ class Planner:
                     f"plugin {owner!r}",
                     "Permission keys are unique (spec 004 edge case 6): rename the key, or "
                     f"remove it from {owner} first.",
-                    Location(f"plugins/{pid}"),
+                    self.permission_location(pid, key),
                     (pid, owner),
                 )
             )
@@ -591,6 +591,18 @@ class Planner:
             ),
             deps,
         )
+
+    def permission_location(self, pid: str, key: str) -> Location:
+        entry = self.desired.plugins[pid]
+        keys = [p.key for p in entry.manifest.permissions]
+        return entry.manifest_location("permissions", keys.index(key), "key")
+
+    def event_location(self, pid: str, event: str) -> Location | None:
+        entry = self.desired.plugins.get(pid)
+        if entry is None or event not in entry.manifest.events.publishes:
+            return None
+        index = entry.manifest.events.publishes.index(event)
+        return entry.manifest_location("events", "publishes", index)
 
     def permission_owner(self, key: str, pid: str) -> str | None:
         for other, live_plugin in self.live.plugins.items():
@@ -880,6 +892,7 @@ class Planner:
                     f"topic {event!r} is published by {pid!r} but was created for "
                     f"{current.owner!r}",
                     "Left as it is; ownership moves when the old owner is uninstalled.",
+                    location=self.event_location(pid, event),
                     subjects=(pid, current.owner),
                 )
             )
@@ -890,6 +903,7 @@ class Planner:
                     "PGP203",
                     f"topic {event!r} already exists and was not created by plexica-gitops",
                     "It is used as it is and never changed or deleted by plexica-gitops.",
+                    location=self.event_location(pid, event),
                     subjects=(pid,),
                 )
             )
@@ -902,6 +916,9 @@ class Planner:
                     f"{want['partitions']}",
                     "Kafka partitions can only grow: raise the setting back to at least "
                     f"{current.partitions}.",
+                    location=self.desired.platform.location("spec", "events", "defaults")
+                    if self.desired.platform
+                    else None,
                     subjects=(pid,),
                 )
             )

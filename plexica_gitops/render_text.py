@@ -351,8 +351,8 @@ class Section:
 def plan_sections(
     actions: Sequence[Action], *, verbose: bool = False, collapse_over: int = COLLAPSE_OVER
 ) -> list[Section]:
-    """Plugins (first-appearance order), other, the collapsed tenant lines, then each
-    tenant (first-appearance order); items in plan order within each section."""
+    """Plugins (in the order the plan reaches them), other, the collapsed tenant lines, then
+    each tenant (first-appearance order); items in plan order within each section."""
     plugins: dict[str, Section] = {}
     other = Section("other", "")
     tenant_actions: list[Action] = []
@@ -380,7 +380,15 @@ def plan_sections(
             continue
         slug = tenant_of(action) or "?"
         per_tenant.setdefault(slug, Section("tenant", slug)).items.append(action)
-    sections = [*plugins.values(), other, tenants_section, *per_tenant.values()]
+
+    # Plugins in the order the plan reaches them, so a fresh install reads in dependency
+    # order: registration (wave 0 for every plugin) does not count.
+    def reached(section: Section) -> tuple[int, int]:
+        waves = [a.wave for a in section.items if isinstance(a, Action) and a.step != "register"]
+        return (min(waves, default=0), list(plugins).index(section.name))
+
+    ordered = sorted(plugins.values(), key=reached)
+    sections = [*ordered, other, tenants_section, *per_tenant.values()]
     return [s for s in sections if s.items]
 
 
