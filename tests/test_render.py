@@ -517,10 +517,12 @@ def test_fresh_install_plan_is_grouped_by_plugin_then_tenant(fresh_plan: Plan) -
     text = text_of(fresh_plan)
     lines = lines_of(text)
     headings = [line for line in lines if re.match(r"^(plugin|tenant) \S+ \(\d+ actions?\)$", line)]
-    plugins_in_plan_order = list(dict.fromkeys(a.plugin for a in fresh_plan.actions if a.plugin))
     names = [h.split(" ")[1] for h in headings]
-    assert names[: len(plugins_in_plan_order)] == plugins_in_plan_order
-    assert names[len(plugins_in_plan_order) :] == ["acme", "globex", "hooli", "initech", "umbrella"]
+    # plugins in dependency order: each after every plugin it depends on
+    plugins = names[:6]
+    assert plugins.index("contacts") < plugins.index("crm") < plugins.index("billing")
+    assert plugins.index("contacts") < plugins.index("notifications")
+    assert names[6:] == ["acme", "globex", "hooli", "initech", "umbrella"]
     summary = fresh_plan.summary
     assert lines[-1] == (
         f"Plan: {summary.add} to add, 0 to change, 0 to destroy, "
