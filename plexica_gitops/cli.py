@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -23,6 +24,10 @@ from plexica_gitops.render_json import render_json
 from plexica_gitops.render_markdown import render_markdown
 from plexica_gitops.render_text import print_plan
 from plexica_gitops.schema import write_schemas
+from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connect
+from plexica_gitops.store.connection import database_url as store_database_url
+from plexica_gitops.store.observe import observe_store
+from plexica_gitops.store.schema import init_store, store_version
 from plexica_gitops.validate import validate_directory
 
 app = typer.Typer(
@@ -102,6 +107,14 @@ LiveStateOption = Annotated[
         help="Live state as JSON (`-` reads standard input; `{}` is an empty platform).",
     ),
 ]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="PostgreSQL of the platform (default: $PLEXICA_DATABASE_URL). Never put it in YAML.",
+        show_default=False,
+    ),
+]
 TargetOption = Annotated[
     list[str] | None,
     typer.Option("--target", help="Plan only this address (and what it depends on)."),
@@ -119,11 +132,25 @@ def _fail(message: str, hint: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _read_live_state(source: str | None) -> LiveState:
+def _observe(database_url: str | None) -> LiveState:
+    """The live state from the platform's PostgreSQL. The runtime provider and the broker
+    are not observed yet: the plan says so rather than planning to recreate them."""
+    try:
+        with connect(store_database_url(database_url)) as conn:
+            live = observe_store(conn)
+    except StoreError as exc:
+        raise _fail(exc.message, exc.hint) from None
+    return live.model_copy(update={"workloads_observed": False})
+
+
+def _read_live_state(source: str | None, database_url: str | None = None) -> LiveState:
     if source is None:
+        if database_url or os.environ.get(ENV_DATABASE_URL):
+            return _observe(database_url)
         raise _fail(
             "no live state to plan against",
-            "Pass --live-state FILE (a JSON snapshot; `echo '{}' | plexica-gitops plan "
+            f"Set {ENV_DATABASE_URL} (or --database-url) to observe the platform, or pass "
+            "--live-state FILE (a JSON snapshot; `echo '{}' | plexica-gitops plan "
             "--live-state -` plans against an empty platform).",
         )
     try:
@@ -142,12 +169,14 @@ def _read_live_state(source: str | None) -> LiveState:
         ) from None
 
 
-def _make_plan(directory: Path, live_source: str | None, targets: list[str]) -> Plan:
+def _make_plan(
+    directory: Path, live_source: str | None, targets: list[str], database_url: str | None = None
+) -> Plan:
     """The plan, or a plan holding only errors when the desired state is invalid (so JSON
     and Markdown consumers in CI get a document either way)."""
     if not directory.is_dir():
         raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
-    live = _read_live_state(live_source)
+    live = _read_live_state(live_source, database_url)
     result = validate_directory(directory)
     warnings = [f for f in result.findings if not f.is_error]
     if not result.valid:
@@ -218,10 +247,11 @@ def plan(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="List every tenant action.")
     ] = False,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
     """Compute the ordered actions that converge the live platform to the desired state."""
     _writable_plan_path(out)
-    result = _make_plan(directory, live_state, target or [])
+    result = _make_plan(directory, live_state, target or [], database_url)
     _render(result, output_format, verbose)
     if result.has_errors:
         raise typer.Exit(1)
@@ -258,14 +288,30 @@ def graph(
         GraphFormat, typer.Option("--format", help="dot (Graphviz) or mermaid.")
     ] = GraphFormat.DOT,
     target: TargetOption = None,
+    database_url: DatabaseUrlOption = None,
 ) -> None:
     """Draw the plan's action graph: each arrow points from a step to one that waits for it."""
-    result = _make_plan(directory, live_state, target or [])
+    result = _make_plan(directory, live_state, target or [], database_url)
     if result.has_errors:
         print_plan(result, _stderr())
         raise typer.Exit(1)
     drawing = to_dot if output_format is GraphFormat.DOT else to_mermaid
     sys.stdout.write(drawing(result.actions))
+
+
+@app.command()
+def init(database_url: DatabaseUrlOption = None) -> None:
+    """Create or upgrade the store's tables in the platform's PostgreSQL (idempotent)."""
+    try:
+        with connect(store_database_url(database_url)) as conn:
+            applied = init_store(conn)
+            version = store_version(conn)
+    except StoreError as exc:
+        raise _fail(exc.message, exc.hint) from None
+    if applied:
+        typer.echo(f"Store initialised: applied version(s) {', '.join(map(str, applied))}.")
+    else:
+        typer.echo(f"Store is up to date (version {version}).")
 
 
 def main() -> None:

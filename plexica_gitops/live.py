@@ -100,14 +100,18 @@ class LiveTenant(_Live):
 
 
 class LiveState(_Live):
-    """Everything observed. `topics_observed` is false when the broker could not be read:
-    the planner then plans no topic changes rather than recreating what it cannot see."""
+    """Everything observed. `topics_observed` is false when the broker could not be read,
+    `workloads_observed` when the runtime provider was not: the planner then plans no
+    changes there rather than recreating what it cannot see."""
 
     platform_version: str | None = None
     plugins: dict[str, LivePlugin] = Field(default_factory=dict)
     tenants: dict[str, LiveTenant] = Field(default_factory=dict)
     topics: dict[str, LiveTopic] = Field(default_factory=dict)
     topics_observed: bool = True
+    # False when no runtime provider was asked: workload changes are then left out of the
+    # plan (a plugin that may have containers is not planned to get new ones).
+    workloads_observed: bool = True
     # address -> fingerprint of the desired attributes the reconciler last applied there;
     # lets a plan tell drift (live changed out of band) from a change made in git.
     last_applied: dict[str, str] = Field(default_factory=dict)

@@ -54,6 +54,7 @@ LIFECYCLE_EDGES: dict[LifecycleStatus | None, list[tuple[LifecycleStatus, str]]]
 }
 DEPLOYED = {S.INSTALLED, S.ACTIVE, S.DISABLED}  # workload, permissions, data and topics exist
 RUNNING = {S.INSTALLED, S.ACTIVE}
+MAY_RUN = {S.INSTALLING, *DEPLOYED, S.UNINSTALLING}  # statuses in which containers may exist
 # What a plugin in a live status needs of its dependencies (validate.REQUIRED_DEPENDENCY_STATES).
 NEEDED_BY = {
     S.ACTIVE: {S.ACTIVE},
@@ -316,6 +317,18 @@ class Planner:
         if final not in DEPLOYED:  # otherwise these are the re-install's creations
             self.hook(f"{address}:mark-uninstalled", *updates)
 
+    def note_unobserved_workloads(self) -> None:
+        if not any(w.code == "PGP205" for w in self.warnings):
+            self.warnings.append(
+                warning(
+                    "PGP205",
+                    "the runtime provider was not observed: workload changes are left out "
+                    "of this plan",
+                    "Plan with the runtime provider reachable (or a full --live-state "
+                    "snapshot) to see workload drift and updates.",
+                )
+            )
+
     def hook(self, step_id: str, *dependencies: str | None) -> None:
         """Make a lifecycle step wait for the resource steps that realise it."""
         step = self.steps.get(step_id)
@@ -419,6 +432,9 @@ class Planner:
     ) -> str | None:
         address = f"plugin.{pid}.workload"
         current = live.workload if live else None
+        if not self.live.workloads_observed and live is not None and live.status in MAY_RUN:
+            self.note_unobserved_workloads()
+            return None
         if final not in DEPLOYED or desired is None:
             if current is None:
                 return None

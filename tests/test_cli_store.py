@@ -1,0 +1,76 @@
+"""`init` and `plan` against a real PostgreSQL: the store is the live state's source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from plexica_gitops.cli import app
+from plexica_gitops.live import LifecycleStatus
+from plexica_gitops.planner import manifest_hash
+from plexica_gitops.store import catalog
+from plexica_gitops.validate import validate_directory
+
+EXAMPLE = Path(__file__).parent.parent / "desired-state"
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result.exit_code, result.output
+
+
+def test_init_is_idempotent(postgres_database: str) -> None:
+    code, output = _run("init", "--database-url", postgres_database)
+    assert code == 0 and "applied version(s) 1" in output
+    code, output = _run("init", env={"PLEXICA_DATABASE_URL": postgres_database})
+    assert code == 0 and "up to date (version 1)" in output
+
+
+def test_plan_observes_the_store(postgres_database: str) -> None:
+    _run("init", "--database-url", postgres_database)
+    env = {"PLEXICA_DATABASE_URL": postgres_database}
+    code, output = _run("plan", str(EXAMPLE), "--format", "json", env=env)
+    assert code == 0, output
+    plan = json.loads(output)
+    ids = [a["id"] for a in plan["actions"]]
+    assert "plugin.contacts:register" in ids and "tenant.acme:create" in ids
+    # the broker is not observed: topics are left out, and the plan says so
+    assert not any(i.startswith("topic.") for i in ids)
+    assert "PGP201" in [w["code"] for w in plan["warnings"]]
+
+    # contacts is ACTIVE in the catalog; its containers cannot be seen without a provider,
+    # so no workload step is planned for it (never "create" what may already run)
+    entry = validate_directory(EXAMPLE).desired.plugins["contacts"]
+    manifest = entry.manifest.model_dump(mode="json", by_alias=True)
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        catalog.register_plugin(
+            conn, "contacts", "Contacts", entry.manifest.version, manifest, manifest_hash(entry)
+        )
+        for before, after in [
+            (LifecycleStatus.REGISTERED, LifecycleStatus.INSTALLING),
+            (LifecycleStatus.INSTALLING, LifecycleStatus.INSTALLED),
+            (LifecycleStatus.INSTALLED, LifecycleStatus.ACTIVE),
+        ]:
+            catalog.transition(conn, "contacts", before, after)
+    code, output = _run("plan", str(EXAMPLE), "--format", "json", env=env)
+    plan = json.loads(output)
+    ids = [a["id"] for a in plan["actions"]]
+    assert not any(i.startswith("plugin.contacts.workload") for i in ids)
+    assert "plugin.contacts:register" not in ids
+    assert "PGP205" in [w["code"] for w in plan["warnings"]]
+
+
+@pytest.mark.parametrize("command", ["init", "plan"])
+def test_unreachable_database_is_a_clear_error_without_the_password(command: str) -> None:
+    url = "postgresql://admin:hunter2-db-secret@127.0.0.1:1/platform"
+    args = [command, "--database-url", url]
+    if command == "plan":
+        args.insert(1, str(EXAMPLE))
+    code, output = _run(*args)
+    assert code == 1
+    assert "127.0.0.1:1" in output
+    assert "hunter2-db-secret" not in output
