@@ -26,8 +26,9 @@ from plexica_gitops.render_text import print_plan
 from plexica_gitops.schema import write_schemas
 from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connect
 from plexica_gitops.store.connection import database_url as store_database_url
+from plexica_gitops.store.journal import history as apply_history
 from plexica_gitops.store.observe import observe_store
-from plexica_gitops.store.schema import init_store, store_version
+from plexica_gitops.store.schema import check_store, init_store, store_version
 from plexica_gitops.validate import validate_directory
 
 app = typer.Typer(
@@ -312,6 +313,37 @@ def init(database_url: DatabaseUrlOption = None) -> None:
         typer.echo(f"Store initialised: applied version(s) {', '.join(map(str, applied))}.")
     else:
         typer.echo(f"Store is up to date (version {version}).")
+
+
+@app.command()
+def history(
+    database_url: DatabaseUrlOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many applies.")] = 20,
+) -> None:
+    """List the latest applies: revision, plan hash, start, end, result and step counts."""
+    try:
+        with connect(store_database_url(database_url)) as conn:
+            check_store(conn)
+            records = apply_history(conn, limit)
+    except StoreError as exc:
+        raise _fail(exc.message, exc.hint) from None
+    if not records:
+        typer.echo("No applies recorded yet.")
+        return
+    # Plain columns, not a table that folds to the terminal: CI logs are greppable.
+    typer.echo(
+        f"{'apply':>6}  {'revision':<12}  {'plan':<12}  {'started':<19}  {'finished':<19}  "
+        f"{'result':<11}  steps"
+    )
+    for record in records:
+        steps = ", ".join(f"{count} {status}" for status, count in sorted(record.steps.items()))
+        finished = f"{record.finished_at:%Y-%m-%d %H:%M:%S}" if record.finished_at else "-"
+        typer.echo(
+            f"{record.id:>6}  {record.desired_revision.removeprefix('sha256:')[:12]:<12}  "
+            f"{record.plan_hash.removeprefix('sha256:')[:12]:<12}  "
+            f"{record.started_at:%Y-%m-%d %H:%M:%S}  {finished:<19}  {record.result:<11}  "
+            f"{steps or '-'}"
+        )
 
 
 def main() -> None:

@@ -74,3 +74,24 @@ def test_unreachable_database_is_a_clear_error_without_the_password(command: str
     assert code == 1
     assert "127.0.0.1:1" in output
     assert "hunter2-db-secret" not in output
+
+
+def test_history_lists_applies(postgres_database: str) -> None:
+    from plexica_gitops.store import journal
+
+    code, output = _run("history", "--database-url", postgres_database)
+    assert code == 1 and "plexica-gitops init" in output  # no store yet: say what to do
+    _run("init", "--database-url", postgres_database)
+    code, output = _run("history", "--database-url", postgres_database)
+    assert code == 0 and "No applies recorded yet." in output
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        apply_id = journal.start_apply(conn, "sha256:" + "a" * 64, "sha256:" + "b" * 64, "ci-7", 42)
+        journal.step_started(conn, apply_id, "plugin.crm:register")
+        journal.step_finished(conn, apply_id, "plugin.crm:register", "succeeded")
+        journal.step_started(conn, apply_id, "plugin.crm:install")
+        journal.finish_apply(conn, apply_id, "failed", {"succeeded": 1, "failed": 1})
+    code, output = _run("history", "--database-url", postgres_database)
+    assert code == 0, output
+    row = next(line for line in output.splitlines() if line.lstrip().startswith(str(apply_id)))
+    assert "aaaaaaaaaaaa" in row and "bbbbbbbbbbbb" in row and "failed" in row
+    assert "1 succeeded" in row

@@ -1,0 +1,216 @@
+"""The apply journal: each apply's record and each step's start and end, as they happen.
+
+Every write commits at once (a single autocommitted statement, or its own transaction), so
+the journal is accurate whatever happens to the process: after a kill -9, the steps that
+were running are the ones still 'started' (`in_flight`), and the apply itself stays
+'running' until the next apply, having taken the lock, calls `mark_interrupted`.
+
+Use a connection with no transaction open (the store's connections are autocommit); a
+write inside a caller's open transaction would not be durable on its own, so it is
+refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, LiteralString
+
+import psycopg
+from psycopg import pq
+from psycopg.types.json import Jsonb
+
+from plexica_gitops.store.lock import lock_application_name, lock_holder
+
+StepStatus = Literal["succeeded", "failed", "skipped", "rolled-back"]
+ApplyResult = Literal["succeeded", "failed", "interrupted"]
+_STEP_STATUSES = frozenset({"succeeded", "failed", "skipped", "rolled-back"})
+_APPLY_RESULTS = frozenset({"succeeded", "failed", "interrupted"})
+
+
+@dataclass(frozen=True)
+class ApplyRecord:
+    id: int
+    desired_revision: str
+    plan_hash: str
+    host: str
+    pid: int
+    started_at: dt.datetime
+    finished_at: dt.datetime | None  # for 'interrupted': its last journal entry
+    result: str  # running | succeeded | failed | interrupted
+    counts: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)  # journal entries per status
+
+    @property
+    def in_flight(self) -> int:
+        """Steps started and never finished (only non-zero for running/interrupted)."""
+        return self.steps.get("started", 0)
+
+    @property
+    def duration(self) -> dt.timedelta | None:
+        return self.finished_at - self.started_at if self.finished_at else None
+
+
+def _write(
+    conn: psycopg.Connection[Any], query: LiteralString, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """Run one statement so that it is committed when this returns."""
+    if conn.autocommit:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        raise ValueError(
+            "journal writes must commit at once: use a connection with no transaction open "
+            "(an autocommit connection)"
+        )
+    with conn.transaction():
+        cur = conn.execute(query, params)
+        rows = cur.fetchall() if cur.description else []
+    return rows
+
+
+def _read(
+    conn: psycopg.Connection[Any], query: LiteralString, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    if conn.autocommit or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        return conn.execute(query, params).fetchall()
+    with conn.transaction():  # do not leave a transaction open behind the caller
+        return conn.execute(query, params).fetchall()
+
+
+def start_apply(
+    conn: psycopg.Connection[Any], desired_revision: str, plan_hash: str, host: str, pid: int
+) -> int:
+    """Record a new apply as 'running'; return its id."""
+    rows = _write(
+        conn,
+        "INSERT INTO plexica_gitops.applies (desired_revision, plan_hash, host, pid)"
+        " VALUES (%s, %s, %s, %s) RETURNING id",
+        (desired_revision, plan_hash, host, pid),
+    )
+    return int(rows[0][0])
+
+
+def step_started(conn: psycopg.Connection[Any], apply_id: int, step_id: str) -> None:
+    """Record that a step is starting (again, if it had been recorded before)."""
+    _write(
+        conn,
+        "INSERT INTO plexica_gitops.journal (apply_id, step_id, status) VALUES (%s, %s, 'started')"
+        " ON CONFLICT (apply_id, step_id) DO UPDATE"
+        " SET status = 'started', detail = NULL, started_at = now(), finished_at = NULL",
+        (apply_id, step_id),
+    )
+
+
+def step_finished(
+    conn: psycopg.Connection[Any],
+    apply_id: int,
+    step_id: str,
+    status: StepStatus,
+    detail: str | None = None,
+) -> None:
+    """Record how a step ended. A step never started (e.g. skipped because a dependency
+    failed) is recorded with the same start and end time."""
+    if status not in _STEP_STATUSES:
+        raise ValueError(f"step status must be one of {sorted(_STEP_STATUSES)}, not {status!r}")
+    _write(
+        conn,
+        "INSERT INTO plexica_gitops.journal (apply_id, step_id, status, detail, finished_at)"
+        " VALUES (%s, %s, %s, %s, now())"
+        " ON CONFLICT (apply_id, step_id) DO UPDATE"
+        " SET status = excluded.status, detail = excluded.detail, finished_at = now()",
+        (apply_id, step_id, status, detail),
+    )
+
+
+def finish_apply(
+    conn: psycopg.Connection[Any],
+    apply_id: int,
+    result: ApplyResult,
+    counts: Mapping[str, Any],
+) -> None:
+    """Record the end of an apply with its result and counts (e.g. steps per status)."""
+    if result not in _APPLY_RESULTS:
+        raise ValueError(f"apply result must be one of {sorted(_APPLY_RESULTS)}, not {result!r}")
+    rows = _write(
+        conn,
+        "UPDATE plexica_gitops.applies SET result = %s, counts = %s, finished_at = now()"
+        " WHERE id = %s RETURNING id",
+        (result, Jsonb(dict(counts)), apply_id),
+    )
+    if not rows:
+        raise ValueError(f"no apply with id {apply_id} in plexica_gitops.applies")
+
+
+def mark_interrupted(conn: psycopg.Connection[Any]) -> list[int]:
+    """Mark as 'interrupted' every apply left 'running' whose holder of the apply lock is
+    gone; return their ids, oldest first. Call it after taking the apply lock: then only
+    this process's own apply can still be live. Their finished_at becomes the time of
+    their last journal entry (their last sign of life); their steps are left as they
+    were, so `in_flight` shows what was running when they died."""
+    running = _read(
+        conn,
+        "SELECT id, host, pid FROM plexica_gitops.applies WHERE result = 'running' ORDER BY id",
+        (),
+    )
+    if not running:
+        return []
+    if conn.autocommit or conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        holder = lock_holder(conn)
+    else:
+        with conn.transaction():
+            holder = lock_holder(conn)
+    live = holder.application_name if holder is not None else None
+    dead = [int(i) for i, host, pid in running if lock_application_name(host, pid) != live]
+    if not dead:
+        return []
+    rows = _write(
+        conn,
+        "UPDATE plexica_gitops.applies a SET result = 'interrupted',"
+        " finished_at = COALESCE((SELECT max(GREATEST(j.started_at, j.finished_at))"
+        "   FROM plexica_gitops.journal j WHERE j.apply_id = a.id), a.started_at)"
+        " WHERE a.result = 'running' AND a.id = ANY(%s) RETURNING a.id",
+        (dead,),
+    )
+    return sorted(int(r[0]) for r in rows)
+
+
+def history(conn: psycopg.Connection[Any], limit: int = 20) -> list[ApplyRecord]:
+    """The latest `limit` applies, newest first, with their journal's step counts."""
+    rows = _read(
+        conn,
+        "SELECT a.id, a.desired_revision, a.plan_hash, a.host, a.pid, a.started_at,"
+        " a.finished_at, a.result, a.counts,"
+        " COALESCE((SELECT jsonb_object_agg(s.status, s.n) FROM"
+        "   (SELECT j.status, count(*) AS n FROM plexica_gitops.journal j"
+        "     WHERE j.apply_id = a.id GROUP BY j.status) s), '{}'::jsonb)"
+        " FROM plexica_gitops.applies a ORDER BY a.id DESC LIMIT %s",
+        (max(0, limit),),
+    )
+    return [
+        ApplyRecord(
+            id=int(r[0]),
+            desired_revision=r[1],
+            plan_hash=r[2],
+            host=r[3],
+            pid=int(r[4]),
+            started_at=r[5],
+            finished_at=r[6],
+            result=r[7],
+            counts=dict(r[8] or {}),
+            steps={str(k): int(v) for k, v in (r[9] or {}).items()},
+        )
+        for r in rows
+    ]
+
+
+def in_flight(conn: psycopg.Connection[Any], apply_id: int) -> list[str]:
+    """The steps of an apply that started and never finished, in the order they started."""
+    rows = _read(
+        conn,
+        "SELECT step_id FROM plexica_gitops.journal"
+        " WHERE apply_id = %s AND status = 'started' ORDER BY started_at, step_id",
+        (apply_id,),
+    )
+    return [str(r[0]) for r in rows]
