@@ -117,8 +117,35 @@ class LiveState(_Live):
     last_applied: dict[str, str] = Field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+        """A hash of everything observed that does not depend on the order the observer
+        happened to read things in. Tenants and bindings are many (a million bindings), so
+        they are hashed entry by entry rather than dumped whole."""
+        digest = hashlib.sha256()
+        flags = (self.platform_version, self.topics_observed, self.workloads_observed)
+        digest.update(json.dumps(flags).encode())
+        for section in (self.plugins, self.topics):
+            for key in sorted(section):
+                entry = section[key].model_dump(mode="json")
+                digest.update(json.dumps([key, entry], sort_keys=True).encode())
+        for slug in sorted(self.tenants):
+            tenant = self.tenants[slug]
+            parts = [slug, tenant.id, tenant.schema_name, tenant.status.value]
+            for pid in sorted(tenant.plugins):
+                binding = tenant.plugins[pid]
+                parts += (pid, str(binding.enabled), _canonical_json(binding.configuration))
+            for pid in sorted(tenant.migrations):
+                parts += (
+                    f"{pid}:{m.version}:{m.name}:{m.checksum}" for m in tenant.migrations[pid]
+                )
+            digest.update("\x1f".join(parts).encode())
+        applied = self.last_applied
+        digest.update("\x1f".join(f"{a}={applied[a]}" for a in sorted(applied)).encode())
+        return "sha256:" + digest.hexdigest()
+
+
+def _canonical_json(value: dict[str, Any]) -> str:
+    # Key order differs between sources (jsonb sorts keys, a JSON file keeps them).
+    return json.dumps(value, sort_keys=True, separators=(",", ":")) if value else "{}"
 
 
 def stable_hash(value: Any) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from plexica_gitops.actions import Action, ActionKind, Plan
@@ -726,16 +727,14 @@ class Planner:
     ) -> list[str]:
         if desired is None or final not in DEPLOYED or not desired.migrations:
             return []
-        wanted = desired.migrations
+        wanted = list(desired.migrations)
         by_version = {m[0]: m for m in wanted}
         created: list[str] = []
-        for slug, tenant in sorted(self.desired.tenants.items()):
-            if tenant.document.spec.status is not TenantStatus.ACTIVE:
-                continue  # suspended tenants catch up when they become active
-            live_tenant = self.live.tenants.get(slug)
+        for slug, tenant, live_tenant in self.active_tenants:
             applied = live_tenant.migrations.get(pid, []) if live_tenant else []
-            if len(applied) == len(wanted) and all(
-                (a.version, a.name, a.checksum) == w for a, w in zip(applied, wanted, strict=True)
+            if (
+                len(applied) == len(wanted)
+                and [(a.version, a.name, a.checksum) for a in applied] == wanted
             ):
                 continue
             pending = self.pending_migrations(slug, tenant, pid, applied, by_version)
@@ -769,6 +768,16 @@ class Planner:
             # A suspended tenant coming back is migrated before it serves again.
             self.extra_deps[f"tenant.{slug}:update"].append(created[-1])
         return created
+
+    @cached_property
+    def active_tenants(self) -> list[tuple[str, TenantEntry, LiveTenant | None]]:
+        """Tenants git wants active, sorted, with their live record: every plugin's
+        migrations walk them (suspended tenants catch up when they become active)."""
+        return [
+            (slug, tenant, self.live.tenants.get(slug))
+            for slug, tenant in sorted(self.desired.tenants.items())
+            if tenant.document.spec.status is TenantStatus.ACTIVE
+        ]
 
     def pending_migrations(
         self,
