@@ -93,35 +93,7 @@ DEFAULT_BUMPS = 3
 
 def _platform_document() -> dict[str, Any]:
     """The platform of validate_scale's generator."""
-    return {
-        "apiVersion": vs.API_VERSION,
-        "kind": "Platform",
-        "metadata": {"name": "bench"},
-        "spec": {
-            "version": vs.CORE_VERSION,
-            "runtime": {"provider": "docker", "network": "plexica", "endpointMode": "network"},
-            "events": {
-                "platformTopics": vs.PLATFORM_TOPICS,
-                "defaults": {
-                    "partitions": 3,
-                    "replicationFactor": 3,
-                    "config": {"retention.ms": "604800000", "cleanup.policy": "delete"},
-                },
-            },
-            "rollout": {
-                "strategy": "rolling",
-                "readyProbes": 3,
-                "probeIntervalSeconds": 1,
-                "timeoutSeconds": 120,
-                "gracePeriodSeconds": 10,
-            },
-            "prune": False,
-            "env": {
-                "DATABASE_URL": {"fromEnv": "PLEXICA_PLUGIN_DATABASE_URL"},
-                "KAFKA_BOOTSTRAP_SERVERS": {"fromEnv": "PLEXICA_KAFKA_BOOTSTRAP_SERVERS"},
-            },
-        },
-    }
+    return vs.platform_document()
 
 
 @dataclass

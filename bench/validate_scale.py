@@ -645,18 +645,9 @@ def pick_bindings(
     return list(chosen.values())
 
 
-def generate(
-    out: Path, plugins_n: int, tenants_n: int, per_tenant: int, seed: int
-) -> dict[str, int]:
-    rng = random.Random(seed)
-    plugins = make_plugins(plugins_n, rng)
-    active = [p for p in plugins if p.state == "active"]
-    if per_tenant > len(active):
-        raise SystemExit(
-            f"--plugins-per-tenant {per_tenant} exceeds the {len(active)} active plugins"
-        )
-
-    platform_doc = {
+def platform_document() -> dict[str, Any]:
+    """The Platform document every generated desired state uses."""
+    return {
         "apiVersion": API_VERSION,
         "kind": "Platform",
         "metadata": {"name": "bench"},
@@ -685,6 +676,20 @@ def generate(
             },
         },
     }
+
+
+def generate(
+    out: Path, plugins_n: int, tenants_n: int, per_tenant: int, seed: int
+) -> dict[str, int]:
+    rng = random.Random(seed)
+    plugins = make_plugins(plugins_n, rng)
+    active = [p for p in plugins if p.state == "active"]
+    if per_tenant > len(active):
+        raise SystemExit(
+            f"--plugins-per-tenant {per_tenant} exceeds the {len(active)} active plugins"
+        )
+
+    platform_doc = platform_document()
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(
         json.dumps({"plugins": plugins_n, "tenants": tenants_n, "k": per_tenant, "seed": seed})
