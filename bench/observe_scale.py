@@ -314,7 +314,8 @@ def _build_model_construct(conn: Any, plugins: Any, last_applied: Any) -> Any:
             "FROM plexica.tenant_plugins",
             size=1024,
         ):
-            bindings.setdefault(tid, {})[pid] = LiveTenantPlugin.model_construct(
+            # slotted pydantic dataclasses have no model_construct: the constructor
+            bindings.setdefault(tid, {})[pid] = LiveTenantPlugin(
                 enabled=enabled, configuration=json.loads(config)
             )
         for tid, pid, version, name, checksum in cursor.stream(
@@ -323,7 +324,7 @@ def _build_model_construct(conn: Any, plugins: Any, last_applied: Any) -> Any:
             size=1024,
         ):
             migrations.setdefault(tid, {}).setdefault(pid, []).append(
-                AppliedMigration.model_construct(version=version, name=name, checksum=checksum)
+                AppliedMigration(version=version, name=name, checksum=checksum)
             )
         tenants = {
             slug: LiveTenant.model_construct(

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from plexica_gitops.model import TenantStatus
 
@@ -80,12 +81,19 @@ class LiveTopic(_Live):
     config: dict[str, str] = Field(default_factory=dict)
 
 
-class LiveTenantPlugin(_Live):
+# A million bindings and twice as many migration records: these two are slotted pydantic
+# dataclasses rather than models, about a third less memory each and faster to parse.
+_SMALL = ConfigDict(extra="forbid")
+
+
+@pydantic_dataclass(frozen=True, slots=True, config=_SMALL)
+class LiveTenantPlugin:
     enabled: bool
     configuration: dict[str, Any] = Field(default_factory=dict)
 
 
-class AppliedMigration(_Live):
+@pydantic_dataclass(frozen=True, slots=True, config=_SMALL)
+class AppliedMigration:
     version: int
     name: str
     checksum: str
