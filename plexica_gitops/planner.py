@@ -247,7 +247,7 @@ class Planner:
         """Spec 004 edge case 5, at plan time: a live plugin that git does not manage may
         depend on one git is about to take away."""
         for pid, live_plugin in sorted(self.live.plugins.items()):
-            if pid in self.plugins or self.targets.get(pid) is not None:
+            if self.targets.get(pid) is not None:  # managed, or pruned
                 continue
             needs = NEEDED_BY.get(live_plugin.status)
             if needs is None:
@@ -984,7 +984,7 @@ class Planner:
             if slug in self.desired.tenants:
                 continue
             self.plan_forced_binding_disables(slug, live_tenant, declared=set())
-            if not self.prune or live_tenant.status == TenantStatus.DELETED.value:
+            if not self.prune or live_tenant.status is TenantStatus.DELETED:
                 self.unmanaged.append(f"tenant.{slug}")
                 continue
             self.add(
@@ -1033,7 +1033,7 @@ class Planner:
                 )
             )
             return
-        if live.status == spec.status.value:
+        if live.status is spec.status:
             return
         deleting = spec.status is TenantStatus.DELETED
         self.add(
