@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import sys
+import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -15,11 +18,23 @@ from rich.markup import escape
 
 from plexica_gitops import report
 from plexica_gitops.actions import Plan
+from plexica_gitops.apply import Reporter
+from plexica_gitops.apply_session import run_apply
+from plexica_gitops.desired import DesiredState
 from plexica_gitops.graph import PlanCycleError, order, select_targets, to_dot, to_mermaid
 from plexica_gitops.live import LiveState
 from plexica_gitops.loader import ROOT_MISSING
-from plexica_gitops.planfile import PlanFileError, load_plan, save_plan
+from plexica_gitops.observe import observe_platform
+from plexica_gitops.planfile import (
+    PlanFileError,
+    StalePlanError,
+    check_current,
+    load_plan,
+    save_plan,
+)
 from plexica_gitops.planner import address_exists, build_plan
+from plexica_gitops.progress import JsonReporter, LineReporter, LiveReporter
+from plexica_gitops.provider import Provider, ProviderError, load_provider
 from plexica_gitops.render_json import render_json
 from plexica_gitops.render_markdown import render_markdown
 from plexica_gitops.render_text import print_plan
@@ -27,7 +42,8 @@ from plexica_gitops.schema import write_schemas
 from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connect
 from plexica_gitops.store.connection import database_url as store_database_url
 from plexica_gitops.store.journal import history as apply_history
-from plexica_gitops.store.observe import observe_store
+from plexica_gitops.store.journal import mark_interrupted
+from plexica_gitops.store.lock import apply_lock
 from plexica_gitops.store.schema import check_store, init_store, store_version
 from plexica_gitops.validate import validate_directory
 
@@ -133,21 +149,43 @@ def _fail(message: str, hint: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _observe(database_url: str | None) -> LiveState:
-    """The live state from the platform's PostgreSQL. The runtime provider and the broker
-    are not observed yet: the plan says so rather than planning to recreate them."""
+def _provider(desired: DesiredState | None, *, required: bool = False) -> Provider | None:
+    """The runtime provider platform.yaml names, built with its settings. None when there is
+    no platform (an invalid desired state) — or, for `plan`, when it is not installed."""
+    platform = desired.platform if desired else None
+    if platform is None:
+        return None
+    runtime = platform.document.spec.runtime
     try:
-        with connect(store_database_url(database_url)) as conn:
-            live = observe_store(conn)
+        return load_provider(runtime.provider, runtime.model_extra or {})
+    except ProviderError as exc:
+        if required:
+            raise _fail(exc.message, exc.hint) from None
+        _stderr().print(f"[yellow]warning:[/yellow] {escape(exc.message)}")
+        return None
+
+
+def _observe(
+    database_url: str | None, provider: Provider | None, *, required: bool = False
+) -> LiveState:
+    """The live state from the platform's PostgreSQL and the runtime provider. An
+    unreachable runtime makes `plan` leave workloads out (it says so); `apply` stops."""
+    try:
+        return observe_platform(
+            store_database_url(database_url), provider, require_workloads=required
+        )
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None
-    return live.model_copy(update={"workloads_observed": False})
+    except ProviderError as exc:
+        raise _fail(f"cannot observe the runtime: {exc.message}", exc.hint) from None
 
 
-def _read_live_state(source: str | None, database_url: str | None = None) -> LiveState:
+def _read_live_state(
+    source: str | None, database_url: str | None = None, desired: DesiredState | None = None
+) -> LiveState:
     if source is None:
         if database_url or os.environ.get(ENV_DATABASE_URL):
-            return _observe(database_url)
+            return _observe(database_url, _provider(desired))
         raise _fail(
             "no live state to plan against",
             f"Set {ENV_DATABASE_URL} (or --database-url) to observe the platform, or pass "
@@ -177,8 +215,8 @@ def _make_plan(
     and Markdown consumers in CI get a document either way)."""
     if not directory.is_dir():
         raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
-    live = _read_live_state(live_source, database_url)
     result = validate_directory(directory)
+    live = _read_live_state(live_source, database_url, result.desired if result.valid else None)
     warnings = [f for f in result.findings if not f.is_error]
     if not result.valid:
         return Plan(
@@ -298,6 +336,157 @@ def graph(
         raise typer.Exit(1)
     drawing = to_dot if output_format is GraphFormat.DOT else to_mermaid
     sys.stdout.write(drawing(result.actions))
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    TEXT = "text"
+    JSON = "json"
+
+
+def _reporter(log_format: LogFormat) -> Reporter:
+    """A live display on a terminal; timestamped lines in CI; JSON lines on request."""
+    if log_format is LogFormat.JSON:
+        return JsonReporter(sys.stdout)
+    console = _stdout()
+    if log_format is LogFormat.AUTO and console.is_terminal:
+        return LiveReporter(console)
+    return LineReporter(console)
+
+
+def _load_desired(directory: Path) -> DesiredState:
+    if not directory.is_dir():
+        raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
+    result = validate_directory(directory)
+    if not result.valid:
+        report.print_text(result, _stderr(), directory.as_posix())
+        raise _fail(
+            f"{directory} is not valid: nothing was applied",
+            f"Fix the errors above (`plexica-gitops validate {directory.as_posix()}`).",
+        )
+    return result.desired
+
+
+def _confirm(auto_approve: bool) -> None:
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        raise _fail(
+            "refusing to apply without confirmation: standard input is not a terminal",
+            "Review the plan above and pass --auto-approve (CI), or run in a terminal.",
+        )
+    answer = typer.prompt(
+        "Do you want to perform these actions? Only 'yes' will be accepted", default=""
+    )
+    if answer.strip() != "yes":
+        typer.echo("Apply cancelled: nothing was changed.")
+        raise typer.Exit(1)
+
+
+def _stop_on_signals() -> threading.Event:
+    """Ctrl-C and SIGTERM let the steps in flight finish and start no new ones."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _plan_for_apply(
+    source: Path, desired: DesiredState, live: LiveState, output_format: LogFormat
+) -> Plan:
+    """The saved plan when `source` is a plan file (refused when stale or altered), else a
+    fresh plan of the desired state."""
+    if source.is_file():
+        try:
+            saved = load_plan(source)
+            check_current(saved, desired.revision, live.fingerprint())
+        except PlanFileError as exc:
+            raise _fail(str(exc), "Make a new plan with `plexica-gitops plan --out`.") from None
+        except StalePlanError as exc:
+            raise _fail(str(exc), "Nothing was applied.") from None
+        return saved
+    fresh = build_plan(desired, live)
+    if output_format is not LogFormat.JSON:
+        print_plan(fresh, _stdout())
+    return fresh
+
+
+@app.command()
+def apply(
+    source: Annotated[
+        Path,
+        typer.Argument(help="A plan saved with `plan --out`, or a desired-state directory."),
+    ] = Path("desired-state"),
+    desired_state: Annotated[
+        Path,
+        typer.Option("--desired-state", help="With a plan file: the desired-state directory."),
+    ] = Path("desired-state"),
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Apply without asking (CI pipelines).")
+    ] = False,
+    parallelism: Annotated[
+        int, typer.Option("--parallelism", min=1, max=64, help="Steps run at once.")
+    ] = 4,
+    lock_timeout: Annotated[
+        float,
+        typer.Option("--lock-timeout", min=0, help="Seconds to wait for another apply's lock."),
+    ] = 0,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="auto (live on a terminal), text or json.")
+    ] = LogFormat.AUTO,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Carry out a plan: walk its graph, journal each step, roll back failed updates.
+
+    Exit 0 when every step succeeded; 1 when any failed (rolled back or not) or nothing
+    could be applied; 130 when interrupted (the steps in flight finished first).
+    """
+    directory = source if source.is_dir() else desired_state
+    desired = _load_desired(directory)
+    url = _database_url(database_url)
+    provider = _provider(desired, required=True)
+    try:
+        with apply_lock(url, wait_seconds=lock_timeout, host=socket.gethostname(), pid=os.getpid()):
+            with connect(url) as conn:
+                check_store(conn)
+                mark_interrupted(conn)
+            live = _observe(url, provider, required=provider is not None)
+            plan = _plan_for_apply(source, desired, live, log_format)
+            if plan.has_errors:
+                raise _fail("the plan has errors: nothing was applied", "Fix them in git.")
+            if not plan.has_changes:
+                typer.echo("No changes. The platform matches the desired state.")
+                raise typer.Exit(0)
+            _confirm(auto_approve)
+            apply_id, outcome = run_apply(
+                plan,
+                desired,
+                url,
+                provider,
+                _reporter(log_format),
+                parallelism=parallelism,
+                stop=_stop_on_signals(),
+            )
+    except StoreError as exc:
+        raise _fail(exc.message, exc.hint) from None
+    finally:
+        if provider is not None:
+            provider.close()
+    if log_format is not LogFormat.JSON:
+        typer.echo(f"Recorded as apply {apply_id} (`plexica-gitops history`).")
+    raise typer.Exit(0 if outcome.ok else 130 if outcome.interrupted else 1)
+
+
+def _database_url(explicit: str | None) -> str:
+    try:
+        return store_database_url(explicit)
+    except StoreError as exc:
+        raise _fail(exc.message, exc.hint) from None
 
 
 @app.command()

@@ -42,6 +42,11 @@ def _signature(body: bytes, key: str) -> str:
     return "hmac-sha256:" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
+def plan_hash(plan: Plan) -> str:
+    """The hash of a plan's JSON form: the same as a saved plan's checksum."""
+    return "sha256:" + hashlib.sha256(_canonical(plan_to_json(plan))).hexdigest()
+
+
 def save_plan(plan: Plan, path: Path) -> None:
     body = plan_to_json(plan)
     canonical = _canonical(body)

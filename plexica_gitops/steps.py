@@ -1,0 +1,458 @@
+"""What each plan action does to the world: the map from an action (address + step) to
+store writes, provider calls and migrations.
+
+Every executor is written to be safe to run again after a crash or a retry: lifecycle
+moves are compare-and-set and accept finding the plugin already where it was going,
+writes are upserts, provider calls converge. An executor returns a short detail for the
+journal and raises `StepFailed` (with what to do) when the step did not happen."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from plexica_gitops.actions import Action
+from plexica_gitops.desired import DesiredState, PluginEntry
+from plexica_gitops.live import LifecycleStatus
+from plexica_gitops.planner import manifest_hash
+from plexica_gitops.provider import (
+    Endpoint,
+    ImagePullError,
+    Provider,
+    ProviderError,
+    RolloutFailed,
+    WorkloadSpec,
+)
+from plexica_gitops.store import catalog
+from plexica_gitops.store.connection import StoreError, connect
+from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations
+from plexica_gitops.workload import EnvResolutionError, rollout_settings, workload_spec
+
+S = LifecycleStatus
+STEP_APPLICATION_NAME = "plexica-gitops apply"
+
+
+class StepFailed(Exception):
+    """The step did not do what it should. `rolled_back`: what it started was undone and the
+    previous state is serving again (a failed rolling update)."""
+
+    def __init__(self, message: str, hint: str = "", *, rolled_back: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.rolled_back = rolled_back
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class ConnectionPool:
+    """At most `size` autocommit connections to the store, opened on first use and reused
+    by the apply's worker threads. A connection that broke is dropped, not reused."""
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self.dsn = dsn
+        self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
+        self._all: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._slots:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = connect(self.dsn, application_name=STEP_APPLICATION_NAME)
+                with self._lock:
+                    self._all.append(conn)
+            try:
+                yield conn
+            finally:
+                if conn.broken or conn.closed:
+                    conn.close()
+                else:
+                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        conn.rollback()
+                    self._idle.put(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+@dataclass
+class StepContext:
+    desired: DesiredState
+    pool: ConnectionPool
+    provider: Provider | None
+    environ: Mapping[str, str]
+    lock_timeout_ms: int = 5000
+    statement_timeout_ms: int = 300000
+    _tenant_ids: dict[str, str] = field(default_factory=dict)
+
+    def require_provider(self, action: Action) -> Provider:
+        if self.provider is None:
+            raise StepFailed(
+                f"{action.id} needs the runtime provider, and none is configured",
+                "declare spec.runtime.provider in platform.yaml",
+            )
+        return self.provider
+
+    def plugin_entry(self, plugin_id: str) -> PluginEntry:
+        entry = self.desired.plugins.get(plugin_id)
+        if entry is None:
+            raise StepFailed(
+                f"plugin {plugin_id!r} is not in the desired state this plan was made from",
+                "run plan again against the current desired state",
+            )
+        return entry
+
+    def tenant_id(self, slug: str) -> str:
+        if slug not in self._tenant_ids:
+            with self.pool.connection() as conn:
+                row = conn.execute(
+                    "SELECT id::text FROM plexica.tenants WHERE slug = %s", (slug,)
+                ).fetchone()
+            if row is None:
+                raise StepFailed(f"tenant {slug!r} does not exist", "create the tenant first")
+            self._tenant_ids[slug] = row[0]
+        return self._tenant_ids[slug]
+
+
+class StoreRouteRegistry:
+    """Endpoints go into the service registry only while the plugin has routes (it is
+    ACTIVE); before that a rollout has nobody to announce its replicas to."""
+
+    def __init__(self, pool: ConnectionPool, plugin_id: str) -> None:
+        self.pool = pool
+        self.plugin_id = plugin_id
+
+    def register(self, endpoint: Endpoint) -> None:
+        with self.pool.connection() as conn:
+            routed = conn.execute(
+                "SELECT 1 FROM plexica.routes WHERE plugin_id = %s", (self.plugin_id,)
+            ).fetchone()
+            if routed:
+                catalog.add_endpoint(
+                    conn, self.plugin_id, endpoint.url, endpoint.instance, endpoint.version
+                )
+
+    def deregister(self, endpoint: Endpoint) -> None:
+        with self.pool.connection() as conn:
+            catalog.remove_endpoint(conn, self.plugin_id, endpoint.url)
+
+
+Executor = Callable[[Action, StepContext], str]
+
+
+def run_step(action: Action, context: StepContext) -> str:
+    """Carry out one action; the detail for the journal, or StepFailed."""
+    executor = _executor_for(action)
+    try:
+        return executor(action, context)
+    except StepFailed:
+        raise
+    except RolloutFailed as error:
+        raise StepFailed(error.message, error.hint, rolled_back=error.rolled_back) from None
+    except EnvResolutionError as error:
+        raise StepFailed(error.message, error.hint) from None
+    except StoreError as error:
+        raise StepFailed(error.message, error.hint) from None
+
+
+def _executor_for(action: Action) -> Executor:
+    parts = action.address.split(".")
+    if parts[0] == "topic":
+        return _topic
+    if parts[0] == "tenant":
+        if len(parts) == 2:
+            return _tenant
+        return _binding if parts[2] == "plugin" else _migrations
+    if len(parts) == 2:
+        return _lifecycle if action.step != "update" else _catalog_update
+    resource = parts[2]
+    executors: dict[str, Executor] = {
+        "workload": _workload,
+        "permissions": _permissions,
+        "routes": _routes,
+        "data": _purge,
+    }
+    if resource not in executors:
+        raise StepFailed(f"no executor for {action.id}", "this is a bug: please report it")
+    return executors[resource]
+
+
+# --- plugins ------------------------------------------------------------------------------
+
+
+def _lifecycle(action: Action, context: StepContext) -> str:
+    pid = action.plugin or action.address.split(".")[1]
+    target = S(action.after["status"]) if action.after else S.UNINSTALLED
+    if action.step == "register":
+        entry = context.plugin_entry(pid)
+        manifest = entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+        with context.pool.connection() as conn:
+            catalog.register_plugin(
+                conn,
+                pid,
+                entry.manifest.name,
+                entry.manifest.version,
+                manifest,
+                manifest_hash(entry),
+            )
+        return f"registered {pid} {entry.manifest.version}"
+    start = S(action.before["status"]) if action.before else None
+    assert start is not None, f"{action.id} has no starting status"
+    _move(context, pid, start, target)
+    if action.step == "install":
+        _pull_or_fail_install(context, action, pid)
+    return f"{start.value} → {target.value}"
+
+
+def _move(context: StepContext, pid: str, start: LifecycleStatus, end: LifecycleStatus) -> None:
+    with context.pool.connection() as conn:
+        try:
+            catalog.transition(conn, pid, start, end)
+        except catalog.TransitionError as error:
+            if error.actual is not end:  # already there: a retry after a lost reply
+                raise
+
+
+def _pull_or_fail_install(context: StepContext, action: Action, pid: str) -> None:
+    """Spec 004 edge case 1: an image that cannot be had leaves the plugin REGISTERED with
+    the error recorded, and nothing else of the install happens."""
+    provider = context.require_provider(action)
+    image = context.plugin_entry(pid).manifest.runtime.image
+    try:
+        provider.ensure_image(image)
+    except ImagePullError as error:
+        with context.pool.connection() as conn:
+            catalog.record_install_failure(conn, pid, error.message)
+        raise StepFailed(
+            f"cannot pull image {image} of plugin {pid!r}: {error.message}; the plugin is "
+            "REGISTERED again with the error recorded",
+            error.hint or "make the image available, then apply again",
+        ) from None
+
+
+def _catalog_update(action: Action, context: StepContext) -> str:
+    pid = action.plugin or action.address.split(".")[1]
+    entry = context.plugin_entry(pid)
+    manifest = entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+    with context.pool.connection() as conn:
+        catalog.update_plugin(conn, pid, entry.manifest.version, manifest, manifest_hash(entry))
+    return f"catalog records {pid} {entry.manifest.version}"
+
+
+def _spec(action: Action, context: StepContext, pid: str) -> WorkloadSpec:
+    running = bool(action.after.get("running", True)) if action.after else True
+    return workload_spec(
+        context.plugin_entry(pid), context.desired, running=running, environ=context.environ
+    )
+
+
+def _workload(action: Action, context: StepContext) -> str:
+    pid = action.plugin or action.address.split(".")[1]
+    provider = context.require_provider(action)
+    routes = StoreRouteRegistry(context.pool, pid)
+    try:
+        if action.step == "delete":
+            provider.remove(pid, routes)
+            return "containers removed"
+        if action.step == "stop":
+            provider.stop(pid, routes, _grace_period(context, pid))
+            return "stopped (containers kept)"
+        spec = _spec(action, context, pid)
+        if action.step == "create":
+            return _create_workload(context, provider, spec, routes)
+        if action.step == "replace":
+            provider.ensure_image(spec.image)
+            provider.update(spec, routes)
+            return f"{spec.strategy.value} update to {spec.version}: {spec.replicas} ready"
+        if action.step == "scale":
+            provider.scale(spec, routes)
+            return f"{spec.replicas} replicas"
+        provider.start(spec, routes)
+        return f"{spec.replicas} replicas running and ready"
+    except ProviderError as error:
+        if isinstance(error, RolloutFailed) or error.transient:
+            raise  # RolloutFailed: run_step reports it; transient: the engine retries
+        raise StepFailed(error.message, error.hint) from None
+
+
+def _grace_period(context: StepContext, pid: str) -> float:
+    entry = context.desired.plugins.get(pid)
+    if entry is not None:
+        return rollout_settings(entry, context.desired).grace_period_seconds
+    platform = context.desired.platform
+    return platform.document.spec.rollout.grace_period_seconds if platform else 10.0
+
+
+def _create_workload(
+    context: StepContext, provider: Provider, spec: WorkloadSpec, routes: StoreRouteRegistry
+) -> str:
+    try:
+        provider.ensure_image(spec.image)
+        provider.deploy(spec, routes)
+    except ProviderError as error:
+        _record_failed_install(context, spec.plugin_id, error.message)
+        raise StepFailed(
+            error.message,
+            error.hint or "fix the cause, then apply again (the install is retried)",
+        ) from None
+    state = "running and ready" if spec.running else "created, stopped"
+    return f"{spec.replicas} replicas of {spec.version} {state}"
+
+
+def _record_failed_install(context: StepContext, pid: str, message: str) -> None:
+    """A workload that cannot be created during an install sends the plugin back to
+    REGISTERED with the error, like a failed pull: the next apply installs it again."""
+    with context.pool.connection() as conn:
+        if catalog.plugin_status(conn, pid) is S.INSTALLING:
+            catalog.record_install_failure(conn, pid, message)
+
+
+def _permissions(action: Action, context: StepContext) -> str:
+    pid = action.plugin or action.address.split(".")[1]
+    with context.pool.connection() as conn:
+        if action.step == "delete":
+            count = catalog.deregister_permissions(conn, pid)
+            return f"{count} permissions deregistered"
+        manifest = context.plugin_entry(pid).manifest
+        permissions = {p.key: (p.name, p.description) for p in manifest.permissions}
+        catalog.register_permissions(conn, pid, permissions)
+    return f"{len(permissions)} permissions registered"
+
+
+def _routes(action: Action, context: StepContext) -> str:
+    pid = action.plugin or action.address.split(".")[1]
+    if action.step == "delete":
+        with context.pool.connection() as conn:
+            catalog.deregister_routes(conn, pid)
+        return "routes and endpoints deregistered"
+    manifest = context.plugin_entry(pid).manifest
+    frontend = manifest.frontend
+    ready = context.require_provider(action).endpoints(pid)
+    if not ready:
+        raise StepFailed(
+            f"plugin {pid!r} has no ready replica to route traffic to",
+            "check the workload (`plexica-gitops plan` shows its ready replicas), then apply again",
+        )
+    with context.pool.connection() as conn, conn.transaction():
+        catalog.register_routes(
+            conn,
+            pid,
+            manifest.api.base_path.rstrip("/"),
+            frontend.route_prefix.rstrip("/") if frontend else None,
+            frontend.remote_entry if frontend else None,
+        )
+        urls = {endpoint.url for endpoint in ready}
+        for stale in catalog.endpoints(conn, pid):
+            if stale.endpoint not in urls:
+                catalog.remove_endpoint(conn, pid, stale.endpoint)
+        for endpoint in ready:
+            catalog.add_endpoint(conn, pid, endpoint.url, endpoint.instance, endpoint.version)
+    return f"routes registered with {len(ready)} ready endpoints"
+
+
+def _purge(action: Action, context: StepContext) -> str:
+    """purgeDataOnUninstall: drop the plugin's tables (by the `<plugin>_` prefix that plugin
+    migrations follow, README §Migrations) and its migration history, in every tenant
+    schema, one tenant per transaction."""
+    pid = action.plugin or action.address.split(".")[1]
+    pattern = pid.replace("-", "_").replace("_", r"\_") + r"\_%"
+    dropped = 0
+    with context.pool.connection() as conn:
+        tenants = conn.execute("SELECT id, schema_name FROM plexica.tenants").fetchall()
+        for tenant_id, schema in tenants:
+            with conn.transaction():
+                tables = conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s",
+                    (schema, pattern),
+                ).fetchall()
+                for (table,) in tables:
+                    conn.execute(
+                        sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
+                            sql.Identifier(schema), sql.Identifier(table)
+                        )
+                    )
+                dropped += len(tables)
+                conn.execute(
+                    "DELETE FROM plexica.tenant_migrations WHERE tenant_id = %s AND plugin_id = %s",
+                    (tenant_id, pid),
+                )
+    return f"{dropped} tables dropped in {len(tenants)} tenant schemas"
+
+
+# --- topics -------------------------------------------------------------------------------
+
+
+def _topic(action: Action, context: StepContext) -> str:
+    raise StepFailed(
+        f"{action.id}: no event broker is configured for apply",
+        "set KAFKA_BOOTSTRAP_SERVERS to the platform's broker",
+    )
+
+
+# --- tenants ------------------------------------------------------------------------------
+
+
+def _tenant(action: Action, context: StepContext) -> str:
+    slug = action.tenant or action.address.split(".")[1]
+    after = action.after or {}
+    with context.pool.connection() as conn:
+        if action.step == "create":
+            spec = context.desired.tenants[slug].document.spec
+            catalog.create_tenant(conn, spec.id, slug, spec.schema_name, spec.status.value)
+            return f"schema {spec.schema_name} created"
+        catalog.set_tenant_status(conn, context.tenant_id(slug), after["status"])
+    return f"status {after['status']}"
+
+
+def _binding(action: Action, context: StepContext) -> str:
+    slug = action.tenant or action.address.split(".")[1]
+    pid = action.plugin or action.address.split(".")[3]
+    tenant_id = context.tenant_id(slug)
+    tenant = context.desired.tenants.get(slug)
+    binding = tenant.document.spec.plugins.get(pid) if tenant else None
+    with context.pool.connection() as conn:
+        if binding is None:  # not declared in git: only ever disabled, configuration kept
+            conn.execute(
+                "UPDATE plexica.tenant_plugins SET enabled = false, updated_at = now()"
+                " WHERE tenant_id = %s AND plugin_id = %s",
+                (tenant_id, pid),
+            )
+            return "disabled"
+        catalog.upsert_tenant_plugin(conn, tenant_id, pid, binding.enabled, binding.configuration)
+    return "enabled" if binding.enabled else "disabled"
+
+
+def _migrations(action: Action, context: StepContext) -> str:
+    slug = action.tenant or action.address.split(".")[1]
+    pid = action.plugin or action.address.split(".")[3]
+    spec = context.desired.tenants[slug].document.spec
+    job = TenantMigrationJob(
+        slug, spec.id, spec.schema_name, pid, context.plugin_entry(pid).migrations
+    )
+    report = run_migrations(
+        context.pool.dsn,
+        [job],
+        parallelism=1,
+        lock_timeout_ms=context.lock_timeout_ms,
+        statement_timeout_ms=context.statement_timeout_ms,
+        application_name=STEP_APPLICATION_NAME,
+    )
+    result = report.results[0]
+    if result.failure is not None:
+        raise StepFailed(result.failure.message, result.failure.hint)
+    return f"{len(result.applied)} migrations applied in {result.duration_ms:.0f} ms"

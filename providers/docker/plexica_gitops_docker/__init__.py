@@ -1,0 +1,13 @@
+"""The Docker runtime provider (any Docker-API engine: Docker, Podman)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plexica_gitops.provider import Provider
+
+
+def create_provider(settings: dict[str, Any]) -> Provider:
+    from plexica_gitops_docker.provider import DockerProvider
+
+    return DockerProvider.from_settings(settings)

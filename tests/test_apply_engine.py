@@ -1,0 +1,197 @@
+"""The apply engine's walk of a plan graph, with plain functions as steps: order, real
+concurrency, failure isolation, retries and interruption."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import psycopg
+import pytest
+
+from plexica_gitops.actions import Action, ActionKind
+from plexica_gitops.apply import ApplyReport, StepResult, StepStatus, execute
+from plexica_gitops.steps import StepFailed
+
+
+def _action(address: str, *depends_on: str) -> Action:
+    return Action(address, "create", ActionKind.CREATE, "test", depends_on=tuple(depends_on))
+
+
+class Recorder:
+    """Journal and reporter at once: remembers what happened, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def started(self, action: Action) -> None:
+        with self.lock:
+            self.events.append(("started", action.id))
+
+    def finished(self, result: StepResult) -> None:
+        with self.lock:
+            self.events.append((result.status.value, result.action.id))
+
+    def begin(self, actions: Sequence[Action]) -> None:
+        pass
+
+    def step_started(self, action: Action) -> None:
+        pass
+
+    def step_finished(self, result: StepResult) -> None:
+        pass
+
+    def interrupting(self, in_flight: int) -> None:
+        with self.lock:
+            self.events.append(("interrupting", str(in_flight)))
+
+    def end(self, report: ApplyReport) -> None:
+        pass
+
+
+def _run(
+    actions: list[Action], run, parallelism: int = 4, stop=None
+) -> tuple[ApplyReport, Recorder]:  # type: ignore[no-untyped-def]
+    recorder = Recorder()
+    report = execute(actions, run, recorder, recorder, parallelism=parallelism, stop=stop)
+    return report, recorder
+
+
+def test_each_step_starts_after_everything_it_depends_on_finished() -> None:
+    actions = [
+        _action("a"),
+        _action("b", "a:create"),
+        _action("c", "a:create"),
+        _action("d", "b:create", "c:create"),
+    ]
+    finished_at: dict[str, float] = {}
+    started_at: dict[str, float] = {}
+
+    def run(action: Action) -> str:
+        started_at[action.id] = time.monotonic()
+        time.sleep(0.05)
+        finished_at[action.id] = time.monotonic()
+        return "ok"
+
+    report, _ = _run(actions, run)
+    assert report.ok and report.result == "succeeded"
+    for action in actions:
+        for dependency in action.depends_on:
+            assert started_at[action.id] >= finished_at[dependency]
+
+
+def test_independent_steps_really_run_at_the_same_time() -> None:
+    barrier = threading.Barrier(3, timeout=5)
+
+    def run(action: Action) -> str:
+        barrier.wait()  # breaks (and the step fails) unless all three are in flight at once
+        return "ok"
+
+    report, _ = _run([_action("a"), _action("b"), _action("c")], run, parallelism=3)
+    assert report.ok
+
+
+def test_parallelism_bounds_the_steps_in_flight() -> None:
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def run(action: Action) -> str:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.03)
+        with lock:
+            in_flight -= 1
+        return "ok"
+
+    report, _ = _run([_action(f"s{i}") for i in range(10)], run, parallelism=2)
+    assert report.ok and peak == 2
+
+
+def test_a_failure_stops_its_dependents_only() -> None:
+    actions = [
+        _action("a"),
+        _action("b", "a:create"),
+        _action("c", "b:create"),
+        _action("x"),
+        _action("y", "x:create"),
+    ]
+
+    def run(action: Action) -> str:
+        if action.address == "a":
+            raise StepFailed("image cannot be pulled", "build it")
+        return "ok"
+
+    report, recorder = _run(actions, run)
+    assert report.result == "failed" and not report.ok
+    statuses = {sid: r.status for sid, r in report.results.items()}
+    assert statuses == {
+        "a:create": StepStatus.FAILED,
+        "b:create": StepStatus.SKIPPED,
+        "c:create": StepStatus.SKIPPED,
+        "x:create": StepStatus.SUCCEEDED,
+        "y:create": StepStatus.SUCCEEDED,
+    }
+    assert report.results["c:create"].blocked_by == "a:create"
+    assert report.results["a:create"].hint == "build it"
+    # skipped steps are journaled too, never started
+    assert ("skipped", "c:create") in recorder.events
+    assert ("started", "c:create") not in recorder.events
+
+
+def test_a_rolled_back_step_is_reported_as_such_and_blocks_its_dependents() -> None:
+    def run(action: Action) -> str:
+        if action.address == "a":
+            raise StepFailed("never ready", rolled_back=True)
+        return "ok"
+
+    report, _ = _run([_action("a"), _action("b", "a:create")], run)
+    assert report.results["a:create"].status is StepStatus.ROLLED_BACK
+    assert report.results["b:create"].status is StepStatus.SKIPPED
+    assert report.counts() == {"succeeded": 0, "failed": 0, "rolled-back": 1, "skipped": 1}
+
+
+def test_transient_errors_are_retried_and_others_are_not() -> None:
+    calls: dict[str, int] = {"flaky": 0, "broken": 0}
+
+    def run(action: Action) -> str:
+        calls[action.address] += 1
+        if action.address == "flaky" and calls["flaky"] == 1:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        if action.address == "broken":
+            raise ValueError("a bug")
+        return "ok"
+
+    report, _ = _run([_action("flaky"), _action("broken")], run)
+    assert report.results["flaky:create"].status is StepStatus.SUCCEEDED
+    assert report.results["flaky:create"].attempts == 2
+    assert report.results["broken:create"].status is StepStatus.FAILED
+    assert calls["broken"] == 1
+    assert "a bug" in report.results["broken:create"].detail
+
+
+def test_stopping_lets_steps_in_flight_finish_and_starts_no_new_ones() -> None:
+    stop = threading.Event()
+
+    def run(action: Action) -> str:
+        if action.address == "slow":
+            stop.set()  # Ctrl-C arrives while this step runs
+            time.sleep(0.3)
+        return "ok"
+
+    actions = [_action("slow"), _action("next", "slow:create"), _action("later", "next:create")]
+    report, recorder = _run(actions, run, parallelism=1, stop=stop)
+    assert report.interrupted and report.result == "interrupted"
+    assert report.results["slow:create"].status is StepStatus.SUCCEEDED
+    assert report.results["next:create"].status is StepStatus.SKIPPED
+    assert "interrupted" in report.results["later:create"].detail
+    assert ("started", "next:create") not in recorder.events
+
+
+def test_parallelism_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        execute([], lambda a: "ok", Recorder(), Recorder(), parallelism=0)
