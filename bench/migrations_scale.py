@@ -45,10 +45,10 @@ import psycopg
 from psycopg import sql
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))
+
 sys.path.insert(0, str(REPO_ROOT))
 
-from postgres_server import PostgresServer  # noqa: E402
+from devenv.postgres import PostgresServer  # noqa: E402
 
 from plexica_gitops.desired import MigrationFile  # noqa: E402
 from plexica_gitops.store.ddl import DDL_VERSIONS  # noqa: E402

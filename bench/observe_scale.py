@@ -42,7 +42,7 @@ BUILDS = ("shipped", "model_validate", "model_construct")
 
 
 def _import_package() -> None:
-    """Measure the checkout this script lives in (and find tests/postgres_server.py)."""
+    """Measure the checkout this script lives in (and find devenv/postgres.py)."""
     for extra in (REPO_ROOT / "tests", REPO_ROOT):
         if str(extra) not in sys.path:
             sys.path.insert(1, str(extra))
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _import_package()
     import psycopg
-    from postgres_server import PostgresServer
+    from devenv.postgres import PostgresServer
 
     def say(text: str) -> None:
         if not args.json:

@@ -15,6 +15,7 @@ import pydantic
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from plexica_gitops import report
 from plexica_gitops.actions import Plan
@@ -39,6 +40,7 @@ from plexica_gitops.render_json import render_json
 from plexica_gitops.render_markdown import render_markdown
 from plexica_gitops.render_text import print_plan
 from plexica_gitops.schema import write_schemas
+from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connect
 from plexica_gitops.store.connection import database_url as store_database_url
 from plexica_gitops.store.journal import history as apply_history
@@ -490,6 +492,54 @@ def _database_url(explicit: str | None) -> str:
 
 
 @app.command()
+def status(
+    directory: DirArgument = Path("desired-state"),
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Show the live platform: plugins with their workloads and endpoints, and tenants with
+    the migrations applied in their schemas."""
+    desired = _load_desired(directory)
+    url = _database_url(database_url)
+    provider = _provider(desired)
+    try:
+        live = _observe(url, provider)
+        with connect(url) as conn:
+            routed = {pid: catalog.endpoints(conn, pid) for pid in live.plugins}
+    except StoreError as exc:
+        raise _fail(exc.message, exc.hint) from None
+    finally:
+        if provider is not None:
+            provider.close()
+    console = _stdout()
+    plugins = Table("plugin", "status", "version", "ready", "cpu", "memory", "endpoints",
+                    title="Plugins", title_justify="left", box=None)  # fmt: skip
+    for pid, plugin in sorted(live.plugins.items()):
+        workload = plugin.workload
+        ready = f"{workload.ready_replicas}/{workload.replicas}" if workload else "-"
+        if workload and not workload.running:
+            ready += " (stopped)"
+        plugins.add_row(
+            pid,
+            plugin.status.value + (f" ({plugin.error})" if plugin.error else ""),
+            plugin.version,
+            ready if live.workloads_observed else "(not observed)",
+            workload.resources.cpu or "-" if workload else "-",
+            workload.resources.memory or "-" if workload else "-",
+            ", ".join(e.endpoint for e in routed[pid]) or "-",
+        )
+    console.print(plugins)
+    tenants = Table("tenant", "status", "schema", "migrations applied", title="Tenants",
+                    title_justify="left", box=None)  # fmt: skip
+    for slug, tenant in sorted(live.tenants.items()):
+        applied = ", ".join(
+            f"{pid} {len(records)}" for pid, records in sorted(tenant.migrations.items())
+        )
+        tenants.add_row(slug, tenant.status.value, tenant.schema_name, applied or "-")
+    console.print()
+    console.print(tenants)
+
+
+@app.command()
 def init(database_url: DatabaseUrlOption = None) -> None:
     """Create or upgrade the store's tables in the platform's PostgreSQL (idempotent)."""
     try:
@@ -537,3 +587,7 @@ def history(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from postgres_server import PostgresServer
+from devenv.postgres import PostgresServer
 
 from plexica_gitops.findings import Location
 from plexica_gitops.validate import ValidationReport, validate_directory

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL server for the tests: a real server, started per test session.
+"""A real PostgreSQL server for the tests, the benchmarks and the demo: throwaway (one per
+test session) or persistent (the demo's, reused between runs).
 
 initdb and pg_ctl run as the `postgres` user when the tests run as root (PostgreSQL refuses
 root), in a temporary directory, on a free loopback port with its own socket directory, so
@@ -51,7 +52,7 @@ class PostgresServer:
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
 
     def start(self) -> None:
-        self.sockets.mkdir(parents=True)
+        self.sockets.mkdir(parents=True, exist_ok=True)
         self.base.chmod(0o755)
         if self.as_postgres:
             shutil.chown(self.base, "postgres", "postgres")
@@ -72,3 +73,53 @@ class PostgresServer:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+def install_server() -> None:
+    """Install PostgreSQL's server binaries from Debian when they are missing (root)."""
+    try:
+        _bin_dir()
+        return
+    except RuntimeError:
+        pass
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=env)
+
+
+class PersistentPostgres(PostgresServer):
+    """A server that outlives the process (the demo's): its cluster lives in `state_dir`
+    and a second `ensure()` finds it running and reuses it."""
+
+    def __init__(self, state_dir: Path, port: int) -> None:
+        super().__init__()
+        shutil.rmtree(self.base, ignore_errors=True)  # the base class made a temporary one
+        self.base = state_dir
+        self.data = state_dir / "data"
+        self.sockets = state_dir / "sockets"
+        self.port = port
+
+    def running(self) -> bool:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "status")
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def ensure(self) -> str:
+        if self.data.exists() and self.running():
+            return self.dsn
+        if not self.data.exists():
+            self.base.mkdir(parents=True, exist_ok=True)
+            self.start()
+            return self.dsn
+        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.base / "log"),
+            "-w", "start",
+        )  # fmt: skip
+        return self.dsn
+
+    def stop_keeping_data(self) -> None:
+        if self.data.exists() and self.running():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
