@@ -469,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _import_package()
     import psycopg
+
     from devenv.postgres import PostgresServer
 
     def say(text: str) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devenv.postgres import PostgresServer
 
+from devenv.postgres import PostgresServer
 from plexica_gitops.findings import Location
 from plexica_gitops.validate import ValidationReport, validate_directory
 
