@@ -177,8 +177,8 @@ def test_connect_sets_application_name_and_autocommit(postgres_database: str) ->
 def test_init_creates_the_schema_and_is_idempotent(postgres_database: str) -> None:
     with connect(postgres_database) as conn:
         assert store_version(conn) is None
-        assert init_store(conn) == [1]
-        assert store_version(conn) == LATEST_VERSION == 1
+        assert init_store(conn) == [1, 2]
+        assert store_version(conn) == LATEST_VERSION == 2
         assert init_store(conn) == []
         tables = {
             f"{r[0]}.{r[1]}"
@@ -195,12 +195,14 @@ def test_init_creates_the_schema_and_is_idempotent(postgres_database: str) -> No
             "plexica.routes",
             "plexica.route_endpoints",
             "plexica.tenant_migrations",
+            "plexica.event_subscriptions",
             "plexica_gitops.schema_version",
             "plexica_gitops.applies",
             "plexica_gitops.journal",
+            "plexica_gitops.topics",
             "plexica_gitops.last_applied",
         }
-        assert row(conn, "SELECT count(*) FROM plexica_gitops.schema_version") == (1,)
+        assert row(conn, "SELECT count(*) FROM plexica_gitops.schema_version") == (2,)
         assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
@@ -224,9 +226,9 @@ def test_concurrent_inits_apply_each_version_once(postgres_database: str) -> Non
     for thread in threads:
         thread.join(timeout=60)
     assert not failures
-    assert sorted(results) == [[], [], [], [1]]
+    assert sorted(results) == [[], [], [], [1, 2]]
     with connect(postgres_database) as conn:
-        assert row(conn, "SELECT count(*) FROM plexica_gitops.schema_version") == (1,)
+        assert row(conn, "SELECT count(*) FROM plexica_gitops.schema_version") == (2,)
 
 
 def test_init_refuses_tables_it_did_not_create(postgres_database: str) -> None:

@@ -121,4 +121,28 @@ CREATE TABLE plexica_gitops.last_applied (
 );
 """,
     ),
+    (
+        2,
+        "event topics owned by the reconciler, plugin subscriptions, bindings by plugin",
+        """
+-- The topics plexica-gitops created, and for which plugin: only these are ever changed or
+-- deleted by it (a topic created by hand or by another tool is left alone).
+CREATE TABLE plexica_gitops.topics (
+    name               varchar(249) PRIMARY KEY,
+    plugin_id          varchar(63) NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+
+-- Where the platform wires each subscriber's consumer: one consumer group per plugin.
+CREATE TABLE plexica.event_subscriptions (
+    plugin_id      varchar(63) NOT NULL REFERENCES plexica.plugins (id),
+    topic          varchar(249) NOT NULL,
+    consumer_group varchar(255) NOT NULL,
+    PRIMARY KEY (plugin_id, topic)
+);
+
+-- Disabling a plugin everywhere, and finding its tenants, without a scan of every binding.
+CREATE INDEX tenant_plugins_plugin ON plexica.tenant_plugins (plugin_id);
+""",
+    ),
 ]
