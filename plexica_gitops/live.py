@@ -72,6 +72,7 @@ class LivePlugin(_Live):
     workload: LiveWorkload | None = None
     permissions: dict[str, LivePermission] = Field(default_factory=dict)
     routes: LiveRoutes | None = None
+    subscriptions: dict[str, str] = Field(default_factory=dict)  # topic -> consumer group
 
 
 class LiveTopic(_Live):

@@ -224,6 +224,18 @@ class Manifest(_Model):
     migrations: Migrations | SkipJsonSchema[None] = None
 
 
+class TopicOverrides(_Model):
+    """Per-event overrides of the platform's topic defaults (`events.defaults`)."""
+
+    partitions: int | SkipJsonSchema[None] = Field(
+        default=None, ge=1, description="Partitions can only ever grow on a live topic."
+    )
+    replication_factor: int | SkipJsonSchema[None] = Field(default=None, ge=1)
+    config: dict[str, str] = Field(
+        default_factory=dict, description="Merged over the defaults' config, key by key."
+    )
+
+
 class PluginSpec(_Model):
     state: PluginState
     replicas: int = Field(default=1, ge=1, le=100)
@@ -231,6 +243,11 @@ class PluginSpec(_Model):
     env: dict[str, EnvValue] = Field(default_factory=dict)
     purge_data_on_uninstall: bool = Field(
         default=False, description="Drop plugin data (tables, topics) when it is uninstalled."
+    )
+    topics: dict[str, TopicOverrides] = Field(
+        default_factory=dict,
+        description="Topic settings by event name (one the manifest publishes), over the "
+        "platform's events.defaults.",
     )
     manifest: Manifest | SkipJsonSchema[None] = None
     manifest_file: str | SkipJsonSchema[None] = Field(

@@ -29,7 +29,13 @@ from plexica_gitops.live import (
     LiveWorkload,
     stable_hash,
 )
-from plexica_gitops.model import PluginState, RolloutStrategy, TenantStatus
+from plexica_gitops.model import (
+    PluginState,
+    RolloutStrategy,
+    TenantStatus,
+    TopicDefaults,
+    TopicOverrides,
+)
 from plexica_gitops.sensitive import mask
 
 S = LifecycleStatus
@@ -152,6 +158,12 @@ def desired_plugin(entry: PluginEntry, desired: DesiredState) -> DesiredPlugin:
         migrations=tuple((m.number, m.name, m.checksum) for m in entry.migrations),
         purge_data=spec.purge_data_on_uninstall,
     )
+
+
+def consumer_group(plugin_id: str) -> str:
+    """The documented consumer group of a subscribing plugin (one per plugin: its replicas
+    share the partitions)."""
+    return f"plugin-{plugin_id}"
 
 
 def manifest_hash(entry: PluginEntry) -> str:
@@ -293,15 +305,19 @@ class Planner:
                 self.plan_workload(pid, None, live, S.UNINSTALLED, verbs, install_hook, []),
                 self.plan_permissions(pid, None, live, S.UNINSTALLED, install_hook),
                 self.plan_routes(pid, None, live, S.UNINSTALLED, None),
+                self.plan_subscriptions(pid, None, live, S.UNINSTALLED),
             ]
             self.hook(f"{address}:mark-uninstalled", *removed)
             # ... then install again from nothing.
-            live = live.model_copy(update={"workload": None, "permissions": {}, "routes": None})
+            live = live.model_copy(
+                update={"workload": None, "permissions": {}, "routes": None, "subscriptions": {}}
+            )
         migrations = self.plan_migrations(pid, desired, final, install_hook)
         permissions = self.plan_permissions(pid, desired, live, final, install_hook)
         workload = self.plan_workload(pid, desired, live, final, verbs, install_hook, migrations)
         routes = self.plan_routes(pid, desired, live, final, workload)
-        updates = [x for x in (workload, permissions, routes, *migrations) if x]
+        subscriptions = self.plan_subscriptions(pid, desired, live, final)
+        updates = [x for x in (workload, permissions, routes, subscriptions, *migrations) if x]
         if desired is not None and live is not None and final is not S.UNINSTALLED:
             self.plan_catalog_update(pid, desired, live, updates, verbs)
         if desired is not None and desired.purge_data and "uninstall" in verbs:
@@ -309,7 +325,7 @@ class Planner:
         if final in DEPLOYED:  # otherwise these are deletions, which come after uninstall
             self.hook(f"{address}:mark-installed", workload, permissions, *migrations)
         if final is S.ACTIVE:
-            self.hook(f"{address}:activate", workload, routes)
+            self.hook(f"{address}:activate", workload, routes, subscriptions)
         if final is S.INSTALLED:
             self.hook(f"{address}:start", workload)
         self.hook(
@@ -690,6 +706,94 @@ class Planner:
             deps,
         )
 
+    def plan_subscriptions(
+        self,
+        pid: str,
+        desired: DesiredPlugin | None,
+        live: LivePlugin | None,
+        final: LifecycleStatus,
+    ) -> str | None:
+        """The consumer group (`plugin-<id>`) of each subscribed event, in the registry
+        while the plugin is ACTIVE: the platform wires consumers from it."""
+        address = f"plugin.{pid}.subscriptions"
+        current = dict(live.subscriptions) if live else {}
+        if final is not S.ACTIVE or desired is None:
+            if not current:
+                return None
+            step = self.add(
+                Action(
+                    address,
+                    "delete",
+                    ActionKind.DELETE,
+                    "stop consuming: remove the plugin's subscriptions from the registry",
+                    before={"subscriptions": current},
+                    plugin=pid,
+                )
+            )
+            self.extra_deps[f"plugin.{pid}:disable"].append(step)
+            self.extra_deps[f"plugin.{pid}:uninstall"].append(step)
+            return step
+        self.check_subscriptions(pid, desired)
+        want = {event: consumer_group(pid) for event in desired.subscribes}
+        if want == current:
+            return None
+        return self.add(
+            Action(
+                address,
+                "create" if not current else "update",
+                ActionKind.CREATE if not current else ActionKind.UPDATE,
+                self.reason(
+                    address,
+                    want,
+                    "register the plugin's event subscriptions"
+                    if not current
+                    else "subscriptions changed in git",
+                    "drift: subscriptions changed outside plexica-gitops",
+                ),
+                before={"subscriptions": current} if current else None,
+                after={"subscriptions": want},
+                plugin=pid,
+                fingerprint=fingerprint_of(want),
+            ),
+            [
+                f"plugin.{pid}:mark-installed",
+                *(f"topic.{event}:create" for event in desired.subscribes),
+            ],
+        )
+
+    def check_subscriptions(self, pid: str, desired: DesiredPlugin) -> None:
+        """An active plugin consuming a topic that no active plugin publishes (and the
+        core does not either) would wait forever for its events."""
+        platform = self.desired.platform
+        core_topics = set(platform.document.spec.events.platform_topics) if platform else set()
+        active_publishers = {
+            event: other.id
+            for other in self.plugins.values()
+            if other.target is S.ACTIVE
+            for event in other.publishes
+        }
+        entry = self.desired.plugins[pid]
+        for index, event in enumerate(desired.subscribes):
+            if event in core_topics or event in active_publishers:
+                continue
+            publisher = next((p.id for p in self.plugins.values() if event in p.publishes), None)
+            self.errors.append(
+                error(
+                    "PGP108",
+                    f"plugin {pid!r} is to be active and subscribes to {event!r}, but "
+                    + (
+                        f"its publisher {publisher!r} is not to be active"
+                        if publisher
+                        else "no plugin publishes it"
+                    ),
+                    f"Keep {publisher} active, or drop the subscription from {pid}."
+                    if publisher
+                    else "Fix the event name, or list it in the platform's events.platformTopics.",
+                    entry.manifest_location("events", "subscribes", index),
+                    (pid, publisher) if publisher else (pid,),
+                )
+            )
+
     def plan_catalog_update(
         self,
         pid: str,
@@ -843,15 +947,9 @@ class Planner:
         for pid, plugin in self.plugins.items():
             if plugin.target not in DEPLOYED:
                 continue
+            overrides = self.desired.plugins[pid].document.spec.topics
             for event in plugin.publishes:
-                wanted[event] = (
-                    pid,
-                    {
-                        "partitions": defaults.partitions if defaults else 1,
-                        "replication_factor": defaults.replication_factor if defaults else 1,
-                        "config": dict(defaults.config) if defaults else {},
-                    },
-                )
+                wanted[event] = (pid, _topic_settings(defaults, overrides.get(event)))
         if not self.live.topics_observed:
             if wanted:
                 self.warnings.append(
@@ -1173,6 +1271,25 @@ class Planner:
                 deps,
             )
             self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
+
+
+def _topic_settings(
+    defaults: TopicDefaults | None, override: TopicOverrides | None
+) -> dict[str, Any]:
+    """The platform's topic defaults with one event's overrides applied."""
+    settings: dict[str, Any] = {
+        "partitions": defaults.partitions if defaults else 1,
+        "replication_factor": defaults.replication_factor if defaults else 1,
+        "config": dict(defaults.config) if defaults else {},
+    }
+    if override is None:
+        return settings
+    if override.partitions is not None:
+        settings["partitions"] = override.partitions
+    if override.replication_factor is not None:
+        settings["replication_factor"] = override.replication_factor
+    settings["config"].update(override.config)
+    return settings
 
 
 def _workload_view(current: LiveWorkload) -> dict[str, Any]:

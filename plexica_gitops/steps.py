@@ -21,7 +21,7 @@ from psycopg import sql
 from plexica_gitops.actions import Action
 from plexica_gitops.desired import DesiredState, PluginEntry
 from plexica_gitops.live import LifecycleStatus
-from plexica_gitops.planner import manifest_hash
+from plexica_gitops.planner import consumer_group, manifest_hash
 from plexica_gitops.provider import (
     Endpoint,
     ImagePullError,
@@ -185,6 +185,7 @@ def _executor_for(action: Action) -> Executor:
         "workload": _workload,
         "permissions": _permissions,
         "routes": _routes,
+        "subscriptions": _subscriptions,
         "data": _purge,
     }
     if resource not in executors:
@@ -363,6 +364,17 @@ def _routes(action: Action, context: StepContext) -> str:
         for endpoint in ready:
             catalog.add_endpoint(conn, pid, endpoint.url, endpoint.instance, endpoint.version)
     return f"routes registered with {len(ready)} ready endpoints"
+
+
+def _subscriptions(action: Action, context: StepContext) -> str:
+    pid = action.plugin or action.address.split(".")[1]
+    wanted: dict[str, str] = {}
+    if action.step != "delete":
+        subscribes = context.plugin_entry(pid).manifest.events.subscribes
+        wanted = {event: consumer_group(pid) for event in subscribes}
+    with context.pool.connection() as conn:
+        catalog.set_subscriptions(conn, pid, wanted)
+    return f"{len(wanted)} subscriptions as consumer group {consumer_group(pid)}"
 
 
 def _purge(action: Action, context: StepContext) -> str:

@@ -528,6 +528,18 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
                 )
     for plugin_id in sorted(desired.plugins):
         plugin = desired.plugins[plugin_id]
+        for event in sorted(plugin.document.spec.topics):
+            if event in plugin.manifest.events.publishes:
+                continue
+            yield error(
+                "PGV512",
+                f"plugin {plugin_id!r} sets topic settings for {event!r}, which it does not "
+                "publish",
+                "Topic settings belong to the publishing plugin: fix the event name, or add "
+                "it to manifest.events.publishes.",
+                plugin.location("spec", "topics", event),
+                (plugin_id,),
+            )
         for index, event in enumerate(plugin.manifest.events.subscribes):
             if event in publishers or event in platform_topics:
                 continue

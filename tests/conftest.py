@@ -7,11 +7,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from devenv.postgres import PostgresServer
 from plexica_gitops.findings import Location
 from plexica_gitops.validate import ValidationReport, validate_directory
+
+pytest_plugins = ["kafka_broker"]
 
 EXAMPLE_DESIRED_STATE = Path(__file__).resolve().parent.parent / "desired-state"
 
@@ -109,3 +112,27 @@ def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+# --- apply: real containers ---------------------------------------------------------
+
+
+@pytest.fixture
+def scope(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A label value of this test's own: its containers, and only those, are removed."""
+    value = f"test-{uuid.uuid4().hex[:10]}"
+    yield value
+    for container in docker_client.containers.list(
+        all=True, filters={"label": f"io.plexica.scope={value}"}
+    ):
+        container.remove(force=True)
+
+
+@pytest.fixture
+def environment(postgres_database: str, docker_host: str) -> dict[str, str]:
+    return {
+        "PLEXICA_DATABASE_URL": postgres_database,
+        "DOCKER_HOST": docker_host,
+        "PLEXICA_PLUGIN_DATABASE_URL": "postgresql://plugin@db.internal/platform",
+        "PLEXICA_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+    }

@@ -54,6 +54,7 @@ from plexica_gitops.model import API_VERSION, TenantStatus
 from plexica_gitops.planner import (
     LIFECYCLE_EDGES,
     DesiredPlugin,
+    consumer_group,
     desired_plugin,
     env_hash,
     manifest_hash,
@@ -80,6 +81,7 @@ class _World:
     tenants: dict[str, LiveTenant]
     topics: dict[str, LiveTopic]
     last_applied: dict[str, str]
+    topics_observed: bool = True
     done: set[str] = field(default_factory=set)
 
 
@@ -93,6 +95,7 @@ def simulate(
         tenants=dict(live.tenants),
         topics=dict(live.topics),
         last_applied=dict(live.last_applied),
+        topics_observed=live.topics_observed,
     )
     sim = _Simulator(desired, world, check_safety)
     seen_ids: set[str] = set()
@@ -137,6 +140,7 @@ class _Simulator:
                 "workload": self.workload_step,
                 "permissions": self.permissions_step,
                 "routes": self.routes_step,
+                "subscriptions": self.subscriptions_step,
                 "data": self.data_step,
             }.get(resource)
             if handler is None:
@@ -239,7 +243,13 @@ class _Simulator:
             entry = self.desired.plugins[pid]
             update["dependencies"] = {d.plugin: d.version for d in entry.manifest.dependencies}
         if following is S.UNINSTALLED:
-            update |= {"workload": None, "permissions": {}, "routes": None, "error": None}
+            update |= {
+                "workload": None,
+                "permissions": {},
+                "routes": None,
+                "subscriptions": {},
+                "error": None,
+            }
         if following is S.INSTALLED and action.step == "mark-installed":
             update["error"] = None
         self.world.plugins[pid] = plugin.model_copy(update=update)
@@ -391,6 +401,28 @@ class _Simulator:
         )
         routes = self.desired_of(action, pid).routes
         self.set_plugin(pid, routes=LiveRoutes(**routes))
+
+    @property
+    def core_topics(self) -> set[str]:
+        platform = self.desired.platform
+        return set(platform.document.spec.events.platform_topics) if platform else set()
+
+    def subscriptions_step(self, action: Action, pid: str) -> None:
+        self.live_plugin(action, pid)
+        if action.step == "delete":
+            self.set_plugin(pid, subscriptions={})
+            return
+        if action.step not in ("create", "update"):
+            self.fail(action, f"unknown subscriptions step {action.step!r}")
+        if self.world.topics_observed:
+            missing = [
+                event
+                for event in self.desired_of(action, pid).subscribes
+                if event not in self.world.topics and event not in self.core_topics
+            ]
+            self.safety(action, not missing, f"subscribes before topics {missing} exist")
+        subscribes = self.desired_of(action, pid).subscribes
+        self.set_plugin(pid, subscriptions={event: consumer_group(pid) for event in subscribes})
 
     def data_step(self, action: Action, pid: str) -> None:
         if action.step != "purge":

@@ -70,7 +70,20 @@ def test_example_files_point_editors_at_the_schemas() -> None:
 def test_plan_of_an_empty_platform_installs_everything_in_dependency_order(repo: Path) -> None:
     plan = _plan_json(repo)
     ids = [action["id"] for action in plan["actions"]]  # type: ignore[index]
-    assert plan["summary"] == {"add": 82, "change": 0, "destroy": 0, "transition": 17}
+    assert plan["summary"] == {"add": 87, "change": 0, "destroy": 0, "transition": 17}
+    # each active subscriber's consumer group is registered before it is activated
+    crm_subscriptions = next(
+        a
+        for a in plan["actions"]
+        if a["id"] == "plugin.crm.subscriptions:create"  # type: ignore[union-attr]
+    )
+    assert crm_subscriptions["after"] == {
+        "subscriptions": {
+            "contacts.contact.created": "plugin-crm",
+            "contacts.contact.deleted": "plugin-crm",
+        }
+    }
+    assert ids.index("plugin.crm.subscriptions:create") < ids.index("plugin.crm:activate")
     # contacts before crm before billing: install, then activation
     for step in ("mark-installed", "activate"):
         order = [ids.index(f"plugin.{p}:{step}") for p in ("contacts", "crm", "billing")]
@@ -86,7 +99,7 @@ def test_text_plan_ends_with_the_summary_line(repo: Path) -> None:
     code, output = _run("plan", str(repo), "--live-state", "-", stdin="{}")
     assert code == 0
     assert output.rstrip().endswith(
-        "Plan: 82 to add, 0 to change, 0 to destroy, 17 lifecycle transitions."
+        "Plan: 87 to add, 0 to change, 0 to destroy, 17 lifecycle transitions."
     )
 
 

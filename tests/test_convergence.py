@@ -80,6 +80,8 @@ def desired_specs(draw: st.DrawFn) -> DesiredSpec:
     states: dict[str, str] = {}
     dependencies: dict[str, list[str]] = {}
     published: list[str] = list(PLATFORM_TOPICS)
+    # An active plugin consumes only what an active plugin or the core publishes (PGP108).
+    actively_published: list[str] = list(PLATFORM_TOPICS)
     plugins = []
     migrations = []
     for position, pid in enumerate(ids):
@@ -90,8 +92,11 @@ def desired_specs(draw: st.DrawFn) -> DesiredSpec:
         states[pid] = state
         version = f"1.{draw(st.integers(0, 2))}.{draw(st.integers(0, 2))}"
         publishes = sorted(draw(st.sets(st.sampled_from([f"{pid}.created", f"{pid}.updated"]))))
-        subscribes = sorted(draw(st.sets(st.sampled_from(published)))) if published else []
+        sources = actively_published if state == "active" else published
+        subscribes = sorted(draw(st.sets(st.sampled_from(sources)))) if sources else []
         published += publishes
+        if state == "active":
+            actively_published += publishes
         count = draw(st.integers(0, 2))
         if count:
             migrations.append((pid, count))

@@ -219,8 +219,13 @@ def test_golden_plans_say_what_a_reviewer_needs(tmp_path: Path) -> None:
     assert not noop.actions and "No changes." in _text(noop)
 
     refused = _plan(tmp_path / "c", "uninstall-with-active-dependent")
-    assert [e.code for e in refused.errors] == ["PGP104"]
+    assert [e.code for e in refused.errors] == ["PGP104", "PGP108", "PGP108", "PGP108"]
     assert set(refused.errors[0].subjects) == {"reports", "crm"}
+    # analytics stays active and still consumes crm's and billing's events: refused too
+    assert {e.subjects for e in refused.errors[1:]} == {
+        ("analytics", "crm"),
+        ("analytics", "billing"),
+    }
     assert "Plan failed" in _text(refused)
 
     suspended = _plan(tmp_path / "d", "suspended-tenant")

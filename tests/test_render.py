@@ -639,7 +639,7 @@ def test_markdown_of_the_fresh_install_plan(fresh_plan: Plan) -> None:
     summary = fresh_plan.summary
     assert "| add | change | destroy | transitions |" in lines
     assert f"| {summary.add} | 0 | 0 | {summary.transition} |" in lines
-    assert "<details><summary>plugin crm — 10 actions</summary>" in lines
+    assert "<details><summary>plugin crm — 11 actions</summary>" in lines
     assert "+ plugin.crm.workload  (create)" in lines
     assert '+     image = "localhost/plexica/crm:1.2.0"' in lines
     assert "» plugin.crm  REGISTERED → INSTALLING  # desired active: install 1.2.0" in lines

@@ -293,6 +293,10 @@ def populate(conn: psycopg.Connection[Any]) -> None:
     )
     walk(conn, "crm", S.ACTIVE)
     catalog.register_routes(conn, "crm", "/api/plugins/crm", None, None)
+    catalog.set_subscriptions(conn, "crm", {"contacts.created": "plugin-crm", "x": "old"})
+    catalog.set_subscriptions(  # replaces the set: "x" goes, the other is kept
+        conn, "crm", {"contacts.created": "plugin-crm", "contacts.deleted": "plugin-crm"}
+    )
 
     register(conn, "billing", "0.9.0", crm="~2.1", contacts=">=1.0.0 <2.0.0")
     catalog.transition(conn, "billing", S.REGISTERED, S.INSTALLING)
@@ -356,6 +360,7 @@ EXPECTED = LiveState(
             dependencies={"contacts": "^1.0.0"},
             permissions={"crm:deals:read": LivePermission(name="Read deals")},
             routes=LiveRoutes(base_path="/api/plugins/crm"),
+            subscriptions={"contacts.created": "plugin-crm", "contacts.deleted": "plugin-crm"},
         ),
         "legacy": LivePlugin(
             status=S.DISABLED,

@@ -953,6 +953,23 @@ def test_pgv511_published_event_name_not_a_topic_name(
     assert "'inventory stock low'" in finding.message and "topic name" in finding.message
 
 
+def test_pgv512_topic_settings_for_an_event_the_plugin_does_not_publish(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        INVENTORY,
+        "  state: installed\n",
+        "  state: installed\n  topics:\n    inventory.stock.low: {partitions: 6}\n"
+        "    inventory.stock.hihg: {partitions: 6}\n",
+    )
+    where = repo.locate(INVENTORY, "inventory.stock.hihg:")
+    report = repo.validate()
+    (finding,) = report.findings
+    assert_finding(finding, "PGV512", where)
+    assert "'inventory.stock.hihg'" in finding.message and "does not publish" in finding.message
+
+
 @pytest.mark.parametrize("entry", ["remoteEntry.js", "ftp://cdn.example.com/remoteEntry.js"])
 def test_pgv510_remote_entry_not_an_http_url(
     desired_state_copy: DesiredStateCopy, entry: str

@@ -382,6 +382,45 @@ def endpoints(conn: Connection, plugin_id: str) -> list[Endpoint]:
     return [Endpoint(*row) for row in rows]
 
 
+# --- event subscriptions -----------------------------------------------------------------
+
+
+def set_subscriptions(conn: Connection, plugin_id: str, subscriptions: Mapping[str, str]) -> None:
+    """Make the plugin's recorded subscriptions exactly `subscriptions` (topic -> consumer
+    group), atomically."""
+    topics = sorted(subscriptions)
+    with conn.transaction():
+        conn.execute(
+            "DELETE FROM plexica.event_subscriptions"
+            " WHERE plugin_id = %s AND NOT (topic = ANY(%s))",
+            (plugin_id, topics),
+        )
+        try:
+            conn.execute(
+                """
+                INSERT INTO plexica.event_subscriptions (plugin_id, topic, consumer_group)
+                SELECT %s, t, g FROM unnest(%s::text[], %s::text[]) AS u (t, g)
+                ON CONFLICT (plugin_id, topic) DO UPDATE
+                    SET consumer_group = EXCLUDED.consumer_group
+                """,
+                (plugin_id, topics, [subscriptions[t] for t in topics]),
+            )
+        except errors.ForeignKeyViolation:
+            raise StoreError(
+                f"cannot record subscriptions of plugin {plugin_id!r}: it is not registered",
+                "register the plugin first",
+            ) from None
+
+
+def subscriptions_of(conn: Connection, plugin_id: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT topic, consumer_group FROM plexica.event_subscriptions WHERE plugin_id = %s"
+        " ORDER BY topic",
+        (plugin_id,),
+    ).fetchall()
+    return {topic: group for topic, group in rows}
+
+
 # --- tenants ------------------------------------------------------------------------------
 
 

@@ -57,7 +57,8 @@ PLUGINS_QUERY = """
 SELECT p.id, p.status, p.version, p.manifest_hash, p.last_error,
        p.manifest -> 'dependencies',
        pm.permissions::text,
-       r.backend_prefix, r.frontend_prefix, r.remote_entry
+       r.backend_prefix, r.frontend_prefix, r.remote_entry,
+       sub.subscriptions::text
 FROM plexica.plugins AS p
 LEFT JOIN (
     SELECT plugin_id,
@@ -67,6 +68,11 @@ LEFT JOIN (
     GROUP BY plugin_id
 ) AS pm ON pm.plugin_id = p.id
 LEFT JOIN plexica.routes AS r ON r.plugin_id = p.id
+LEFT JOIN (
+    SELECT plugin_id, json_object_agg(topic, consumer_group) AS subscriptions
+    FROM plexica.event_subscriptions
+    GROUP BY plugin_id
+) AS sub ON sub.plugin_id = p.id
 ORDER BY p.id
 """
 
@@ -156,7 +162,7 @@ def _observe_plugins(conn: psycopg.Connection[Any]) -> dict[str, LivePlugin]:
     plugins: dict[str, LivePlugin] = {}
     for row in conn.execute(PLUGINS_QUERY).fetchall():
         pid, status, version, manifest_hash, error, deps, permissions = row[:7]
-        backend_prefix, frontend_prefix, remote_entry = row[7:]
+        backend_prefix, frontend_prefix, remote_entry, subscriptions = row[7:]
         plugins[pid] = LivePlugin(
             status=status,
             version=version,
@@ -177,6 +183,7 @@ def _observe_plugins(conn: psycopg.Connection[Any]) -> dict[str, LivePlugin]:
             )
             if backend_prefix is not None
             else None,
+            subscriptions=dict(sorted(json.loads(subscriptions).items())) if subscriptions else {},
         )
     return plugins
 

@@ -1,0 +1,1 @@
+"""Development environment helpers: real servers for the tests, benchmarks and demo."""

@@ -1,0 +1,255 @@
+"""`apply` end to end: the real CLI against a real PostgreSQL and real containers (Podman
+serving the Docker API), with plugin images built in the test run."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import docker
+import psycopg
+import pytest
+from apply_support import (
+    ECHO_IMAGE,
+    EchoPlatform,
+    containers_of,
+    plugin_statuses,
+    run_cli,
+    scoped_platform,
+)
+from conftest import EXAMPLE_DESIRED_STATE, DesiredStateCopy
+
+from devenv.images import build_desired_state_images, build_plugin_image
+from plexica_gitops.store import catalog
+from plexica_gitops.store.lock import apply_lock
+
+# --- the example platform ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def example_images(docker_client: docker.DockerClient) -> list[str]:
+    return build_desired_state_images(docker_client, EXAMPLE_DESIRED_STATE)
+
+
+def test_fresh_install_of_the_example_platform(
+    desired_state_copy: DesiredStateCopy,
+    environment: dict[str, str],
+    docker_client: docker.DockerClient,
+    example_images: list[str],
+    scope: str,
+) -> None:
+    platform = "platform.yaml"
+    desired_state_copy.write(platform, scoped_platform(desired_state_copy.text(platform), scope))
+    root = str(desired_state_copy.root)
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    assert run_cli(environment, "init")[0] == 0
+
+    code, output = run_cli(environment, "apply", root, "--auto-approve", "--parallelism", "6")
+    assert code == 0, output
+    assert "Apply complete!" in output
+
+    statuses = plugin_statuses(dsn)
+    assert statuses == {
+        "analytics": ("ACTIVE", None),
+        "billing": ("ACTIVE", None),
+        "contacts": ("ACTIVE", None),
+        "crm": ("ACTIVE", None),
+        "inventory": ("INSTALLED", None),
+        "notifications": ("ACTIVE", None),
+    }
+    # containers run with the declared limits, read back from the engine
+    crm = containers_of(docker_client, scope, "crm")
+    assert len(crm) == 2
+    for container in crm:
+        host_config = container.attrs["HostConfig"]
+        assert container.status == "running"
+        assert host_config["NanoCpus"] == 500_000_000  # cpu: 500m
+        assert host_config["Memory"] == 512 * 1024 * 1024  # memory: 512Mi
+        assert container.labels["io.plexica.version"] == "1.2.0"
+    with psycopg.connect(dsn) as conn:
+        # routes and ready endpoints of every active plugin; none for the installed one
+        for pid in ("analytics", "billing", "contacts", "crm", "notifications"):
+            registered = catalog.endpoints(conn, pid)
+            assert registered, pid
+            for endpoint in registered:
+                with urllib.request.urlopen(endpoint.endpoint + "/health/ready", timeout=5) as r:
+                    assert r.status == 200
+        assert catalog.endpoints(conn, "inventory") == []
+        # migrations in every active tenant schema, none in the suspended one
+        tables = {
+            (schema, table)
+            for schema, table in conn.execute(
+                "SELECT schemaname, tablename FROM pg_tables WHERE schemaname LIKE 'tenant_%'"
+            ).fetchall()
+        }
+    assert ("tenant_acme", "crm_deals") in tables
+    assert ("tenant_globex", "contacts_contacts") in tables
+    assert not any(schema == "tenant_initech" for schema, _ in tables)
+
+    code, output = run_cli(environment, "plan", root, "--detailed-exitcode")
+    assert code == 0, output  # converged: nothing left to do
+    code, output = run_cli(environment, "history")
+    assert code == 0 and "succeeded" in output
+
+
+# --- one plugin, updated -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def echo_images(docker_client: docker.DockerClient) -> dict[str, str]:
+    return {
+        "1.0.0": build_plugin_image(docker_client, f"{ECHO_IMAGE}:1.0.0", "echo", "1.0.0"),
+        "1.1.0": build_plugin_image(docker_client, f"{ECHO_IMAGE}:1.1.0", "echo", "1.1.0"),
+        "1.2.0": build_plugin_image(
+            docker_client, f"{ECHO_IMAGE}:1.2.0", "echo", "1.2.0", behaviour="never-ready"
+        ),
+    }
+
+
+@pytest.fixture
+def echo(tmp_path: Path, scope: str, echo_images: dict[str, str]) -> EchoPlatform:
+    return EchoPlatform(tmp_path / "echo-state", scope)
+
+
+class TrafficLoop(threading.Thread):
+    """A client that keeps requesting the plugin the way the gateway does: it reads the
+    registered endpoints from the service registry and sends each request to one of them."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn = dsn
+        self.stop = threading.Event()
+        self.requests = 0
+        self.failures: list[str] = []
+        self.versions: set[str] = set()
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                registered = catalog.endpoints(conn, "echo")
+                if not registered:
+                    self.failures.append("no endpoint registered")
+                    continue
+                endpoint = registered[self.requests % len(registered)].endpoint
+                self.requests += 1
+                try:
+                    with urllib.request.urlopen(endpoint + "/index.html", timeout=5) as answer:
+                        self.versions.add(json.loads(answer.read())["version"])
+                except Exception as error:
+                    self.failures.append(f"{endpoint}: {error}")
+
+
+def test_rolling_update_serves_every_request(
+    echo: EchoPlatform, environment: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    run_cli(environment, "init")
+    code, output = run_cli(environment, "apply", echo.write("1.0.0"), "--auto-approve")
+    assert code == 0, output
+
+    traffic = TrafficLoop(dsn)
+    traffic.start()
+    time.sleep(0.3)
+    code, output = run_cli(environment, "apply", echo.write("1.1.0"), "--auto-approve")
+    time.sleep(0.3)
+    traffic.stop.set()
+    traffic.join()
+    assert code == 0, output
+    print(f"rolling update: {traffic.requests} requests, {len(traffic.failures)} failed")
+    assert traffic.requests > 20
+    assert traffic.failures == []
+    assert traffic.versions == {"1.0.0", "1.1.0"}
+    containers = containers_of(docker_client, echo.scope, "echo")
+    assert sorted(c.labels["io.plexica.version"] for c in containers) == ["1.1.0", "1.1.0"]
+    assert plugin_statuses(dsn)["echo"] == ("ACTIVE", None)
+
+
+def test_update_that_never_becomes_ready_rolls_back(
+    echo: EchoPlatform, environment: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    run_cli(environment, "init")
+    assert run_cli(environment, "apply", echo.write("1.1.0"), "--auto-approve")[0] == 0
+
+    code, output = run_cli(environment, "apply", echo.write("1.2.0"), "--auto-approve")
+    assert code == 1, output
+    assert "rolled back" in output and "plugin.echo.workload:replace" in output
+    assert "404" in output  # the readiness probe's last answer is in the error
+
+    # the old version is still serving through the registry
+    with psycopg.connect(dsn) as conn:
+        registered = catalog.endpoints(conn, "echo")
+        assert {e.version for e in registered} == {"1.1.0"} and len(registered) == 2
+        for endpoint in registered:
+            with urllib.request.urlopen(endpoint.endpoint + "/index.html", timeout=5) as r:
+                assert json.loads(r.read())["version"] == "1.1.0"
+        catalogued = conn.execute(
+            "SELECT version FROM plexica.plugins WHERE id = 'echo'"
+        ).fetchone()
+    assert catalogued == ("1.1.0",)
+    assert sorted(
+        c.labels["io.plexica.version"] for c in containers_of(docker_client, echo.scope, "echo")
+    ) == ["1.1.0", "1.1.0"]
+    # the next plan shows the update still pending; history shows the rollback
+    code, output = run_cli(environment, "plan", str(echo.root), "--format", "json")
+    ids = [a["id"] for a in json.loads(output)["actions"]]
+    assert "plugin.echo.workload:replace" in ids and "plugin.echo:update" in ids
+    code, output = run_cli(environment, "history")
+    assert "failed" in output and "1 rolled-back" in output
+
+
+def test_image_pull_failure_leaves_the_plugin_registered_with_the_error(
+    echo: EchoPlatform, environment: dict[str, str]
+) -> None:
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    run_cli(environment, "init")
+    root = echo.write("1.0.0", image="registry.invalid/plexica/echo:1.0.0")
+    code, output = run_cli(environment, "apply", root, "--auto-approve")
+    assert code == 1, output
+    status, error = plugin_statuses(dsn)["echo"]
+    assert status == "REGISTERED"
+    assert error and "registry.invalid/plexica/echo:1.0.0" in error
+    # the tenant itself was created: only what needs the plugin was skipped
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT slug FROM plexica.tenants").fetchall() == [("acme",)]
+    assert "plugin.echo:install" in output and "Not started:" in output
+    # fixing the image makes the next apply install it
+    code, output = run_cli(environment, "apply", echo.write("1.0.0"), "--auto-approve")
+    assert code == 0, output
+    assert plugin_statuses(dsn)["echo"] == ("ACTIVE", None)
+
+
+def test_a_container_stopped_by_hand_is_planned_and_healed(
+    echo: EchoPlatform, environment: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    run_cli(environment, "init")
+    root = echo.write("1.0.0")
+    assert run_cli(environment, "apply", root, "--auto-approve")[0] == 0
+    victim = containers_of(docker_client, echo.scope, "echo")[0]
+    victim.stop(timeout=1)
+
+    code, output = run_cli(environment, "plan", root, "--format", "json", "--detailed-exitcode")
+    assert code == 2, output
+    actions = {a["id"]: a for a in json.loads(output)["actions"]}
+    assert "plugin.echo.workload:start" in actions
+    assert "not ready" in actions["plugin.echo.workload:start"]["reason"]
+
+    code, output = run_cli(environment, "apply", root, "--auto-approve")
+    assert code == 0, output
+    assert all(c.status == "running" for c in containers_of(docker_client, echo.scope, "echo"))
+    assert run_cli(environment, "plan", root, "--detailed-exitcode")[0] == 0
+
+
+def test_a_second_apply_is_refused_while_one_holds_the_lock(
+    echo: EchoPlatform, environment: dict[str, str]
+) -> None:
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    run_cli(environment, "init")
+    with apply_lock(dsn, host="pipeline-7", pid=4242):
+        code, output = run_cli(environment, "apply", echo.write("1.0.0"), "--auto-approve")
+    assert code == 1
+    assert "pipeline-7" in output and "4242" in output
+    assert plugin_statuses(dsn) == {}  # nothing was applied
