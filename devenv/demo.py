@@ -3,9 +3,10 @@
     python -m devenv.demo            # install what is missing, start, build, init, plan, apply
     python -m devenv.demo --down     # remove the demo's containers, stop its servers
 
-It installs and starts what it needs (PostgreSQL, Podman's Docker-API socket; Debian
-packages, so run it as root), builds the demo plugin images locally (no registry is
-reachable), then runs the real CLI: `validate`, `init`, `plan`, `apply --auto-approve`,
+It installs and starts what it needs (PostgreSQL, Podman's Docker-API socket — Debian
+packages, so run it as root — and a Tansu broker for the event topics), builds the demo
+plugin images locally (no registry is reachable), then runs the real CLI: `validate`,
+`init`, `plan`, `apply --auto-approve`,
 `status`, and `plan` once more to show that the platform has converged. The servers keep
 running afterwards; the environment to use them is printed at the end.
 """
@@ -13,8 +14,11 @@ running afterwards; the environment to use them is printed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DESIRED_STATE = REPO_ROOT / "desired-state"
 STATE_DIR = Path(os.environ.get("PLEXICA_DEMO_DIR", "/var/tmp/plexica-demo"))
 POSTGRES_PORT = int(os.environ.get("PLEXICA_DEMO_PG_PORT", "55432"))
+KAFKA_PORT = int(os.environ.get("PLEXICA_DEMO_KAFKA_PORT", "59092"))
 
 
 def _say(text: str) -> None:
@@ -51,17 +56,48 @@ def _environment() -> dict[str, str]:
     _say("Podman serving the Docker Engine API")
     docker_host = ensure_engine(STATE_DIR / "podman")
     print(f"DOCKER_HOST={docker_host}")
+
+    _say("A Kafka-protocol broker (Tansu, memory storage) for the plugins' event topics")
+    bootstrap = _ensure_broker()
+    print(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
     return {
         **os.environ,
         "PLEXICA_DATABASE_URL": dsn,
         "DOCKER_HOST": docker_host,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         # What platform.yaml's env references resolve to inside the plugin containers.
         "PLEXICA_PLUGIN_DATABASE_URL": dsn,
-        "PLEXICA_KAFKA_BOOTSTRAP_SERVERS": os.environ.get(
-            "PLEXICA_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"
-        ),
+        "PLEXICA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "COLUMNS": os.environ.get("COLUMNS", "120"),
     }
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ensure_broker() -> str:
+    """A broker that outlives the demo process (its own session); reused when running."""
+    from devenv.tansu import TansuBroker
+
+    if not _listening(KAFKA_PORT):
+        broker = TansuBroker(port=KAFKA_PORT)
+        broker.start()
+        assert broker.process is not None
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        (STATE_DIR / "tansu.pid").write_text(str(broker.process.pid), encoding="utf-8")
+    return f"127.0.0.1:{KAFKA_PORT}"
+
+
+def _stop_broker() -> None:
+    pid_file = STATE_DIR / "tansu.pid"
+    if not pid_file.exists():
+        return
+    with contextlib.suppress(ProcessLookupError, ValueError):
+        os.kill(int(pid_file.read_text(encoding="utf-8")), signal.SIGTERM)
+    pid_file.unlink()
 
 
 def _build_images(env: dict[str, str]) -> None:
@@ -95,7 +131,13 @@ def up() -> None:
     _say("Plan again: nothing left to do")
     _cli("plan", desired, "--detailed-exitcode", env=env)
     _say("Use it yourself")
-    for name in ("PLEXICA_DATABASE_URL", "DOCKER_HOST", "PLEXICA_PLUGIN_DATABASE_URL"):
+    for name in (
+        "PLEXICA_DATABASE_URL",
+        "DOCKER_HOST",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "PLEXICA_PLUGIN_DATABASE_URL",
+        "PLEXICA_KAFKA_BOOTSTRAP_SERVERS",
+    ):
         print(f"export {name}={shlex.quote(env[name])}")
     print("plexica-gitops status desired-state   # python -m devenv.demo --down to stop")
 
@@ -117,6 +159,7 @@ def down() -> None:
     client.close()
     print(f"removed {removed} containers")
     stop_engine(STATE_DIR / "podman")
+    _stop_broker()
     PersistentPostgres(STATE_DIR / "postgres", POSTGRES_PORT).stop_keeping_data()
     print(f"stopped; data kept in {STATE_DIR} (delete it for a fresh start)")
 

@@ -14,6 +14,7 @@ import psycopg
 from plexica_gitops.actions import Action, Plan
 from plexica_gitops.apply import ApplyReport, Reporter, StepResult, StepStatus, execute
 from plexica_gitops.desired import DesiredState
+from plexica_gitops.events import EventBroker
 from plexica_gitops.planfile import plan_hash
 from plexica_gitops.provider import Provider
 from plexica_gitops.steps import ConnectionPool, StepContext, run_step
@@ -56,6 +57,7 @@ def run_apply(
     parallelism: int = 4,
     stop: threading.Event | None = None,
     environ: Mapping[str, str] | None = None,
+    broker: EventBroker | None = None,
 ) -> tuple[int, ApplyReport]:
     """Journal an apply of `plan` and carry it out; (apply id, report)."""
     with connect(database_url, application_name=JOURNAL_APPLICATION_NAME) as conn:
@@ -63,7 +65,9 @@ def run_apply(
             conn, plan.desired_revision, plan_hash(plan), socket.gethostname(), os.getpid()
         )
         pool = ConnectionPool(database_url, parallelism)
-        context = StepContext(desired, pool, provider, os.environ if environ is None else environ)
+        context = StepContext(
+            desired, pool, provider, os.environ if environ is None else environ, broker
+        )
         try:
             report = execute(
                 plan.actions,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +24,7 @@ from plexica_gitops.actions import Plan
 from plexica_gitops.apply import Reporter
 from plexica_gitops.apply_session import run_apply
 from plexica_gitops.desired import DesiredState
+from plexica_gitops.events import BrokerError, BrokerSettings, EventBroker
 from plexica_gitops.graph import PlanCycleError, order, select_targets, to_dot, to_mermaid
 from plexica_gitops.live import LiveState
 from plexica_gitops.loader import ROOT_MISSING
@@ -167,19 +170,55 @@ def _provider(desired: DesiredState | None, *, required: bool = False) -> Provid
         return None
 
 
-def _observe(
-    database_url: str | None, provider: Provider | None, *, required: bool = False
-) -> LiveState:
-    """The live state from the platform's PostgreSQL and the runtime provider. An
-    unreachable runtime makes `plan` leave workloads out (it says so); `apply` stops."""
+def _broker() -> EventBroker | None:
+    """The platform's broker from KAFKA_BOOTSTRAP_SERVERS (and the SASL/TLS settings beside
+    it); None when it is not set (topics are then left out of plans, which say so)."""
     try:
-        return observe_platform(
-            store_database_url(database_url), provider, require_workloads=required
+        settings = BrokerSettings.from_env(os.environ)
+    except BrokerError as exc:
+        raise _fail(exc.message, exc.hint) from None
+    return EventBroker(settings) if settings else None
+
+
+@contextlib.contextmanager
+def _platform_clients(
+    desired: DesiredState | None, *, required: bool = False
+) -> Iterator[tuple[Provider | None, EventBroker | None]]:
+    provider = _provider(desired, required=required)
+    broker = _broker()
+    try:
+        yield provider, broker
+    finally:
+        if provider is not None:
+            provider.close()
+        if broker is not None:
+            broker.close()
+
+
+def _observe(
+    database_url: str | None,
+    provider: Provider | None,
+    broker: EventBroker | None,
+    *,
+    strict: bool = False,
+) -> LiveState:
+    """The live state from the platform's PostgreSQL, the runtime provider and the broker.
+    An unreachable runtime or broker makes `plan` leave workloads or topics out (it says
+    so); `apply` stops."""
+    problems: list[str] = []
+    try:
+        live = observe_platform(
+            store_database_url(database_url), provider, broker, strict=strict, problems=problems
         )
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None
     except ProviderError as exc:
         raise _fail(f"cannot observe the runtime: {exc.message}", exc.hint) from None
+    except BrokerError as exc:
+        raise _fail(f"cannot observe the event broker: {exc.message}", exc.hint) from None
+    for problem in problems:
+        _stderr().print(f"[yellow]warning:[/yellow] {escape(problem)}")
+    return live
 
 
 def _read_live_state(
@@ -187,7 +226,8 @@ def _read_live_state(
 ) -> LiveState:
     if source is None:
         if database_url or os.environ.get(ENV_DATABASE_URL):
-            return _observe(database_url, _provider(desired))
+            with _platform_clients(desired) as (provider, broker):
+                return _observe(database_url, provider, broker)
         raise _fail(
             "no live state to plan against",
             f"Set {ENV_DATABASE_URL} (or --database-url) to observe the platform, or pass "
@@ -451,13 +491,16 @@ def apply(
     directory = source if source.is_dir() else desired_state
     desired = _load_desired(directory)
     url = _database_url(database_url)
-    provider = _provider(desired, required=True)
+    host, pid = socket.gethostname(), os.getpid()
     try:
-        with apply_lock(url, wait_seconds=lock_timeout, host=socket.gethostname(), pid=os.getpid()):
+        with (
+            _platform_clients(desired, required=True) as (provider, broker),
+            apply_lock(url, wait_seconds=lock_timeout, host=host, pid=pid),
+        ):
             with connect(url) as conn:
                 check_store(conn)
                 mark_interrupted(conn)
-            live = _observe(url, provider, required=provider is not None)
+            live = _observe(url, provider, broker, strict=True)
             plan = _plan_for_apply(source, desired, live, log_format)
             if plan.has_errors:
                 raise _fail("the plan has errors: nothing was applied", "Fix them in git.")
@@ -473,12 +516,10 @@ def apply(
                 _reporter(log_format),
                 parallelism=parallelism,
                 stop=_stop_on_signals(),
+                broker=broker,
             )
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None
-    finally:
-        if provider is not None:
-            provider.close()
     if log_format is not LogFormat.JSON:
         typer.echo(f"Recorded as apply {apply_id} (`plexica-gitops history`).")
     raise typer.Exit(0 if outcome.ok else 130 if outcome.interrupted else 1)
@@ -500,16 +541,13 @@ def status(
     the migrations applied in their schemas."""
     desired = _load_desired(directory)
     url = _database_url(database_url)
-    provider = _provider(desired)
     try:
-        live = _observe(url, provider)
+        with _platform_clients(desired) as (provider, broker):
+            live = _observe(url, provider, broker)
         with connect(url) as conn:
             routed = {pid: catalog.endpoints(conn, pid) for pid in live.plugins}
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None
-    finally:
-        if provider is not None:
-            provider.close()
     console = _stdout()
     plugins = Table("plugin", "status", "version", "ready", "cpu", "memory", "endpoints",
                     title="Plugins", title_justify="left", box=None)  # fmt: skip
@@ -537,6 +575,16 @@ def status(
         tenants.add_row(slug, tenant.status.value, tenant.schema_name, applied or "-")
     console.print()
     console.print(tenants)
+    console.print()
+    if not live.topics_observed:
+        console.print("Topics: not observed (set KAFKA_BOOTSTRAP_SERVERS).")
+        return
+    topics = Table("topic", "owner", "partitions", "config", title="Topics",
+                   title_justify="left", box=None)  # fmt: skip
+    for name, topic in sorted(live.topics.items()):
+        config = ", ".join(f"{k}={v}" for k, v in sorted(topic.config.items()))
+        topics.add_row(name, topic.owner or "(not ours)", str(topic.partitions), config or "-")
+    console.print(topics)
 
 
 @app.command()

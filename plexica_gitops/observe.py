@@ -1,35 +1,64 @@
-"""Observe the whole live platform: the store's records and the runtime's workloads, put
-together into the one `LiveState` the planner reads."""
+"""Observe the whole live platform: the store's records, the runtime's workloads and the
+broker's topics, put together into the one `LiveState` the planner reads."""
 
 from __future__ import annotations
 
+from plexica_gitops.events import BrokerError, EventBroker
 from plexica_gitops.live import LiveState
 from plexica_gitops.provider import Provider, ProviderError
+from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import connect
 from plexica_gitops.store.observe import observe_store
 
 
 def observe_platform(
-    database_url: str, provider: Provider | None, *, require_workloads: bool = False
+    database_url: str,
+    provider: Provider | None,
+    broker: EventBroker | None = None,
+    *,
+    strict: bool = False,
+    problems: list[str] | None = None,
 ) -> LiveState:
-    """The store's live state with each plugin's workload as the provider reports it.
+    """The store's live state with each plugin's workload as the provider reports it and
+    the topics as the broker reports them (with the owners the store recorded).
 
-    Without a provider, or when it cannot be reached, `workloads_observed` is false (the
-    planner then plans no workload changes and says so) — unless `require_workloads`, when
-    the ProviderError is raised instead. Workloads of plugins the store does not know are
-    left out: they are not ours to plan."""
+    Without a provider or a broker, or when one cannot be reached, `workloads_observed` /
+    `topics_observed` is false: the planner then plans no changes there and says so. With
+    `strict` (apply), an unreachable provider or broker raises instead; without it, why
+    each could not be read is appended to `problems`. Workloads of plugins
+    the store does not know are left out: they are not ours to plan."""
     with connect(database_url) as conn:
         live = observe_store(conn)
-    if provider is None:
-        return live.model_copy(update={"workloads_observed": False})
-    try:
-        workloads = provider.observe()
-    except ProviderError:
-        if require_workloads:
-            raise
-        return live.model_copy(update={"workloads_observed": False})
-    plugins = {
-        pid: plugin.model_copy(update={"workload": workloads.get(pid)})
-        for pid, plugin in live.plugins.items()
-    }
-    return live.model_copy(update={"plugins": plugins, "workloads_observed": True})
+        owners = catalog.topic_owners(conn) if broker is not None else {}
+    update: dict[str, object] = {"workloads_observed": False}
+    if provider is not None:
+        try:
+            workloads = provider.observe()
+        except ProviderError as error:
+            if strict:
+                raise
+            _note(problems, f"the runtime provider was not observed: {error.message}")
+        else:
+            update["plugins"] = {
+                pid: plugin.model_copy(update={"workload": workloads.get(pid)})
+                for pid, plugin in live.plugins.items()
+            }
+            update["workloads_observed"] = True
+    if broker is not None:
+        try:
+            topics = broker.observe()
+        except BrokerError as error:
+            if strict:
+                raise
+            _note(problems, f"the event broker was not observed: {error.message}")
+        else:
+            update["topics"] = {
+                name: topic.live(owners.get(name)) for name, topic in sorted(topics.items())
+            }
+            update["topics_observed"] = True
+    return live.model_copy(update=update)
+
+
+def _note(problems: list[str] | None, text: str) -> None:
+    if problems is not None:
+        problems.append(text)

@@ -949,7 +949,7 @@ class Planner:
                 continue
             overrides = self.desired.plugins[pid].document.spec.topics
             for event in plugin.publishes:
-                wanted[event] = (pid, _topic_settings(defaults, overrides.get(event)))
+                wanted[event] = (pid, topic_settings(defaults, overrides.get(event)))
         if not self.live.topics_observed:
             if wanted:
                 self.warnings.append(
@@ -1273,7 +1273,7 @@ class Planner:
             self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
 
 
-def _topic_settings(
+def topic_settings(
     defaults: TopicDefaults | None, override: TopicOverrides | None
 ) -> dict[str, Any]:
     """The platform's topic defaults with one event's overrides applied."""

@@ -20,8 +20,9 @@ from psycopg import sql
 
 from plexica_gitops.actions import Action
 from plexica_gitops.desired import DesiredState, PluginEntry
+from plexica_gitops.events import BrokerError, EventBroker
 from plexica_gitops.live import LifecycleStatus
-from plexica_gitops.planner import consumer_group, manifest_hash
+from plexica_gitops.planner import consumer_group, manifest_hash, topic_settings
 from plexica_gitops.provider import (
     Endpoint,
     ImagePullError,
@@ -96,6 +97,7 @@ class StepContext:
     pool: ConnectionPool
     provider: Provider | None
     environ: Mapping[str, str]
+    broker: EventBroker | None = None
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 300000
     _tenant_ids: dict[str, str] = field(default_factory=dict)
@@ -410,9 +412,44 @@ def _purge(action: Action, context: StepContext) -> str:
 
 
 def _topic(action: Action, context: StepContext) -> str:
+    """Topics are created, changed and deleted only as planned: the planner never plans a
+    change to a topic plexica-gitops did not create (ownership is recorded here)."""
+    if context.broker is None:
+        raise StepFailed(
+            f"{action.id}: no event broker is configured for apply",
+            "set KAFKA_BOOTSTRAP_SERVERS to the platform's broker",
+        )
+    name = action.address[len("topic.") :]
+    try:
+        if action.step == "delete":
+            context.broker.delete_topic(name)
+            with context.pool.connection() as conn:
+                catalog.forget_topic(conn, name)
+            return "deleted"
+        want = _topic_settings(context.desired, name)
+        if action.step == "create":
+            context.broker.create_topic(
+                name, want["partitions"], want["replication_factor"], want["config"]
+            )
+            with context.pool.connection() as conn:
+                catalog.record_topic(conn, name, action.plugin or "")
+            return f"{want['partitions']} partitions"
+        context.broker.update_topic(name, want["partitions"], want["config"])
+    except BrokerError as error:
+        if error.transient:
+            raise  # the engine retries it
+        raise StepFailed(error.message, error.hint) from None
+    return f"{want['partitions']} partitions, config {sorted(want['config'])}"
+
+
+def _topic_settings(desired: DesiredState, name: str) -> dict[str, Any]:
+    for entry in desired.plugins.values():
+        if name in entry.manifest.events.publishes:
+            defaults = desired.platform.document.spec.events.defaults if desired.platform else None
+            return topic_settings(defaults, entry.document.spec.topics.get(name))
     raise StepFailed(
-        f"{action.id}: no event broker is configured for apply",
-        "set KAFKA_BOOTSTRAP_SERVERS to the platform's broker",
+        f"no plugin in the desired state publishes {name!r}",
+        "run plan again against the current desired state",
     )
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import docker
 import pytest
+from apply_support import ECHO_IMAGE, EchoPlatform
 
+from devenv.images import build_plugin_image
 from devenv.postgres import PostgresServer
 from plexica_gitops.findings import Location
 from plexica_gitops.validate import ValidationReport, validate_directory
@@ -136,3 +138,19 @@ def environment(postgres_database: str, docker_host: str) -> dict[str, str]:
         "PLEXICA_PLUGIN_DATABASE_URL": "postgresql://plugin@db.internal/platform",
         "PLEXICA_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
     }
+
+
+@pytest.fixture(scope="session")
+def echo_images(docker_client: docker.DockerClient) -> dict[str, str]:
+    return {
+        "1.0.0": build_plugin_image(docker_client, f"{ECHO_IMAGE}:1.0.0", "echo", "1.0.0"),
+        "1.1.0": build_plugin_image(docker_client, f"{ECHO_IMAGE}:1.1.0", "echo", "1.1.0"),
+        "1.2.0": build_plugin_image(
+            docker_client, f"{ECHO_IMAGE}:1.2.0", "echo", "1.2.0", behaviour="never-ready"
+        ),
+    }
+
+
+@pytest.fixture
+def echo(tmp_path: Path, scope: str, echo_images: dict[str, str]) -> EchoPlatform:
+    return EchoPlatform(tmp_path / "echo-state", scope)

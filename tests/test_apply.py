@@ -7,13 +7,11 @@ import json
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import docker
 import psycopg
 import pytest
 from apply_support import (
-    ECHO_IMAGE,
     EchoPlatform,
     containers_of,
     plugin_statuses,
@@ -22,7 +20,7 @@ from apply_support import (
 )
 from conftest import EXAMPLE_DESIRED_STATE, DesiredStateCopy
 
-from devenv.images import build_desired_state_images, build_plugin_image
+from devenv.images import build_desired_state_images
 from plexica_gitops.store import catalog
 from plexica_gitops.store.lock import apply_lock
 
@@ -96,22 +94,6 @@ def test_fresh_install_of_the_example_platform(
 
 
 # --- one plugin, updated -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def echo_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    return {
-        "1.0.0": build_plugin_image(docker_client, f"{ECHO_IMAGE}:1.0.0", "echo", "1.0.0"),
-        "1.1.0": build_plugin_image(docker_client, f"{ECHO_IMAGE}:1.1.0", "echo", "1.1.0"),
-        "1.2.0": build_plugin_image(
-            docker_client, f"{ECHO_IMAGE}:1.2.0", "echo", "1.2.0", behaviour="never-ready"
-        ),
-    }
-
-
-@pytest.fixture
-def echo(tmp_path: Path, scope: str, echo_images: dict[str, str]) -> EchoPlatform:
-    return EchoPlatform(tmp_path / "echo-state", scope)
 
 
 class TrafficLoop(threading.Thread):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,8 +20,15 @@ EXAMPLE = Path(__file__).parent.parent / "desired-state"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Exit code and everything printed (standard output and error)."""
     result = CliRunner().invoke(app, list(args), env=env)
     return result.exit_code, result.output
+
+
+def _json(*args: str, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """Exit code and the JSON on standard output (warnings go to standard error)."""
+    result = CliRunner().invoke(app, list(args), env=env)
+    return result.exit_code, json.loads(result.stdout)
 
 
 def test_init_is_idempotent(postgres_database: str) -> None:
@@ -33,9 +41,8 @@ def test_init_is_idempotent(postgres_database: str) -> None:
 def test_plan_observes_the_store(postgres_database: str) -> None:
     _run("init", "--database-url", postgres_database)
     env = {"PLEXICA_DATABASE_URL": postgres_database}
-    code, output = _run("plan", str(EXAMPLE), "--format", "json", env=env)
-    assert code == 0, output
-    plan = json.loads(output)
+    code, plan = _json("plan", str(EXAMPLE), "--format", "json", env=env)
+    assert code == 0, plan
     ids = [a["id"] for a in plan["actions"]]
     assert "plugin.contacts:register" in ids and "tenant.acme:create" in ids
     # the broker is not observed: topics are left out, and the plan says so
@@ -56,8 +63,7 @@ def test_plan_observes_the_store(postgres_database: str) -> None:
             (LifecycleStatus.INSTALLED, LifecycleStatus.ACTIVE),
         ]:
             catalog.transition(conn, "contacts", before, after)
-    code, output = _run("plan", str(EXAMPLE), "--format", "json", env=env)
-    plan = json.loads(output)
+    code, plan = _json("plan", str(EXAMPLE), "--format", "json", env=env)
     ids = [a["id"] for a in plan["actions"]]
     assert not any(i.startswith("plugin.contacts.workload") for i in ids)
     assert "plugin.contacts:register" not in ids

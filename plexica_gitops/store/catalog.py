@@ -421,6 +421,29 @@ def subscriptions_of(conn: Connection, plugin_id: str) -> dict[str, str]:
     return {topic: group for topic, group in rows}
 
 
+# --- topics the reconciler owns ----------------------------------------------------------
+
+
+def record_topic(conn: Connection, name: str, plugin_id: str) -> None:
+    """Remember that plexica-gitops created topic `name` for `plugin_id`: only such topics
+    are ever changed or deleted by it."""
+    conn.execute(
+        "INSERT INTO plexica_gitops.topics (name, plugin_id) VALUES (%s, %s)"
+        " ON CONFLICT (name) DO UPDATE SET plugin_id = EXCLUDED.plugin_id",
+        (name, plugin_id),
+    )
+
+
+def forget_topic(conn: Connection, name: str) -> None:
+    conn.execute("DELETE FROM plexica_gitops.topics WHERE name = %s", (name,))
+
+
+def topic_owners(conn: Connection) -> dict[str, str]:
+    """Topic name -> the plugin plexica-gitops created it for."""
+    rows = conn.execute("SELECT name, plugin_id FROM plexica_gitops.topics").fetchall()
+    return {name: plugin_id for name, plugin_id in rows}
+
+
 # --- tenants ------------------------------------------------------------------------------
 
 

@@ -1,0 +1,139 @@
+"""Helpers shared by the apply tests: the CLI runner, a one-plugin desired state, and
+reading back what the platform holds."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+import psycopg
+from typer.testing import CliRunner
+
+from plexica_gitops.cli import app
+
+SCOPE_LABEL = "io.plexica.scope"
+FAST_ROLLOUT = """\
+  rollout:
+    strategy: rolling
+    readyProbes: 2
+    probeIntervalSeconds: 0.2
+    timeoutSeconds: 6
+    gracePeriodSeconds: 1
+"""
+ECHO_IMAGE = "localhost/plexica-test/echo"
+
+
+def run_cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def scoped_platform(text: str, scope: str) -> str:
+    """platform.yaml with this test's container scope and a fast rollout."""
+    text = text.replace(
+        "    endpointMode: loopback\n", f"    endpointMode: loopback\n    scope: {scope}\n"
+    )
+    return re.sub(r"  rollout:\n(    .*\n)+", FAST_ROLLOUT, text)
+
+
+def containers_of(client: docker.DockerClient, scope: str, plugin: str) -> list[Any]:
+    return client.containers.list(
+        all=True,
+        filters={"label": [f"{SCOPE_LABEL}={scope}", f"io.plexica.plugin={plugin}"]},
+    )
+
+
+def plugin_statuses(dsn: str) -> dict[str, tuple[str, str | None]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT id, status, last_error FROM plexica.plugins").fetchall()
+    return {pid: (status, error) for pid, status, error in rows}
+
+
+class EchoPlatform:
+    """A one-plugin desired state written from scratch, so a test can move its version."""
+
+    def __init__(self, root: Path, scope: str) -> None:
+        self.root = root
+        self.scope = scope
+
+    def write(
+        self,
+        version: str,
+        *,
+        image: str | None = None,
+        replicas: int = 2,
+        state: str = "active",
+        publishes: Sequence[str] = (),
+        topics: dict[str, Any] | None = None,
+        purge: bool = False,
+    ) -> str:
+        """Write the desired state; `publishes`/`topics` give echo events and per-event
+        topic settings (the platform default is 1 partition, retention 1 day)."""
+        image = image or f"{ECHO_IMAGE}:{version}"
+        bindings = "{echo: {enabled: true}}" if state == "active" else "{}"
+        files = {
+            "platform.yaml": f"""
+                apiVersion: plexica.io/v1alpha1
+                kind: Platform
+                metadata: {{name: test}}
+                spec:
+                  version: 2.4.0
+                  runtime: {{provider: docker, endpointMode: loopback, scope: {self.scope}}}
+                  rollout:
+                    strategy: rolling
+                    readyProbes: 2
+                    probeIntervalSeconds: 0.2
+                    timeoutSeconds: 5
+                    gracePeriodSeconds: 1
+                  events:
+                    defaults: {{partitions: 1, config: {{retention.ms: "86400000"}}}}
+            """,
+            "plugins/echo/plugin.yaml": f"""
+                apiVersion: plexica.io/v1alpha1
+                kind: Plugin
+                metadata: {{name: echo}}
+                spec:
+                  state: {state}
+                  replicas: {replicas}
+                  purgeDataOnUninstall: {json.dumps(purge)}
+                  topics: {json.dumps(topics or {})}
+                  manifest:
+                    id: echo
+                    name: Echo
+                    version: {version}
+                    runtime:
+                      type: typescript
+                      image: {image}
+                      resources: {{cpu: 250m, memory: 64Mi}}
+                    compat: {{core: ^2.0.0}}
+                    api: {{basePath: /api/plugins/echo, port: 8080}}
+                    permissions:
+                      - {{key: "echo:messages:read", name: Read messages}}
+                    events: {{publishes: {json.dumps(list(publishes))}}}
+                    migrations: {{path: migrations}}
+            """,
+            "plugins/echo/migrations/0001_create_echo_messages.sql": """
+                CREATE TABLE echo_messages (id serial PRIMARY KEY, body text NOT NULL);
+            """,
+            "tenants/acme.yaml": f"""
+                apiVersion: plexica.io/v1alpha1
+                kind: Tenant
+                metadata: {{name: acme}}
+                spec:
+                  id: 0a5f0c53-7c0e-4d8e-9f57-1c2d3e4f5a6b
+                  schema: tenant_acme
+                  plugins: {bindings}
+            """,
+        }
+        for rel, text in files.items():
+            path = self.root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        return str(self.root)
