@@ -120,23 +120,15 @@ def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def scope(docker_client: docker.DockerClient) -> Iterator[str]:
-    """A label value of this test's own: its containers, and only those, are removed."""
-    value = f"test-{uuid.uuid4().hex[:10]}"
-    yield value
-    for container in docker_client.containers.list(
-        all=True, filters={"label": f"io.plexica.scope={value}"}
-    ):
-        container.remove(force=True)
-
-
-@pytest.fixture
 def environment(postgres_database: str, docker_host: str) -> dict[str, str]:
     return {
         "PLEXICA_DATABASE_URL": postgres_database,
         "DOCKER_HOST": docker_host,
         "PLEXICA_PLUGIN_DATABASE_URL": "postgresql://plugin@db.internal/platform",
         "PLEXICA_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        # billing's STRIPE_API_KEY reference: a throwaway value made up per test, so a test
+        # can check that it never shows up in output, plans or the store
+        "BILLING_STRIPE_API_KEY": f"sk_test_{uuid.uuid4().hex}",
     }
 
 
@@ -152,5 +144,5 @@ def echo_images(docker_client: docker.DockerClient) -> dict[str, str]:
 
 
 @pytest.fixture
-def echo(tmp_path: Path, scope: str, echo_images: dict[str, str]) -> EchoPlatform:
-    return EchoPlatform(tmp_path / "echo-state", scope)
+def echo(tmp_path: Path, docker_scope: str, echo_images: dict[str, str]) -> EchoPlatform:
+    return EchoPlatform(tmp_path / "echo-state", docker_scope)

@@ -37,17 +37,19 @@ def test_fresh_install_of_the_example_platform(
     environment: dict[str, str],
     docker_client: docker.DockerClient,
     example_images: list[str],
-    scope: str,
+    docker_scope: str,
 ) -> None:
     platform = "platform.yaml"
-    desired_state_copy.write(platform, scoped_platform(desired_state_copy.text(platform), scope))
+    desired_state_copy.write(
+        platform, scoped_platform(desired_state_copy.text(platform), docker_scope)
+    )
     root = str(desired_state_copy.root)
     dsn = environment["PLEXICA_DATABASE_URL"]
     assert run_cli(environment, "init")[0] == 0
 
-    code, output = run_cli(environment, "apply", root, "--auto-approve", "--parallelism", "6")
-    assert code == 0, output
-    assert "Apply complete!" in output
+    code, apply_output = run_cli(environment, "apply", root, "--auto-approve", "--parallelism", "6")
+    assert code == 0, apply_output
+    assert "Apply complete!" in apply_output
 
     statuses = plugin_statuses(dsn)
     assert statuses == {
@@ -59,7 +61,7 @@ def test_fresh_install_of_the_example_platform(
         "notifications": ("ACTIVE", None),
     }
     # containers run with the declared limits, read back from the engine
-    crm = containers_of(docker_client, scope, "crm")
+    crm = containers_of(docker_client, docker_scope, "crm")
     assert len(crm) == 2
     for container in crm:
         host_config = container.attrs["HostConfig"]
@@ -91,6 +93,19 @@ def test_fresh_install_of_the_example_platform(
     assert code == 0, output  # converged: nothing left to do
     code, output = run_cli(environment, "history")
     assert code == 0 and "succeeded" in output
+
+    # the env reference was resolved into the container, and nowhere else
+    secret = environment["BILLING_STRIPE_API_KEY"]
+    billing = containers_of(docker_client, docker_scope, "billing")[0]
+    assert f"STRIPE_API_KEY={secret}" in billing.attrs["Config"]["Env"]
+    assert secret not in json.dumps(billing.labels)
+    assert secret not in apply_output
+    with psycopg.connect(dsn) as conn:
+        dump = conn.execute(
+            "SELECT string_agg(t::text, '') FROM (SELECT * FROM plexica_gitops.journal) t"
+        ).fetchone()
+        manifests = conn.execute("SELECT string_agg(manifest::text, '') FROM plexica.plugins")
+        assert secret not in str(dump) and secret not in str(manifests.fetchone())
 
 
 # --- one plugin, updated -----------------------------------------------------------------

@@ -43,13 +43,13 @@ def _wait_for_step(dsn: str, step_id: str, timeout: float = 30) -> None:
 
 def test_kill_9_mid_apply_then_rerun_converges(
     tmp_path: Path,
-    scope: str,
+    docker_scope: str,
     slow_image: str,
     environment: dict[str, str],
     docker_client: docker.DockerClient,
 ) -> None:
     dsn = environment["PLEXICA_DATABASE_URL"]
-    echo = EchoPlatform(tmp_path / "state", scope)
+    echo = EchoPlatform(tmp_path / "state", docker_scope)
     root = echo.write("1.0.0", image=slow_image)
     assert run_cli(environment, "init")[0] == 0
 
@@ -75,7 +75,7 @@ def test_kill_9_mid_apply_then_rerun_converges(
     code, output = run_cli(environment, "apply", root, "--auto-approve")
     assert code == 0, output
     assert plugin_statuses(dsn)["echo"] == ("ACTIVE", None)
-    containers = containers_of(docker_client, scope, "echo")
+    containers = containers_of(docker_client, docker_scope, "echo")
     assert len(containers) == 2 and all(c.status == "running" for c in containers)
     assert {c.labels["io.plexica.version"] for c in containers} == {"1.0.0"}
     with psycopg.connect(dsn, autocommit=True) as conn:

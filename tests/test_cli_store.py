@@ -40,7 +40,8 @@ def test_init_is_idempotent(postgres_database: str) -> None:
 
 def test_plan_observes_the_store(postgres_database: str) -> None:
     _run("init", "--database-url", postgres_database)
-    env = {"PLEXICA_DATABASE_URL": postgres_database}
+    # no engine answers there: the runtime cannot be observed, and the plan must say so
+    env = {"PLEXICA_DATABASE_URL": postgres_database, "DOCKER_HOST": "unix:///nonexistent.sock"}
     code, plan = _json("plan", str(EXAMPLE), "--format", "json", env=env)
     assert code == 0, plan
     ids = [a["id"] for a in plan["actions"]]
@@ -49,7 +50,7 @@ def test_plan_observes_the_store(postgres_database: str) -> None:
     assert not any(i.startswith("topic.") for i in ids)
     assert "PGP201" in [w["code"] for w in plan["warnings"]]
 
-    # contacts is ACTIVE in the catalog; its containers cannot be seen without a provider,
+    # contacts is ACTIVE in the catalog; its containers cannot be seen without the runtime,
     # so no workload step is planned for it (never "create" what may already run)
     entry = validate_directory(EXAMPLE).desired.plugins["contacts"]
     manifest = entry.manifest.model_dump(mode="json", by_alias=True)

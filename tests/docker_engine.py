@@ -1,0 +1,95 @@
+"""Pytest fixtures for a real Docker-API engine (Podman's API service), loaded as a plugin
+(`pytest_plugins = ["tests.docker_engine"]` in tests/conftest.py).
+
+- `docker_host` (session): the DOCKER_HOST url of an engine. DOCKER_HOST is used when it
+  answers; otherwise `devenv.podman.ensure_engine` installs and starts Podman's service
+  under $TMPDIR/plexica-test-podman (reused when already running there), and a service
+  this session started is stopped at its end.
+- `docker_client` (session): a `docker.DockerClient` on it.
+- `docker_scope` (function): a scope label value of the test's own; every container with
+  that scope is removed after the test, so tests (and the demo, scope "default") never
+  touch one another's containers.
+- `docker_provider` (function): a DockerProvider in that scope, on the test network, with a
+  short drain.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devenv.podman import engine_answers, ensure_engine, stop_engine
+from plexica_gitops.provider import MANAGED_BY
+
+TEST_NETWORK = "plexica-test"
+STATE_DIR = Path(tempfile.gettempdir()) / "plexica-test-podman"
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> Iterator[str]:
+    """A Docker-API engine for the session (see the module docstring)."""
+    existing = os.environ.get("DOCKER_HOST")
+    if existing and engine_answers(existing):
+        yield existing
+        return
+    already_running = engine_answers(f"unix://{STATE_DIR / 'podman.sock'}")
+    try:
+        url = ensure_engine(STATE_DIR)
+    except BaseException:
+        stop_engine(STATE_DIR)  # what this session started, if anything
+        raise
+    try:
+        yield url
+    finally:
+        if not already_running:
+            stop_engine(STATE_DIR)
+
+
+@pytest.fixture(scope="session")
+def docker_client(docker_host: str) -> Iterator[Any]:
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def docker_scope(docker_client: Any) -> Iterator[str]:
+    """A scope of the test's own; its containers are removed afterwards."""
+    scope = f"test-{uuid.uuid4().hex[:10]}"
+    try:
+        yield scope
+    finally:
+        remove_scope(docker_client, scope)
+
+
+@pytest.fixture
+def docker_provider(docker_host: str, docker_scope: str) -> Iterator[Any]:
+    from plexica_gitops_docker.provider import DockerProvider, DockerSettings
+
+    settings = DockerSettings(
+        base_url=docker_host, network=TEST_NETWORK, scope=docker_scope, drain_seconds=0.2
+    )
+    provider = DockerProvider(settings)
+    try:
+        yield provider
+    finally:
+        provider.close()
+
+
+def remove_scope(client: Any, scope: str) -> int:
+    """Remove every container of ours labelled with `scope`; how many there were."""
+    labels = [f"io.plexica.managed-by={MANAGED_BY}", f"io.plexica.scope={scope}"]
+    containers = client.containers.list(all=True, filters={"label": labels})
+    for container in containers:
+        container.remove(force=True, v=True)
+    return len(containers)
