@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -68,6 +69,11 @@ def _environment() -> dict[str, str]:
         # What platform.yaml's env references resolve to inside the plugin containers.
         "PLEXICA_PLUGIN_DATABASE_URL": dsn,
         "PLEXICA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        # billing's STRIPE_API_KEY is a `fromEnv` reference: a real pipeline exports the
+        # key; the demo makes up a throwaway one (never printed) unless one is exported.
+        "BILLING_STRIPE_API_KEY": os.environ.get(
+            "BILLING_STRIPE_API_KEY", f"sk_test_demo_{secrets.token_hex(12)}"
+        ),
         "COLUMNS": os.environ.get("COLUMNS", "120"),
     }
 
@@ -143,21 +149,22 @@ def up() -> None:
 
 
 def down() -> None:
-    from devenv.podman import stop_engine
-    from devenv.postgres import PersistentPostgres
-
-    env = _environment()
+    """Remove the demo's containers and stop what the demo started; data stays."""
     import docker
 
-    client = docker.DockerClient(base_url=env["DOCKER_HOST"])
-    removed = 0
-    for container in client.containers.list(
-        all=True, filters={"label": "io.plexica.managed-by=plexica-gitops"}
-    ):
-        container.remove(force=True)
-        removed += 1
-    client.close()
-    print(f"removed {removed} containers")
+    from devenv.podman import engine_answers, stop_engine
+    from devenv.postgres import PersistentPostgres
+
+    docker_host = f"unix://{STATE_DIR / 'podman' / 'podman.sock'}"
+    if engine_answers(docker_host):
+        client = docker.DockerClient(base_url=docker_host)
+        containers = client.containers.list(
+            all=True, filters={"label": "io.plexica.managed-by=plexica-gitops"}
+        )
+        for container in containers:
+            container.remove(force=True)
+        client.close()
+        print(f"removed {len(containers)} containers")
     stop_engine(STATE_DIR / "podman")
     _stop_broker()
     PersistentPostgres(STATE_DIR / "postgres", POSTGRES_PORT).stop_keeping_data()
