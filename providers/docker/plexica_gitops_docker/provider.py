@@ -43,7 +43,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -394,35 +394,53 @@ class DockerProvider(Provider):
         self._retire(olds, routes, spec.rollout.grace_period_seconds, remove=True)
 
     def _rolling(self, spec: WorkloadSpec, routes: RouteRegistry, olds: list[_Replica]) -> None:
+        """One replica at a time: the new one serves before an old one is retired. The old
+        one's drain and stop run in the background while the next new replica starts, so
+        the drain period is not paid once per replica."""
         serving = sorted((r for r in olds if r.running), key=lambda r: r.index)
         idle = [r for r in olds if not r.running]
         generation = secrets.token_hex(3)
         fresh: list[_Replica] = []
         retired: list[_Replica] = []
         grace = spec.rollout.grace_period_seconds
-        try:
-            for index in range(spec.replicas):
-                replica = self._launch(spec, generation, index)
-                fresh.append(replica)
-                result = self._await_ready([replica], spec)[replica.name]
-                if not result.ok:
-                    raise _NotReady(replica, result)
-                self._register(routes, [replica])
-                if serving:
-                    old = serving.pop(0)
-                    self._retire([old], routes, grace, remove=False)
-                    retired.append(old)
-        except _NotReady as failure:
-            restored = self._roll_back(spec, routes, fresh, retired, others_serve=bool(serving))
-            raise self._rollout_failed(spec, failure.replica, failure.result, restored) from None
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self._roll_back(spec, routes, fresh, retired, others_serve=bool(serving))
-            raise
-        # Every new replica is ready: the surplus old ones (scale-down) and the retired
-        # ones go.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="retire") as background:
+            retiring: list[Future[None]] = []
+            try:
+                for index in range(spec.replicas):
+                    replica = self._launch(spec, generation, index)
+                    fresh.append(replica)
+                    result = self._await_ready([replica], spec)[replica.name]
+                    if not result.ok:
+                        raise _NotReady(replica, result)
+                    self._register(routes, [replica])
+                    if serving:
+                        old = serving.pop(0)
+                        self._deregister(routes, [old])
+                        retiring.append(
+                            background.submit(self._retire, [old], routes, grace, remove=False)
+                        )
+                        retired.append(old)
+            except _NotReady as failure:
+                _settle(retiring)  # an old replica must be stopped before it can restart
+                restored = self._roll_back(spec, routes, fresh, retired, others_serve=bool(serving))
+                raise self._rollout_failed(
+                    spec, failure.replica, failure.result, restored
+                ) from None
+            except BaseException:
+                _settle(retiring)
+                with contextlib.suppress(Exception):
+                    self._roll_back(spec, routes, fresh, retired, others_serve=bool(serving))
+                raise
+            _settle(retiring)
+        # Every new replica is ready: the surplus old ones (scale-down) are retired, and the
+        # ones already drained and stopped are removed.
         self._retire(serving, routes, grace, remove=True)
-        self._retire(retired + idle, routes, grace, remove=True)
+        self._discard(retired + idle, None)
+
+    def _deregister(self, routes: RouteRegistry, replicas: Iterable[_Replica]) -> None:
+        for replica in replicas:
+            if replica.endpoint is not None:
+                routes.deregister(replica.endpoint)
 
     def _roll_back(
         self,
@@ -650,9 +668,7 @@ class DockerProvider(Provider):
         (and remove) them all at once."""
         if not replicas:
             return
-        for replica in replicas:
-            if replica.endpoint is not None:
-                routes.deregister(replica.endpoint)
+        self._deregister(routes, replicas)
         if any(r.running for r in replicas):
             time.sleep(self.settings.drain_seconds)
 
@@ -859,6 +875,15 @@ def _rank(replica: _Replica, answers: Mapping[str, ProbeResult]) -> tuple[bool, 
 def _ok(answers: Mapping[str, ProbeResult], replica: _Replica) -> bool:
     answer = answers.get(replica.name)
     return answer is not None and answer.ok
+
+
+def _settle(futures: Sequence[Future[None]]) -> None:
+    """Wait for background retirements; their failures are logged, not raised: the old
+    replica is stopped late at worst, and the next plan sees it."""
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            log.warning("retiring an old replica failed: %s", error)
 
 
 def _parallel(function: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
