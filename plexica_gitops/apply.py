@@ -162,6 +162,33 @@ class _Walk:
                 self.ready.append(dependent)
         self.ready.sort(key=self.position.__getitem__)
 
+    def failed(self, step_id: str) -> list[str]:
+        """The steps a failure holds back, in plan order. A tenant's step (its record, its
+        migrations) holds back only that tenant's steps: spec 004 edge case 2, a migration
+        failing in one tenant schema leaves the other tenants unaffected. The plugin still
+        activates; that tenant's binding waits for the next apply."""
+        tenant = self.actions[step_id].tenant
+        if tenant is None:
+            return self.blocked_by(step_id)
+        self.done.add(step_id)
+        blocked: list[str] = []
+        stack = [step_id]
+        while stack:
+            current = stack.pop()
+            for dependent in self.dependents[current]:
+                if dependent in self.done:
+                    continue
+                if self.actions[dependent].tenant == tenant:
+                    self.done.add(dependent)
+                    blocked.append(dependent)
+                    stack.append(dependent)
+                    continue
+                self.waiting[dependent].discard(current)  # not that tenant's: it goes on
+                if not self.waiting[dependent]:
+                    self.ready.append(dependent)
+        self.ready.sort(key=self.position.__getitem__)
+        return sorted(blocked, key=self.position.__getitem__)
+
     def blocked_by(self, step_id: str) -> list[str]:
         """Every step that waits, directly or not, for `step_id`, in plan order."""
         self.done.add(step_id)
@@ -231,7 +258,7 @@ def execute(
                 if result.status is StepStatus.SUCCEEDED:
                     walk.succeeded(action.id)
                     continue
-                for blocked in walk.blocked_by(action.id):
+                for blocked in walk.failed(action.id):
                     finish(
                         StepResult(
                             walk.actions[blocked],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class EchoPlatform:
         publishes: Sequence[str] = (),
         topics: dict[str, Any] | None = None,
         purge: bool = False,
+        tenants: Sequence[str] = ("acme",),
     ) -> str:
         """Write the desired state; `publishes`/`topics` give echo events and per-event
         topic settings (the platform default is 1 partition, retention 1 day)."""
@@ -122,16 +124,17 @@ class EchoPlatform:
             "plugins/echo/migrations/0001_create_echo_messages.sql": """
                 CREATE TABLE echo_messages (id serial PRIMARY KEY, body text NOT NULL);
             """,
-            "tenants/acme.yaml": f"""
+        }
+        for slug in tenants:
+            files[f"tenants/{slug}.yaml"] = f"""
                 apiVersion: plexica.io/v1alpha1
                 kind: Tenant
-                metadata: {{name: acme}}
+                metadata: {{name: {slug}}}
                 spec:
-                  id: 0a5f0c53-7c0e-4d8e-9f57-1c2d3e4f5a6b
-                  schema: tenant_acme
+                  id: {uuid.uuid5(uuid.NAMESPACE_DNS, slug)}
+                  schema: tenant_{slug}
                   plugins: {bindings}
-            """,
-        }
+            """
         for rel, text in files.items():
             path = self.root / rel
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -219,6 +219,40 @@ def test_image_pull_failure_leaves_the_plugin_registered_with_the_error(
     assert plugin_statuses(dsn)["echo"] == ("ACTIVE", None)
 
 
+def test_a_migration_failing_in_one_tenant_leaves_the_others_unaffected(
+    echo: EchoPlatform, environment: dict[str, str]
+) -> None:
+    """Spec 004 edge case 2, end to end."""
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    run_cli(environment, "init")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # a table in the way, in one schema
+        conn.execute("CREATE SCHEMA tenant_broken")
+        conn.execute("CREATE TABLE tenant_broken.echo_messages (legacy int)")
+    root = echo.write("1.0.0", tenants=("acme", "broken", "globex"))
+    code, output = run_cli(environment, "apply", root, "--auto-approve")
+    assert code == 1, output
+    assert "tenant.broken.migrations.echo:apply failed" in output
+    assert "0001_create_echo_messages.sql" in output and "already exists" in output
+    assert plugin_statuses(dsn)["echo"] == ("ACTIVE", None)
+    with psycopg.connect(dsn) as conn:
+        enabled = conn.execute(
+            "SELECT t.slug FROM plexica.tenant_plugins b JOIN plexica.tenants t ON t.id ="
+            " b.tenant_id WHERE b.enabled ORDER BY 1"
+        ).fetchall()
+        legacy = conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = 'tenant_broken' AND table_name = 'echo_messages'"
+        ).fetchall()
+    assert enabled == [("acme",), ("globex",)]
+    assert legacy == [("legacy",)]  # rolled back: untouched
+    # once the schema is fixed, the next apply finishes that tenant
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE tenant_broken.echo_messages")
+    code, output = run_cli(environment, "apply", root, "--auto-approve")
+    assert code == 0, output
+    assert run_cli(environment, "plan", root, "--detailed-exitcode")[0] == 0
+
+
 def test_a_container_stopped_by_hand_is_planned_and_healed(
     echo: EchoPlatform, environment: dict[str, str], docker_client: docker.DockerClient
 ) -> None:

@@ -195,3 +195,65 @@ def test_stopping_lets_steps_in_flight_finish_and_starts_no_new_ones() -> None:
 def test_parallelism_must_be_positive() -> None:
     with pytest.raises(ValueError):
         execute([], lambda a: "ok", Recorder(), Recorder(), parallelism=0)
+
+
+def _tenant_action(address: str, tenant: str | None, *depends_on: str) -> Action:
+    return Action(
+        address, "apply", ActionKind.CREATE, "test", depends_on=tuple(depends_on), tenant=tenant
+    )
+
+
+def test_a_failure_in_one_tenant_holds_back_that_tenant_only() -> None:
+    """Spec 004 edge case 2: a migration failing in one tenant schema must not keep the
+    plugin from activating for the others."""
+    actions = [
+        _tenant_action("tenant.bad:create", "bad"),
+        _tenant_action("tenant.bad.migrations.crm", "bad", "tenant.bad:create:apply"),
+        _tenant_action("tenant.ok.migrations.crm", "ok"),
+        _tenant_action(
+            "plugin.crm:mark-installed",
+            None,
+            "tenant.bad.migrations.crm:apply",
+            "tenant.ok.migrations.crm:apply",
+        ),
+        _tenant_action("tenant.ok.plugin.crm", "ok", "plugin.crm:mark-installed:apply"),
+        _tenant_action(
+            "tenant.bad.plugin.crm",
+            "bad",
+            "plugin.crm:mark-installed:apply",
+            "tenant.bad.migrations.crm:apply",
+        ),
+    ]
+
+    def run(action: Action) -> str:
+        if action.address == "tenant.bad:create":
+            raise StepFailed("schema exists")
+        return "ok"
+
+    report, _ = _run(actions, run)
+    statuses = {sid: r.status for sid, r in report.results.items()}
+    assert statuses == {
+        "tenant.bad:create:apply": StepStatus.FAILED,
+        "tenant.bad.migrations.crm:apply": StepStatus.SKIPPED,
+        "tenant.ok.migrations.crm:apply": StepStatus.SUCCEEDED,
+        "plugin.crm:mark-installed:apply": StepStatus.SUCCEEDED,
+        "tenant.ok.plugin.crm:apply": StepStatus.SUCCEEDED,
+        "tenant.bad.plugin.crm:apply": StepStatus.SKIPPED,
+    }
+    assert report.result == "failed"
+
+
+def test_a_plugin_failure_holds_back_every_tenant_that_needs_it() -> None:
+    actions = [
+        _tenant_action("plugin.crm:install", None),
+        _tenant_action("tenant.a.migrations.crm", "a", "plugin.crm:install:apply"),
+        _tenant_action("tenant.b.migrations.crm", "b", "plugin.crm:install:apply"),
+    ]
+
+    def run(action: Action) -> str:
+        if action.tenant is None:
+            raise StepFailed("image cannot be pulled")
+        return "ok"
+
+    report, _ = _run(actions, run)
+    assert [r.status for r in report.results.values()].count(StepStatus.SKIPPED) == 2
