@@ -274,6 +274,45 @@ def test_a_container_stopped_by_hand_is_planned_and_healed(
     assert run_cli(environment, "plan", root, "--detailed-exitcode")[0] == 0
 
 
+def test_a_saved_plan_applies_only_unaltered_and_while_current(
+    echo: EchoPlatform, environment: dict[str, str], tmp_path: Path
+) -> None:
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    run_cli(environment, "init")
+    root = echo.write("1.0.0")
+    saved = tmp_path / "release.plan"
+    code, output = run_cli(environment, "plan", root, "--out", str(saved))
+    assert code == 0, output
+
+    altered = tmp_path / "altered.plan"
+    altered.write_text(saved.read_text().replace("new in git", "new in git!"))
+    code, output = run_cli(
+        environment, "apply", str(altered), "--desired-state", root, "--auto-approve"
+    )
+    assert code == 1 and "checksum" in output
+
+    with psycopg.connect(dsn, autocommit=True) as conn:  # someone changes the platform
+        conn.execute(
+            "INSERT INTO plexica.tenants (id, slug, schema_name, status)"
+            " VALUES ('5b1e0c7a-8a4e-4f7a-9d7e-2f1a3b4c5d6e', 'walk-in', 'tenant_walk_in',"
+            " 'active')"
+        )
+    code, output = run_cli(
+        environment, "apply", str(saved), "--desired-state", root, "--auto-approve"
+    )
+    assert code == 1
+    assert "stale plan" in output and "live platform changed" in output
+    assert plugin_statuses(dsn) == {}  # nothing applied
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM plexica.tenants WHERE slug = 'walk-in'")
+    code, output = run_cli(
+        environment, "apply", str(saved), "--desired-state", root, "--auto-approve"
+    )
+    assert code == 0, output
+    assert plugin_statuses(dsn)["echo"] == ("ACTIVE", None)
+
+
 def test_a_second_apply_is_refused_while_one_holds_the_lock(
     echo: EchoPlatform, environment: dict[str, str]
 ) -> None:

@@ -3,15 +3,20 @@ concurrency, failure isolation, retries and interruption."""
 
 from __future__ import annotations
 
+import io
+import json
+import re
 import threading
 import time
 from collections.abc import Sequence
 
 import psycopg
 import pytest
+from rich.console import Console
 
 from plexica_gitops.actions import Action, ActionKind
 from plexica_gitops.apply import ApplyReport, StepResult, StepStatus, execute
+from plexica_gitops.progress import JsonReporter, LineReporter
 from plexica_gitops.steps import StepFailed
 
 
@@ -257,3 +262,55 @@ def test_a_plugin_failure_holds_back_every_tenant_that_needs_it() -> None:
 
     report, _ = _run(actions, run)
     assert [r.status for r in report.results.values()].count(StepStatus.SKIPPED) == 2
+
+
+def _report_with_every_outcome(reporter: object) -> ApplyReport:
+    actions = [
+        Action("plugin.crm.workload", "replace", ActionKind.REPLACE, "t", plugin="crm"),
+        Action(
+            "plugin.crm", "update", ActionKind.UPDATE, "t", plugin="crm",
+            depends_on=("plugin.crm.workload:replace",),
+        ),
+        Action("tenant.acme.plugin.crm", "enable", ActionKind.CREATE, "t", plugin="crm",
+               tenant="acme"),
+    ]  # fmt: skip
+
+    def run(action: Action) -> str:
+        if action.step == "replace":
+            raise StepFailed("new replicas never ready: HTTP 404", "check /health/ready",
+                             rolled_back=True)  # fmt: skip
+        return "done"
+
+    return execute(actions, run, Recorder(), reporter, parallelism=2)  # type: ignore[arg-type]
+
+
+def test_json_log_lines_carry_step_plugin_tenant_and_trace_ids() -> None:
+    stream = io.StringIO()
+    report = _report_with_every_outcome(JsonReporter(stream, trace_id="trace-1"))
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert {r["trace_id"] for r in records} == {"trace-1"}
+    assert records[0]["event"] == "apply.started" and records[-1]["event"] == "apply.finished"
+    assert records[-1]["result"] == "failed" and records[-1]["counts"] == report.counts()
+    finished = {r["step"]: r for r in records if r["event"] == "step.finished"}
+    rolled = finished["plugin.crm.workload:replace"]
+    assert rolled["status"] == "rolled-back" and rolled["level"] == "error"
+    assert rolled["plugin"] == "crm" and rolled["hint"] == "check /health/ready"
+    assert finished["plugin.crm:update"]["blocked_by"] == "plugin.crm.workload:replace"
+    assert finished["tenant.acme.plugin.crm:enable"]["tenant"] == "acme"
+    started = {r["step"]: r["span_id"] for r in records if r["event"] == "step.started"}
+    assert (
+        started["tenant.acme.plugin.crm:enable"]
+        == (finished["tenant.acme.plugin.crm:enable"]["span_id"])
+    )
+
+
+def test_the_summary_says_what_failed_why_and_what_did_not_start() -> None:
+    buffer = io.StringIO()
+    _report_with_every_outcome(LineReporter(Console(file=buffer, width=200)))
+    text = buffer.getvalue()
+    assert "Apply failed. 1 succeeded, 0 failed, 1 rolled back, 1 skipped" in text
+    assert "plugin.crm.workload:replace rolled back: new replicas never ready: HTTP 404" in text
+    assert "hint: check /health/ready" in text
+    assert "plugin.crm:update (waits for plugin.crm.workload:replace)" in text
+    # one timestamped line per step for CI logs
+    assert re.search(r"^\d{4}-\d\d-\d\dT[\d:.]+Z .*succeeded +tenant\.acme", text, re.M)
