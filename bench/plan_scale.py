@@ -292,7 +292,7 @@ class Converged:
 
     def plugin(self, pid: str) -> dict[str, Any] | None:
         from plexica_gitops.live import LifecycleStatus, stable_hash
-        from plexica_gitops.planner import env_hash
+        from plexica_gitops.planner import consumer_group, env_hash
 
         entry, dp = self.desired.plugins[pid], self.plugins[pid]
         target = dp.target
@@ -309,6 +309,7 @@ class Converged:
             "workload": None,
             "permissions": {},
             "routes": None,
+            "subscriptions": {},
         }
         if deployed:
             want = {**dp.workload, "running": running}
@@ -329,6 +330,10 @@ class Converged:
         if target is LifecycleStatus.ACTIVE:
             record["routes"] = dict(dp.routes)
             self.last_applied[f"plugin.{pid}.routes"] = stable_hash(dp.routes)
+            subscriptions = {event: consumer_group(pid) for event in dp.subscribes}
+            if subscriptions:
+                record["subscriptions"] = subscriptions
+                self.last_applied[f"plugin.{pid}.subscriptions"] = stable_hash(subscriptions)
         return record
 
     def topics(self) -> dict[str, Any]:
