@@ -58,8 +58,12 @@ class ConnectionPool:
     """At most `size` autocommit connections to the store, opened on first use and reused
     by the apply's worker threads. A connection that broke is dropped, not reused."""
 
-    def __init__(self, dsn: str, size: int) -> None:
+    def __init__(
+        self, dsn: str, size: int, *, lock_timeout_ms: int = 5000, statement_timeout_ms: int = 60000
+    ) -> None:
         self.dsn = dsn
+        self.lock_timeout_ms = lock_timeout_ms
+        self.statement_timeout_ms = statement_timeout_ms
         self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
         self._all: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
@@ -71,7 +75,7 @@ class ConnectionPool:
             try:
                 conn = self._idle.get_nowait()
             except queue.Empty:
-                conn = connect(self.dsn, application_name=STEP_APPLICATION_NAME)
+                conn = self._open()
                 with self._lock:
                     self._all.append(conn)
             try:
@@ -83,6 +87,17 @@ class ConnectionPool:
                     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                         conn.rollback()
                     self._idle.put(conn)
+
+    def _open(self) -> psycopg.Connection[Any]:
+        """A step's catalog writes are short: bounded, so a lock held elsewhere or a stuck
+        server fails the step instead of hanging the apply."""
+        conn = connect(self.dsn, application_name=STEP_APPLICATION_NAME)
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false),"
+            " set_config('statement_timeout', %s, false)",
+            (f"{self.lock_timeout_ms}ms", f"{self.statement_timeout_ms}ms"),
+        )
+        return conn
 
     def close(self) -> None:
         with self._lock:

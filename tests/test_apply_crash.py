@@ -89,3 +89,47 @@ def test_kill_9_mid_apply_then_rerun_converges(
     assert permissions == [("echo:messages:read",)]
     assert [r.result for r in records] == ["succeeded", "interrupted"]
     assert run_cli(environment, "plan", root, "--detailed-exitcode")[0] == 0
+
+
+def test_ctrl_c_lets_steps_in_flight_finish_and_records_the_apply_interrupted(
+    tmp_path: Path,
+    docker_scope: str,
+    slow_image: str,
+    environment: dict[str, str],
+    docker_client: docker.DockerClient,
+) -> None:
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    echo = EchoPlatform(tmp_path / "state", docker_scope)
+    root = echo.write("1.0.0", image=slow_image)
+    assert run_cli(environment, "init")[0] == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "plexica_gitops.cli", "apply", root, "--auto-approve"],
+        env={**os.environ, **environment},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for_step(dsn, "plugin.echo.workload:create")
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "interrupted" in output and "Apply interrupted." in output
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (record,) = journal.history(conn, 1)
+        statuses = dict(
+            conn.execute(
+                "SELECT step_id, status FROM plexica_gitops.journal WHERE apply_id = %s",
+                (record.id,),
+            ).fetchall()
+        )
+    assert record.result == "interrupted"
+    # the step in flight was finished, not abandoned; what came after never started
+    assert statuses["plugin.echo.workload:create"] == "succeeded"
+    assert statuses["plugin.echo:activate"] == "skipped"
+    assert "started" not in statuses.values()
+    assert len(containers_of(docker_client, docker_scope, "echo")) == 2
+    # and the next apply finishes the job
+    code, output = run_cli(environment, "apply", root, "--auto-approve")
+    assert code == 0, output
+    assert plugin_statuses(dsn)["echo"] == ("ACTIVE", None)
