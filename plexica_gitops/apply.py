@@ -163,12 +163,15 @@ class _Walk:
         self.ready.sort(key=self.position.__getitem__)
 
     def failed(self, step_id: str) -> list[str]:
-        """The steps a failure holds back, in plan order. A tenant's step (its record, its
-        migrations) holds back only that tenant's steps: spec 004 edge case 2, a migration
-        failing in one tenant schema leaves the other tenants unaffected. The plugin still
-        activates; that tenant's binding waits for the next apply."""
-        tenant = self.actions[step_id].tenant
-        if tenant is None:
+        """The steps a failure holds back, in plan order. A tenant's creation or migrations
+        hold back only that tenant's steps: spec 004 edge case 2, a migration failing in
+        one tenant schema leaves the other tenants unaffected. The plugin still activates;
+        that tenant's binding waits for the next apply."""
+        action = self.actions[step_id]
+        tenant = action.tenant
+        if tenant is None or not _brings_a_tenant_forward(action):
+            # Anything else (a binding being disabled, say) guards what comes after it:
+            # never tear a plugin down under a tenant that still has it enabled.
             return self.blocked_by(step_id)
         self.done.add(step_id)
         blocked: list[str] = []
@@ -207,6 +210,15 @@ class _Walk:
         return [sid for sid in self.actions if sid not in self.done]
 
 
+def _brings_a_tenant_forward(action: Action) -> bool:
+    """A tenant's record or schema migrations: steps whose failure concerns that tenant
+    alone."""
+    parts = action.address.split(".")
+    if len(parts) == 2:
+        return action.step == "create"
+    return len(parts) == 4 and parts[2] == "migrations"
+
+
 def execute(
     actions: Sequence[Action],
     run: Callable[[Action], str],
@@ -235,6 +247,9 @@ def execute(
     running: dict[Future[StepResult], Action] = {}
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="apply") as pool:
         while walk.ready or running:
+            if stop is not None and stop.is_set() and not report.interrupted:
+                report.interrupted = True
+                reporter.interrupting(len(running))
             while walk.ready and len(running) < parallelism and not report.interrupted:
                 action = walk.next_ready()
                 journal.started(action)

@@ -488,6 +488,12 @@ def apply(
     Exit 0 when every step succeeded; 1 when any failed (rolled back or not) or nothing
     could be applied; 130 when interrupted (the steps in flight finished first).
     """
+    if not source.exists():
+        # Never fall back to a fresh plan when the reviewed plan file is mistyped.
+        raise _usage(
+            f"{source} does not exist",
+            "Name a plan file written by `plan --out`, or a desired-state directory.",
+        )
     directory = source if source.is_dir() else desired_state
     desired = _load_desired(directory)
     url = _database_url(database_url)
@@ -495,7 +501,7 @@ def apply(
     try:
         with (
             _platform_clients(desired, required=True) as (provider, broker),
-            apply_lock(url, wait_seconds=lock_timeout, host=host, pid=pid),
+            apply_lock(url, wait_seconds=lock_timeout, host=host, pid=pid) as lock,
         ):
             with connect(url) as conn:
                 check_store(conn)
@@ -508,6 +514,7 @@ def apply(
                 typer.echo("No changes. The platform matches the desired state.")
                 raise typer.Exit(0)
             _confirm(auto_approve)
+            lock.verify()  # the prompt may have taken long: is the lock still ours?
             apply_id, outcome = run_apply(
                 plan,
                 desired,
@@ -517,6 +524,7 @@ def apply(
                 parallelism=parallelism,
                 stop=_stop_on_signals(),
                 broker=broker,
+                check_lock=lock.verify,
             )
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None

@@ -217,24 +217,32 @@ def _lifecycle(action: Action, context: StepContext) -> str:
     pid = action.plugin or action.address.split(".")[1]
     target = S(action.after["status"]) if action.after else S.UNINSTALLED
     if action.step == "register":
-        entry = context.plugin_entry(pid)
-        manifest = entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
-        with context.pool.connection() as conn:
-            catalog.register_plugin(
-                conn,
-                pid,
-                entry.manifest.name,
-                entry.manifest.version,
-                manifest,
-                manifest_hash(entry),
-            )
-        return f"registered {pid} {entry.manifest.version}"
+        return _register(context, pid)
     start = S(action.before["status"]) if action.before else None
     assert start is not None, f"{action.id} has no starting status"
     _move(context, pid, start, target)
     if action.step == "install":
         _pull_or_fail_install(context, action, pid)
     return f"{start.value} → {target.value}"
+
+
+def _register(context: StepContext, pid: str) -> str:
+    entry = context.plugin_entry(pid)
+    manifest = entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+    digest = manifest_hash(entry)
+    with context.pool.connection() as conn:
+        try:
+            catalog.register_plugin(
+                conn, pid, entry.manifest.name, entry.manifest.version, manifest, digest
+            )
+        except catalog.TransitionError:
+            # A retry after a reply lost in transit finds it registered with this manifest.
+            row = conn.execute(
+                "SELECT status, manifest_hash FROM plexica.plugins WHERE id = %s", (pid,)
+            ).fetchone()
+            if row != (S.REGISTERED.value, digest):
+                raise
+    return f"registered {pid} {entry.manifest.version}"
 
 
 def _move(context: StepContext, pid: str, start: LifecycleStatus, end: LifecycleStatus) -> None:
@@ -323,6 +331,8 @@ def _create_workload(
         provider.ensure_image(spec.image)
         provider.deploy(spec, routes)
     except ProviderError as error:
+        if error.transient and not isinstance(error, RolloutFailed):
+            raise  # the engine retries it; deploy picks up what the first attempt created
         _record_failed_install(context, spec.plugin_id, error.message)
         raise StepFailed(
             error.message,
@@ -396,20 +406,31 @@ def _subscriptions(action: Action, context: StepContext) -> str:
 
 def _purge(action: Action, context: StepContext) -> str:
     """purgeDataOnUninstall: drop the plugin's tables (by the `<plugin>_` prefix that plugin
-    migrations follow, README §Migrations) and its migration history, in every tenant
-    schema, one tenant per transaction."""
+    migrations follow, README §The store) and its migration history, in every tenant
+    schema, one tenant per transaction. A table under a longer prefix that is another
+    plugin's (`crm_extra_*` of plugin `crm-extra`) is left alone."""
     pid = action.plugin or action.address.split(".")[1]
-    pattern = pid.replace("-", "_").replace("_", r"\_") + r"\_%"
+    prefix = _table_prefix(pid)
     dropped = 0
     with context.pool.connection() as conn:
+        others = [
+            _table_prefix(row[0])
+            for row in conn.execute("SELECT id FROM plexica.plugins WHERE id <> %s", (pid,))
+        ]
+        foreign = [p for p in others if p.startswith(prefix) and len(p) > len(prefix)]
         tenants = conn.execute("SELECT id, schema_name FROM plexica.tenants").fetchall()
         for tenant_id, schema in tenants:
             with conn.transaction():
-                tables = conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE %s",
-                    (schema, pattern),
-                ).fetchall()
-                for (table,) in tables:
+                tables = [
+                    table
+                    for (table,) in conn.execute(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = %s"
+                        " AND starts_with(tablename, %s)",
+                        (schema, prefix),
+                    ).fetchall()
+                    if not any(table.startswith(p) for p in foreign)
+                ]
+                for table in tables:
                     conn.execute(
                         sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
                             sql.Identifier(schema), sql.Identifier(table)
@@ -421,6 +442,10 @@ def _purge(action: Action, context: StepContext) -> str:
                     (tenant_id, pid),
                 )
     return f"{dropped} tables dropped in {len(tenants)} tenant schemas"
+
+
+def _table_prefix(plugin_id: str) -> str:
+    return plugin_id.replace("-", "_") + "_"
 
 
 # --- topics -------------------------------------------------------------------------------
@@ -443,11 +468,19 @@ def _topic(action: Action, context: StepContext) -> str:
             return "deleted"
         want = _topic_settings(context.desired, name)
         if action.step == "create":
-            context.broker.create_topic(
-                name, want["partitions"], want["replication_factor"], want["config"]
-            )
+            # Ownership first: a crash between the two must not leave a topic we created
+            # looking like somebody else's (then it could never be updated or purged).
             with context.pool.connection() as conn:
                 catalog.record_topic(conn, name, action.plugin or "")
+            try:
+                context.broker.create_topic(
+                    name, want["partitions"], want["replication_factor"], want["config"]
+                )
+            except BrokerError as error:
+                if not error.transient:
+                    with context.pool.connection() as conn:
+                        catalog.forget_topic(conn, name)
+                raise
             return f"{want['partitions']} partitions"
         context.broker.update_topic(name, want["partitions"], want["config"])
     except BrokerError as error:
@@ -474,12 +507,22 @@ def _topic_settings(desired: DesiredState, name: str) -> dict[str, Any]:
 def _tenant(action: Action, context: StepContext) -> str:
     slug = action.tenant or action.address.split(".")[1]
     after = action.after or {}
+    if action.step == "create":
+        spec = context.desired.tenants[slug].document.spec
+        with context.pool.connection() as conn:
+            try:
+                catalog.create_tenant(conn, spec.id, slug, spec.schema_name, spec.status.value)
+            except StoreError:
+                # A retry after a reply lost in transit finds its own row: that is success.
+                row = conn.execute(
+                    "SELECT id::text, schema_name FROM plexica.tenants WHERE slug = %s", (slug,)
+                ).fetchone()
+                if row != (spec.id, spec.schema_name):
+                    raise
+        return f"schema {spec.schema_name} created"
+    tenant_id = context.tenant_id(slug)  # before taking a connection: the pool is bounded
     with context.pool.connection() as conn:
-        if action.step == "create":
-            spec = context.desired.tenants[slug].document.spec
-            catalog.create_tenant(conn, spec.id, slug, spec.schema_name, spec.status.value)
-            return f"schema {spec.schema_name} created"
-        catalog.set_tenant_status(conn, context.tenant_id(slug), after["status"])
+        catalog.set_tenant_status(conn, tenant_id, after["status"])
     return f"status {after['status']}"
 
 

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import docker
 import psycopg

@@ -202,57 +202,76 @@ def test_parallelism_must_be_positive() -> None:
         execute([], lambda a: "ok", Recorder(), Recorder(), parallelism=0)
 
 
-def _tenant_action(address: str, tenant: str | None, *depends_on: str) -> Action:
+def _step(address: str, step: str, tenant: str | None, *depends_on: str) -> Action:
     return Action(
-        address, "apply", ActionKind.CREATE, "test", depends_on=tuple(depends_on), tenant=tenant
+        address, step, ActionKind.CREATE, "test", depends_on=tuple(depends_on), tenant=tenant
     )
 
 
 def test_a_failure_in_one_tenant_holds_back_that_tenant_only() -> None:
-    """Spec 004 edge case 2: a migration failing in one tenant schema must not keep the
-    plugin from activating for the others."""
+    """Spec 004 edge case 2: a tenant (or its migrations) failing must not keep the plugin
+    from activating for the others."""
     actions = [
-        _tenant_action("tenant.bad:create", "bad"),
-        _tenant_action("tenant.bad.migrations.crm", "bad", "tenant.bad:create:apply"),
-        _tenant_action("tenant.ok.migrations.crm", "ok"),
-        _tenant_action(
-            "plugin.crm:mark-installed",
+        _step("tenant.bad", "create", "bad"),
+        _step("tenant.bad.migrations.crm", "apply", "bad", "tenant.bad:create"),
+        _step("tenant.ok.migrations.crm", "apply", "ok"),
+        _step(
+            "plugin.crm",
+            "mark-installed",
             None,
             "tenant.bad.migrations.crm:apply",
             "tenant.ok.migrations.crm:apply",
         ),
-        _tenant_action("tenant.ok.plugin.crm", "ok", "plugin.crm:mark-installed:apply"),
-        _tenant_action(
+        _step("tenant.ok.plugin.crm", "enable", "ok", "plugin.crm:mark-installed"),
+        _step(
             "tenant.bad.plugin.crm",
+            "enable",
             "bad",
-            "plugin.crm:mark-installed:apply",
+            "plugin.crm:mark-installed",
             "tenant.bad.migrations.crm:apply",
         ),
     ]
 
     def run(action: Action) -> str:
-        if action.address == "tenant.bad:create":
+        if action.id == "tenant.bad:create":
             raise StepFailed("schema exists")
         return "ok"
 
     report, _ = _run(actions, run)
     statuses = {sid: r.status for sid, r in report.results.items()}
     assert statuses == {
-        "tenant.bad:create:apply": StepStatus.FAILED,
+        "tenant.bad:create": StepStatus.FAILED,
         "tenant.bad.migrations.crm:apply": StepStatus.SKIPPED,
         "tenant.ok.migrations.crm:apply": StepStatus.SUCCEEDED,
-        "plugin.crm:mark-installed:apply": StepStatus.SUCCEEDED,
-        "tenant.ok.plugin.crm:apply": StepStatus.SUCCEEDED,
-        "tenant.bad.plugin.crm:apply": StepStatus.SKIPPED,
+        "plugin.crm:mark-installed": StepStatus.SUCCEEDED,
+        "tenant.ok.plugin.crm:enable": StepStatus.SUCCEEDED,
+        "tenant.bad.plugin.crm:enable": StepStatus.SKIPPED,
     }
     assert report.result == "failed"
 
 
+def test_a_binding_that_fails_to_disable_keeps_its_plugin_from_being_torn_down() -> None:
+    actions = [
+        _step("tenant.acme.plugin.crm", "disable", "acme"),
+        _step("plugin.crm.routes", "delete", None, "tenant.acme.plugin.crm:disable"),
+        _step("plugin.crm", "disable", None, "plugin.crm.routes:delete"),
+    ]
+
+    def run(action: Action) -> str:
+        if action.tenant:
+            raise StepFailed("connection refused")
+        return "ok"
+
+    report, _ = _run(actions, run)
+    assert report.results["plugin.crm.routes:delete"].status is StepStatus.SKIPPED
+    assert report.results["plugin.crm:disable"].status is StepStatus.SKIPPED
+
+
 def test_a_plugin_failure_holds_back_every_tenant_that_needs_it() -> None:
     actions = [
-        _tenant_action("plugin.crm:install", None),
-        _tenant_action("tenant.a.migrations.crm", "a", "plugin.crm:install:apply"),
-        _tenant_action("tenant.b.migrations.crm", "b", "plugin.crm:install:apply"),
+        _step("plugin.crm", "install", None),
+        _step("tenant.a.migrations.crm", "apply", "a", "plugin.crm:install"),
+        _step("tenant.b.migrations.crm", "apply", "b", "plugin.crm:install"),
     ]
 
     def run(action: Action) -> str:

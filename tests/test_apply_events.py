@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from apply_support import EchoPlatform, plugin_statuses, run_cli
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -101,6 +102,7 @@ def test_uninstall_without_purge_keeps_the_topics(
     assert code == 0, output
     assert plugin_statuses(env["PLEXICA_DATABASE_URL"])["echo"][0] == "UNINSTALLED"
     assert POSTED in broker.observe([POSTED])  # data outlives the plugin without purge
+    assert _echo_tables(env["PLEXICA_DATABASE_URL"]) == ["echo_messages"]
 
 
 def test_uninstall_with_purge_deletes_the_topics_it_created(
@@ -111,9 +113,29 @@ def test_uninstall_with_purge_deletes_the_topics_it_created(
     root = echo.write("1.0.0", publishes=[POSTED], purge=True)
     assert run_cli(env, "apply", root, "--auto-approve")[0] == 0
     root = echo.write("1.0.0", publishes=[POSTED], state="absent", purge=True)
+    dsn = env["PLEXICA_DATABASE_URL"]
+    with psycopg.connect(dsn, autocommit=True) as conn:  # another plugin's table, same prefix
+        conn.execute("CREATE TABLE tenant_acme.echo_extra_notes (id int)")
+        conn.execute(
+            "INSERT INTO plexica.plugins (id, name, version, manifest, manifest_hash, status)"
+            " VALUES ('echo-extra', 'Echo extra', '1.0.0', '{}', 'h', 'REGISTERED')"
+        )
     code, output = run_cli(env, "apply", root, "--auto-approve")
     assert code == 0, output
     assert POSTED not in broker.observe([POSTED])
+    # the plugin's tables and migration history are gone; echo-extra's table is not
+    assert _echo_tables(dsn) == ["echo_extra_notes"]
+    with psycopg.connect(dsn) as conn:
+        history = conn.execute("SELECT count(*) FROM plexica.tenant_migrations").fetchone()
+    assert history == (0,)
+
+
+def _echo_tables(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'tenant_acme' ORDER BY 1"
+        ).fetchall()
+    return [row[0] for row in rows]
 
 
 def _closed_port() -> int:

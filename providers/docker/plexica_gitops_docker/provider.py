@@ -339,6 +339,11 @@ class DockerProvider(Provider):
         then the highest replica number)."""
         self._ensure_network()
         replicas = self._replicas(spec.plugin_id)
+        if any(not r.matches(spec) for r in replicas):
+            # Leftovers of another version (a crash mid-rollout): observe reports only the
+            # majority, so counting them here would never converge. Replace them properly.
+            self.update(spec, routes)
+            return
         if len(replicas) > spec.replicas:
             answers = self._probe_now([r for r in replicas if r.running])
             ranked = sorted(replicas, key=lambda r: _rank(r, answers))
@@ -422,14 +427,18 @@ class DockerProvider(Provider):
                         retired.append(old)
             except _NotReady as failure:
                 _settle(retiring)  # an old replica must be stopped before it can restart
-                restored = self._roll_back(spec, routes, fresh, retired, others_serve=bool(serving))
+                restored = self._roll_back(
+                    spec, routes, fresh, retired, others_serve=bool(serving), failed=fresh[-1]
+                )
                 raise self._rollout_failed(
                     spec, failure.replica, failure.result, restored
                 ) from None
             except BaseException:
                 _settle(retiring)
                 with contextlib.suppress(Exception):
-                    self._roll_back(spec, routes, fresh, retired, others_serve=bool(serving))
+                    self._roll_back(
+                        spec, routes, fresh, retired, others_serve=bool(serving), failed=None
+                    )
                 raise
             _settle(retiring)
         # Every new replica is ready: the surplus old ones (scale-down) are retired, and the
@@ -450,17 +459,23 @@ class DockerProvider(Provider):
         retired: list[_Replica],
         *,
         others_serve: bool,
+        failed: _Replica | None,
     ) -> bool:
-        """Undo a rolling update that failed at the last of `fresh`; whether every retired
-        old replica serves again. While old replicas not yet replaced still serve, the new
-        ones go first: that frees their host ports, which the engine may have handed out
-        again after the retired ones stopped. Otherwise the retired ones come back first;
-        the ready new ones are kept serving if they cannot."""
+        """Undo a rolling update that failed at `failed` (None: the failure was not a
+        replica's, e.g. one could not be created); whether every retired old replica
+        serves again. While old replicas not yet replaced still serve, the new ones go
+        first: that frees their host ports, which the engine may have handed out again
+        after the retired ones stopped. Otherwise the retired ones come back first; if they
+        cannot, the new ones that are ready and registered keep serving (only the failed
+        one goes), so the plugin is never left without an endpoint."""
         if others_serve:
             self._discard(fresh, routes)
             return self._restore(spec, routes, retired)
         restored = self._restore(spec, routes, retired)
-        self._discard(fresh if restored else fresh[-1:], routes)
+        if restored:
+            self._discard(fresh, routes)
+        elif failed is not None:
+            self._discard([failed], routes)
         return restored
 
     def _restore(self, spec: WorkloadSpec, routes: RouteRegistry, retired: list[_Replica]) -> bool:
@@ -480,6 +495,9 @@ class DockerProvider(Provider):
         self, spec: WorkloadSpec, replica: _Replica, result: ProbeResult, rolled_back: bool
     ) -> RolloutFailed:
         settings = spec.rollout
+        # A plugin's error page may quote its own configuration: never let an env value
+        # through into the error, the journal or the logs.
+        answer = _scrub(result.detail, list(spec.env.values()))
         back = (
             "the previous replicas are serving again"
             if rolled_back
@@ -488,11 +506,11 @@ class DockerProvider(Provider):
         return RolloutFailed(
             f"{spec.plugin_id} {spec.version}: replica {replica.name} was not ready within "
             f"{settings.timeout_seconds:g} s ({settings.ready_probes} ready answers in a row "
-            f"from {spec.readiness_path} needed); last answer: {result.detail}; {back}",
+            f"from {spec.readiness_path} needed); last answer: {answer}; {back}",
             f"check that image {spec.image} answers {spec.readiness_path} on port {spec.port} "
             "with 2xx once started (its logs tell why not), or raise rollout.timeoutSeconds",
             rolled_back=rolled_back,
-            last_probe=result.detail,
+            last_probe=answer,
         )
 
     # --- replicas --------------------------------------------------------------------------
