@@ -314,6 +314,18 @@ def test_a_saved_plan_applies_only_unaltered_and_while_current(
     assert plugin_statuses(dsn)["echo"] == ("ACTIVE", None)
 
 
+def test_apply_without_a_terminal_asks_for_auto_approve_and_changes_nothing(
+    echo: EchoPlatform, environment: dict[str, str]
+) -> None:
+    run_cli(environment, "init")
+    code, output = run_cli(environment, "apply", echo.write("1.0.0"))
+    assert code == 1
+    assert "refusing to apply without confirmation" in output and "--auto-approve" in output
+    assert plugin_statuses(environment["PLEXICA_DATABASE_URL"]) == {}
+    code, output = run_cli(environment, "apply", str(echo.root / "release.plan"))
+    assert code == 2 and "does not exist" in output  # a mistyped plan file is not a plan
+
+
 def test_a_second_apply_is_refused_while_one_holds_the_lock(
     echo: EchoPlatform, environment: dict[str, str]
 ) -> None:

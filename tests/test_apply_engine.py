@@ -16,7 +16,7 @@ from rich.console import Console
 
 from plexica_gitops.actions import Action, ActionKind
 from plexica_gitops.apply import ApplyReport, StepResult, StepStatus, execute
-from plexica_gitops.progress import JsonReporter, LineReporter
+from plexica_gitops.progress import JsonReporter, LineReporter, LiveReporter
 from plexica_gitops.steps import StepFailed
 
 
@@ -333,3 +333,12 @@ def test_the_summary_says_what_failed_why_and_what_did_not_start() -> None:
     assert "plugin.crm:update (waits for plugin.crm.workload:replace)" in text
     # one timestamped line per step for CI logs
     assert re.search(r"^\d{4}-\d\d-\d\dT[\d:.]+Z .*succeeded +tenant\.acme", text, re.M)
+
+
+def test_the_live_display_on_a_terminal_ends_with_the_summary() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=120, force_terminal=True, color_system=None)
+    _report_with_every_outcome(LiveReporter(console))
+    text = buffer.getvalue()
+    assert "tenant.acme.plugin.crm:enable" in text
+    assert "Apply failed. 1 succeeded, 0 failed, 1 rolled back, 1 skipped" in text
