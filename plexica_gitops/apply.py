@@ -28,7 +28,7 @@ from typing import Protocol
 import psycopg
 
 from plexica_gitops.actions import Action
-from plexica_gitops.provider import ProviderError
+from plexica_gitops.errors import ActionableError
 from plexica_gitops.steps import StepFailed
 
 
@@ -102,7 +102,7 @@ class RetryPolicy:
 
 def is_transient(error: BaseException) -> bool:
     """Errors worth retrying: the step did not happen because something was briefly away."""
-    if isinstance(error, ProviderError):
+    if isinstance(error, ActionableError):  # the runtime's and the broker's errors
         return error.transient
     return isinstance(error, psycopg.OperationalError)
 

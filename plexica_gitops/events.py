@@ -31,6 +31,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from plexica_gitops.errors import ActionableError
 from plexica_gitops.live import LiveTopic
 
 _LOG = logging.getLogger(__name__)
@@ -50,18 +51,9 @@ _UNREACHABLE_CODES = frozenset(
 )
 
 
-class BrokerError(Exception):
+class BrokerError(ActionableError):
     """A broker failure with what to do about it. `transient` errors (the broker down or
     slow) may be retried; the others (a refused change) fail the step."""
-
-    def __init__(self, message: str, hint: str = "", *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.transient = transient
-
-    def __str__(self) -> str:
-        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
 
 
 class BrokerUnreachable(BrokerError):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from plexica_gitops.errors import ActionableError
 from plexica_gitops.live import LiveWorkload
 from plexica_gitops.model import RolloutStrategy
 
@@ -28,18 +29,9 @@ ENTRY_POINT_GROUP = "plexica_gitops.providers"
 MANAGED_BY = "plexica-gitops"
 
 
-class ProviderError(Exception):
+class ProviderError(ActionableError):
     """A runtime failure with what to do about it. `transient` errors (engine busy, a
     connection reset) are retried by apply with backoff; the others fail the step."""
-
-    def __init__(self, message: str, hint: str = "", *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.transient = transient
-
-    def __str__(self) -> str:
-        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
 
 
 class ImagePullError(ProviderError):

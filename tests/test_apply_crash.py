@@ -41,6 +41,23 @@ def _wait_for_step(dsn: str, step_id: str, timeout: float = 30) -> None:
     raise AssertionError(f"{step_id} never started")
 
 
+def _apply_in_background(
+    tmp_path: Path, scope: str, image: str, environment: dict[str, str]
+) -> tuple[str, subprocess.Popen[str]]:
+    """A real `plexica-gitops apply` process of a slow-starting echo, as a pipeline runs it;
+    returns the desired-state root and the process (its output on stdout)."""
+    root = EchoPlatform(tmp_path / "state", scope).write("1.0.0", image=image)
+    assert run_cli(environment, "init")[0] == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "plexica_gitops.cli", "apply", root, "--auto-approve"],
+        env={**os.environ, **environment},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return root, process
+
+
 def test_kill_9_mid_apply_then_rerun_converges(
     tmp_path: Path,
     docker_scope: str,
@@ -49,22 +66,13 @@ def test_kill_9_mid_apply_then_rerun_converges(
     docker_client: docker.DockerClient,
 ) -> None:
     dsn = environment["PLEXICA_DATABASE_URL"]
-    echo = EchoPlatform(tmp_path / "state", docker_scope)
-    root = echo.write("1.0.0", image=slow_image)
-    assert run_cli(environment, "init")[0] == 0
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "plexica_gitops.cli", "apply", root, "--auto-approve"],
-        env={**os.environ, **environment},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    root, process = _apply_in_background(tmp_path, docker_scope, slow_image, environment)
     try:
         _wait_for_step(dsn, "plugin.echo.workload:create")
         time.sleep(1.0)  # containers created, not ready yet
     finally:
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        process.communicate()
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         (killed,) = journal.history(conn, 1)
@@ -99,16 +107,7 @@ def test_ctrl_c_lets_steps_in_flight_finish_and_records_the_apply_interrupted(
     docker_client: docker.DockerClient,
 ) -> None:
     dsn = environment["PLEXICA_DATABASE_URL"]
-    echo = EchoPlatform(tmp_path / "state", docker_scope)
-    root = echo.write("1.0.0", image=slow_image)
-    assert run_cli(environment, "init")[0] == 0
-    process = subprocess.Popen(
-        [sys.executable, "-m", "plexica_gitops.cli", "apply", root, "--auto-approve"],
-        env={**os.environ, **environment},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    root, process = _apply_in_background(tmp_path, docker_scope, slow_image, environment)
     _wait_for_step(dsn, "plugin.echo.workload:create")
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
