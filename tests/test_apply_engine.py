@@ -16,7 +16,9 @@ from rich.console import Console
 
 from plexica_gitops.actions import Action, ActionKind
 from plexica_gitops.apply import ApplyReport, StepResult, StepStatus, execute
+from plexica_gitops.events import BrokerUnreachable
 from plexica_gitops.progress import JsonReporter, LineReporter, LiveReporter
+from plexica_gitops.provider import ProviderError
 from plexica_gitops.steps import StepFailed
 
 
@@ -342,3 +344,24 @@ def test_the_live_display_on_a_terminal_ends_with_the_summary() -> None:
     text = buffer.getvalue()
     assert "tenant.acme.plugin.crm:enable" in text
     assert "Apply failed. 1 succeeded, 0 failed, 1 rolled back, 1 skipped" in text
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BrokerUnreachable("no broker answered at 127.0.0.1:9092"),
+        ProviderError("engine answered 503", transient=True),
+    ],
+)
+def test_transient_broker_and_runtime_errors_are_retried(error: Exception) -> None:
+    calls = 0
+
+    def run(action: Action) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise error
+        return "ok"
+
+    report, _ = _run([_action("topic.crm.deal.won")], run)
+    assert report.ok and report.results["topic.crm.deal.won:create"].attempts == 2
