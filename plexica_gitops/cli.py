@@ -236,7 +236,7 @@ def _read_live_state(
         )
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-        return LiveState.model_validate_json(text)
+        return LiveState.from_json(text)
     except OSError as exc:
         raise _fail(f"cannot read live state {source}: {exc.strerror}", "Check the path.") from None
     except UnicodeDecodeError:

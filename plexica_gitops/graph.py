@@ -22,21 +22,36 @@ class PlanCycleError(RuntimeError):
 def order(steps: Mapping[str, tuple[Action, Sequence[str]]]) -> list[Action]:
     """Keep the dependencies that name planned steps, assign waves, and list actions so each
     comes after all it depends on; ties broken by address, then step."""
-    graph = nx.DiGraph()
-    graph.add_nodes_from(steps)
+    # Plain dicts and sets rather than a networkx graph: tens of thousands of steps at a
+    # million bindings. networkx is used only to name a cycle.
+    predecessors: dict[str, set[str]] = {}
+    successors: dict[str, list[str]] = {sid: [] for sid in steps}
     for step_id, (_, deps) in steps.items():
-        graph.add_edges_from((dep, step_id) for dep in deps if dep in steps and dep != step_id)
-    if not nx.is_directed_acyclic_graph(graph):
+        found = predecessors[step_id] = {d for d in deps if d in steps and d != step_id}
+        for dep in found:
+            successors[dep].append(step_id)
+    waiting = {sid: len(found) for sid, found in predecessors.items()}
+    ready = [sid for sid, count in waiting.items() if not count]
+    waves: dict[str, int] = {}
+    while ready:
+        step_id = ready.pop()
+        waves[step_id] = max((waves[p] + 1 for p in predecessors[step_id]), default=0)
+        for following in successors[step_id]:
+            waiting[following] -= 1
+            if not waiting[following]:
+                ready.append(following)
+    if len(waves) != len(steps):
+        graph = nx.DiGraph()
+        graph.add_nodes_from(steps)
+        for step_id, (_, deps) in steps.items():
+            graph.add_edges_from((dep, step_id) for dep in deps if dep in steps and dep != step_id)
         cycle = nx.find_cycle(graph)
         raise PlanCycleError("plan steps wait on each other: " + " → ".join(a for a, _ in cycle))
-    waves: dict[str, int] = {}
-    for step_id in nx.topological_sort(graph):
-        waves[step_id] = max((waves[p] + 1 for p in graph.predecessors(step_id)), default=0)
     ordered = sorted(steps, key=lambda sid: (waves[sid], steps[sid][0].address, sid))
     return [
         replace(
             steps[sid][0],
-            depends_on=tuple(sorted(graph.predecessors(sid))),
+            depends_on=tuple(sorted(predecessors[sid])),
             wave=waves[sid],
         )
         for sid in ordered

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import compress, repeat
+from operator import attrgetter, methodcaller, ne
+from types import SimpleNamespace
 from typing import Any
 
 from plexica_gitops.actions import Action, ActionKind, Plan
@@ -71,6 +75,8 @@ NEEDED_BY = {
 }
 
 Edge = tuple[LifecycleStatus | None, LifecycleStatus, str]
+_BINDING_VALUES = attrgetter("enabled", "configuration")
+_NO_BINDING = SimpleNamespace(enabled=None, configuration=None)  # not on the platform
 
 
 def lifecycle_path(start: LifecycleStatus | None, target: LifecycleStatus | None) -> list[Edge]:
@@ -834,7 +840,25 @@ class Planner:
         wanted = list(desired.migrations)
         by_version = {m[0]: m for m in wanted}
         created: list[str] = []
-        for slug, tenant, live_tenant in self.active_tenants:
+        # Tenants whose records equal an up-to-date list are skipped first, in one pass.
+        # Comparing lists of records is cheap when the tenants share the record objects
+        # (observe and parse_live_state build each record once), and right when they do not.
+        active = self.active_tenants
+        current = next(
+            (
+                applied
+                for _, _, live_tenant in active
+                if live_tenant is not None
+                and (applied := live_tenant.migrations.get(pid)) is not None
+                and len(applied) == len(wanted)
+                and [(a.version, a.name, a.checksum) for a in applied] == wanted
+            ),
+            None,
+        )
+        if current is not None:  # a filter run in C: a million (plugin, tenant) pairs
+            applied_lists = map(methodcaller("get", pid), self.live_migrations)
+            active = list(compress(active, map(ne, applied_lists, repeat(current))))
+        for slug, tenant, live_tenant in active:
             applied = live_tenant.migrations.get(pid, []) if live_tenant else []
             if (
                 len(applied) == len(wanted)
@@ -882,6 +906,11 @@ class Planner:
             for slug, tenant in sorted(self.desired.tenants.items())
             if tenant.document.spec.status is TenantStatus.ACTIVE
         ]
+
+    @cached_property
+    def live_migrations(self) -> list[dict[str, list[Any]]]:
+        """The live migrations of each of `active_tenants` ({} for a new tenant)."""
+        return [live.migrations if live else {} for _, _, live in self.active_tenants]
 
     def pending_migrations(
         self,
@@ -1152,27 +1181,31 @@ class Planner:
     def plan_bindings(self, slug: str, tenant: TenantEntry, live: LiveTenant | None) -> None:
         bindings = tenant.document.spec.plugins
         live_bindings = live.plugins if live else {}
-        for pid in sorted(bindings):
+        get = live_bindings.get
+        # The bindings that differ from the platform, in C: (enabled, configuration) of the
+        # desired and the live binding; one missing on the platform never equals.
+        changed = compress(
+            bindings,
+            map(
+                ne,
+                map(_BINDING_VALUES, bindings.values()),
+                map(_BINDING_VALUES, map(get, bindings, repeat(_NO_BINDING))),
+            ),
+        )
+        for pid in sorted(changed):
             binding = bindings[pid]
-            current = live_bindings.get(pid)
-            if (
-                current is not None
-                and current.enabled == binding.enabled
-                and current.configuration == binding.configuration
-            ):
-                continue
-            self.plan_binding(slug, pid, binding.enabled, binding.configuration, current)
+            self.plan_binding(slug, pid, binding.enabled, binding.configuration, get(pid))
         if live is not None:
-            self.plan_forced_binding_disables(slug, live, declared=set(bindings))
+            self.plan_forced_binding_disables(slug, live, declared=bindings.keys())
             self.check_stranded_bindings(slug, tenant, live)
 
     def check_stranded_bindings(self, slug: str, tenant: TenantEntry, live: LiveTenant) -> None:
         """Spec 004 edge case 5 inside a tenant: git disables a plugin for the tenant while a
         binding git does not declare, and that stays enabled, depends on it."""
         bindings = tenant.document.spec.plugins
-        for pid, binding in sorted(bindings.items()):
+        for pid in sorted([pid for pid, binding in bindings.items() if not binding.enabled]):
             current = live.plugins.get(pid)
-            if binding.enabled or current is None or not current.enabled:
+            if current is None or not current.enabled:
                 continue
             for dependent in sorted(self.dependents.get(pid, [])):
                 other = live.plugins.get(dependent)
@@ -1243,11 +1276,14 @@ class Planner:
             deps,
         )
 
-    def plan_forced_binding_disables(self, slug: str, live: LiveTenant, declared: set[str]) -> None:
+    def plan_forced_binding_disables(
+        self, slug: str, live: LiveTenant, declared: AbstractSet[str]
+    ) -> None:
         """A live binding git does not declare is left alone, unless its plugin is leaving
         ACTIVE (the tenant would be left with a dead plugin) or prune is on."""
-        for pid, current in sorted(live.plugins.items()):
-            if pid in declared or not current.enabled:
+        for pid in sorted(live.plugins.keys() - declared):
+            current = live.plugins[pid]
+            if not current.enabled:
                 continue
             target = self.targets.get(pid)
             leaving = pid in self.targets and target is not None and target is not S.ACTIVE
