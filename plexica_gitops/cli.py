@@ -547,7 +547,15 @@ def status(
 ) -> None:
     """Show the live platform: plugins with their workloads and endpoints, and tenants with
     the migrations applied in their schemas."""
-    desired = _load_desired(directory)
+    if not directory.is_dir():
+        raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
+    result = validate_directory(directory)
+    desired = result.desired if result.valid else None
+    if desired is None:  # an incident is no time to be unable to look at the platform
+        _stderr().print(
+            f"[yellow]warning:[/yellow] {escape(directory.as_posix())} is not valid, so the "
+            "runtime settings in its platform.yaml are not used: workloads are not shown"
+        )
     url = _database_url(database_url)
     try:
         with _platform_clients(desired) as (provider, broker):

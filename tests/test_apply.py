@@ -4,6 +4,7 @@ serving the Docker API), with plugin images built in the test run."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -94,6 +95,17 @@ def test_fresh_install_of_the_example_platform(
     assert code == 0, output  # converged: nothing left to do
     code, output = run_cli(environment, "history")
     assert code == 0 and "succeeded" in output
+    wide = {**environment, "COLUMNS": "200"}
+    code, output = run_cli(wide, "status", root)
+    assert code == 0, output
+    assert re.search(r"crm +ACTIVE +1\.2\.0 +2/2 +500m +512Mi +http://127\.0\.0\.1:\d+", output)
+    assert re.search(r"inventory +INSTALLED +0\.9\.0 +1/1 .* -\s*$", output, re.M)
+    assert re.search(r"initech +suspended +tenant_initech +-", output)
+    # with a broken checkout, status still shows the platform (without workloads)
+    desired_state_copy.write("platform.yaml", "spec: [unclosed\n")
+    code, output = run_cli(wide, "status", root)
+    assert code == 0 and "is not valid" in output
+    assert re.search(r"crm +ACTIVE +1\.2\.0 +\(not observed\)", output)
 
     # the env reference was resolved into the container, and nowhere else
     secret = environment["BILLING_STRIPE_API_KEY"]
