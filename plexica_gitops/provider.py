@@ -147,8 +147,9 @@ class Provider(abc.ABC):
         """Deregister and remove every replica of the plugin."""
 
     @abc.abstractmethod
-    def endpoints(self, plugin_id: str) -> list[Endpoint]:
-        """The plugin's running replicas that answer their readiness probe now."""
+    def endpoints(self, plugin_id: str, *, ready_only: bool = True) -> list[Endpoint]:
+        """The plugin's running replicas that answer their readiness probe now; with
+        `ready_only=False`, every running replica (no probe)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections to the runtime."""

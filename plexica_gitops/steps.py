@@ -300,16 +300,20 @@ def _workload(action: Action, context: StepContext) -> str:
             return "stopped (containers kept)"
         spec = _spec(action, context, pid)
         if action.step == "create":
-            return _create_workload(context, provider, spec, routes)
-        if action.step == "replace":
+            detail = _create_workload(context, provider, spec, routes)
+        elif action.step == "replace":
             provider.ensure_image(spec.image)
             provider.update(spec, routes)
-            return f"{spec.strategy.value} update to {spec.version}: {spec.replicas} ready"
-        if action.step == "scale":
+            detail = f"{spec.strategy.value} update to {spec.version}: {spec.replicas} ready"
+        elif action.step == "scale":
             provider.scale(spec, routes)
-            return f"{spec.replicas} replicas"
-        provider.start(spec, routes)
-        return f"{spec.replicas} replicas running and ready"
+            detail = f"{spec.replicas} replicas"
+        else:
+            provider.start(spec, routes)
+            detail = f"{spec.replicas} replicas running and ready"
+        if spec.running:
+            _refresh_endpoints(context, provider, pid)
+        return detail
     except ProviderError as error:
         if isinstance(error, RolloutFailed) or error.transient:
             raise  # RolloutFailed: run_step reports it; transient: the engine retries
@@ -370,7 +374,9 @@ def _routes(action: Action, context: StepContext) -> str:
         return "routes and endpoints deregistered"
     manifest = context.plugin_entry(pid).manifest
     frontend = manifest.frontend
-    ready = context.require_provider(action).endpoints(pid)
+    provider = context.require_provider(action)
+    ready = provider.endpoints(pid)
+    running = {e.url for e in provider.endpoints(pid, ready_only=False)} | {e.url for e in ready}
     if not ready:
         raise StepFailed(
             f"plugin {pid!r} has no ready replica to route traffic to",
@@ -384,12 +390,7 @@ def _routes(action: Action, context: StepContext) -> str:
             frontend.route_prefix.rstrip("/") if frontend else None,
             frontend.remote_entry if frontend else None,
         )
-        urls = {endpoint.url for endpoint in ready}
-        for stale in catalog.endpoints(conn, pid):
-            if stale.endpoint not in urls:
-                catalog.remove_endpoint(conn, pid, stale.endpoint)
-        for endpoint in ready:
-            catalog.add_endpoint(conn, pid, endpoint.url, endpoint.instance, endpoint.version)
+        _sync_endpoints(conn, pid, ready, running)
     return f"routes registered with {len(ready)} ready endpoints"
 
 
@@ -402,6 +403,32 @@ def _subscriptions(action: Action, context: StepContext) -> str:
     with context.pool.connection() as conn:
         catalog.set_subscriptions(conn, pid, wanted)
     return f"{len(wanted)} subscriptions as consumer group {consumer_group(pid)}"
+
+
+def _sync_endpoints(
+    conn: psycopg.Connection[Any], pid: str, ready: list[Endpoint], running: set[str]
+) -> None:
+    """Register the ready replicas, and deregister the endpoints of replicas that no longer
+    run (removed by hand, or gone with the engine): they must not receive traffic. A
+    running replica that fails one probe now keeps its registration: the registry is not
+    a health checker, and nothing would register it again once it recovers."""
+    for registered in catalog.endpoints(conn, pid):
+        if registered.endpoint not in running:
+            catalog.remove_endpoint(conn, pid, registered.endpoint)
+    for endpoint in ready:
+        catalog.add_endpoint(conn, pid, endpoint.url, endpoint.instance, endpoint.version)
+
+
+def _refresh_endpoints(context: StepContext, provider: Provider, pid: str) -> None:
+    """After a workload step, the registry of a routed plugin lists its live replicas."""
+    with context.pool.connection() as conn:
+        routed = conn.execute("SELECT 1 FROM plexica.routes WHERE plugin_id = %s", (pid,))
+        if routed.fetchone() is None:
+            return
+    ready = provider.endpoints(pid)
+    running = {e.url for e in provider.endpoints(pid, ready_only=False)}
+    with context.pool.connection() as conn, conn.transaction():
+        _sync_endpoints(conn, pid, ready, running | {e.url for e in ready})
 
 
 def _purge(action: Action, context: StepContext) -> str:

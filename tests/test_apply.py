@@ -287,6 +287,29 @@ def test_a_container_stopped_by_hand_is_planned_and_healed(
     assert run_cli(environment, "plan", root, "--detailed-exitcode")[0] == 0
 
 
+def test_a_container_removed_by_hand_is_replaced_and_leaves_the_registry(
+    echo: EchoPlatform, environment: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    run_cli(environment, "init")
+    root = echo.write("1.0.0")
+    assert run_cli(environment, "apply", root, "--auto-approve")[0] == 0
+    victim = containers_of(docker_client, echo.scope, "echo")[0]
+    victim.remove(force=True)
+
+    code, output = run_cli(environment, "apply", root, "--auto-approve")
+    assert code == 0, output
+    assert "plugin.echo.workload" in output
+    running = containers_of(docker_client, echo.scope, "echo")
+    assert len(running) == 2
+    with psycopg.connect(dsn) as conn:
+        registered = catalog.endpoints(conn, "echo")
+    assert len(registered) == 2  # the removed replica's endpoint is gone, the new one is in
+    for endpoint in registered:
+        with urllib.request.urlopen(endpoint.endpoint + "/health/ready", timeout=5) as answer:
+            assert answer.status == 200
+
+
 def test_a_saved_plan_applies_only_unaltered_and_while_current(
     echo: EchoPlatform, environment: dict[str, str], tmp_path: Path
 ) -> None:

@@ -361,9 +361,12 @@ class DockerProvider(Provider):
         replicas = self._replicas(plugin_id)
         self._retire(replicas, routes, self.settings.stop_timeout_seconds, remove=True)
 
-    def endpoints(self, plugin_id: str) -> list[Endpoint]:
-        """Running replicas answering their readiness probe now (one probe each)."""
+    def endpoints(self, plugin_id: str, *, ready_only: bool = True) -> list[Endpoint]:
+        """Running replicas answering their readiness probe now (one probe each); every
+        running replica with `ready_only=False`."""
         running = [r for r in self._replicas(plugin_id) if r.running]
+        if not ready_only:
+            return [r.endpoint for r in running if r.endpoint is not None]
         answers = self._probe_now(running)
         return [r.endpoint for r in running if _ok(answers, r) and r.endpoint is not None]
 
