@@ -4,7 +4,7 @@ broker's topics, put together into the one `LiveState` the planner reads."""
 from __future__ import annotations
 
 from plexica_gitops.events import BrokerError, EventBroker
-from plexica_gitops.live import LiveState
+from plexica_gitops.live import LiveState, LiveWorkload
 from plexica_gitops.provider import Provider, ProviderError
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import connect
@@ -39,8 +39,11 @@ def observe_platform(
                 raise
             _note(problems, f"the runtime provider was not observed: {error.message}")
         else:
+            stale = _stale_endpoints(database_url, provider, workloads)
             update["plugins"] = {
-                pid: plugin.model_copy(update={"workload": workloads.get(pid)})
+                pid: plugin.model_copy(
+                    update={"workload": _with_stale(workloads.get(pid), stale.get(pid, 0))}
+                )
                 for pid, plugin in live.plugins.items()
             }
             update["workloads_observed"] = True
@@ -57,6 +60,31 @@ def observe_platform(
             }
             update["topics_observed"] = True
     return live.model_copy(update=update)
+
+
+def _stale_endpoints(
+    database_url: str, provider: Provider, workloads: dict[str, LiveWorkload]
+) -> dict[str, int]:
+    """Per plugin, the registered endpoints that no running replica answers for."""
+    with connect(database_url) as conn:
+        rows = conn.execute("SELECT plugin_id, endpoint FROM plexica.route_endpoints").fetchall()
+    registered: dict[str, set[str]] = {}
+    for pid, endpoint in rows:
+        registered.setdefault(pid, set()).add(endpoint)
+    stale: dict[str, int] = {}
+    for pid, urls in registered.items():
+        if pid not in workloads:
+            continue  # no replicas at all: the planner recreates the workload anyway
+        running = {e.url for e in provider.endpoints(pid, ready_only=False)}
+        if urls - running:
+            stale[pid] = len(urls - running)
+    return stale
+
+
+def _with_stale(workload: LiveWorkload | None, count: int) -> LiveWorkload | None:
+    if workload is None or not count:
+        return workload
+    return workload.model_copy(update={"stale_endpoints": count})
 
 
 def _note(problems: list[str] | None, text: str) -> None:

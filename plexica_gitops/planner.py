@@ -1356,7 +1356,7 @@ def _workload_changes(current: LiveWorkload, want: dict[str, Any]) -> set[str]:
         changed.add("replicas")
     if current.running != want["running"]:
         changed.add("running")
-    elif want["running"] and current.ready_replicas < current.replicas:
+    elif want["running"] and (current.ready_replicas < current.replicas or current.stale_endpoints):
         changed.add("health")
     return changed
 
@@ -1372,6 +1372,13 @@ def _workload_step(
             reason = "start the stopped containers and wait until healthy"
         elif "running" in changed:
             reason = "drift: containers were stopped outside plexica-gitops"
+        elif current.ready_replicas >= current.replicas:
+            stale = current.stale_endpoints
+            reason = (
+                f"drift: {stale} registered endpoints point at replicas that no longer run"
+                if stale != 1
+                else "drift: 1 registered endpoint points at a replica that no longer runs"
+            ) + ": refresh the registry"
         else:
             reason = (
                 f"drift: {current.replicas - current.ready_replicas} of {current.replicas} "

@@ -454,6 +454,19 @@ def test_a_workload_stopped_by_hand_is_started_as_drift(world: World) -> None:
     assert build_plan(desired, simulate(plan, desired, stopped)).actions == []
 
 
+def test_endpoints_left_registered_for_replicas_that_are_gone_are_drift(world: World) -> None:
+    desired = world.desired(plugin("alpha", replicas=2))
+    live = applied(desired)
+    workload = live.plugins["alpha"].workload
+    assert workload is not None
+    stale = set_plugin(live, "alpha", workload=workload.model_copy(update={"stale_endpoints": 2}))
+    plan = build_plan(desired, stale)
+    assert ids(plan) == ["plugin.alpha.workload:start"]
+    reason = action(plan, "plugin.alpha.workload:start").reason
+    assert reason.startswith("drift: 2 registered endpoints point at replicas that no longer run")
+    assert build_plan(desired, simulate(plan, desired, stale)).actions == []
+
+
 def test_a_version_update_replaces_the_workload_after_the_tenant_migrations(
     world: World,
 ) -> None:
