@@ -221,7 +221,9 @@ def build_desired(world: World, variant: str) -> Any:
         PlatformEntry,
         PluginEntry,
         TenantEntry,
+        share_tenant_values,
     )
+    from plexica_gitops.live import SharedValues
     from plexica_gitops.loader import SourceDocument
     from plexica_gitops.model import PlatformDocument, PluginDocument, TenantDocument
 
@@ -258,8 +260,10 @@ def build_desired(world: World, variant: str) -> Any:
         )
         digest.update(json.dumps(document, sort_keys=True).encode())
     tenants = {}
+    shared = SharedValues()
     for index, slug in enumerate(world.slugs):
         model = TenantDocument.model_validate(tenant_document(world, index, variant))
+        share_tenant_values(model, shared)  # as build_desired_state does
         tenants[slug] = TenantEntry(model, source(f"tenants/{slug}.yaml"))
     return DesiredState(
         root=Path("<in-memory>"),

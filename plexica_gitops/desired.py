@@ -18,6 +18,7 @@ import pydantic
 from jsonschema import ValidationError as SchemaError
 
 from plexica_gitops.findings import Finding, Location, error
+from plexica_gitops.live import SharedValues
 from plexica_gitops.loader import JsonPath, LoadResult, SourceDocument, load_directory, load_file
 from plexica_gitops.model import (
     API_VERSION,
@@ -87,6 +88,28 @@ class TenantEntry:
         return self.source.location(path)
 
 
+def share_tenant_values(document: TenantDocument, shared: SharedValues) -> None:
+    """Make a tenant's bindings share equal values with the other tenants' (a million
+    bindings repeat the same plugin ids, configuration keys and small values; see
+    `SharedValues`): each configuration is replaced with an equal one built from shared
+    values, the plugin ids are shared strings, and bindings whose pydantic "fields set" are
+    equal share one set (pydantic only ever copies it; the models are frozen). Every field
+    keeps an equal value of the same types and key order, so nothing that reads the
+    document can tell, and nothing writes to it."""
+    spec = document.spec
+    string, configuration_of, fields_sets = shared.string, shared.configuration, shared.fields_sets
+    plugins = spec.plugins
+    for binding in plugins.values():
+        configuration = binding.configuration
+        if configuration:
+            binding.__dict__["configuration"] = configuration_of(configuration)
+        fields_set = binding.__pydantic_fields_set__
+        one = fields_sets.setdefault(frozenset(fields_set), fields_set)
+        if one is not fields_set:
+            object.__setattr__(binding, "__pydantic_fields_set__", one)
+    spec.__dict__["plugins"] = {string(pid, pid): binding for pid, binding in plugins.items()}
+
+
 @dataclass
 class DesiredState:
     root: Path
@@ -119,6 +142,7 @@ class _Builder:
         self.platform_seen = False  # a Platform document exists, even if it was rejected
         self.plugins: dict[str, PluginEntry] = {}
         self.tenants: dict[str, TenantEntry] = {}
+        self.shared = SharedValues()
 
     def build(self) -> DesiredState:
         manifest_files = self._referenced_manifest_files()
@@ -257,6 +281,7 @@ class _Builder:
                 )
             )
             return
+        share_tenant_values(model, self.shared)
         self.tenants[slug] = TenantEntry(model, doc)
 
     # --- plugins -------------------------------------------------------------------------

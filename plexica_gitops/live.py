@@ -205,6 +205,32 @@ def _canonical_json(value: dict[str, Any]) -> str:
     return "".join(_encode_canonical(value, 0))
 
 
+# The JSON text of a value, keys in their order (-0.0, 1.0, 1 and true all differ): what
+# SharedValues tells nested values apart by.
+_encode_plain = (
+    _c_make_encoder(
+        None,
+        _CANONICAL.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,  # sort_keys: the order is part of the value as read
+        False,
+        True,
+    )
+    if _c_make_encoder is not None
+    else None
+)
+_PLAIN = json.JSONEncoder(separators=(",", ":"))
+
+
+def _json_text(value: Any) -> str:
+    if _encode_plain is None:  # pragma: no cover - CPython without its _json module
+        return _PLAIN.encode(value)
+    return "".join(_encode_plain(value, 0))
+
+
 def stable_hash(value: Any) -> str:
     """A short, deterministic hash of a JSON-compatible value (manifests, env specs)."""
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
@@ -219,8 +245,9 @@ def parse_live_state(data: str | bytes) -> LiveState:
     take half a minute and several GB at the peak (pydantic holds the whole parsed document
     while it builds the models). Here the document is parsed with `json.loads`; tenants are
     built directly from it, each `AppliedMigration` once per distinct record and shared by
-    every tenant that applied it (as `store.observe` does), and the configuration dicts are
-    kept as parsed. Everything else is validated by pydantic. Whenever the document is not
+    every tenant that applied it (as `store.observe` does), and so is each distinct list
+    of them; the configurations are rebuilt from shared strings and nested values (see
+    `SharedValues`). Everything else is validated by pydantic. Whenever the document is not
     plainly of the expected shape and types (a value pydantic would coerce or reject, an
     unknown key, invalid JSON, a lone surrogate), `LiveState.model_validate_json` decides,
     so its result or its error is exactly what the caller gets."""
@@ -265,9 +292,15 @@ def _parse_plain(data: str | bytes) -> LiveState | None:
             more, end = _next_member(text, end)
         if _skip(text, end) != len(text):
             return None
-        if tenants is None:
-            return LiveState.model_validate(document)
-        return LiveState.model_validate(document).model_copy(update={"tenants": tenants})
+        update: dict[str, Any] = {}
+        if tenants is not None:
+            update["tenants"] = tenants
+        # A million addresses: kept as decoded when plainly strings, not copied by pydantic.
+        applied = document.get("last_applied")
+        if type(applied) is dict and all(type(v) is str for v in applied.values()):
+            update["last_applied"] = document.pop("last_applied")
+        state = LiveState.model_validate(document)
+        return state.model_copy(update=update) if update else state
     except (ValueError, TypeError, KeyError, IndexError):  # a ValidationError is a ValueError
         return None
 
@@ -321,12 +354,13 @@ def _next_member(text: str, index: int) -> tuple[bool, int]:
 
 def _plain_tenants(text: str, index: int) -> tuple[dict[str, LiveTenant] | None, int]:
     shared: dict[tuple[int, str, str], AppliedMigration] = {}
+    values = SharedValues()
     tenants: dict[str, LiveTenant] = {}
     more, end = _object_start(text, index)
     while more:
         slug, end = _key(text, end)
         raw, end = _decode(text, end)
-        tenant = _plain_tenant(raw, shared)
+        tenant = _plain_tenant(raw, shared, values)
         if tenant is None or slug in tenants:
             return None, end
         tenants[slug] = tenant
@@ -335,7 +369,7 @@ def _plain_tenants(text: str, index: int) -> tuple[dict[str, LiveTenant] | None,
 
 
 def _plain_tenant(
-    raw: Any, shared: dict[tuple[int, str, str], AppliedMigration]
+    raw: Any, shared: dict[tuple[int, str, str], AppliedMigration], values: SharedValues
 ) -> LiveTenant | None:
     if type(raw) is not dict or not raw.keys() <= _TENANT_KEYS:
         return None
@@ -349,6 +383,8 @@ def _plain_tenant(
     plugins: dict[str, LiveTenantPlugin] = {}
     new = object.__new__
     set_enabled, set_configuration = _BINDING_SLOTS
+    string, configuration_of = values.string, values.configuration
+    histories = values.histories
     for pid, binding in raw_plugins.items():
         if type(binding) is not dict:
             return None
@@ -360,10 +396,12 @@ def _plain_tenant(
             if len(binding) != 1:
                 return None
             configuration = {}
+        elif configuration:
+            configuration = configuration_of(configuration)
         plugin = new(LiveTenantPlugin)
         set_enabled(plugin, enabled)
         set_configuration(plugin, configuration)
-        plugins[pid] = plugin
+        plugins[string(pid, pid)] = plugin
     migrations: dict[str, list[AppliedMigration]] = {}
     for pid, records in raw_migrations.items():
         if type(records) is not list:
@@ -381,7 +419,9 @@ def _plain_tenant(
                     return None
                 migration = shared[key] = AppliedMigration(*key)
             applied.append(migration)
-        migrations[pid] = applied
+        # the records are shared, so equal lists are too: one per distinct history
+        history = tuple(map(id, applied))
+        migrations[string(pid, pid)] = histories.setdefault(history, applied)
     tenant_status = _STATUSES.get(status)
     if tenant_status is None:
         return None
@@ -396,6 +436,78 @@ def _plain_tenant(
 
 
 _EMPTY: dict[str, Any] = {}
+
+
+class SharedValues:
+    """Equal values read for different tenants, made one object. A million bindings repeat
+    the same plugin ids, configuration keys and enum-like values, and many small nested
+    values (a time window, a list of options): each distinct string, and each distinct list
+    or object nested in a configuration, is kept once and shared. A configuration itself
+    stays one object per binding (most differ). Safe because nothing mutates a
+    configuration once it is read (the planner, renderers and steps only read it, and copy
+    before changing it), and what replaces a value is equal to it, of the same types and
+    key order."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.string = self.strings.setdefault
+        # the JSON text of a nested list or object (keys in their order) -> the shared one
+        self.nested: dict[str, Any] = {}
+        # the ids of a tenant's applied records (shared objects) -> the one list of them
+        self.histories: dict[tuple[int, ...], list[AppliedMigration]] = {}
+        self.fields_sets: dict[frozenset[str], set[str]] = {}
+
+    def configuration(self, configuration: dict[str, Any]) -> dict[str, Any]:
+        """An equal configuration built from shared keys and values."""
+        string, nested = self.string, self._nested
+        shared: dict[str, Any] = {}
+        for k, v in configuration.items():
+            kind = type(v)
+            if kind is str:
+                v = string(v, v)
+            elif kind is dict or kind is list:
+                v = nested(v)
+            shared[string(k, k) if type(k) is str else k] = v
+        return shared
+
+    def _nested(self, item: Any) -> Any:
+        """The shared list or object equal to `item`. Its JSON text tells it apart from
+        almost every unequal value (1, 1.0, true and -0.0 all differ; the C encoder makes
+        it cheap); what the text cannot tell (a key that is not a string, a tuple) the
+        type and equality check on a hit does. Values JSON cannot hold stay as they are."""
+        try:
+            key = _json_text(item)
+        except (TypeError, ValueError, RecursionError):
+            return item  # a date from YAML, a recursive alias, ...
+        found = self.nested.get(key)
+        if found is None:
+            found = self.nested[key] = self._rebuilt(item)
+            return found
+        return found if type(found) is type(item) and found == item else item
+
+    def _rebuilt(self, item: Any) -> Any:
+        string, nested = self.string, self._nested
+        if type(item) is dict:
+            return {
+                string(k, k) if type(k) is str else k: (
+                    string(v, v)
+                    if type(v) is str
+                    else nested(v)
+                    if type(v) is dict or type(v) is list
+                    else v
+                )
+                for k, v in item.items()
+            }
+        return [
+            string(v, v)
+            if type(v) is str
+            else nested(v)
+            if type(v) is dict or type(v) is list
+            else v
+            for v in item
+        ]
+
+
 # The slots' own setters: a binding is made without running the (validating) __init__.
 _BINDING_SLOTS = (
     LiveTenantPlugin.__dict__["enabled"].__set__,
