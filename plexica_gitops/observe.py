@@ -3,6 +3,10 @@ broker's topics, put together into the one `LiveState` the planner reads."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
+
 from plexica_gitops.events import BrokerError, EventBroker
 from plexica_gitops.live import LiveState, LiveWorkload
 from plexica_gitops.provider import Provider, ProviderError
@@ -30,6 +34,7 @@ def observe_platform(
     with connect(database_url) as conn:
         live = observe_store(conn)
         owners = catalog.topic_owners(conn) if broker is not None else {}
+        registered = _registered_endpoints(conn) if provider is not None else {}
     update: dict[str, object] = {"workloads_observed": False}
     if provider is not None:
         try:
@@ -39,7 +44,7 @@ def observe_platform(
                 raise
             _note(problems, f"the runtime provider was not observed: {error.message}")
         else:
-            stale = _stale_endpoints(database_url, provider, workloads)
+            stale = _stale_endpoints(registered, provider, workloads)
             update["plugins"] = {
                 pid: plugin.model_copy(
                     update={"workload": _with_stale(workloads.get(pid), stale.get(pid, 0))}
@@ -62,15 +67,18 @@ def observe_platform(
     return live.model_copy(update=update)
 
 
+def _registered_endpoints(conn: psycopg.Connection[Any]) -> dict[str, set[str]]:
+    """The service registry's endpoints, by plugin."""
+    registered: dict[str, set[str]] = {}
+    for pid, endpoint in conn.execute("SELECT plugin_id, endpoint FROM plexica.route_endpoints"):
+        registered.setdefault(pid, set()).add(endpoint)
+    return registered
+
+
 def _stale_endpoints(
-    database_url: str, provider: Provider, workloads: dict[str, LiveWorkload]
+    registered: dict[str, set[str]], provider: Provider, workloads: dict[str, LiveWorkload]
 ) -> dict[str, int]:
     """Per plugin, the registered endpoints that no running replica answers for."""
-    with connect(database_url) as conn:
-        rows = conn.execute("SELECT plugin_id, endpoint FROM plexica.route_endpoints").fetchall()
-    registered: dict[str, set[str]] = {}
-    for pid, endpoint in rows:
-        registered.setdefault(pid, set()).add(endpoint)
     stale: dict[str, int] = {}
     for pid, urls in registered.items():
         if pid not in workloads:

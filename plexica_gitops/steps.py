@@ -156,10 +156,7 @@ class StoreRouteRegistry:
 
     def register(self, endpoint: Endpoint) -> None:
         with self.pool.connection() as conn:
-            routed = conn.execute(
-                "SELECT 1 FROM plexica.routes WHERE plugin_id = %s", (self.plugin_id,)
-            ).fetchone()
-            if routed:
+            if _routed(conn, self.plugin_id):
                 catalog.add_endpoint(
                     conn, self.plugin_id, endpoint.url, endpoint.instance, endpoint.version
                 )
@@ -374,9 +371,7 @@ def _routes(action: Action, context: StepContext) -> str:
         return "routes and endpoints deregistered"
     manifest = context.plugin_entry(pid).manifest
     frontend = manifest.frontend
-    provider = context.require_provider(action)
-    ready = provider.endpoints(pid)
-    running = {e.url for e in provider.endpoints(pid, ready_only=False)} | {e.url for e in ready}
+    ready, running = _live_endpoints(context.require_provider(action), pid)
     if not ready:
         raise StepFailed(
             f"plugin {pid!r} has no ready replica to route traffic to",
@@ -419,16 +414,26 @@ def _sync_endpoints(
         catalog.add_endpoint(conn, pid, endpoint.url, endpoint.instance, endpoint.version)
 
 
+def _routed(conn: psycopg.Connection[Any], pid: str) -> bool:
+    row = conn.execute("SELECT 1 FROM plexica.routes WHERE plugin_id = %s", (pid,)).fetchone()
+    return row is not None
+
+
+def _live_endpoints(provider: Provider, pid: str) -> tuple[list[Endpoint], set[str]]:
+    """The ready replicas, and the URLs of every running one (ready or not)."""
+    ready = provider.endpoints(pid)
+    running = {e.url for e in provider.endpoints(pid, ready_only=False)}
+    return ready, running | {e.url for e in ready}
+
+
 def _refresh_endpoints(context: StepContext, provider: Provider, pid: str) -> None:
     """After a workload step, the registry of a routed plugin lists its live replicas."""
     with context.pool.connection() as conn:
-        routed = conn.execute("SELECT 1 FROM plexica.routes WHERE plugin_id = %s", (pid,))
-        if routed.fetchone() is None:
+        if not _routed(conn, pid):
             return
-    ready = provider.endpoints(pid)
-    running = {e.url for e in provider.endpoints(pid, ready_only=False)}
+    ready, running = _live_endpoints(provider, pid)
     with context.pool.connection() as conn, conn.transaction():
-        _sync_endpoints(conn, pid, ready, running | {e.url for e in ready})
+        _sync_endpoints(conn, pid, ready, running)
 
 
 def _purge(action: Action, context: StepContext) -> str:

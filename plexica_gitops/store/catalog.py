@@ -412,15 +412,6 @@ def set_subscriptions(conn: Connection, plugin_id: str, subscriptions: Mapping[s
             ) from None
 
 
-def subscriptions_of(conn: Connection, plugin_id: str) -> dict[str, str]:
-    rows = conn.execute(
-        "SELECT topic, consumer_group FROM plexica.event_subscriptions WHERE plugin_id = %s"
-        " ORDER BY topic",
-        (plugin_id,),
-    ).fetchall()
-    return {topic: group for topic, group in rows}
-
-
 # --- topics the reconciler owns ----------------------------------------------------------
 
 
