@@ -6,113 +6,208 @@
 It installs and starts what it needs (PostgreSQL, Podman's Docker-API socket — Debian
 packages, so run it as root — and a Tansu broker for the event topics), builds the demo
 plugin images locally (no registry is reachable), then runs the real CLI: `validate`,
-`init`, `plan`, `apply --auto-approve`,
-`status`, and `plan` once more to show that the platform has converged. The servers keep
-running afterwards; the environment to use them is printed at the end.
+`init`, `plan --out` (the plan, shown once), `apply` of that saved plan, `status`, and
+`plan` once more to show that the platform has converged. The servers keep running; the
+environment to use them is printed at the end, the demo's made-up secrets included.
+
+Its servers are its own, recorded under $PLEXICA_DEMO_DIR (default /var/tmp/plexica-demo):
+a second run reuses them, and a port another program answers on is never reused — the
+demo picks a free one instead (unless $PLEXICA_DEMO_PG_PORT / $PLEXICA_DEMO_KAFKA_PORT ask
+for exactly that port). Podman's API service is its own too (a socket in that directory),
+and `--down` removes only the containers of the desired state's runtime `scope`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import secrets
 import shlex
-import signal
-import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DESIRED_STATE = REPO_ROOT / "desired-state"
-STATE_DIR = Path(os.environ.get("PLEXICA_DEMO_DIR", "/var/tmp/plexica-demo"))
-POSTGRES_PORT = int(os.environ.get("PLEXICA_DEMO_PG_PORT", "55432"))
-KAFKA_PORT = int(os.environ.get("PLEXICA_DEMO_KAFKA_PORT", "59092"))
+DEFAULT_STATE_DIR = "/var/tmp/plexica-demo"
+PG_PORT = ("PLEXICA_DEMO_PG_PORT", 55432)
+KAFKA_PORT = ("PLEXICA_DEMO_KAFKA_PORT", 59092)
+MANAGED_BY = "io.plexica.managed-by=plexica-gitops"
+SCOPE_LABEL = "io.plexica.scope"
+
+
+class DemoError(Exception):
+    """Stops the demo with one line (no traceback)."""
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("PLEXICA_DEMO_DIR", DEFAULT_STATE_DIR))
 
 
 def _say(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m", flush=True)
 
 
-def _cli(*args: str, env: dict[str, str], check: bool = True) -> int:
+def _cli(*args: str, env: dict[str, str], ok: tuple[int, ...] = (0,)) -> int:
     shown = " ".join(shlex.quote(a) for a in ("plexica-gitops", *args))
     print(f"$ {shown}", flush=True)
     command = [sys.executable, "-m", "plexica_gitops.cli", *args]
     code = subprocess.run(command, env=env, cwd=REPO_ROOT, check=False).returncode
-    if check and code != 0:
-        raise SystemExit(f"demo: `{shown}` exited {code}")
+    if code not in ok:
+        raise DemoError(f"`{shown}` exited {code}")
     return code
 
 
-def _environment() -> dict[str, str]:
-    from devenv.podman import ensure_engine
+# --- the servers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Servers:
+    database_url: str
+    docker_host: str
+    bootstrap: str
+
+
+def _port(setting: tuple[str, int]) -> tuple[int, bool]:
+    """The port to try first, and whether the user asked for exactly that one."""
+    variable, default = setting
+    value = os.environ.get(variable)
+    if value is None:
+        return default, False
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise DemoError(f"{variable}={value!r} is not a port number")
+    return int(value), True
+
+
+def start_postgres(directory: Path) -> str:
     from devenv.postgres import PersistentPostgres, install_server
 
-    _say("PostgreSQL (the platform's core database)")
     install_server()
-    dsn = PersistentPostgres(STATE_DIR / "postgres", POSTGRES_PORT).ensure()
+    port, required = _port(PG_PORT)
+    return PersistentPostgres(directory / "postgres", port, port_required=required).ensure()
+
+
+def start_broker(directory: Path) -> str:
+    from devenv.tansu import PersistentTansu
+
+    port, required = _port(KAFKA_PORT)
+    return PersistentTansu(directory / "tansu", port, port_required=required).ensure()
+
+
+def start_servers(directory: Path) -> Servers:
+    from devenv.podman import ensure_engine
+
+    _say("PostgreSQL (the platform's core database)")
+    dsn = start_postgres(directory)
     print(f"running at {dsn}")
-
-    _say("Podman serving the Docker Engine API")
-    docker_host = ensure_engine(STATE_DIR / "podman")
+    _say("Podman serving the Docker Engine API (the demo's own socket)")
+    docker_host = ensure_engine(directory / "podman")
     print(f"DOCKER_HOST={docker_host}")
-
     _say("A Kafka-protocol broker (Tansu, memory storage) for the plugins' event topics")
-    bootstrap = _ensure_broker()
+    bootstrap = start_broker(directory)
     print(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+    return Servers(dsn, docker_host, bootstrap)
+
+
+# --- what the desired state needs from the environment ---------------------------------
+
+
+def _desired() -> Any:
+    from plexica_gitops.validate import validate_directory
+
+    result = validate_directory(DESIRED_STATE)
+    if not result.valid:
+        raise DemoError(f"{DESIRED_STATE} is not valid: run `plexica-gitops validate`")
+    return result.desired
+
+
+def demo_scope(desired: Any) -> str:
+    """The container scope of the demo's platform (platform.yaml runtime `scope`)."""
+    runtime = desired.platform.document.spec.runtime
+    return str((runtime.model_extra or {}).get("scope", "default"))
+
+
+def made_up_secrets(desired: Any, directory: Path, environ: dict[str, str]) -> dict[str, str]:
+    """A value for every env reference of the plugins that the environment does not
+    provide: made up once, kept in the state directory (so a second run deploys the same
+    values), never a real secret. `secretRef`s become files under <dir>/secrets."""
+    from plexica_gitops.planner import desired_plugin
+
+    store = directory / "made-up-secrets.env"
+    kept = dict(line.split("=", 1) for line in _read_lines(store) if "=" in line)
+    made: dict[str, str] = {}
+    secrets_dir = Path(environ.get("PLEXICA_SECRETS_DIR", directory / "secrets"))
+    for entry in desired.plugins.values():
+        for reference in desired_plugin(entry, desired).workload["env"].values():
+            if isinstance(reference, str):
+                continue
+            if "fromEnv" in reference and reference["fromEnv"] not in environ:
+                name = reference["fromEnv"]
+                made[name] = kept.get(name) or f"made-up-{secrets.token_hex(12)}"
+            elif "secretRef" in reference:
+                ref = reference["secretRef"]
+                path = secrets_dir / ref["name"] / ref["key"]
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(f"made-up-{secrets.token_hex(12)}\n", encoding="utf-8")
+                made["PLEXICA_SECRETS_DIR"] = str(secrets_dir)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text("".join(f"{k}={v}\n" for k, v in sorted(made.items())), encoding="utf-8")
+    store.chmod(0o600)
+    return made
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+
+
+def _environment(servers: Servers) -> dict[str, str]:
     return {
         **os.environ,
-        "PLEXICA_DATABASE_URL": dsn,
-        "DOCKER_HOST": docker_host,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PLEXICA_DATABASE_URL": servers.database_url,
+        "DOCKER_HOST": servers.docker_host,
+        "KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap,
         # What platform.yaml's env references resolve to inside the plugin containers.
-        "PLEXICA_PLUGIN_DATABASE_URL": dsn,
-        "PLEXICA_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        # billing's STRIPE_API_KEY is a `fromEnv` reference: a real pipeline exports the
-        # key; the demo makes up a throwaway one (never printed) unless one is exported.
-        "BILLING_STRIPE_API_KEY": os.environ.get(
-            "BILLING_STRIPE_API_KEY", f"sk_test_demo_{secrets.token_hex(12)}"
-        ),
+        "PLEXICA_PLUGIN_DATABASE_URL": servers.database_url,
+        "PLEXICA_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap,
         "COLUMNS": os.environ.get("COLUMNS", "120"),
     }
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+SERVER_VARIABLES = (
+    "PLEXICA_DATABASE_URL",
+    "DOCKER_HOST",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "PLEXICA_PLUGIN_DATABASE_URL",
+    "PLEXICA_KAFKA_BOOTSTRAP_SERVERS",
+)
 
 
-def _ensure_broker() -> str:
-    """A broker that outlives the demo process (its own session); reused when running."""
-    from devenv.tansu import TansuBroker
-
-    if not _listening(KAFKA_PORT):
-        broker = TansuBroker(port=KAFKA_PORT)
-        broker.start()
-        assert broker.process is not None
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        (STATE_DIR / "tansu.pid").write_text(str(broker.process.pid), encoding="utf-8")
-    return f"127.0.0.1:{KAFKA_PORT}"
+def exports(env: dict[str, str], made_up: dict[str, str]) -> list[str]:
+    """The lines a user pastes to use the servers (and apply again) themselves."""
+    lines = [f"export {name}={shlex.quote(env[name])}" for name in SERVER_VARIABLES]
+    lines += [
+        f"export {name}={shlex.quote(value)}   # made up by the demo, not a real secret"
+        for name, value in sorted(made_up.items())
+    ]
+    return lines
 
 
-def _stop_broker() -> None:
-    pid_file = STATE_DIR / "tansu.pid"
-    if not pid_file.exists():
-        return
-    with contextlib.suppress(ProcessLookupError, ValueError):
-        os.kill(int(pid_file.read_text(encoding="utf-8")), signal.SIGTERM)
-    pid_file.unlink()
+# --- up and down --------------------------------------------------------------------------
 
 
-def _build_images(env: dict[str, str]) -> None:
+def _build_images(docker_host: str) -> None:
     import docker
 
     from devenv.images import build_desired_state_images
 
     _say("Building the demo plugin images locally")
-    client = docker.DockerClient(base_url=env["DOCKER_HOST"])
+    client = docker.DockerClient(base_url=docker_host)
     try:
         for image in build_desired_state_images(client, DESIRED_STATE):
             print(f"  {image}")
@@ -121,61 +216,82 @@ def _build_images(env: dict[str, str]) -> None:
 
 
 def up() -> None:
-    env = _environment()
-    _build_images(env)
-    desired = str(DESIRED_STATE.relative_to(REPO_ROOT))
+    directory = state_dir()
+    desired = _desired()
+    servers = start_servers(directory)
+    env = _environment(servers)
+    made_up = made_up_secrets(desired, directory, env)
+    env.update(made_up)
+    _build_images(servers.docker_host)
+    relative = str(DESIRED_STATE.relative_to(REPO_ROOT))
+    planfile = str(directory / "demo.plan")
     _say("Validate the desired state")
-    _cli("validate", desired, env=env)
+    _cli("validate", relative, env=env)
     _say("Create or upgrade the store's tables")
     _cli("init", env=env)
     _say("Plan against the live platform")
-    _cli("plan", desired, env=env)
-    _say("Apply")
-    _cli("apply", desired, "--auto-approve", env=env)
+    changes = _cli("plan", relative, "--out", planfile, "--detailed-exitcode", env=env, ok=(0, 2))
+    if changes == 2:
+        _say("Apply the saved plan")
+        _cli("apply", planfile, "--desired-state", relative, "--auto-approve", env=env)
     _say("The platform, live")
-    _cli("status", desired, env=env)
-    _say("Plan again: nothing left to do")
-    _cli("plan", desired, "--detailed-exitcode", env=env)
+    _cli("status", env=env)
+    if changes == 2:
+        _say("Plan again: nothing left to do")
+        _cli("plan", relative, "--detailed-exitcode", env=env)
     _say("Use it yourself")
-    for name in (
-        "PLEXICA_DATABASE_URL",
-        "DOCKER_HOST",
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "PLEXICA_PLUGIN_DATABASE_URL",
-        "PLEXICA_KAFKA_BOOTSTRAP_SERVERS",
-    ):
-        print(f"export {name}={shlex.quote(env[name])}")
-    print("plexica-gitops status desired-state   # python -m devenv.demo --down to stop")
+    for line in exports(env, made_up):
+        print(line)
+    print("plexica-gitops status   # python -m devenv.demo --down to stop")
+
+
+def remove_containers(docker_host: str, scope: str) -> int:
+    """Remove the containers plexica-gitops manages in `scope`, and no other."""
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        labels = [MANAGED_BY, f"{SCOPE_LABEL}={scope}"]
+        containers = client.containers.list(all=True, filters={"label": labels})
+        for container in containers:
+            container.remove(force=True)
+    finally:
+        client.close()
+    return len(containers)
 
 
 def down() -> None:
-    """Remove the demo's containers and stop what the demo started; data stays."""
-    import docker
-
+    """Remove the demo's containers and stop the servers the demo started; data stays."""
     from devenv.podman import engine_answers, stop_engine
     from devenv.postgres import PersistentPostgres
+    from devenv.tansu import PersistentTansu
 
-    docker_host = f"unix://{STATE_DIR / 'podman' / 'podman.sock'}"
+    directory = state_dir()
+    docker_host = f"unix://{(directory / 'podman' / 'podman.sock').resolve()}"
     if engine_answers(docker_host):
-        client = docker.DockerClient(base_url=docker_host)
-        containers = client.containers.list(
-            all=True, filters={"label": "io.plexica.managed-by=plexica-gitops"}
-        )
-        for container in containers:
-            container.remove(force=True)
-        client.close()
-        print(f"removed {len(containers)} containers")
-    stop_engine(STATE_DIR / "podman")
-    _stop_broker()
-    PersistentPostgres(STATE_DIR / "postgres", POSTGRES_PORT).stop_keeping_data()
-    print(f"stopped; data kept in {STATE_DIR} (delete it for a fresh start)")
+        scope = demo_scope(_desired())
+        print(f"removed {remove_containers(docker_host, scope)} containers (scope {scope})")
+    stop_engine(directory / "podman")
+    PersistentTansu(directory / "tansu", KAFKA_PORT[1]).stop()
+    PersistentPostgres(directory / "postgres", PG_PORT[1]).stop_keeping_data()
+    print(f"stopped; data kept in {directory} (delete it for a fresh start)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from devenv.servers import ServerStartError
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--down", action="store_true", help="Stop the demo's servers.")
     args = parser.parse_args(argv)
-    down() if args.down else up()
+    try:
+        down() if args.down else up()
+    except (DemoError, ServerStartError) as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as error:  # installing a Debian package
+        command = " ".join(shlex.quote(str(a)) for a in error.cmd)
+        print(f"demo: `{command}` failed with exit status {error.returncode}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -12,6 +12,12 @@ while liveness stays fine. A `startup_delay` (seconds; also the container env
 
 Builds are cached: the content (busybox, files, entrypoint) is hashed into a label, and an
 existing tag with the same label is reused (a build takes about 0.6 s, a hit a few ms).
+
+From the shell, on the engine at DOCKER_HOST (default: the demo's own):
+
+    python -m devenv.images build                                  # every desired-state image
+    python -m devenv.images build --plugin crm --version 1.3.0     # crm's image, tag 1.3.0
+    python -m devenv.images build --plugin crm --version 1.3.1 --behaviour never-ready
 """
 
 from __future__ import annotations
@@ -157,3 +163,96 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode = len(data), mode
     tar.addfile(info, io.BytesIO(data))
+
+
+# --- python -m devenv.images build ----------------------------------------------------------
+
+
+def image_for_version(image_ref: str, version: str) -> str:
+    """`image_ref` with its tag replaced by `version` (the validator wants tag = version)."""
+    name, _, tag = image_ref.rpartition(":")
+    if not name or "/" in tag:  # no tag (the colon, if any, was a registry's port)
+        name = image_ref
+    return f"{name}:{version}"
+
+
+def _docker_host() -> str:
+    """DOCKER_HOST, else the demo's own engine (the socket `python -m devenv.demo` starts)."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    demo = Path(os.environ.get("PLEXICA_DEMO_DIR", "/var/tmp/plexica-demo"))
+    return f"unix://{(demo / 'podman' / 'podman.sock').resolve()}"
+
+
+def build_command(args: Any) -> list[str]:
+    """Build what `args` asks for (see `main`); returns the image references built."""
+    import docker
+    import semver
+
+    from plexica_gitops.desired import build_desired_state
+
+    client = docker.DockerClient(base_url=_docker_host())
+    try:
+        if args.plugin is None:
+            return build_desired_state_images(client, args.desired_state)
+        plugins = build_desired_state(args.desired_state).desired.plugins
+        if args.plugin not in plugins:
+            known = ", ".join(sorted(plugins))
+            raise SystemExit(f"images: no plugin {args.plugin!r} in {args.desired_state} ({known})")
+        manifest = plugins[args.plugin].manifest
+        version = args.version or manifest.version
+        if not semver.Version.is_valid(version):
+            raise SystemExit(f"images: --version {version!r} is not a semantic version")
+        image_ref = image_for_version(manifest.runtime.image, version)
+        behaviour, delay = args.behaviour, args.startup_delay
+        built = build_plugin_image(
+            client, image_ref, args.plugin, version, behaviour=behaviour, startup_delay=delay
+        )
+        return [built]
+    finally:
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m devenv.images",
+        description="Build the busybox plugin images locally (no registry is reachable).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser(
+        "build",
+        help="every plugin image of the desired state, or one plugin's at a new version",
+        description="Without --plugin: the image of every plugin of the desired state. With "
+        "--plugin (and --version): that plugin's image, tagged with the version, answering "
+        "with it; then set the version and the image tag in its plugin.yaml and plan.",
+    )
+    build.add_argument("--desired-state", type=Path, default=Path("desired-state"))
+    build.add_argument("--plugin", help="plugin id, e.g. crm")
+    build.add_argument("--version", help="version to build, e.g. 1.3.0 (default: the manifest's)")
+    build.add_argument(
+        "--behaviour", choices=BEHAVIOURS, default="healthy",
+        help="never-ready: readiness never answers, so an update to it is rolled back",
+    )  # fmt: skip
+    build.add_argument("--startup-delay", type=float, default=0, help="seconds before serving")
+    args = parser.parse_args(argv)
+    if args.version and not args.plugin:
+        parser.error("--version needs --plugin")
+    import docker.errors
+
+    try:
+        built = build_command(args)
+    except docker.errors.DockerException as error:
+        message = " ".join(str(error).split())
+        raise SystemExit(
+            f"images: the engine at {_docker_host()} did not build: {message} (set DOCKER_HOST "
+            "to a Docker-API engine; the demo prints its own)"
+        ) from None
+    for image in built:
+        print(image)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

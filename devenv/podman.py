@@ -26,6 +26,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from devenv.servers import ServerStartError, cause_from_log
+
 CONFIG_FILES = (
     Path("/usr/share/containers/containers.conf"),
     Path("/etc/containers/containers.conf"),
@@ -49,8 +51,8 @@ MAX_SOCKET_PATH = 100  # sun_path is 108 bytes, with its terminating NUL
 _SERVICES: list[subprocess.Popen[bytes]] = []  # keeps the Popen objects of started services
 
 
-class EngineError(RuntimeError):
-    pass
+class EngineError(ServerStartError):
+    """The engine could not be started (one line: the cause and the log file)."""
 
 
 def ensure_engine(state_dir: Path, *, timeout: float = 30.0) -> str:
@@ -59,7 +61,7 @@ def ensure_engine(state_dir: Path, *, timeout: float = 30.0) -> str:
     state_dir.mkdir(parents=True, exist_ok=True)
     socket_path = state_dir / "podman.sock"
     if len(str(socket_path)) > MAX_SOCKET_PATH:
-        raise EngineError(f"socket path too long for a unix socket: {socket_path}")
+        raise EngineError("Podman's API service", f"socket path too long: {socket_path}")
     url = f"unix://{socket_path}"
     if engine_answers(url):
         return url
@@ -170,17 +172,17 @@ def _start_service(state_dir: Path, url: str) -> None:
 
 
 def _wait_until_answering(url: str, state_dir: Path, timeout: float) -> None:
+    log = state_dir / "podman.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if engine_answers(url):
             return
         if not _recorded_alive(state_dir):
-            raise EngineError(f"podman system service exited:\n{_log_tail(state_dir)}")
+            cause = cause_from_log(log, "podman system service exited")
+            raise EngineError("Podman's API service", cause, log)
         time.sleep(0.2)
-    raise EngineError(
-        f"podman system service did not answer on {url} within {timeout:g} s:\n"
-        f"{_log_tail(state_dir)}"
-    )
+    cause = cause_from_log(log, f"no answer on {url} within {timeout:g} s")
+    raise EngineError("Podman's API service", cause, log)
 
 
 def _recorded_alive(state_dir: Path) -> bool:
@@ -214,11 +216,3 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-def _log_tail(state_dir: Path, lines: int = 20) -> str:
-    try:
-        text = (state_dir / "podman.log").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])

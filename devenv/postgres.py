@@ -10,10 +10,22 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+import psycopg
+
+from devenv.servers import (
+    LOOPBACK,
+    ServerRecord,
+    ServerStartError,
+    cause_from_log,
+    free_port,
+    new_token,
+    pick_port,
+    process_runs,
+)
 
 
 def _bin_dir() -> Path:
@@ -26,24 +38,19 @@ def _bin_dir() -> Path:
     raise RuntimeError("PostgreSQL server binaries not found: apt-get install -y postgresql")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PostgresServer:
     def __init__(self) -> None:
         self.bin = _bin_dir()
         self.base = Path(tempfile.mkdtemp(prefix="plexica-pg-"))
         self.data = self.base / "data"
         self.sockets = self.base / "sockets"
-        self.port = _free_port()
+        self.log = self.base / "log"
+        self.port = free_port()
         self.as_postgres = os.geteuid() == 0
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{LOOPBACK}:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
         command = [str(self.bin / args[0]), *args[1:]]
@@ -52,21 +59,35 @@ class PostgresServer:
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
 
     def start(self) -> None:
+        """A throwaway cluster, tuned for tests (no fsync)."""
+        self._initdb()
+        self._start_cluster(
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+
+    def _initdb(self) -> None:
         self.sockets.mkdir(parents=True, exist_ok=True)
         self.base.chmod(0o755)
         if self.as_postgres:
             shutil.chown(self.base, "postgres", "postgres")
             shutil.chown(self.sockets, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
-        options = (
-            f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-            "-c max_connections=100"
-        )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.base / "log"),
-            "-w", "start",
-        )  # fmt: skip
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        except subprocess.CalledProcessError as error:
+            lines = (error.stderr or "").strip().splitlines() or [f"exit status {error.returncode}"]
+            raise ServerStartError("PostgreSQL (initdb)", lines[-1]) from None
+
+    def _start_cluster(self, settings: str = "") -> None:
+        """pg_ctl start on `self.port`; a ServerStartError with the log's reason if it fails."""
+        options = f"-p {self.port} -k {self.sockets} -c listen_addresses={LOOPBACK} {settings}"
+        try:
+            self._run(
+                "pg_ctl", "-D", str(self.data), "-o", options.strip(), "-l", str(self.log),
+                "-w", "start",
+            )  # fmt: skip
+        except subprocess.CalledProcessError:
+            cause = cause_from_log(self.log, f"pg_ctl start failed on port {self.port}")
+            raise ServerStartError("PostgreSQL", cause, self.log) from None
 
     def stop(self) -> None:
         try:
@@ -88,16 +109,21 @@ def install_server() -> None:
 
 
 class PersistentPostgres(PostgresServer):
-    """A server that outlives the process (the demo's): its cluster lives in `state_dir`
-    and a second `ensure()` finds it running and reuses it."""
+    """A server that outlives the process (the demo's): its cluster lives in `state_dir`.
+    `ensure()` reuses it while it runs, recognised by `server.json` (devenv/servers.py);
+    otherwise it starts it on `port`, or on a free port when something else answers there
+    (unless `port_required`: then that is an error)."""
 
-    def __init__(self, state_dir: Path, port: int) -> None:
+    def __init__(self, state_dir: Path, port: int, *, port_required: bool = False) -> None:
         super().__init__()
         shutil.rmtree(self.base, ignore_errors=True)  # the base class made a temporary one
         self.base = state_dir
         self.data = state_dir / "data"
         self.sockets = state_dir / "sockets"
+        self.log = state_dir / "log"
+        self.record_path = state_dir / "server.json"
         self.port = port
+        self.port_required = port_required
 
     def running(self) -> bool:
         try:
@@ -107,19 +133,37 @@ class PersistentPostgres(PostgresServer):
         return True
 
     def ensure(self) -> str:
-        if self.data.exists() and self.running():
+        record = ServerRecord.load(self.record_path)
+        if record is not None and self._answers_as(record):
+            self.port = record.port
             return self.dsn
+        if self.data.exists() and self.running():
+            # our cluster (its data directory), but not recognisable: restart it with a token
+            self.stop_keeping_data()
+        self.port = pick_port("PostgreSQL", self.port, required=self.port_required)
         if not self.data.exists():
             self.base.mkdir(parents=True, exist_ok=True)
-            self.start()
-            return self.dsn
-        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.base / "log"),
-            "-w", "start",
-        )  # fmt: skip
+            self._initdb()
+        token = new_token()
+        self._start_cluster(f"-c cluster_name={token}")
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        ServerRecord(pid, self.port, token).save(self.record_path)
         return self.dsn
+
+    def _answers_as(self, record: ServerRecord) -> bool:
+        """The recorded postmaster still runs on our data directory, and the server on the
+        recorded port is that one (it answers with the recorded token)."""
+        if not process_runs(record.pid, str(self.data)):
+            return False
+        dsn = f"postgresql://postgres@{LOOPBACK}:{record.port}/postgres"
+        try:
+            with psycopg.connect(dsn, connect_timeout=3) as conn:
+                row = conn.execute("SHOW cluster_name").fetchone()
+        except psycopg.Error:
+            return False
+        return row is not None and row[0] == record.token
 
     def stop_keeping_data(self) -> None:
         if self.data.exists() and self.running():
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.record_path.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -11,13 +12,14 @@ import threading
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 import pydantic
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from typer.core import TyperGroup
 
 from plexica_gitops import report
 from plexica_gitops.actions import Plan
@@ -41,6 +43,12 @@ from plexica_gitops.progress import JsonReporter, LineReporter, LiveReporter
 from plexica_gitops.provider import Provider, ProviderError, load_provider
 from plexica_gitops.render_json import render_json
 from plexica_gitops.render_markdown import render_markdown
+from plexica_gitops.render_status import (
+    SettingsSource,
+    StatusView,
+    render_status_json,
+    render_status_text,
+)
 from plexica_gitops.render_text import print_plan
 from plexica_gitops.schema import write_schemas
 from plexica_gitops.store import catalog
@@ -49,17 +57,59 @@ from plexica_gitops.store.connection import database_url as store_database_url
 from plexica_gitops.store.journal import history as apply_history
 from plexica_gitops.store.journal import mark_interrupted
 from plexica_gitops.store.lock import apply_lock
+from plexica_gitops.store.runtime import record_runtime, recorded_runtime
 from plexica_gitops.store.schema import check_store, init_store, store_version
 from plexica_gitops.validate import validate_directory
 
+# How an option's value is named in --help, by typer's type label.
+_VALUE_NAMES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "FLOAT",
+                "int range": "INTEGER", "float range": "FLOAT"}  # fmt: skip
+
+
+def _name_values(command: Any, ctx: Any) -> None:
+    """Typer 0.29 prints a type placeholder after every option, flags included (`--verbose
+    <bool>`, `--target <list[str]>`): name what an option takes instead (TEXT, PATH,
+    INTEGER, text|json), and nothing after a flag. Earlier typers print no placeholder and
+    have no `display_type`: nothing to do there."""
+    for param in command.get_params(ctx):
+        display_type = getattr(param, "display_type", None)
+        if display_type is None or getattr(param, "_plain_help", False):
+            continue
+        param._plain_help = True
+        label = str(display_type(ctx)).removeprefix("<").removesuffix(">")
+        if label.startswith("list[") and label.endswith("]"):  # a repeatable option
+            label = label.removeprefix("list[").removesuffix("]")
+        name = "" if getattr(param, "is_flag", False) else _VALUE_NAMES.get(label, label)
+        if param.param_type_name == "option" and param.metavar is None:
+            param.metavar = name
+        elif param.param_type_name == "argument":  # its type column ignores the metavar
+            param.display_type_rich = lambda ctx, name=name: name
+
+
+class _Group(TyperGroup):
+    """The app's command group: help texts name option values plainly (`_name_values`)."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _name_values(command, ctx)
+        return command
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _name_values(self, ctx)
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     name="plexica-gitops",
+    cls=_Group,
     help="Declarative GitOps for the Plexica plugin platform: validate, plan, apply.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
+DEFAULT_DESIRED_STATE = Path("desired-state")
 DirArgument = Annotated[
     Path,
     typer.Argument(help="Desired-state directory.", show_default=True),
@@ -409,7 +459,13 @@ def _load_desired(directory: Path) -> DesiredState:
     return result.desired
 
 
+CANCELLED = "Apply cancelled, nothing changed."
+
+
 def _confirm(auto_approve: bool) -> None:
+    """Terraform's question; only `yes` applies. Ctrl-C or end of input at the prompt is an
+    interruption (exit 130), any other answer a refusal (exit 1): nothing has changed yet
+    either way."""
     if auto_approve:
         return
     if not sys.stdin.isatty():
@@ -417,11 +473,14 @@ def _confirm(auto_approve: bool) -> None:
             "refusing to apply without confirmation: standard input is not a terminal",
             "Review the plan above and pass --auto-approve (CI), or run in a terminal.",
         )
-    answer = typer.prompt(
-        "Do you want to perform these actions? Only 'yes' will be accepted", default=""
-    )
+    typer.echo("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.")
+    try:
+        answer = input("\n  Enter a value: ")
+    except (KeyboardInterrupt, EOFError):
+        typer.echo(f"\n{CANCELLED}")
+        raise typer.Exit(130) from None
     if answer.strip() != "yes":
-        typer.echo("Apply cancelled: nothing was changed.")
+        typer.echo(CANCELLED)
         raise typer.Exit(1)
 
 
@@ -540,67 +599,125 @@ def _database_url(explicit: str | None) -> str:
         raise _fail(exc.message, exc.hint) from None
 
 
+class StatusFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Runtime:
+    """The runtime provider `status` observes the workloads through, and where its settings
+    came from."""
+
+    provider: str
+    settings: dict[str, Any]
+    source: SettingsSource
+
+
 @app.command()
 def status(
-    directory: DirArgument = Path("desired-state"),
+    directory: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Desired-state directory whose platform.yaml names the runtime provider "
+            "(default: the provider and settings the last apply recorded in the store).",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        StatusFormat, typer.Option("--format", help="text (plain columns) or json.")
+    ] = StatusFormat.TEXT,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Show the live platform: plugins with their workloads and endpoints, and tenants with
-    the migrations applied in their schemas."""
-    if not directory.is_dir():
-        raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
-    result = validate_directory(directory)
-    desired = result.desired if result.valid else None
-    if desired is None:  # an incident is no time to be unable to look at the platform
-        _stderr().print(
-            f"[yellow]warning:[/yellow] {escape(directory.as_posix())} is not valid, so the "
-            "runtime settings in its platform.yaml are not used: workloads are not shown"
-        )
+    """Show the live platform: plugins with their workloads and endpoints, tenants with the
+    migrations applied in their schemas, and the topics. Works from any directory: the
+    store says which runtime the last apply used."""
     url = _database_url(database_url)
+    warnings: list[str] = []
     try:
-        with _platform_clients(desired) as (provider, broker):
-            live = _observe(url, provider, broker)
         with connect(url) as conn:
+            runtime = _status_runtime(directory, conn, warnings)
+            live = _observe_for_status(url, runtime, warnings)
             routed = {pid: catalog.endpoints(conn, pid) for pid in live.plugins}
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None
-    console = _stdout()
-    plugins = Table("plugin", "status", "version", "ready", "cpu", "memory", "endpoints",
-                    title="Plugins", title_justify="left", box=None)  # fmt: skip
-    for pid, plugin in sorted(live.plugins.items()):
-        workload = plugin.workload
-        ready = f"{workload.ready_replicas}/{workload.replicas}" if workload else "-"
-        if workload and not workload.running:
-            ready += " (stopped)"
-        plugins.add_row(
-            pid,
-            plugin.status.value + (f" ({plugin.error})" if plugin.error else ""),
-            plugin.version,
-            ready if live.workloads_observed else "(not observed)",
-            workload.resources.cpu or "-" if workload else "-",
-            workload.resources.memory or "-" if workload else "-",
-            ", ".join(e.endpoint for e in routed[pid]) or "-",
+    for warning in warnings:
+        _stderr().print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    view = StatusView(
+        live,
+        routed,
+        provider=runtime.provider if runtime else None,
+        settings_from=runtime.source if runtime else None,
+        warnings=warnings,
+    )
+    render = render_status_json if output_format is StatusFormat.JSON else render_status_text
+    sys.stdout.write(render(view))
+
+
+def _status_runtime(
+    directory: Path | None, conn: psycopg.Connection[Any], warnings: list[str]
+) -> _Runtime | None:
+    """DIR's platform.yaml when DIR is given and valid; else what the last apply recorded;
+    else ./desired-state when there is one. None (workloads not observed) otherwise."""
+    if directory is not None:
+        if not directory.is_dir():
+            raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
+        from_directory = _runtime_of(directory)
+        if from_directory is not None:
+            return from_directory
+        # an incident is no time to be unable to look at the platform
+        warnings.append(
+            f"{directory.as_posix()} is not valid, so the runtime settings in its "
+            "platform.yaml are not used"
         )
-    console.print(plugins)
-    tenants = Table("tenant", "status", "schema", "migrations applied", title="Tenants",
-                    title_justify="left", box=None)  # fmt: skip
-    for slug, tenant in sorted(live.tenants.items()):
-        applied = ", ".join(
-            f"{pid} {len(records)}" for pid, records in sorted(tenant.migrations.items())
-        )
-        tenants.add_row(slug, tenant.status.value, tenant.schema_name, applied or "-")
-    console.print()
-    console.print(tenants)
-    console.print()
-    if not live.topics_observed:
-        console.print("Topics: not observed (set KAFKA_BOOTSTRAP_SERVERS).")
+    recorded = recorded_runtime(conn)
+    if recorded is not None:
+        return _Runtime(recorded.provider, recorded.settings, SettingsSource.STORE)
+    if directory is None and DEFAULT_DESIRED_STATE.is_dir():
+        from_directory = _runtime_of(DEFAULT_DESIRED_STATE)
+        if from_directory is not None:
+            return from_directory
+    warnings.append(
+        "workloads are not observed: no apply has recorded its runtime provider in this "
+        "store yet; name the desired-state directory (`plexica-gitops status DIR`)"
+    )
+    return None
+
+
+def _runtime_of(directory: Path) -> _Runtime | None:
+    result = validate_directory(directory)
+    platform = result.desired.platform if result.valid else None
+    if platform is None:
+        return None
+    runtime = platform.document.spec.runtime
+    return _Runtime(runtime.provider, dict(runtime.model_extra or {}), SettingsSource.DESIRED_STATE)
+
+
+def _observe_for_status(url: str, runtime: _Runtime | None, warnings: list[str]) -> LiveState:
+    """Whatever can be seen: an unreachable runtime or broker is a warning, not an error."""
+    provider: Provider | None = None
+    if runtime is not None:
+        try:
+            provider = load_provider(runtime.provider, runtime.settings)
+        except ProviderError as exc:
+            warnings.append(f"the runtime provider was not observed: {exc.message}")
+    broker = _broker()
+    try:
+        return observe_platform(url, provider, broker, problems=warnings)
+    finally:
+        if provider is not None:
+            provider.close()
+        if broker is not None:
+            broker.close()
+
+
+def _record_runtime(conn: psycopg.Connection[Any], desired: DesiredState) -> None:
+    """Record the runtime provider and settings an apply uses, for `status` (call it once
+    the apply holds the lock, before its first step)."""
+    if desired.platform is None:
         return
-    topics = Table("topic", "owner", "partitions", "config", title="Topics",
-                   title_justify="left", box=None)  # fmt: skip
-    for name, topic in sorted(live.topics.items()):
-        config = ", ".join(f"{k}={v}" for k, v in sorted(topic.config.items()))
-        topics.add_row(name, topic.owner or "(not ours)", str(topic.partitions), config or "-")
-    console.print(topics)
+    runtime = desired.platform.document.spec.runtime
+    record_runtime(conn, runtime.provider, runtime.model_extra or {})
 
 
 @app.command()

@@ -145,4 +145,18 @@ CREATE TABLE plexica.event_subscriptions (
 CREATE INDEX tenant_plugins_plugin ON plexica.tenant_plugins (plugin_id);
 """,
     ),
+    (
+        3,
+        "the runtime provider and settings of the last apply",
+        """
+-- platform.yaml's spec.runtime as the last apply used it (one row): `status` observes the
+-- workloads through it from anywhere, without the desired-state checkout.
+CREATE TABLE plexica_gitops.runtime (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    provider    varchar(100) NOT NULL,
+    settings    jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+""",
+    ),
 ]
