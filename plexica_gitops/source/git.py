@@ -436,7 +436,7 @@ class _Fetcher:
             wanted["ref"] = found
             return [] if ObjectID(found[1].encode()) in mirror else [found[1].encode()]
 
-        result = self._fetch(mirror, determine_wants, depth=1)
+        result = self._fetch(mirror, determine_wants, depth=self._depth())
         symrefs = {os.fsdecode(k): os.fsdecode(v) for k, v in result.symrefs.items()}
         if "ref" in wanted:
             refname, sha = wanted["ref"]
@@ -445,6 +445,12 @@ class _Fetcher:
         if _is_sha_like(ref, full=True) or _is_sha_like(ref, full=False):
             return self._resolve_sha(mirror, ref, advertised)
         raise RefNotFound(ref, self.shown, _close_refs(ref, advertised))
+
+    def _depth(self) -> int | None:
+        """1 for a server (git's upload-pack sends only what the mirror's shallow tips
+        lack); full history for file://, whose in-process server (dulwich) would send the
+        whole tree again to a shallow mirror, while history costs no network there."""
+        return None if self.url.startswith("file:") else 1
 
     def _resolve_sha(self, mirror: Repo, ref: str, advertised: Mapping[str, str]) -> GitRevision:
         """A sha that is no branch or tag tip: fetch every branch and tag in full."""
@@ -470,7 +476,7 @@ class _Fetcher:
             refname = target
         mirror.refs[Ref(refname.encode())] = ObjectID(sha.encode())
 
-    def _fetch(self, mirror: Repo, determine_wants: Any, depth: int) -> Any:
+    def _fetch(self, mirror: Repo, determine_wants: Any, depth: int | None) -> Any:
         credentials = self.credentials
         host, port = _host_and_port(self.url)
         try:

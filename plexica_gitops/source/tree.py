@@ -440,7 +440,10 @@ class DirectoryTree(SourceTree):
         except OSError as exc:
             raise UnreadablePath(path, exc.strerror or str(exc)) from exc
         if not stat.S_ISREG(info.st_mode):  # checked before opening: a FIFO would block
-            raise NotARegularFile(path, _kind_of(info.st_mode))
+            kind = _kind_of(info.st_mode)
+            if kind is EntryKind.DIRECTORY and _lstat_in(directory_fd, name + "/.git"):
+                kind = EntryKind.SUBMODULE
+            raise NotARegularFile(path, kind)
         if info.st_size > max_bytes:
             raise FileTooLarge(path, info.st_size, max_bytes)
         try:
