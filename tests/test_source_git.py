@@ -281,6 +281,9 @@ def test_read_refuses_links_submodules_and_missing_paths(tmp_path: Path) -> None
             assert too_large.value.limit == 100
             assert too_large.value.size == (checkout / "desired-state/platform.yaml").stat().st_size
             assert tree.read(".hidden.yaml", LIMIT) == b"kind: Hidden\n"  # read, not walked
+            assert tree.entry("more/acme.yaml") is None  # entry() follows no link either
+            assert tree.entry("more") == Entry("more", EntryKind.SYMLINK, len("tenants"))
+            assert tree.entry("vendor") == Entry("vendor", EntryKind.SUBMODULE)
 
 
 def test_a_clean_checkout_walks_and_reads_as_its_commit(tmp_path: Path) -> None:
@@ -408,6 +411,10 @@ def test_remote_tags_old_shas_and_cached_commits(repo: DesiredRepo, tmp_path: Pa
         assert files_of(tree) == repo.first_files
     with GitTree(url, "HEAD", cache_dir=cache, env={}) as tree:
         assert str(tree.revision) == f"main@sha1:{repo.second}"
+    with GitTree(url, repo.second, cache_dir=tmp_path / "tip-cache", env={}) as tree:
+        assert str(tree.revision) == f"sha1:{repo.second}"  # the tip of main: fetched as main
+        assert tree.mirror_path is not None
+        assert git(tree.mirror_path, "show-ref") == f"{repo.second} refs/heads/main"
     fresh = tmp_path / "fresh-cache"
     with GitTree(url, repo.first[:10], "desired-state", cache_dir=fresh, env={}) as tree:
         assert str(tree.revision) == f"sha1:{repo.first}"  # no tip: fetched in full
@@ -436,7 +443,7 @@ def test_unreachable_remote_names_host_and_port(tmp_path: Path) -> None:
     env = {"PLEXICA_GIT_PASSWORD": "s3cret-pass", "PLEXICA_GIT_USERNAME": "robot"}
     with pytest.raises(RemoteUnreachable) as caught:
         GitTree(f"http://127.0.0.1:{port}/repo.git", "main", cache_dir=tmp_path, env=env)
-    assert f"127.0.0.1:{port}" in caught.value.message
+    assert f"127.0.0.1:{port} (Connection refused)" in caught.value.message
     assert caught.value.transient
     assert "s3cret-pass" not in str(caught.value)
 

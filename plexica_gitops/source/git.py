@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import errno
 import fcntl
 import hashlib
 import mmap
@@ -239,6 +238,14 @@ def _find_named(refs: Mapping[str, str], ref: str) -> tuple[str, str] | None:
     return None
 
 
+def _tip_named(refs: Mapping[str, str], sha: str) -> tuple[str, str] | None:
+    """A full sha that a branch or tag points at: (that ref, sha); fetched like the ref."""
+    if not _is_sha_like(sha, full=True):
+        return None
+    names = sorted(name for name, tip in refs.items() if tip == sha.lower() and name != "HEAD")
+    return (names[0], sha.lower()) if names else None
+
+
 def _label(ref: str, refname: str, symrefs: Mapping[str, str]) -> str | None:
     """How the revision names its ref: as asked, except HEAD -> the branch it points at."""
     if ref != "HEAD":
@@ -430,7 +437,7 @@ class _Fetcher:
 
         def determine_wants(refs: Mapping[Any, Any], depth: int | None = None) -> list[Any]:
             advertised.update(_decode_refs(refs))
-            found = _find_named(advertised, ref)
+            found = _find_named(advertised, ref) or _tip_named(advertised, ref)
             if found is None:
                 return []
             wanted["ref"] = found
@@ -441,7 +448,8 @@ class _Fetcher:
         if "ref" in wanted:
             refname, sha = wanted["ref"]
             self._record(mirror, refname, sha, symrefs)
-            return _revision_from(mirror, sha, _label(ref, refname, symrefs), self.shown, ref)
+            label = None if _is_sha_like(ref, full=True) else _label(ref, refname, symrefs)
+            return _revision_from(mirror, sha, label, self.shown, ref)
         if _is_sha_like(ref, full=True) or _is_sha_like(ref, full=False):
             return self._resolve_sha(mirror, ref, advertised)
         raise RefNotFound(ref, self.shown, _close_refs(ref, advertised))
@@ -503,10 +511,10 @@ class _Fetcher:
                 raise self._not_found() from exc
             if "401" in detail or "403" in detail:
                 raise self._auth_failed() from exc
-            raise RemoteUnreachable(self.shown, host, port, detail) from exc
+            raise RemoteUnreachable(self.shown, host, port, _network_detail(detail)) from exc
         except (OSError, urllib3.exceptions.HTTPError) as exc:
-            detail = _network_detail(exc)
-            raise RemoteUnreachable(self.shown, host, port, credentials.scrub(detail)) from exc
+            detail = _network_detail(credentials.scrub(str(exc)))
+            raise RemoteUnreachable(self.shown, host, port, detail) from exc
 
     def _hangup(self, exc: HangupException, host: str, port: int | None) -> SourceError:
         lines = [os.fsdecode(line) for line in (exc.stderr_lines or [])]
@@ -533,13 +541,12 @@ class _Fetcher:
         )
 
 
-def _network_detail(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, BaseException):
-        exc = reason
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno))
-    return type(exc).__name__
+def _network_detail(text: str) -> str:
+    """The innermost system error ("Connection refused"), not urllib3's whole story."""
+    reasons = re.findall(r"\[Errno -?\d+\] ([^\"')\]]+)", text)
+    if reasons:
+        return str(reasons[-1]).strip()
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 # --------------------------------------------------------------------------- resolving

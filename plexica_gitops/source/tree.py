@@ -389,12 +389,18 @@ class DirectoryTree(SourceTree):
         parts = split_path(path)
         if not parts:
             return Entry(ROOT, EntryKind.DIRECTORY)
-        full = os.path.join(self._real_root, *parts)
         try:
-            info = os.lstat(full)
+            directory_fd = self._open_parent(path, parts)  # no symlink on the way, as in git
+        except SourceError:
+            return None
+        try:
+            info = os.stat(parts[-1], dir_fd=directory_fd, follow_symlinks=False)
         except OSError:
             return None
+        finally:
+            os.close(directory_fd)
         found = _entry_from_stat(path, info)
+        full = os.path.join(self._real_root, *parts)
         if found.kind is EntryKind.DIRECTORY and self._is_nested_repository(full):
             return Entry(path, EntryKind.SUBMODULE)
         return found
