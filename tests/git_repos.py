@@ -7,13 +7,18 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import statistics
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from plexica_gitops.source.git import GitTree
+from plexica_gitops.source.tree import DirectoryTree, EntryKind, SourceTree
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "desired-state"
 
@@ -181,3 +186,69 @@ def serve_git_http(project_root: Path, username: str, password: str) -> Iterator
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def _timed(action: Callable[[], object], runs: int) -> float:
+    """Median wall time of `action` in milliseconds."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _walk_and_read(open_tree: Callable[[], SourceTree]) -> Callable[[], int]:
+    def run() -> int:
+        total = 0
+        with open_tree() as tree:
+            for entry in tree.walk():
+                if entry.kind is EntryKind.FILE:
+                    total += len(tree.read(entry.path, 4 * 1024 * 1024))
+        return total
+
+    return run
+
+
+def _tenant_repo(tmp: Path, count: int) -> Path:
+    work = init(tmp / f"tenants-{count}")
+    shutil.copytree(EXAMPLE, work / "desired-state")
+    template = (EXAMPLE / "tenants/acme.yaml").read_text()
+    tenants = work / "desired-state/tenants"
+    for n in range(count):
+        (tenants / f"tenant-{n:05d}.yaml").write_text(template.replace("acme", f"t{n:05d}"))
+    commit_all(work, f"{count} tenants")
+    return work
+
+
+def bench(tmp: Path, runs: int = 10) -> None:
+    """Walk + read every file: GitTree at a ref vs DirectoryTree on a checkout."""
+    example = desired_repo(tmp)
+    print(f"example desired state ({len(example.second_files)} files), median of {runs}:")
+    loose = _timed(_walk_and_read(lambda: GitTree(example.work, "main", "desired-state")), runs)
+    git(example.work, "gc", "-q")
+    packed = _timed(_walk_and_read(lambda: GitTree(example.work, "main", "desired-state")), runs)
+    disk = _timed(_walk_and_read(lambda: DirectoryTree(example.work / "desired-state")), runs)
+    print(f"  GitTree loose {loose:.1f} ms, packed {packed:.1f} ms; DirectoryTree {disk:.1f} ms")
+    work = _tenant_repo(tmp, 10_000)
+    print("10,000 tenant files + the example, median of 3:")
+    loose = _timed(_walk_and_read(lambda: GitTree(work, "main", "desired-state")), 3)
+    git(work, "gc", "-q")
+    packed = _timed(_walk_and_read(lambda: GitTree(work, "main", "desired-state")), 3)
+    disk = _timed(_walk_and_read(lambda: DirectoryTree(work / "desired-state")), 3)
+    directory = DirectoryTree(work / "desired-state")
+    files = [e.path for e in directory.walk() if e.kind is EntryKind.FILE]
+    dirty = _timed(lambda: directory.revision_of(files), 3)
+    print(f"  GitTree loose {loose:.0f} ms, packed {packed:.0f} ms; DirectoryTree {disk:.0f} ms")
+    print(f"  DirectoryTree.revision_of (content hash + dirty check): {dirty:.0f} ms")
+
+
+if __name__ == "__main__":
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        bench(Path(scratch), int(sys.argv[1]) if len(sys.argv) > 1 else 10)

@@ -47,6 +47,7 @@ from dulwich.client import HTTPUnauthorized, default_urllib3_manager, get_transp
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.object_store import BaseObjectStore, DiskObjectStore, peel_sha
 from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.pack import Pack, PackFileDisappeared
 from dulwich.porcelain import INFINITE_DEPTH
 from dulwich.refs import Ref
 from dulwich.repo import Repo
@@ -283,19 +284,32 @@ class _ObjectSizes:
     def __init__(self, store: BaseObjectStore) -> None:
         self._store = store
         self._maps: dict[str, mmap.mmap] = {}
+        self._packs: list[Pack] | None = None  # listing the pack directory per blob is slow
 
     def size(self, sha: str) -> int:
         raw_sha = sha.encode()
-        for pack in getattr(self._store, "packs", ()):
+        for _ in range(2):  # a miss rereads the pack list once: a repack may have run
+            packed = self._packed_size(raw_sha)
+            if packed is not None:
+                return packed
+            loose = self._loose_path(sha)
+            if loose is not None:
+                return _loose_size(loose)
+            self._packs = None
+        return len(self._store.get_raw(ObjectID(raw_sha))[1])  # an alternate: inflate it
+
+    def _packed_size(self, raw_sha: bytes) -> int | None:
+        if self._packs is None:
+            self._packs = list(getattr(self._store, "packs", ()))
+        for pack in self._packs:
             try:
-                offset = pack.index.object_offset(raw_sha)
+                offset = pack.index.object_offset(ObjectID(raw_sha))
+                return self._packed(str(pack.data.path), offset)
             except KeyError:
                 continue
-            return self._packed(str(pack.data.path), offset)
-        loose = self._loose_path(sha)
-        if loose is not None:
-            return _loose_size(loose)
-        return len(self._store.get_raw(ObjectID(raw_sha))[1])  # an alternate: inflate it
+            except (PackFileDisappeared, FileNotFoundError):  # git gc's temporary packs
+                continue
+        return None
 
     def _loose_path(self, sha: str) -> str | None:
         if not isinstance(self._store, DiskObjectStore):
