@@ -402,6 +402,18 @@ def test_file_url_is_fetched_into_the_cache_then_incrementally(
     assert _objects_in(mirror) - first_fetch == 5
 
 
+def test_a_broken_cache_entry_is_rebuilt(repo: DesiredRepo, tmp_path: Path) -> None:
+    url = _bare_remote(repo, tmp_path).as_uri()
+    cache = tmp_path / "cache"
+    with GitTree(url, "main", cache_dir=cache, env={}) as tree:
+        mirror = tree.mirror_path
+    assert mirror is not None
+    shutil.rmtree(mirror)
+    (mirror / "objects").mkdir(parents=True)  # what a crash during the first fetch leaves
+    with GitTree(url, "main", "desired-state", cache_dir=cache, env={}) as tree:
+        assert files_of(tree) == repo.second_files
+
+
 def test_remote_tags_old_shas_and_cached_commits(repo: DesiredRepo, tmp_path: Path) -> None:
     bare = _bare_remote(repo, tmp_path)
     cache = tmp_path / "cache"

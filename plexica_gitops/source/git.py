@@ -34,6 +34,7 @@ import hashlib
 import mmap
 import os
 import re
+import shutil
 import stat
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -440,7 +441,10 @@ class _Fetcher:
 
     def _mirror(self) -> Repo:
         if self.mirror_path.exists():
-            return Repo(str(self.mirror_path))
+            try:
+                return Repo(str(self.mirror_path))
+            except NotGitRepository:  # a crash while it was created: it is only a cache
+                shutil.rmtree(self.mirror_path)
         return Repo.init_bare(str(self.mirror_path), mkdir=True)
 
     def _resolve(self, mirror: Repo, ref: str) -> GitRevision:
