@@ -460,6 +460,19 @@ def test_unreachable_remote_names_host_and_port(tmp_path: Path) -> None:
     assert "s3cret-pass" not in str(caught.value)
 
 
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client")
+def test_unreachable_ssh_remote_is_typed(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(RemoteUnreachable) as caught:
+        GitTree(f"ssh://git@127.0.0.1:{port}/r.git", "main", cache_dir=tmp_path, env={})
+    assert f"cannot reach the git server at 127.0.0.1:{port}" in caught.value.message
+    assert "git@" not in caught.value.message  # user info is scrubbed from the URL
+
+
 def test_a_password_in_the_url_is_refused_and_not_echoed(tmp_path: Path) -> None:
     with pytest.raises(CredentialsInUrl) as caught:
         GitTree("https://robot:hunter2@git.example.invalid/r.git", "main", cache_dir=tmp_path)

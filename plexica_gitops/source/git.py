@@ -653,12 +653,13 @@ class GitTree(SourceTree):
         ref: str,
         path: str | None = None,
         *,
-        cache_dir: Path | None = None,
+        cache_dir: Path | str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
         if is_remote(repo):
-            fetcher = _Fetcher(str(repo), cache_dir or default_cache_dir(env), env)
+            cache = Path(cache_dir) if cache_dir else default_cache_dir(env)
+            fetcher = _Fetcher(str(repo), cache, env)
             self._repo, self._revision = fetcher.open(ref)
             self._shown = fetcher.shown
             self.mirror_path: Path | None = fetcher.mirror_path
