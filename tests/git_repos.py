@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from plexica_gitops import loader
 from plexica_gitops.source.git import GitTree
 from plexica_gitops.source.tree import DirectoryTree, EntryKind, SourceTree
 
@@ -30,6 +31,10 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "Test",
     "GIT_COMMITTER_EMAIL": "test@example.invalid",
     "GIT_TERMINAL_PROMPT": "0",
+    # no background `git gc --auto` racing with the reads and the explicit gc of a test
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "gc.auto",
+    "GIT_CONFIG_VALUE_0": "0",
 }
 
 
@@ -191,14 +196,22 @@ def serve_git_http(project_root: Path, username: str, password: str) -> Iterator
 # --------------------------------------------------------------------------- measurement
 
 
-def _timed(action: Callable[[], object], runs: int) -> float:
-    """Median wall time of `action` in milliseconds."""
-    times = []
+def _timed(actions: dict[str, Callable[[], object]], runs: int) -> dict[str, str]:
+    """Median wall and CPU time of each action in ms, the actions interleaved run by run
+    (the machine is shared: interleaving spreads the noise over all of them)."""
+    wall: dict[str, list[float]] = {name: [] for name in actions}
+    cpu: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, action in actions.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            action()
+            wall[name].append((time.perf_counter() - start) * 1000)
+            cpu[name].append((time.process_time() - start_cpu) * 1000)
+    return {
+        name: f"{statistics.median(wall[name]):.1f} ms wall, "
+        f"{statistics.median(cpu[name]):.1f} ms CPU"
+        for name in actions
+    }
 
 
 def _walk_and_read(open_tree: Callable[[], SourceTree]) -> Callable[[], int]:
@@ -213,6 +226,15 @@ def _walk_and_read(open_tree: Callable[[], SourceTree]) -> Callable[[], int]:
     return run
 
 
+def _loader_walk_and_read(tree: DirectoryTree) -> int:
+    found, _ = loader._walk(tree.path, tree.real_root)
+    return sum(
+        len(raw)
+        for rel, real in found
+        if isinstance(raw := loader._read(real, rel, 1 << 22), bytes)
+    )
+
+
 def _tenant_repo(tmp: Path, count: int) -> Path:
     work = init(tmp / f"tenants-{count}")
     shutil.copytree(EXAMPLE, work / "desired-state")
@@ -225,25 +247,35 @@ def _tenant_repo(tmp: Path, count: int) -> Path:
 
 
 def bench(tmp: Path, runs: int = 10) -> None:
-    """Walk + read every file: GitTree at a ref vs DirectoryTree on a checkout."""
-    example = desired_repo(tmp)
-    print(f"example desired state ({len(example.second_files)} files), median of {runs}:")
-    loose = _timed(_walk_and_read(lambda: GitTree(example.work, "main", "desired-state")), runs)
-    git(example.work, "gc", "-q")
-    packed = _timed(_walk_and_read(lambda: GitTree(example.work, "main", "desired-state")), runs)
-    disk = _timed(_walk_and_read(lambda: DirectoryTree(example.work / "desired-state")), runs)
-    print(f"  GitTree loose {loose:.1f} ms, packed {packed:.1f} ms; DirectoryTree {disk:.1f} ms")
-    work = _tenant_repo(tmp, 10_000)
-    print("10,000 tenant files + the example, median of 3:")
-    loose = _timed(_walk_and_read(lambda: GitTree(work, "main", "desired-state")), 3)
-    git(work, "gc", "-q")
-    packed = _timed(_walk_and_read(lambda: GitTree(work, "main", "desired-state")), 3)
-    disk = _timed(_walk_and_read(lambda: DirectoryTree(work / "desired-state")), 3)
-    directory = DirectoryTree(work / "desired-state")
-    files = [e.path for e in directory.walk() if e.kind is EntryKind.FILE]
-    dirty = _timed(lambda: directory.revision_of(files), 3)
-    print(f"  GitTree loose {loose:.0f} ms, packed {packed:.0f} ms; DirectoryTree {disk:.0f} ms")
-    print(f"  DirectoryTree.revision_of (content hash + dirty check): {dirty:.0f} ms")
+    """Walk + read every file: GitTree at a ref (loose objects, then packed) vs
+    DirectoryTree on the work tree of the same commit."""
+    for name, work, count in (
+        ("example desired state", desired_repo(tmp).work, runs),
+        ("10,000 tenant files + the example", _tenant_repo(tmp, 10_000), max(3, runs // 2)),
+    ):
+        loose = _walk_and_read(lambda work=work: GitTree(work, "main", "desired-state"))
+        print(f"{name}, median of {count}:")
+        print(f"  GitTree, loose objects: {_timed({'loose': loose}, count)['loose']}")
+        git(work, "gc", "-q")
+        directory = DirectoryTree(work / "desired-state")
+        files = [e.path for e in directory.walk() if e.kind is EntryKind.FILE]
+        results = _timed(
+            {
+                "GitTree, packed": _walk_and_read(
+                    lambda work=work: GitTree(work, "main", "desired-state")
+                ),
+                "DirectoryTree": _walk_and_read(
+                    lambda work=work: DirectoryTree(work / "desired-state")
+                ),
+                "loader._walk + _read today": lambda root=directory: _loader_walk_and_read(root),
+                "DirectoryTree.revision_of (hash + dirty)": (
+                    lambda tree=directory, names=files: tree.revision_of(names)
+                ),
+            },
+            count,
+        )
+        for label, result in results.items():
+            print(f"  {label}: {result}")
 
 
 if __name__ == "__main__":

@@ -286,8 +286,15 @@ class _ObjectSizes:
         self._store = store
         self._maps: dict[str, mmap.mmap] = {}
         self._packs: list[Pack] | None = None  # listing the pack directory per blob is slow
+        self._known: dict[str, int] = {}
 
     def size(self, sha: str) -> int:
+        known = self._known.get(sha)
+        if known is None:
+            known = self._known[sha] = self._size(sha)  # walk and read both ask
+        return known
+
+    def _size(self, sha: str) -> int:
         raw_sha = sha.encode()
         for _ in range(2):  # a miss rereads the pack list once: a repack may have run
             packed = self._packed_size(raw_sha)
