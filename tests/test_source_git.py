@@ -14,6 +14,7 @@ import pytest
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
+from plexica_gitops import loader
 from plexica_gitops.desired import build_desired_state
 from plexica_gitops.source.git import (
     AmbiguousRef,
@@ -39,6 +40,7 @@ from plexica_gitops.source.tree import (
     PathNotFound,
     SourceTree,
     content_hash,
+    walk_followed,
 )
 from tests.git_repos import (
     DesiredRepo,
@@ -620,3 +622,54 @@ def test_directory_walk_marks_a_directory_it_cannot_list(tmp_path: Path) -> None
     finally:
         locked.chmod(stat.S_IRWXU)
     assert entries == [Entry("locked", EntryKind.DIRECTORY, error="Permission denied")]
+
+
+# --------------------------------------------------------------------------- the loader's walk
+
+
+def _loader_view(root: Path) -> tuple[list[str], list[str]]:
+    """What today's loader walk finds: YAML files, and the links it refuses (PGL007)."""
+    found, findings = loader._walk(root, os.path.realpath(root))
+    escapes = [f.location.file for f in findings if f.code == loader.SYMLINK_ESCAPE and f.location]
+    return [rel for rel, _ in found], sorted(escapes)
+
+
+def _followed_view(tree: SourceTree) -> tuple[list[str], list[str]]:
+    walked = walk_followed(tree, loader._is_yaml_name)
+    return [r.path for r in walked.files], sorted(e.path for e in walked.escapes)
+
+
+def test_the_followed_walk_finds_what_the_loader_finds_today(tmp_path: Path) -> None:
+    work, sha = _link_repo(tmp_path)
+    root = work / "desired-state"
+    (root / "ext").symlink_to("..")  # a directory outside the root: refused, any name
+    (root / "etc").symlink_to("/etc")
+    (root / "notes.txt").symlink_to("../README.md")  # a file outside, not YAML: not looked at
+    (root / "tenants/dir.yaml").symlink_to("../plugins/crm")  # a directory named .yaml
+    sha = commit_all(work, "more links")
+    checkout = clone_at(work, tmp_path / "checkout", sha)
+    files, escapes = _loader_view(checkout / "desired-state")
+    assert "more/acme.yaml" in files and "tenants/acme.yaml" not in files  # first name wins
+    assert "ext" in escapes and "notes.txt" not in escapes
+    assert "vendor/x.yaml" in files  # today the loader reads into a nested repository
+    with (
+        DirectoryTree(checkout / "desired-state") as on_disk,
+        GitTree(work, sha, "desired-state") as in_git,
+    ):
+        for tree in (on_disk, in_git):
+            walked = walk_followed(tree, loader._is_yaml_name)
+            assert _followed_view(tree) == (
+                [f for f in files if not f.startswith("vendor/")],
+                escapes,
+            ), tree
+            assert walked.submodules == [Entry("vendor", EntryKind.SUBMODULE)]
+            reached = {r.path: r.target for r in walked.files}
+            assert reached["more/alias.yaml"] == tree.entry("tenants/acme.yaml")
+            loop = reached["more/loop-a.yaml"]
+            assert isinstance(loop, LinkProblem) and loop.kind is LinkProblemKind.LOOP
+
+
+def test_the_followed_walk_of_the_example_is_the_loaders(repo: DesiredRepo) -> None:
+    root = repo.work / "desired-state"
+    with DirectoryTree(root) as on_disk, GitTree(repo.work, "main", "desired-state") as in_git:
+        assert _followed_view(on_disk) == _loader_view(root) == _followed_view(in_git)

@@ -1,4 +1,6 @@
-"""Where the desired state is read from: a directory or a git revision (see tree.py)."""
+"""Where the desired state is read from: a directory or a git revision (see tree.py).
+
+The git implementation lives in plexica_gitops.source.git (it imports dulwich)."""
 
 from plexica_gitops.source.tree import (
     DirectoryRevision,
@@ -6,17 +8,20 @@ from plexica_gitops.source.tree import (
     Entry,
     EntryKind,
     FileTooLarge,
+    FollowedWalk,
     GitRevision,
     LinkProblem,
     LinkProblemKind,
     NotARegularFile,
     PathNotFound,
+    Reached,
     Revision,
     RootNotFound,
     SourceError,
     SourceTree,
     UnreadablePath,
     content_hash,
+    walk_followed,
 )
 
 __all__ = [
@@ -25,15 +30,18 @@ __all__ = [
     "Entry",
     "EntryKind",
     "FileTooLarge",
+    "FollowedWalk",
     "GitRevision",
     "LinkProblem",
     "LinkProblemKind",
     "NotARegularFile",
     "PathNotFound",
+    "Reached",
     "Revision",
     "RootNotFound",
     "SourceError",
     "SourceTree",
     "UnreadablePath",
     "content_hash",
+    "walk_followed",
 ]

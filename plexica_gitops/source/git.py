@@ -802,7 +802,9 @@ class GitTree(SourceTree):
                 return LinkProblem(path, LinkProblemKind.DANGLING, followed)  # not a directory
             current.append(name)
         if tuple(current[: len(self._prefix)]) != self._prefix:
-            return LinkProblem(path, LinkProblemKind.ESCAPES, followed)
+            outside = self._lookup(current)
+            is_directory = outside is not None and outside.mode == _MODE_TREE
+            return LinkProblem(path, LinkProblemKind.ESCAPES, followed, is_directory)
         found = self.entry("/".join(current[len(self._prefix) :]) or ROOT)
         assert found is not None
         return found

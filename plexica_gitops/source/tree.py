@@ -38,8 +38,8 @@ import hashlib
 import os
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -52,11 +52,13 @@ __all__ = [
     "Entry",
     "EntryKind",
     "FileTooLarge",
+    "FollowedWalk",
     "GitRevision",
     "LinkProblem",
     "LinkProblemKind",
     "NotARegularFile",
     "PathNotFound",
+    "Reached",
     "Revision",
     "RootNotFound",
     "SourceError",
@@ -64,6 +66,7 @@ __all__ = [
     "UnreadablePath",
     "content_hash",
     "split_path",
+    "walk_followed",
 ]
 
 MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS: more links than this in one resolution is a loop
@@ -101,6 +104,9 @@ class LinkProblem:
     path: str  # the path that was resolved
     kind: LinkProblemKind
     target: str  # where it led, for messages (a real path on disk, a link target in git)
+    # ESCAPES: whether what lies outside is a directory; None when it cannot be known
+    # (git: an absolute target, or one above the repository's top)
+    target_is_directory: bool | None = None
 
 
 # --------------------------------------------------------------------------- errors
@@ -283,6 +289,79 @@ def _read_any_size(tree: SourceTree, path: str) -> bytes:
     if isinstance(resolved, LinkProblem):
         raise PathNotFound(path, f"symlink {resolved.kind.value}")
     return tree.read(resolved.path, max_bytes=resolved.size)
+
+
+# --------------------------------------------------------------------------- followed walk
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    path: str  # the name the file is known by: the path walked, through followed links
+    target: Entry | LinkProblem  # what is there, or a DANGLING / LOOP link (unreadable)
+
+
+@dataclass
+class FollowedWalk:
+    files: list[Reached] = field(default_factory=list)  # sorted by path
+    escapes: list[LinkProblem] = field(default_factory=list)  # path: the link as walked
+    unlistable: list[Entry] = field(default_factory=list)  # directories with an error
+    # Submodules (nested repositories on disk) are not walked: their content is no part
+    # of the commit. The loader should refuse them like escaping links (a part of the
+    # desired state it cannot read must not turn into deletions).
+    submodules: list[Entry] = field(default_factory=list)
+
+
+def walk_followed(tree: SourceTree, include: Callable[[str], bool]) -> FollowedWalk:
+    """The loader's walk over any tree: depth first in name order, symlinks followed
+    while they stay inside the root, each directory walked once (the first name that
+    reaches it wins, which also ends link loops and fan-out). Only entries whose name
+    `include` accepts are reported, plus every escaping link to a directory (or to
+    anything git cannot see), as the loader reports them."""
+    children: dict[str, list[Entry]] = {}
+    for entry in tree.walk():
+        parent = entry.path.rpartition("/")[0] or ROOT
+        children.setdefault(parent, []).append(entry)
+    result = FollowedWalk()
+    visited: set[str] = set()
+    stack = [("", ROOT)]  # (name prefix, directory it stands for)
+    while stack:
+        prefix, directory = stack.pop()
+        if directory in visited:
+            continue
+        visited.add(directory)
+        subdirs: list[tuple[str, str]] = []
+        for entry in sorted(children.get(directory, []), key=lambda e: e.path):
+            name = prefix + entry.path.rpartition("/")[2]
+            target = tree.resolve(entry.path) if entry.kind is EntryKind.SYMLINK else entry
+            _place(result, subdirs, name, target, include)
+        stack.extend(reversed(subdirs))
+    result.files.sort(key=lambda reached: reached.path)
+    return result
+
+
+def _place(
+    result: FollowedWalk,
+    subdirs: list[tuple[str, str]],
+    name: str,
+    target: Entry | LinkProblem,
+    include: Callable[[str], bool],
+) -> None:
+    if isinstance(target, LinkProblem):
+        if target.kind is not LinkProblemKind.ESCAPES:
+            if include(name):
+                result.files.append(Reached(name, target))
+        elif include(name) or target.target_is_directory is not False:
+            result.escapes.append(LinkProblem(name, target.kind, target.target))
+        return
+    if target.kind is EntryKind.SUBMODULE:
+        result.submodules.append(Entry(name, target.kind))
+    elif target.kind is EntryKind.DIRECTORY:
+        if target.error is not None:
+            result.unlistable.append(Entry(name, target.kind, error=target.error))
+        else:
+            subdirs.append((name + "/", target.path))
+    elif include(name):
+        result.files.append(Reached(name, target))
 
 
 # --------------------------------------------------------------------------- directories
@@ -491,7 +570,7 @@ class DirectoryTree(SourceTree):
         joined = os.path.join(self._real_root, path)
         lexical = os.path.realpath(joined)  # outside is outside, even when missing there
         if not _is_within(lexical, self._real_root):
-            return LinkProblem(path, LinkProblemKind.ESCAPES, lexical)
+            return LinkProblem(path, LinkProblemKind.ESCAPES, lexical, os.path.isdir(lexical))
         try:
             real = os.path.realpath(joined, strict=True)
         except OSError as exc:
