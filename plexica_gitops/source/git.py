@@ -6,9 +6,11 @@
   remote URL: ``file://``, ``https://`` (``http://``), ``ssh://`` or ``user@host:path``.
   A remote is fetched into a bare mirror under the cache directory
   (``$XDG_CACHE_HOME/plexica-gitops/git/<sha256 of the URL>``, ``~/.cache`` by default):
-  only the objects of the wanted ref, depth 1, incrementally (what the mirror has is not
-  sent again); a full sha already in the mirror needs no network at all. One fetch at a
-  time per mirror (a file lock).
+  only the wanted ref, incrementally (what the mirror has is not sent again), depth 1
+  from a server (file:// in full: see _Fetcher._depth); a sha that is no branch or tag
+  tip fetches every branch and tag in full; a full sha already in the mirror needs no
+  network at all. One fetch at a time per mirror (a file lock); a mirror left broken
+  by a crash is made anew.
 * Credentials come from the environment only, never from the URL or from YAML:
   ``PLEXICA_GIT_USERNAME`` + ``PLEXICA_GIT_PASSWORD``, or ``PLEXICA_GIT_TOKEN`` (user
   ``PLEXICA_GIT_USERNAME``, default ``x-access-token``) for HTTPS; for SSH the ssh client

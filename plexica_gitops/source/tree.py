@@ -21,6 +21,10 @@ Paths are relative POSIX paths (``tenants/acme.yaml``); ``"."`` names the root i
   ESCAPES (ends outside the root; for git also any absolute target), DANGLING (a
   component is missing or not a directory), LOOP (more than 40 links, as Linux).
 
+:func:`walk_followed` is the loader's directory walk over any tree (links followed while
+they stay inside the root, each directory once, first name wins), so the loader keeps
+its behaviour when it reads through a tree.
+
 Revisions: a git tree is identified by its commit (:class:`GitRevision`, rendered
 ``<ref>@sha1:<40 hex>`` as Flux does, ``sha1:<40 hex>`` for a detached sha). A directory
 is identified by a content hash over the files that make up the desired state
