@@ -37,7 +37,6 @@ import mmap
 import os
 import re
 import shutil
-import stat
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ from plexica_gitops.source.tree import (
     PathNotFound,
     SourceError,
     SourceTree,
+    kind_of_mode,
     split_path,
 )
 
@@ -92,9 +92,7 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^/:]{2,}):(?!//)")  # user@host:path
 _DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
-_MODE_FILE = (0o100644, 0o100755, 0o100664)
 _MODE_SYMLINK = 0o120000
-_MODE_SUBMODULE = 0o160000
 _MODE_TREE = 0o040000
 
 
@@ -641,18 +639,6 @@ class _Node:
     sha: str
 
 
-def _kind_of_mode(mode: int) -> EntryKind:
-    if mode == _MODE_SUBMODULE:
-        return EntryKind.SUBMODULE
-    if mode == _MODE_SYMLINK:
-        return EntryKind.SYMLINK
-    if stat.S_ISDIR(mode):
-        return EntryKind.DIRECTORY
-    if stat.S_ISREG(mode):
-        return EntryKind.FILE
-    return EntryKind.OTHER
-
-
 class GitTree(SourceTree):
     """The tree of one commit (see the module docstring)."""
 
@@ -764,7 +750,7 @@ class GitTree(SourceTree):
         node = self._lookup(self._prefix + parts) if parts else _Node(_MODE_TREE, "")
         if node is None:
             raise PathNotFound(path)
-        kind = _kind_of_mode(node.mode)
+        kind = kind_of_mode(node.mode)
         if kind is not EntryKind.FILE:
             raise NotARegularFile(path, kind)
         size = self._sizes.size(node.sha)
@@ -830,7 +816,7 @@ class GitTree(SourceTree):
         return self._blob(node.sha)
 
     def _entry(self, path: str, node: _Node) -> Entry:
-        kind = _kind_of_mode(node.mode)
+        kind = kind_of_mode(node.mode)
         if kind is EntryKind.FILE:
             return Entry(path, kind, self._sizes.size(node.sha), node.mode == 0o100755)
         if kind is EntryKind.SYMLINK:

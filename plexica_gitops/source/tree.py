@@ -69,6 +69,7 @@ __all__ = [
     "SourceTree",
     "UnreadablePath",
     "content_hash",
+    "kind_of_mode",
     "split_path",
     "walk_followed",
 ]
@@ -379,7 +380,13 @@ _READ_FLAGS = (
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
-def _kind_of(mode: int) -> EntryKind:
+GITLINK = 0o160000  # a submodule's mode in a git tree (no file-system type has it)
+
+
+def kind_of_mode(mode: int) -> EntryKind:
+    """The kind of an lstat mode, or of a git tree entry's mode."""
+    if stat.S_IFMT(mode) == GITLINK:
+        return EntryKind.SUBMODULE
     if stat.S_ISREG(mode):
         return EntryKind.FILE
     if stat.S_ISLNK(mode):
@@ -390,7 +397,7 @@ def _kind_of(mode: int) -> EntryKind:
 
 
 def _entry_from_stat(path: str, info: os.stat_result) -> Entry:
-    kind = _kind_of(info.st_mode)
+    kind = kind_of_mode(info.st_mode)
     if kind is EntryKind.FILE:
         return Entry(path, kind, info.st_size, bool(info.st_mode & stat.S_IXUSR))
     if kind is EntryKind.SYMLINK:
@@ -546,7 +553,7 @@ class DirectoryTree(SourceTree):
         except OSError as exc:
             raise UnreadablePath(path, exc.strerror or str(exc)) from exc
         if not stat.S_ISREG(info.st_mode):  # checked before opening: a FIFO would block
-            kind = _kind_of(info.st_mode)
+            kind = kind_of_mode(info.st_mode)
             if kind is EntryKind.DIRECTORY and _lstat_in(directory_fd, name + "/.git"):
                 kind = EntryKind.SUBMODULE
             raise NotARegularFile(path, kind)
@@ -559,7 +566,7 @@ class DirectoryTree(SourceTree):
         with os.fdopen(fd, "rb") as handle:
             opened = os.fstat(handle.fileno())
             if not stat.S_ISREG(opened.st_mode):  # replaced between the check and the open
-                raise NotARegularFile(path, _kind_of(opened.st_mode))
+                raise NotARegularFile(path, kind_of_mode(opened.st_mode))
             try:
                 raw = handle.read(max_bytes + 1)
             except OSError as exc:
