@@ -42,7 +42,7 @@ from plexica_gitops.source.tree import (
     content_hash,
     walk_followed,
 )
-from tests.git_repos import (
+from git_repos import (
     DesiredRepo,
     commit_all,
     desired_repo,
