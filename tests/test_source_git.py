@@ -13,6 +13,15 @@ from pathlib import Path
 import pytest
 from dulwich.objects import Commit
 from dulwich.repo import Repo
+from git_repos import (
+    DesiredRepo,
+    commit_all,
+    desired_repo,
+    git,
+    http_backend,
+    init,
+    serve_git_http,
+)
 
 from plexica_gitops import loader
 from plexica_gitops.desired import build_desired_state
@@ -41,15 +50,6 @@ from plexica_gitops.source.tree import (
     SourceTree,
     content_hash,
     walk_followed,
-)
-from git_repos import (
-    DesiredRepo,
-    commit_all,
-    desired_repo,
-    git,
-    http_backend,
-    init,
-    serve_git_http,
 )
 
 LIMIT = 4 * 1024 * 1024
