@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import ctypes
 import datetime
 import fcntl
 import hashlib
@@ -392,6 +393,17 @@ def _runs_binary(pid: int, binary: Path) -> bool:
     return argv0.decode(errors="replace") == str(binary)
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the process that started it dies, so a test
+    run that is killed leaves no control plane behind. (Not SIGTERM: all components would
+    get it at once, and an apiserver whose etcd has gone hangs in its graceful shutdown.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _stop_group(pid: int, timeout: float = 10.0) -> None:
     """SIGTERM the process group led by `pid` (each component is started in its own
     session), SIGKILL it if it is still there after `timeout`."""
@@ -417,6 +429,7 @@ class _Component:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None  # a component recorded by another process (the CLI's `stop`)
+    outlive: bool = False  # keep running when the starting process dies (the CLI's cluster)
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -425,7 +438,8 @@ class _Component:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, and outlives the CLI
+                start_new_session=True,  # its own process group
+                preexec_fn=None if self.outlive else _die_with_parent,
             )
         self.pid = self.process.pid
 
@@ -722,7 +736,8 @@ class KubeCluster:
         ]
 
     def _component(self, name: str, binaries: Path, args: list[str]) -> _Component:
-        return _Component(name, binaries / name, args, self.logs / f"{name}.log")
+        log = self.logs / f"{name}.log"
+        return _Component(name, binaries / name, args, log, outlive=not self.temporary)
 
     def _register_node(self) -> None:
         node = {
