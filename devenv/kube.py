@@ -543,13 +543,19 @@ class KubeCluster:
             self.timings["apiserver"] = time.monotonic() - begun
             for component in rest:
                 component.start()
-            self._register_node()
+            try:
+                self._register_node()
+            except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
+                raise KubeError(
+                    f"registering node {NODE_NAME} failed ({exc}); see {apiserver.log_path}"
+                ) from exc
             self._wait_all(deadline)
             self.timings["ready"] = time.monotonic() - begun
             if not self.temporary:
                 self._record_state()
         except BaseException:
-            self.stop(purge=self.temporary)
+            # Stopped, but the directory stays when start failed: the error names its logs.
+            self.stop(purge=False)
             raise
 
     def stop(self, *, purge: bool | None = None) -> None:
