@@ -103,7 +103,26 @@ _GO_TAGS = "selinux,notest,grpcnotrace"  # what Kubernetes' own release build us
 
 
 class KubeError(RuntimeError):
-    """A component could not be built or started; the message names its log."""
+    """A component could not be built or started. The message is one line, in the form of
+    devenv's other servers: what, why (the log's last line), where the log is."""
+
+    def __init__(self, what: str, cause: str, log: Path | None = None) -> None:
+        self.log = log
+        where = f" (log: {log})" if log is not None else ""
+        super().__init__(f"{what}: {cause}{where}")
+
+
+def _last_line(log: Path, *, skip_comments: bool = False) -> str:
+    """The log's last non-empty line (without our own `#` notes), shortened."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        line = line.strip()
+        if line and not (skip_comments and line.startswith("#")):
+            return line if len(line) <= 300 else line[:297] + "..."
+    return "no output"
 
 
 # --- build ------------------------------------------------------------------------------
@@ -160,14 +179,14 @@ def go_binary() -> str:
     configured = os.environ.get("PLEXICA_GO")
     if configured:
         if not os.access(configured, os.X_OK):
-            raise KubeError(f"$PLEXICA_GO is not an executable Go toolchain: {configured}")
+            raise KubeError("the Go toolchain", f"$PLEXICA_GO={configured} is not executable")
         return configured
     found = shutil.which("go")
     if found:
         return found
     if Path("/usr/local/go/bin/go").exists():
         return "/usr/local/go/bin/go"
-    raise KubeError("the Go toolchain was not found (PATH, /usr/local/go/bin/go, $PLEXICA_GO)")
+    raise KubeError("the Go toolchain", "not found (PATH, /usr/local/go/bin/go, $PLEXICA_GO)")
 
 
 def _ldflags(target: _Target) -> str:
@@ -241,7 +260,7 @@ def _build_into(directory: Path, log_path: Path, *, quiet: bool) -> None:
             ]  # fmt: skip
             if not quiet:
                 print(f"building {target.binary} ({target.package}) ...", file=sys.stderr)
-            log.write(f"\n$ (cd {MODULE_DIR} && {' '.join(command)})\n")
+            log.write(f"\n# $ (cd {MODULE_DIR} && {' '.join(command)})\n")
             log.flush()
             begun = time.monotonic()
             result = subprocess.run(
@@ -250,7 +269,9 @@ def _build_into(directory: Path, log_path: Path, *, quiet: bool) -> None:
             log.write(f"# {target.binary}: exit {result.returncode}, {_since(begun)}\n")
             log.flush()
             if result.returncode != 0:
-                raise KubeError(f"go build of {target.binary} failed; see {log_path}")
+                log.flush()
+                cause = _last_line(log_path, skip_comments=True)
+                raise KubeError(f"go build of {target.binary} failed", cause, log_path)
         log.write(f"\n# all built in {_since(started)}\n")
     (directory / "BUILD-INFO").write_text(
         f"{cache_key()}\n{_go_version(go)}\ntags {_GO_TAGS}\n", encoding="utf-8"
@@ -461,13 +482,6 @@ class _Component:
                 self.process.wait(timeout=1)
         self.process = None
 
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
 
 # --- the cluster ------------------------------------------------------------------------
 
@@ -546,9 +560,8 @@ class KubeCluster:
             try:
                 self._register_node()
             except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
-                raise KubeError(
-                    f"registering node {NODE_NAME} failed ({exc}); see {apiserver.log_path}"
-                ) from exc
+                what = f"registering node {NODE_NAME}"
+                raise KubeError(what, str(exc), apiserver.log_path) from exc
             self._wait_all(deadline)
             self.timings["ready"] = time.monotonic() - begun
             if not self.temporary:
@@ -838,17 +851,13 @@ class KubeCluster:
             for each in self.components:
                 status = each.exited()
                 if status is not None:
-                    raise KubeError(
-                        f"{each.name} exited with status {status}; see {each.log_path}:\n"
-                        f"{each.log_tail()}"
-                    )
+                    cause = f"exited with status {status}: {_last_line(each.log_path)}"
+                    raise KubeError(f"{each.name} did not start", cause, each.log_path)
             if check():
                 return
             if time.monotonic() > deadline:
-                raise KubeError(
-                    f"{component.name} was not ready in time; see {component.log_path}:\n"
-                    f"{component.log_tail()}"
-                )
+                cause = f"not ready in time: {_last_line(component.log_path)}"
+                raise KubeError(f"{component.name} did not start", cause, component.log_path)
             time.sleep(0.05)
 
     # -- a cluster kept between commands (the CLI, the demo) --------------------------------
