@@ -3,8 +3,9 @@
 A thin, typed layer over confluent-kafka's AdminClient. Reaching the broker is bounded by
 `BrokerSettings.connect_timeout_seconds` (3 s by default, so a plan names an unreachable
 broker within seconds) and every call by `timeout_seconds` (librdkafka would otherwise
-retry an unreachable broker forever); KAFKA_TIMEOUT_SECONDS sets both, every change is idempotent (apply may be re-run after a crash), and the SASL
-password never leaves `BrokerSettings` except into the client configuration.
+retry an unreachable broker forever); KAFKA_TIMEOUT_SECONDS sets both. Every change is
+idempotent (apply may be re-run after a crash), and the SASL password never leaves
+`BrokerSettings` except into the client configuration.
 
 Verified against Tansu 0.6 (a Kafka-protocol broker, see ENVIRONMENT.md): it has no
 CreatePartitions and no (legacy) AlterConfigs, so growing a topic's partitions fails there
@@ -420,9 +421,7 @@ class EventBroker:
                 )
             time.sleep(0.1)
 
-    def _error(
-        self, exc: KafkaException, doing: str, waited: float | None = None
-    ) -> BrokerError:
+    def _error(self, exc: KafkaException, doing: str, waited: float | None = None) -> BrokerError:
         self.admin.poll(0)  # hands librdkafka's queued log lines to the debug log
         error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
         where = self.settings.bootstrap_servers

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +32,22 @@ class LifecycleStatus(StrEnum):
     DISABLED = "DISABLED"
     UNINSTALLING = "UNINSTALLING"
     UNINSTALLED = "UNINSTALLED"
+
+
+class ObservedPart(StrEnum):
+    """A part of the live platform observed apart from the store; a plan made without one
+    (`plan --unobserved PART`) says so."""
+
+    RUNTIME = "runtime"  # the runtime provider: workloads
+    BROKER = "broker"  # the event broker: topics
+
+    @property
+    def holds(self) -> str:
+        return "workloads" if self is ObservedPart.RUNTIME else "topics"
+
+    @property
+    def label(self) -> str:
+        return "the runtime provider" if self is ObservedPart.RUNTIME else "the event broker"
 
 
 class _Live(BaseModel):
@@ -130,6 +147,19 @@ class LiveState(_Live):
     # address -> fingerprint of the desired attributes the reconciler last applied there;
     # lets a plan tell drift (live changed out of band) from a change made in git.
     last_applied: dict[str, str] = Field(default_factory=dict)
+
+    def without(self, parts: AbstractSet[ObservedPart]) -> LiveState:
+        """This state as if `parts` had not been observed (`plan --unobserved`)."""
+        update: dict[str, Any] = {}
+        if ObservedPart.BROKER in parts:
+            update.update(topics={}, topics_observed=False)
+        if ObservedPart.RUNTIME in parts:
+            plugins = {
+                pid: plugin.model_copy(update={"workload": None})
+                for pid, plugin in self.plugins.items()
+            }
+            update.update(plugins=plugins, workloads_observed=False)
+        return self.model_copy(update=update) if update else self
 
     @classmethod
     def from_json(cls, data: str | bytes) -> LiveState:

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from plexica_gitops.events import BrokerError, EventBroker
-from plexica_gitops.live import LiveState, LiveWorkload
+from plexica_gitops.live import LiveState, LiveWorkload, ObservedPart
 from plexica_gitops.provider import Provider, ProviderError
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import connect
@@ -21,7 +21,7 @@ def observe_platform(
     broker: EventBroker | None = None,
     *,
     strict: bool = False,
-    problems: list[str] | None = None,
+    problems: dict[ObservedPart, str] | None = None,
 ) -> LiveState:
     """The store's live state with each plugin's workload as the provider reports it and
     the topics as the broker reports them (with the owners the store recorded).
@@ -29,7 +29,7 @@ def observe_platform(
     Without a provider or a broker, or when one cannot be reached, `workloads_observed` /
     `topics_observed` is false: the planner then plans no changes there and says so. With
     `strict` (apply), an unreachable provider or broker raises instead; without it, why
-    each could not be read is appended to `problems`. Workloads of plugins
+    each could not be read is put in `problems`. Workloads of plugins
     the store does not know are left out: they are not ours to plan."""
     with connect(database_url) as conn:
         live = observe_store(conn)
@@ -42,7 +42,7 @@ def observe_platform(
         except ProviderError as error:
             if strict:
                 raise
-            _note(problems, f"the runtime provider was not observed: {error.message}")
+            _note(problems, ObservedPart.RUNTIME, error.message)
         else:
             stale = _stale_endpoints(registered, provider, workloads)
             update["plugins"] = {
@@ -58,7 +58,7 @@ def observe_platform(
         except BrokerError as error:
             if strict:
                 raise
-            _note(problems, f"the event broker was not observed: {error.message}")
+            _note(problems, ObservedPart.BROKER, error.message)
         else:
             update["topics"] = {
                 name: topic.live(owners.get(name)) for name, topic in sorted(topics.items())
@@ -95,6 +95,6 @@ def _with_stale(workload: LiveWorkload | None, count: int) -> LiveWorkload | Non
     return workload.model_copy(update={"stale_endpoints": count})
 
 
-def _note(problems: list[str] | None, text: str) -> None:
+def _note(problems: dict[ObservedPart, str] | None, part: ObservedPart, text: str) -> None:
     if problems is not None:
-        problems.append(text)
+        problems[part] = text

@@ -31,6 +31,7 @@ from plexica_gitops.live import (
     LiveTenant,
     LiveTopic,
     LiveWorkload,
+    ObservedPart,
     stable_hash,
 )
 from plexica_gitops.model import (
@@ -205,6 +206,8 @@ class Planner:
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
         self.unmanaged: list[str] = []
+        # Parts the live state lacks that this plan needed (Plan.unobserved).
+        self.unobserved: set[ObservedPart] = set()
         platform = desired.platform.document.spec if desired.platform else None
         self.prune = platform.prune if platform else False
         self.plugins = {
@@ -259,6 +262,7 @@ class Planner:
             warnings=self.warnings,
             errors=self.errors,
             unmanaged=sorted(self.unmanaged),
+            unobserved=sorted(self.unobserved),
         )
 
     def check_unmanaged_dependents(self) -> None:
@@ -341,16 +345,17 @@ class Planner:
             self.hook(f"{address}:mark-uninstalled", *updates)
 
     def note_unobserved_workloads(self) -> None:
-        if not any(w.code == "PGP205" for w in self.warnings):
-            self.warnings.append(
-                warning(
-                    "PGP205",
-                    "the runtime provider was not observed: workload changes are left out "
-                    "of this plan",
-                    "Plan with the runtime provider reachable (or a full --live-state "
-                    "snapshot) to see workload drift and updates.",
-                )
+        if ObservedPart.RUNTIME in self.unobserved:
+            return
+        self.unobserved.add(ObservedPart.RUNTIME)
+        self.warnings.append(
+            warning(
+                "PGP205",
+                "the runtime provider was not observed: workload changes are left out of this plan",
+                "Plan with the runtime provider reachable (or a full --live-state "
+                "snapshot) to see workload drift and updates.",
             )
+        )
 
     def hook(self, step_id: str, *dependencies: str | None) -> None:
         """Make a lifecycle step wait for the resource steps that realise it."""
@@ -980,7 +985,10 @@ class Planner:
             for event in plugin.publishes:
                 wanted[event] = (pid, topic_settings(defaults, overrides.get(event)))
         if not self.live.topics_observed:
-            if wanted:
+            # Topics matter whenever a plugin in git publishes: to create them, to compare
+            # them, or to purge them with an uninstalled publisher.
+            if any(p.publishes for p in self.plugins.values()):
+                self.unobserved.add(ObservedPart.BROKER)
                 self.warnings.append(
                     warning(
                         "PGP201",
