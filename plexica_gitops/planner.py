@@ -1044,6 +1044,8 @@ class Planner:
                 ),
                 [f"plugin.{pid}:install"],
             )
+            # Topics exist before the publisher is marked installed (README, Plans: Order).
+            self.extra_deps[f"plugin.{pid}:mark-installed"].append(f"{address}:create")
             return
         if current.owner not in (None, pid):
             self.warnings.append(
