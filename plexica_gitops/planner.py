@@ -29,6 +29,7 @@ from plexica_gitops.live import (
     LivePlugin,
     LiveState,
     LiveTenant,
+    LiveTenantPlugin,
     LiveTopic,
     LiveWorkload,
     ObservedPart,
@@ -78,6 +79,7 @@ NEEDED_BY = {
 Edge = tuple[LifecycleStatus | None, LifecycleStatus, str]
 _BINDING_VALUES = attrgetter("enabled", "configuration")
 _NO_BINDING = SimpleNamespace(enabled=None, configuration=None)  # not on the platform
+HELD_NAMES_SHOWN = 5  # tenants named in a PGP109 warning; the rest are counted
 
 
 def lifecycle_path(start: LifecycleStatus | None, target: LifecycleStatus | None) -> list[Edge]:
@@ -208,6 +210,8 @@ class Planner:
         self.unmanaged: list[str] = []
         # Parts the live state lacks that this plan needed (Plan.unobserved).
         self.unobserved: set[ObservedPart] = set()
+        # plugin -> tenants whose bindings git enables while the plugin is not to serve
+        self.held_tenants: dict[str, list[str]] = defaultdict(list)
         platform = desired.platform.document.spec if desired.platform else None
         self.prune = platform.prune if platform else False
         self.plugins = {
@@ -1117,6 +1121,7 @@ class Planner:
             self.plan_tenant(slug, tenant, live_tenant)
             if tenant.document.spec.status is not TenantStatus.DELETED:
                 self.plan_bindings(slug, tenant, live_tenant)
+        self.note_held_bindings()
         for slug, live_tenant in sorted(self.live.tenants.items()):
             if slug in self.desired.tenants:
                 continue
@@ -1202,12 +1207,59 @@ class Planner:
                 map(_BINDING_VALUES, map(get, bindings, repeat(_NO_BINDING))),
             ),
         )
+        held = self.hold_bindings(slug, bindings, live_bindings) if self.not_serving else ()
         for pid in sorted(changed):
+            if pid in held:
+                continue
             binding = bindings[pid]
             self.plan_binding(slug, pid, binding.enabled, binding.configuration, get(pid))
         if live is not None:
             self.plan_forced_binding_disables(slug, live, declared=bindings.keys())
             self.check_stranded_bindings(slug, tenant, live)
+
+    @cached_property
+    def not_serving(self) -> list[str]:
+        """Plugins in git that are not to be ACTIVE: no tenant binding of theirs is on."""
+        return sorted(pid for pid, p in self.plugins.items() if p.target is not S.ACTIVE)
+
+    def hold_bindings(
+        self, slug: str, bindings: dict[str, Any], live: dict[str, LiveTenantPlugin]
+    ) -> list[str]:
+        """The bindings git enables for plugins that are not to be ACTIVE (a plugin
+        disabled for a while): held off, the tenant's intent kept in git. One on the
+        platform is disabled; one not there yet is not created. Once the plugin is active
+        again, the bindings are enabled as git says."""
+        held = [pid for pid in self.not_serving if pid in bindings and bindings[pid].enabled]
+        for pid in held:
+            self.held_tenants[pid].append(slug)
+            current = live.get(pid)
+            if current is not None and current.enabled:
+                target = self.targets[pid]
+                state = target.value if target is not None else "absent"
+                self.add_forced_disable(
+                    slug, pid, f"plugin {pid} is desired {state}: held off until it is active again"
+                )
+        return held
+
+    def note_held_bindings(self) -> None:
+        for pid, slugs in sorted(self.held_tenants.items()):
+            entry = self.desired.plugins[pid]
+            state = entry.document.spec.state.value
+            shown = ", ".join(slugs[:HELD_NAMES_SHOWN])
+            more = len(slugs) - HELD_NAMES_SHOWN
+            named = f"{shown} and {more:,} more" if more > 0 else shown
+            tenants = f"{len(slugs):,} tenant{'s' * (len(slugs) != 1)}"
+            self.warnings.append(
+                warning(
+                    "PGP109",
+                    f"plugin {pid!r} is desired {state}, and {tenants} enable it in git "
+                    f"({named}): their bindings are held off until it is active again",
+                    f"Set plugins/{pid} back to `state: active` to serve them again, or set "
+                    "`enabled: false` in those tenants.",
+                    entry.location("spec", "state"),
+                    (pid, *slugs),
+                )
+            )
 
     def check_stranded_bindings(self, slug: str, tenant: TenantEntry, live: LiveTenant) -> None:
         """Spec 004 edge case 5 inside a tenant: git disables a plugin for the tenant while a
@@ -1299,24 +1351,33 @@ class Planner:
             leaving = pid in self.targets and target is not None and target is not S.ACTIVE
             if not leaving and not self.prune:
                 continue
-            address = f"tenant.{slug}.plugin.{pid}"
-            deps = [f"tenant.{slug}.plugin.{d}:disable" for d in self.dependents.get(pid, [])]
-            self.add(
-                Action(
-                    address,
-                    "disable",
-                    ActionKind.UPDATE,
-                    f"plugin {pid} is leaving ACTIVE"
-                    if leaving
-                    else "not in git and platform.prune is true",
-                    before={"enabled": True},
-                    after={"enabled": False},
-                    plugin=pid,
-                    tenant=slug,
-                ),
-                deps,
+            self.add_forced_disable(
+                slug,
+                pid,
+                f"plugin {pid} is leaving ACTIVE"
+                if leaving
+                else "not in git and platform.prune is true",
             )
-            self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
+
+    def add_forced_disable(self, slug: str, pid: str, reason: str) -> None:
+        """Disable a live binding whatever git says of it, dependents' bindings first, and
+        before the plugin's routes go."""
+        address = f"tenant.{slug}.plugin.{pid}"
+        deps = [f"tenant.{slug}.plugin.{d}:disable" for d in self.dependents.get(pid, [])]
+        self.add(
+            Action(
+                address,
+                "disable",
+                ActionKind.UPDATE,
+                reason,
+                before={"enabled": True},
+                after={"enabled": False},
+                plugin=pid,
+                tenant=slug,
+            ),
+            deps,
+        )
+        self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
 
 
 def topic_settings(
