@@ -59,8 +59,31 @@ class LiveResources(_Live):
     memory: str | None = None
 
 
+class LiveReplica(_Live):
+    """One replica (container, pod) as the runtime reports it, whatever spec built it."""
+
+    name: str
+    version: str
+    image: str = ""
+    manifest_hash: str = ""
+    env_hash: str = ""
+    running: bool = True
+    ready: bool = False  # answered its readiness probe when observed
+    url: str | None = None  # where the gateway would send traffic; None: no address yet
+
+    @property
+    def build(self) -> tuple[str, str, str, str]:
+        """What tells replicas of one spec from another's."""
+        return (self.version, self.image, self.manifest_hash, self.env_hash)
+
+
 class LiveWorkload(_Live):
-    """The plugin's containers (or Deployment) as the runtime provider reports them."""
+    """The plugin's containers (or Deployment) as the runtime provider reports them.
+
+    `instances` lists every replica. A rollout cut short by a crash leaves replicas of two
+    versions: the counts (`replicas`, `ready_replicas`, `running`) cover all of them, and
+    `image`, `version` and the hashes are those of the most common build. Snapshots from
+    before `instances` existed leave it empty: the other fields then describe them all."""
 
     image: str
     version: str
@@ -73,6 +96,17 @@ class LiveWorkload(_Live):
     # Registered endpoints (service registry) whose replica no longer runs: traffic sent
     # there fails. Filled in when the store and the runtime are observed together.
     stale_endpoints: int = Field(default=0, ge=0)
+    # Ready replicas of a routed plugin that the service registry does not list: they get
+    # no traffic. Filled in like `stale_endpoints`.
+    unregistered_endpoints: int = Field(default=0, ge=0)
+    instances: tuple[LiveReplica, ...] = ()
+
+    def builds(self) -> dict[tuple[str, str, str, str], int]:
+        """How many replicas each build has, most common first (ties by version)."""
+        counts: dict[tuple[str, str, str, str], int] = {}
+        for replica in self.instances:
+            counts[replica.build] = counts.get(replica.build, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 class LivePermission(_Live):
@@ -177,6 +211,9 @@ class LiveState(_Live):
         for section in (self.plugins, self.topics):
             for key in sorted(section):
                 entry = section[key].model_dump(mode="json")
+                workload = entry.get("workload")
+                if workload:
+                    _drop_unset(workload, _LATER_WORKLOAD_FIELDS)
                 digest.update(json.dumps([key, entry], sort_keys=True).encode())
         # The same migration record is usually shared by every tenant (observe_store and
         # parse_live_state build it once): its text is made once per record object.
@@ -205,6 +242,17 @@ class LiveState(_Live):
         applied = self.last_applied
         digest.update("\x1f".join(f"{a}={applied[a]}" for a in sorted(applied)).encode())
         return "sha256:" + digest.hexdigest()
+
+
+# Workload fields added after the fingerprint was first defined are hashed only when set:
+# a state that does not use them keeps the fingerprint it always had.
+_LATER_WORKLOAD_FIELDS = {"unregistered_endpoints": 0, "instances": []}
+
+
+def _drop_unset(entry: dict[str, Any], fields: dict[str, Any]) -> None:
+    for name, default in fields.items():
+        if entry.get(name) == default:
+            del entry[name]
 
 
 # Key order differs between sources (jsonb sorts keys, a JSON file keeps them). The text

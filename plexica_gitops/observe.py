@@ -44,10 +44,17 @@ def observe_platform(
                 raise
             _note(problems, ObservedPart.RUNTIME, error.message)
         else:
-            stale = _stale_endpoints(registered, provider, workloads)
             update["plugins"] = {
                 pid: plugin.model_copy(
-                    update={"workload": _with_stale(workloads.get(pid), stale.get(pid, 0))}
+                    update={
+                        "workload": _with_registry(
+                            workloads.get(pid),
+                            registered.get(pid, set()),
+                            routed=plugin.routes is not None,
+                            provider=provider,
+                            plugin_id=pid,
+                        )
+                    }
                 )
                 for pid, plugin in live.plugins.items()
             }
@@ -75,24 +82,32 @@ def _registered_endpoints(conn: psycopg.Connection[Any]) -> dict[str, set[str]]:
     return registered
 
 
-def _stale_endpoints(
-    registered: dict[str, set[str]], provider: Provider, workloads: dict[str, LiveWorkload]
-) -> dict[str, int]:
-    """Per plugin, the registered endpoints that no running replica answers for."""
-    stale: dict[str, int] = {}
-    for pid, urls in registered.items():
-        if pid not in workloads:
-            continue  # no replicas at all: the planner recreates the workload anyway
-        running = {e.url for e in provider.endpoints(pid, ready_only=False)}
-        if urls - running:
-            stale[pid] = len(urls - running)
-    return stale
-
-
-def _with_stale(workload: LiveWorkload | None, count: int) -> LiveWorkload | None:
-    if workload is None or not count:
+def _with_registry(
+    workload: LiveWorkload | None,
+    registered: set[str],
+    *,
+    routed: bool,
+    provider: Provider,
+    plugin_id: str,
+) -> LiveWorkload | None:
+    """The workload with the service registry compared to its replicas: endpoints whose
+    replica no longer runs (stale), and ready replicas of a routed plugin that the registry
+    does not list (unregistered: they get no traffic)."""
+    if workload is None:
+        return None  # no replicas at all: the planner recreates the workload anyway
+    if workload.instances:
+        running = {r.url for r in workload.instances if r.running and r.url}
+        ready = {r.url for r in workload.instances if r.ready and r.url}
+    else:  # a provider that does not list its replicas: only stale ones can be told
+        listed = provider.endpoints(plugin_id, ready_only=False) if registered else []
+        running, ready = {e.url for e in listed}, registered
+    stale = len(registered - running)
+    unregistered = len(ready - registered) if routed else 0
+    if not stale and not unregistered:
         return workload
-    return workload.model_copy(update={"stale_endpoints": count})
+    return workload.model_copy(
+        update={"stale_endpoints": stale, "unregistered_endpoints": unregistered}
+    )
 
 
 def _note(problems: dict[ObservedPart, str] | None, part: ObservedPart, text: str) -> None:

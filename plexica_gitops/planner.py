@@ -522,13 +522,18 @@ class Planner:
         if not changed:
             return None
         before = _workload_view(current)
-        if changed & {"image", "version", "cpu", "memory", "env"}:
+        if changed & {"image", "version", "cpu", "memory", "env", "builds"}:
             strategy = want["strategy"]
             reason = (
                 f"update {current.version} → {want['version']}: {strategy} update"
                 if current.version != want["version"]
                 else f"reconfigure ({', '.join(sorted(changed))}): {strategy} restart"
             )
+            if "builds" in changed:  # a rollout cut short: whatever git says, it is drift
+                reason = (
+                    f"drift: {_mixture(current)}: replace every replica not built from "
+                    f"{want['version']} as git says and retire the extras ({strategy} update)"
+                )
             deps = [*migrations]
             deps += [f"plugin.{d}.workload:replace" for d in desired.dependencies]
             if not want["running"]:  # stopped containers: stop routing to them first
@@ -538,7 +543,9 @@ class Planner:
                     address,
                     "replace",
                     ActionKind.REPLACE,
-                    self.reason(
+                    reason
+                    if "builds" in changed
+                    else self.reason(
                         address, want, reason, "drift: the workload was changed outside git"
                     ),
                     before=before,
@@ -1400,7 +1407,7 @@ def topic_settings(
 
 
 def _workload_view(current: LiveWorkload) -> dict[str, Any]:
-    return {
+    view = {
         "image": current.image,
         "version": current.version,
         "replicas": current.replicas,
@@ -1409,6 +1416,27 @@ def _workload_view(current: LiveWorkload) -> dict[str, Any]:
         "memory": current.resources.memory,
         "running": current.running,
     }
+    if len(current.builds()) > 1:
+        view["versions"] = dict(sorted(_versions(current).items()))
+    return view
+
+
+def _versions(current: LiveWorkload) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for replica in current.instances:
+        counts[replica.version] = counts.get(replica.version, 0) + 1
+    return counts
+
+
+def _mixture(current: LiveWorkload) -> str:
+    """`replicas of 2 versions run (2 of 1.2.0 and 2 of 1.3.0)`, or, for one version built
+    from several specs, `4 replicas of 1.3.0 built from 2 different specs run`."""
+    versions = _versions(current)
+    if len(versions) == 1:
+        version, count = next(iter(versions.items()))
+        return f"{count} replicas of {version} built from {len(current.builds())} specs run"
+    listed = " and ".join(f"{n} of {v}" for v, n in sorted(versions.items()))
+    return f"replicas of {len(versions)} versions run ({listed})"
 
 
 def _workload_changes(current: LiveWorkload, want: dict[str, Any]) -> set[str]:
@@ -1425,9 +1453,15 @@ def _workload_changes(current: LiveWorkload, want: dict[str, Any]) -> set[str]:
         changed.add("env")
     if current.replicas != want["replicas"]:
         changed.add("replicas")
+    if len(current.builds()) > 1:
+        changed.add("builds")  # replicas of other versions or specs beside the newest
     if current.running != want["running"]:
         changed.add("running")
-    elif want["running"] and (current.ready_replicas < current.replicas or current.stale_endpoints):
+    elif want["running"] and (
+        current.ready_replicas < current.replicas
+        or current.stale_endpoints
+        or current.unregistered_endpoints
+    ):
         changed.add("health")
     return changed
 
@@ -1444,12 +1478,7 @@ def _workload_step(
         elif "running" in changed:
             reason = "drift: containers were stopped outside plexica-gitops"
         elif current.ready_replicas >= current.replicas:
-            stale = current.stale_endpoints
-            reason = (
-                f"drift: {stale} registered endpoints point at replicas that no longer run"
-                if stale != 1
-                else "drift: 1 registered endpoint points at a replica that no longer runs"
-            ) + ": refresh the registry"
+            reason = _registry_drift(current) + ": refresh the registry"
         else:
             reason = (
                 f"drift: {current.replicas - current.ready_replicas} of {current.replicas} "
@@ -1461,6 +1490,24 @@ def _workload_step(
         [],
         f"replicas {current.replicas} → {want['replicas']}",
     )
+
+
+def _registry_drift(current: LiveWorkload) -> str:
+    stale, missing = current.stale_endpoints, current.unregistered_endpoints
+    parts = []
+    if stale:
+        parts.append(
+            f"{stale} registered endpoints point at replicas that no longer run"
+            if stale != 1
+            else "1 registered endpoint points at a replica that no longer runs"
+        )
+    if missing:
+        parts.append(
+            f"{missing} ready replicas are missing from the service registry"
+            if missing != 1
+            else "1 ready replica is missing from the service registry"
+        )
+    return "drift: " + "; ".join(parts)
 
 
 def build_plan(desired: DesiredState, live: LiveState) -> Plan:

@@ -51,7 +51,7 @@ import docker
 import docker.errors
 
 from plexica_gitops.health import ProbeResult, probe, wait_ready
-from plexica_gitops.live import LiveResources, LiveWorkload
+from plexica_gitops.live import LiveReplica, LiveResources, LiveWorkload
 from plexica_gitops.model import RolloutStrategy
 from plexica_gitops.provider import (
     MANAGED_BY,
@@ -226,20 +226,19 @@ class DockerProvider(Provider):
     # --- the Provider interface ----------------------------------------------------------
 
     def observe(self) -> dict[str, LiveWorkload]:
-        """Workloads by plugin id. When a plugin has containers of more than one version
-        (a rollout interrupted by a crash), the version with the most containers is
-        reported, the newest container breaking ties; `replicas`, `running`, `resources`
-        and `ready_replicas` then describe that version's containers only (the next
-        update replaces every container of the plugin, strays included). Readiness is one
-        probe per running replica, all probed at once with a short timeout."""
+        """Workloads by plugin id, every container in `instances` (whatever version or
+        spec built it: a rollout interrupted by a crash leaves two). `replicas`, `running`,
+        `ready_replicas` and `resources` cover all of them; `image`, `version` and the
+        hashes are those of the build with the most containers (the newest container
+        breaking ties). Readiness is one probe per running replica, all probed at once
+        with a short timeout."""
         by_plugin: dict[str, list[_Replica]] = {}
         for replica in self._replicas():
             by_plugin.setdefault(replica.labels.get(LABEL_PLUGIN, ""), []).append(replica)
         by_plugin.pop("", None)
-        reported = {pid: _reported_version(group) for pid, group in by_plugin.items()}
-        running = [r for group in reported.values() for r in group if r.running]
+        running = [r for group in by_plugin.values() for r in group if r.running]
         answers = self._probe_now(running)
-        return {pid: self._workload(group, answers) for pid, group in reported.items()}
+        return {pid: self._workload(group, answers) for pid, group in by_plugin.items()}
 
     def ensure_image(self, image: str) -> None:
         """Present locally: nothing to do. Otherwise pull it; ImagePullError with the
@@ -340,8 +339,8 @@ class DockerProvider(Provider):
         self._ensure_network()
         replicas = self._replicas(spec.plugin_id)
         if any(not r.matches(spec) for r in replicas):
-            # Leftovers of another version (a crash mid-rollout): observe reports only the
-            # majority, so counting them here would never converge. Replace them properly.
+            # Leftovers of another version (a crash mid-rollout): counting them as replicas
+            # of this spec would keep them for good. Replace them properly.
             self.update(spec, routes)
             return
         if len(replicas) > spec.replicas:
@@ -445,9 +444,11 @@ class DockerProvider(Provider):
                 raise
             _settle(retiring)
         # Every new replica is ready: the surplus old ones (scale-down) are retired, and the
-        # ones already drained and stopped are removed.
+        # ones already drained and stopped are removed. A stopped one may still be in the
+        # registry (stopped by hand, or by a crash mid-rollout): it is deregistered.
         self._retire(serving, routes, grace, remove=True)
-        self._discard(retired + idle, None)
+        self._discard(retired, None)
+        self._discard(idle, routes)
 
     def _deregister(self, routes: RouteRegistry, replicas: Iterable[_Replica]) -> None:
         for replica in replicas:
@@ -720,11 +721,11 @@ class DockerProvider(Provider):
             self._discard(replicas, routes)
 
     def _workload(self, group: list[_Replica], answers: Mapping[str, ProbeResult]) -> LiveWorkload:
-        first = group[0]
+        first = _most_common_build(group)[0]
         labels = first.labels
         cpu, memory = _resources(group)
         return LiveWorkload(
-            image=labels.get(LABEL_IMAGE) or str(first.container.attrs["Config"].get("Image")),
+            image=_image(first),
             version=first.version,
             manifest_hash=labels.get(LABEL_MANIFEST_HASH, ""),
             replicas=len(group),
@@ -732,6 +733,19 @@ class DockerProvider(Provider):
             running=any(r.running for r in group),
             resources=LiveResources(cpu=cpu, memory=memory),
             env_hash=labels.get(LABEL_ENV_HASH, ""),
+            instances=tuple(
+                LiveReplica(
+                    name=r.name,
+                    version=r.version,
+                    image=_image(r),
+                    manifest_hash=r.labels.get(LABEL_MANIFEST_HASH, ""),
+                    env_hash=r.labels.get(LABEL_ENV_HASH, ""),
+                    running=r.running,
+                    ready=r.running and _ok(answers, r),
+                    url=r.url,
+                )
+                for r in sorted(group, key=lambda r: r.name)
+            ),
         )
 
     # --- the engine -------------------------------------------------------------------------
@@ -857,12 +871,22 @@ def _spec_labels(spec: WorkloadSpec) -> dict[str, str]:
     return labels
 
 
-def _reported_version(group: list[_Replica]) -> list[_Replica]:
-    """The containers of the version with the most containers (newest wins ties)."""
-    counts = Counter(r.version for r in group)
-    newest = {r.version: r.created for r in sorted(group, key=lambda r: r.created)}
-    version = max(counts, key=lambda v: (counts[v], newest[v]))
-    return [r for r in group if r.version == version]
+def _build(replica: _Replica) -> tuple[str, ...]:
+    labels = replica.labels
+    keys = (LABEL_VERSION, LABEL_IMAGE, LABEL_MANIFEST_HASH, LABEL_ENV_HASH)
+    return tuple(labels.get(key, "") for key in keys)
+
+
+def _most_common_build(group: list[_Replica]) -> list[_Replica]:
+    """The containers of the build with the most containers (newest wins ties)."""
+    counts = Counter(_build(r) for r in group)
+    newest = {_build(r): r.created for r in sorted(group, key=lambda r: r.created)}
+    build = max(counts, key=lambda b: (counts[b], newest[b]))
+    return [r for r in group if _build(r) == build]
+
+
+def _image(replica: _Replica) -> str:
+    return replica.labels.get(LABEL_IMAGE) or str(replica.container.attrs["Config"].get("Image"))
 
 
 def _resources(group: list[_Replica]) -> tuple[str | None, str | None]:
