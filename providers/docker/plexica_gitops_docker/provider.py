@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import secrets
+import signal
 import threading
 import time
 from collections import Counter
@@ -454,6 +455,7 @@ class DockerProvider(Provider):
         for replica in replicas:
             if replica.endpoint is not None:
                 routes.deregister(replica.endpoint)
+                crash_point("deregistered")
 
     def _roll_back(
         self,
@@ -591,6 +593,7 @@ class DockerProvider(Provider):
         try:
             with self._engine_errors(f"creating container {name}", secret_values):
                 container = self._client().containers.create(spec.image, **options)
+            crash_point("created")
         except ProviderError as error:
             if "network" in error.message and "not found" in error.message:
                 self._network_ready = False  # removed behind our back: the retry recreates it
@@ -629,6 +632,7 @@ class DockerProvider(Provider):
         with self._engine_errors(f"starting container {replica.name}"):
             replica.container.start()
             replica.container.reload()
+        crash_point("started")
         return self._replica(replica.container)
 
     def _restart(self, replica: _Replica, spec: WorkloadSpec, routes: RouteRegistry) -> _Replica:
@@ -665,7 +669,10 @@ class DockerProvider(Provider):
             url = replica.readiness_url
             if url is None:
                 return ProbeResult(False, "the container has no published port")
-            return wait_ready(url, spec.rollout)
+            result = wait_ready(url, spec.rollout)
+            if result.ok:
+                crash_point("ready")
+            return result
 
         return dict(zip((r.name for r in replicas), _parallel(wait, replicas), strict=True))
 
@@ -682,6 +689,7 @@ class DockerProvider(Provider):
         for replica in replicas:
             if replica.endpoint is not None:
                 routes.register(replica.endpoint)
+                crash_point("registered")
 
     def _retire(
         self, replicas: Sequence[_Replica], routes: RouteRegistry, grace: float, *, remove: bool
@@ -698,8 +706,10 @@ class DockerProvider(Provider):
             with self._engine_errors(f"stopping container {replica.name}", missing_ok=True):
                 if replica.running:
                     replica.container.stop(timeout=math.ceil(grace))
+                    crash_point("stopped")
                 if remove:
                     replica.container.remove(force=True, v=True)
+                    crash_point("removed")
 
         _parallel(finish, replicas)
 
@@ -708,10 +718,12 @@ class DockerProvider(Provider):
         for replica in replicas:
             if routes is not None and replica.endpoint is not None:
                 routes.deregister(replica.endpoint)
+                crash_point("deregistered")
 
         def drop(replica: _Replica) -> None:
             with self._engine_errors(f"removing container {replica.name}", missing_ok=True):
                 replica.container.remove(force=True, v=True)
+            crash_point("removed")
 
         _parallel(drop, replicas)
 
@@ -844,6 +856,29 @@ class DockerProvider(Provider):
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+# TEST ONLY. `PLEXICA_TEST_CRASH_AT=<boundary>[@<n>]` makes the process SIGKILL itself the
+# n-th time (default: the first) a rollout passes that boundary, so a test can kill apply at
+# every step of an update rather than at random (tests/test_rollout_crash.py). Boundaries:
+# created, started, ready, registered, deregistered, stopped, removed. Never set it outside
+# tests: it exists to prove that the next apply heals whatever a crash there leaves.
+CRASH_AT_ENV = "PLEXICA_TEST_CRASH_AT"
+CRASH_POINTS = ("created", "started", "ready", "registered", "deregistered", "stopped", "removed")
+_crash_counts: Counter[str] = Counter()
+_crash_lock = threading.Lock()
+
+
+def crash_point(boundary: str) -> None:
+    wanted = os.environ.get(CRASH_AT_ENV)
+    if not wanted:
+        return
+    name, _, nth = wanted.partition("@")
+    if name != boundary:
+        return
+    with _crash_lock:
+        _crash_counts[boundary] += 1
+        if _crash_counts[boundary] == (int(nth) if nth.isdigit() else 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _network_exists(client: Any, name: str) -> bool:
