@@ -130,6 +130,16 @@ class LivePlugin(_Live):
     permissions: dict[str, LivePermission] = Field(default_factory=dict)
     routes: LiveRoutes | None = None
     subscriptions: dict[str, str] = Field(default_factory=dict)  # topic -> consumer group
+    # The rest of what apply writes to the catalog row, read back so that an edit made
+    # outside plexica-gitops shows as drift; None: not observed (an older snapshot).
+    name: str | None = None
+    # `stable_hash` of the manifest the row holds, recomputed when observed (the
+    # manifest_hash column can be edited apart from it); UNREADABLE when the stored
+    # manifest is too deep or too large to read.
+    stored_manifest_hash: str | None = None
+
+
+UNREADABLE = "(unreadable)"
 
 
 class LiveTopic(_Live):
@@ -181,6 +191,9 @@ class LiveState(_Live):
     # address -> fingerprint of the desired attributes the reconciler last applied there;
     # lets a plan tell drift (live changed out of band) from a change made in git.
     last_applied: dict[str, str] = Field(default_factory=dict)
+    # address -> why a value there could not be read (nested too deep, too large): it was
+    # left out (a binding's configuration reads as {}), never shown.
+    unreadable: dict[str, str] = Field(default_factory=dict)
 
     def without(self, parts: AbstractSet[ObservedPart]) -> LiveState:
         """This state as if `parts` had not been observed (`plan --unobserved`)."""
@@ -211,6 +224,8 @@ class LiveState(_Live):
         for section in (self.plugins, self.topics):
             for key in sorted(section):
                 entry = section[key].model_dump(mode="json")
+                if section is self.plugins:
+                    _drop_unset(entry, _LATER_PLUGIN_FIELDS)
                 workload = entry.get("workload")
                 if workload:
                     _drop_unset(workload, _LATER_WORKLOAD_FIELDS)
@@ -241,12 +256,15 @@ class LiveState(_Live):
             digest.update("\x1f".join(parts).encode())
         applied = self.last_applied
         digest.update("\x1f".join(f"{a}={applied[a]}" for a in sorted(applied)).encode())
+        if self.unreadable:  # hashed only when there is any: older fingerprints stay the same
+            digest.update(json.dumps(self.unreadable, sort_keys=True).encode())
         return "sha256:" + digest.hexdigest()
 
 
 # Workload fields added after the fingerprint was first defined are hashed only when set:
 # a state that does not use them keeps the fingerprint it always had.
 _LATER_WORKLOAD_FIELDS = {"unregistered_endpoints": 0, "instances": []}
+_LATER_PLUGIN_FIELDS = {"name": None, "stored_manifest_hash": None}
 
 
 def _drop_unset(entry: dict[str, Any], fields: dict[str, Any]) -> None:

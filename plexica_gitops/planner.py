@@ -118,6 +118,8 @@ class DesiredPlugin:
     target: LifecycleStatus
     version: str
     manifest_hash: str
+    name: str
+    stored_manifest_hash: str  # of the manifest as the catalog row holds it
     dependencies: tuple[str, ...]
     workload: dict[str, Any]
     permissions: dict[str, dict[str, str]]
@@ -144,6 +146,8 @@ def desired_plugin(entry: PluginEntry, desired: DesiredState) -> DesiredPlugin:
         target=TARGET_STATUS[spec.state],
         version=manifest.version,
         manifest_hash=manifest_hash(entry),
+        name=manifest.name,
+        stored_manifest_hash=stable_hash(catalog_manifest(entry)),
         dependencies=tuple(sorted(d.plugin for d in manifest.dependencies)),
         workload={
             "image": manifest.runtime.image,
@@ -177,6 +181,12 @@ def consumer_group(plugin_id: str) -> str:
 
 def manifest_hash(entry: PluginEntry) -> str:
     return stable_hash(entry.manifest.model_dump(mode="json", by_alias=True))
+
+
+def catalog_manifest(entry: PluginEntry) -> dict[str, Any]:
+    """The manifest as apply writes it into the catalog row (steps._register,
+    steps._catalog_update)."""
+    return entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def env_hash(env: dict[str, Any]) -> str:
@@ -255,6 +265,7 @@ class Planner:
             self.plan_plugin(pid)
         self.plan_topics()
         self.plan_tenants()
+        self.note_unreadable()
         for step_id, deps in self.extra_deps.items():
             if step_id in self.steps:
                 self.steps[step_id].depends_on.extend(deps)
@@ -824,18 +835,39 @@ class Planner:
         updates: list[str],
         verbs: set[str],
     ) -> None:
-        if "register" in verbs or desired.manifest_hash == live.manifest_hash:
+        """Record git's version and manifest in the catalog row: after a change in git, or
+        when the row was edited outside plexica-gitops (its version, name, manifest or
+        manifest hash no longer what git says, with git unchanged)."""
+        if "register" in verbs:
             return
+        drifted = _catalog_drift(desired, live)
+        if not drifted:
+            return
+        content_same = live.stored_manifest_hash == desired.stored_manifest_hash
+        git_changed = live.manifest_hash != desired.manifest_hash and not content_same
+        before = {"version": live.version, "manifest_hash": live.manifest_hash}
+        after = {"version": desired.version, "manifest_hash": desired.manifest_hash}
+        if "name" in drifted:
+            before["name"], after["name"] = live.name or "", desired.name
+        if git_changed:
+            reason = (
+                f"version {live.version} → {desired.version}"
+                if live.version != desired.version
+                else "manifest changed in git"
+            )
+        else:
+            reason = (
+                f"drift: the catalog's {', '.join(drifted)} changed outside plexica-gitops: "
+                "restore what git says"
+            )
         self.add(
             Action(
                 f"plugin.{pid}",
                 "update",
                 ActionKind.UPDATE,
-                f"version {live.version} → {desired.version}"
-                if live.version != desired.version
-                else "manifest changed in git",
-                before={"version": live.version, "manifest_hash": live.manifest_hash},
-                after={"version": desired.version, "manifest_hash": desired.manifest_hash},
+                reason,
+                before=before,
+                after=after,
                 plugin=pid,
                 fingerprint=desired.manifest_hash,
             ),
@@ -1215,14 +1247,48 @@ class Planner:
             ),
         )
         held = self.hold_bindings(slug, bindings, live_bindings) if self.not_serving else ()
-        for pid in sorted(changed):
+        broken = self.unreadable_bindings.get(slug, {}) if self.live.unreadable else {}
+        for pid in sorted({*changed, *(p for p in broken if p in bindings)}):
             if pid in held:
                 continue
             binding = bindings[pid]
-            self.plan_binding(slug, pid, binding.enabled, binding.configuration, get(pid))
+            self.plan_binding(
+                slug, pid, binding.enabled, binding.configuration, get(pid), broken.get(pid)
+            )
         if live is not None:
             self.plan_forced_binding_disables(slug, live, declared=bindings.keys())
             self.check_stranded_bindings(slug, tenant, live)
+
+    @cached_property
+    def unreadable_bindings(self) -> dict[str, dict[str, str]]:
+        """tenant slug -> plugin id -> why its stored configuration was not read."""
+        found: dict[str, dict[str, str]] = defaultdict(dict)
+        for address, why in self.live.unreadable.items():
+            parts = address.split(".")
+            if len(parts) == 4 and parts[0] == "tenant" and parts[2] == "plugin":
+                found[parts[1]][parts[3]] = why
+        return found
+
+    def note_unreadable(self) -> None:
+        """PGP110: a value in the store out of bounds (nested too deep, too large) was not
+        read; the plan restores it from git where git declares it."""
+        for address, why in sorted(self.live.unreadable.items()):
+            parts = address.split(".")
+            if parts[0] == "plugin":
+                declared = parts[1] in self.plugins
+            else:
+                tenant = self.desired.tenants.get(parts[1])
+                declared = tenant is not None and parts[3] in tenant.document.spec.plugins
+            self.warnings.append(
+                warning(
+                    "PGP110",
+                    f"{address}: the {why} on the platform was not read",
+                    "This plan writes what git says over it."
+                    if declared
+                    else "It is not in git: correct or remove it in the store by hand.",
+                    subjects=tuple(p for p in (parts[1], parts[3] if len(parts) == 4 else "") if p),
+                )
+            )
 
     @cached_property
     def not_serving(self) -> list[str]:
@@ -1301,7 +1367,10 @@ class Planner:
         enabled: bool,
         configuration: dict[str, Any],
         current: Any,
+        unreadable: str | None = None,
     ) -> None:
+        """`unreadable`: why the live configuration could not be read (it is then restored
+        from git, and never shown)."""
         address = f"tenant.{slug}.plugin.{pid}"
         want = {"enabled": enabled, "configuration": configuration}
         desired = self.plugins.get(pid)
@@ -1319,22 +1388,27 @@ class Planner:
             self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
         else:
             step = "configure"
+        reason = self.reason(
+            address,
+            want,
+            {
+                "enable": "enabled for the tenant in git",
+                "disable": "disabled for the tenant in git",
+                "configure": "configuration changed in git",
+            }[step],
+            "drift: changed outside plexica-gitops",
+        )
+        shown = current.configuration if current else None
+        if unreadable is not None:
+            reason = f"drift: the stored {unreadable}: write git's configuration over it"
+            shown = f"(not read: {unreadable})"
         self.add(
             Action(
                 address,
                 step,
                 ActionKind.CREATE if current is None else ActionKind.UPDATE,
-                self.reason(
-                    address,
-                    want,
-                    {
-                        "enable": "enabled for the tenant in git",
-                        "disable": "disabled for the tenant in git",
-                        "configure": "configuration changed in git",
-                    }[step],
-                    "drift: changed outside plexica-gitops",
-                ),
-                before=mask({"enabled": current.enabled, "configuration": current.configuration})
+                reason,
+                before=mask({"enabled": current.enabled, "configuration": shown})
                 if current
                 else None,
                 after=mask(want),
@@ -1490,6 +1564,22 @@ def _workload_step(
         [],
         f"replicas {current.replicas} → {want['replicas']}",
     )
+
+
+def _catalog_drift(desired: DesiredPlugin, live: LivePlugin) -> list[str]:
+    """The catalog columns apply writes that differ from git (a column not observed, as in
+    an older snapshot, is not compared)."""
+    drifted = []
+    if live.version != desired.version:
+        drifted.append("version")
+    if live.name is not None and live.name != desired.name:
+        drifted.append("name")
+    stored = live.stored_manifest_hash
+    if stored is not None and stored != desired.stored_manifest_hash:
+        drifted.append("manifest")
+    if live.manifest_hash != desired.manifest_hash:
+        drifted.append("manifest_hash")
+    return drifted
 
 
 def _registry_drift(current: LiveWorkload) -> str:
