@@ -26,7 +26,7 @@ from plexica_gitops.apply_session import run_apply
 from plexica_gitops.desired import DesiredState
 from plexica_gitops.events import BrokerError, BrokerSettings, EventBroker
 from plexica_gitops.graph import PlanCycleError, order, select_targets, to_dot, to_mermaid
-from plexica_gitops.live import LiveState, ObservedPart
+from plexica_gitops.live import LiveState, LiveStateError, ObservedPart
 from plexica_gitops.loader import ROOT_MISSING
 from plexica_gitops.observe import observe_platform
 from plexica_gitops.planfile import (
@@ -262,6 +262,12 @@ def _read_live_state(
         raise _fail(f"cannot read live state {source}: {exc.strerror}", "Check the path.") from None
     except UnicodeDecodeError:
         raise _fail(f"live state {source} is not UTF-8 JSON", "Write it as UTF-8.") from None
+    except LiveStateError as exc:
+        raise _fail(
+            f"live state {source}: {exc.message}",
+            "Values in a snapshot are bounded as in the store: use a file written by "
+            "plexica-gitops, and fix or drop that value.",
+        ) from None
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top)"

@@ -333,6 +333,62 @@ def stable_hash(value: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# A snapshot's values are read within the bounds the store's are (store/observe.py) and
+# YAML's (loader.py): a configuration nested at most MAX_JSON_DEPTH levels, and a tenant's
+# entry at most MAX_TENANT_BYTES of JSON text. Checked as each part is decoded, before
+# pydantic, the planner or any recursive function sees it.
+MAX_JSON_DEPTH = 64
+MAX_TENANT_BYTES = 64 << 20
+
+
+class LiveStateError(Exception):
+    """A snapshot that cannot be read safely: `message` names where, never the value."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep lists and objects nest in `value` (0 for a scalar), counted without
+    recursion; stops once past `limit`."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            children = item.values()
+        elif kind is list:
+            children = item
+        else:
+            continue
+        level += 1
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        stack.extend((child, level) for child in children if type(child) in (dict, list))
+    return deepest
+
+
+def check_bounds(state: LiveState) -> None:
+    """Raise LiveStateError when a configuration of `state` nests too deep (the slow path:
+    a state that pydantic built)."""
+    for slug, tenant in state.tenants.items():
+        for pid, binding in tenant.plugins.items():
+            if _depth(binding.configuration, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+                raise LiveStateError(_too_deep(f"tenants.{slug}.plugins.{pid}.configuration"))
+
+
+def _too_deep(where: str) -> str:
+    return f"{where} is nested deeper than {MAX_JSON_DEPTH} levels"
+
+
 def parse_live_state(data: str | bytes) -> LiveState:
     """`LiveState.model_validate_json(data)`: the same state, and the same errors, with far
     less time and memory for a large snapshot.
@@ -346,9 +402,19 @@ def parse_live_state(data: str | bytes) -> LiveState:
     `SharedValues`). Everything else is validated by pydantic. Whenever the document is not
     plainly of the expected shape and types (a value pydantic would coerce or reject, an
     unknown key, invalid JSON, a lone surrogate), `LiveState.model_validate_json` decides,
-    so its result or its error is exactly what the caller gets."""
+    so its result or its error is exactly what the caller gets.
+
+    Bounds (MAX_JSON_DEPTH, MAX_TENANT_BYTES) hold on both paths: what breaks them raises
+    LiveStateError naming where."""
     state = _parse_plain(data)
-    return state if state is not None else LiveState.model_validate_json(data)
+    if state is not None:
+        return state
+    try:
+        state = LiveState.model_validate_json(data)
+    except RecursionError:
+        raise LiveStateError(_too_deep("the document")) from None
+    check_bounds(state)
+    return state
 
 
 _TENANT_KEYS = frozenset({"id", "schema_name", "status", "plugins", "migrations"})
@@ -384,7 +450,10 @@ def _parse_plain(data: str | bytes) -> LiveState | None:
                 if tenants is None:
                     return None
             else:
-                document[key], end = _decode(text, end)
+                try:
+                    document[key], end = _decode(text, end)
+                except RecursionError:
+                    raise LiveStateError(_too_deep(key)) from None
             more, end = _next_member(text, end)
         if _skip(text, end) != len(text):
             return None
@@ -450,13 +519,25 @@ def _next_member(text: str, index: int) -> tuple[bool, int]:
 
 def _plain_tenants(text: str, index: int) -> tuple[dict[str, LiveTenant] | None, int]:
     shared: dict[tuple[int, str, str], AppliedMigration] = {}
-    values = SharedValues()
+    values = SharedValues(bounded=True)
     tenants: dict[str, LiveTenant] = {}
     more, end = _object_start(text, index)
     while more:
         slug, end = _key(text, end)
-        raw, end = _decode(text, end)
-        tenant = _plain_tenant(raw, shared, values)
+        start = end
+        try:
+            raw, end = _decode(text, end)
+        except RecursionError:
+            raise LiveStateError(_too_deep(f"tenants.{slug}")) from None
+        if end - start > MAX_TENANT_BYTES:
+            raise LiveStateError(
+                f"tenants.{slug} is larger than {MAX_TENANT_BYTES >> 20} MiB of JSON"
+            )
+        try:
+            tenant = _plain_tenant(raw, shared, values)
+        except _TooDeep as too_deep:
+            where = f"tenants.{slug}.plugins.{too_deep}.configuration"
+            raise LiveStateError(_too_deep(where)) from None
         if tenant is None or slug in tenants:
             return None, end
         tenants[slug] = tenant
@@ -493,7 +574,10 @@ def _plain_tenant(
                 return None
             configuration = {}
         elif configuration:
-            configuration = configuration_of(configuration)
+            try:
+                configuration = configuration_of(configuration)
+            except _TooDeep:
+                raise _TooDeep(pid) from None
         plugin = new(LiveTenantPlugin)
         set_enabled(plugin, enabled)
         set_configuration(plugin, configuration)
@@ -544,7 +628,9 @@ class SharedValues:
     before changing it), and what replaces a value is equal to it, of the same types and
     key order."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, bounded: bool = False) -> None:
+        """`bounded`: a nested value deeper than MAX_JSON_DEPTH raises _TooDeep."""
+        self.bounded = bounded
         self.strings: dict[str, str] = {}
         self.string = self.strings.setdefault
         # the JSON text of a nested list or object (keys in their order) -> the shared one
@@ -577,6 +663,10 @@ class SharedValues:
             return item  # a date from YAML, a recursive alias, ...
         found = self.nested.get(key)
         if found is None:
+            # New: its depth is checked once (equal values share it); the configuration
+            # holding it is one level more.
+            if self.bounded and _depth(item, MAX_JSON_DEPTH) >= MAX_JSON_DEPTH:
+                raise _TooDeep
             found = self.nested[key] = self._rebuilt(item)
             return found
         return found if type(found) is type(item) and found == item else item
