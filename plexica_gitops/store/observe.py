@@ -5,7 +5,8 @@ reconciler last applied.
 Everything is read in ONE repeatable-read, read-only transaction, so the snapshot is
 consistent, and with a FIXED number of statements whatever the number of tenants or
 plugins (no N+1): six in all - SET TRANSACTION, two for the store's schema version, one
-query for plugins, one for tenants and one for last-applied fingerprints. At 10,000
+query for plugins, one for tenants and one for last-applied fingerprints (plus one per
+tenant holding a binding out of bounds, which is read again without it). At 10,000
 tenants x 100 plugins that is 1,000,000 tenant_plugins and 2,000,000 tenant_migrations
 rows; bench/observe_scale.py measures it, and bench/README.md says how the choices below
 were made.
