@@ -641,31 +641,36 @@ class SharedValues:
 
     def configuration(self, configuration: dict[str, Any]) -> dict[str, Any]:
         """An equal configuration built from shared keys and values."""
-        string, nested = self.string, self._nested
+        string, nested, check = self.string, self._nested, self.bounded
         shared: dict[str, Any] = {}
         for k, v in configuration.items():
             kind = type(v)
             if kind is str:
                 v = string(v, v)
             elif kind is dict or kind is list:
-                v = nested(v)
+                v = nested(v, check)
             shared[string(k, k) if type(k) is str else k] = v
         return shared
 
-    def _nested(self, item: Any) -> Any:
+    def _nested(self, item: Any, check: bool) -> Any:
         """The shared list or object equal to `item`. Its JSON text tells it apart from
         almost every unequal value (1, 1.0, true and -0.0 all differ; the C encoder makes
         it cheap); what the text cannot tell (a key that is not a string, a tuple) the
-        type and equality check on a hit does. Values JSON cannot hold stay as they are."""
+        type and equality check on a hit does. Values JSON cannot hold stay as they are.
+        `check`: a new value nested too deep raises _TooDeep (checked once per distinct
+        value: equal ones share it, and its parts are shallower)."""
         try:
             key = _json_text(item)
-        except (TypeError, ValueError, RecursionError):
-            return item  # a date from YAML, a recursive alias, ...
+        except RecursionError:
+            if check:
+                raise _TooDeep from None
+            return item  # a recursive alias from YAML
+        except (TypeError, ValueError):
+            return item  # a date from YAML, ...
         found = self.nested.get(key)
         if found is None:
-            # New: its depth is checked once (equal values share it); the configuration
-            # holding it is one level more.
-            if self.bounded and _depth(item, MAX_JSON_DEPTH) >= MAX_JSON_DEPTH:
+            # the configuration holding it is one level more
+            if check and _depth(item, MAX_JSON_DEPTH) >= MAX_JSON_DEPTH:
                 raise _TooDeep
             found = self.nested[key] = self._rebuilt(item)
             return found
@@ -678,7 +683,7 @@ class SharedValues:
                 string(k, k) if type(k) is str else k: (
                     string(v, v)
                     if type(v) is str
-                    else nested(v)
+                    else nested(v, False)
                     if type(v) is dict or type(v) is list
                     else v
                 )
@@ -687,7 +692,7 @@ class SharedValues:
         return [
             string(v, v)
             if type(v) is str
-            else nested(v)
+            else nested(v, False)
             if type(v) is dict or type(v) is list
             else v
             for v in item
