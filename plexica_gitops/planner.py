@@ -1307,8 +1307,7 @@ class Planner:
             self.held_tenants[pid].append(slug)
             current = live.get(pid)
             if current is not None and current.enabled:
-                target = self.targets[pid]
-                state = target.value if target is not None else "absent"
+                state = self.desired.plugins[pid].document.spec.state.value
                 self.add_forced_disable(
                     slug, pid, f"plugin {pid} is desired {state}: held off until it is active again"
                 )
