@@ -117,6 +117,9 @@ class Plan:
     errors: list[Finding] = field(default_factory=list)
     unmanaged: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
+    # Parts of the platform the plan was made without (`ObservedPart` values, sorted): what
+    # lives there was not compared, so "no changes" never covers it.
+    unobserved: list[str] = field(default_factory=list)
     format_version: str = PLAN_FORMAT_VERSION
 
     @property

@@ -28,7 +28,7 @@ from plexica_gitops.apply_session import run_apply
 from plexica_gitops.desired import DesiredState
 from plexica_gitops.events import BrokerError, BrokerSettings, EventBroker
 from plexica_gitops.graph import PlanCycleError, order, select_targets, to_dot, to_mermaid
-from plexica_gitops.live import LiveState
+from plexica_gitops.live import LiveState, LiveStateError, ObservedPart
 from plexica_gitops.loader import ROOT_MISSING
 from plexica_gitops.observe import observe_platform
 from plexica_gitops.planfile import (
@@ -251,14 +251,15 @@ def _observe(
     broker: EventBroker | None,
     *,
     strict: bool = False,
+    problems: dict[ObservedPart, str] | None = None,
 ) -> LiveState:
     """The live state from the platform's PostgreSQL, the runtime provider and the broker.
-    An unreachable runtime or broker makes `plan` leave workloads or topics out (it says
-    so); `apply` stops."""
-    problems: list[str] = []
+    An unreachable runtime or broker makes `plan` leave workloads or topics out (why goes
+    to `problems`, or is printed as a warning without it); `apply` stops."""
+    found: dict[ObservedPart, str] = {}
     try:
         live = observe_platform(
-            store_database_url(database_url), provider, broker, strict=strict, problems=problems
+            store_database_url(database_url), provider, broker, strict=strict, problems=found
         )
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None
@@ -266,18 +267,38 @@ def _observe(
         raise _fail(f"cannot observe the runtime: {exc.message}", exc.hint) from None
     except BrokerError as exc:
         raise _fail(f"cannot observe the event broker: {exc.message}", exc.hint) from None
-    for problem in problems:
-        _stderr().print(f"[yellow]warning:[/yellow] {escape(problem)}")
+    if problems is not None:
+        problems.update(found)
+        return live
+    for part, problem in found.items():
+        _warn_unobserved(part, problem)
     return live
 
 
+def _warn_unobserved(part: ObservedPart, problem: str) -> None:
+    _stderr().print(
+        f"[yellow]warning:[/yellow] {escape(f'{part.label} was not observed: {problem}')}"
+    )
+
+
 def _read_live_state(
-    source: str | None, database_url: str | None = None, desired: DesiredState | None = None
+    source: str | None,
+    database_url: str | None = None,
+    desired: DesiredState | None = None,
+    skip: frozenset[ObservedPart] = frozenset(),
+    problems: dict[ObservedPart, str] | None = None,
 ) -> LiveState:
+    """The platform observed (or the `--live-state` snapshot), without the parts in `skip`;
+    why a part could not be observed goes to `problems`."""
     if source is None:
         if database_url or os.environ.get(ENV_DATABASE_URL):
             with _platform_clients(desired) as (provider, broker):
-                return _observe(database_url, provider, broker)
+                return _observe(
+                    database_url,
+                    None if ObservedPart.RUNTIME in skip else provider,
+                    None if ObservedPart.BROKER in skip else broker,
+                    problems=problems,
+                )
         raise _fail(
             "no live state to plan against",
             f"Set {ENV_DATABASE_URL} (or --database-url) to observe the platform, or pass "
@@ -286,11 +307,17 @@ def _read_live_state(
         )
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-        return LiveState.from_json(text)
+        live = LiveState.from_json(text)
     except OSError as exc:
         raise _fail(f"cannot read live state {source}: {exc.strerror}", "Check the path.") from None
     except UnicodeDecodeError:
         raise _fail(f"live state {source} is not UTF-8 JSON", "Write it as UTF-8.") from None
+    except LiveStateError as exc:
+        raise _fail(
+            f"live state {source}: {exc.message}",
+            "Values in a snapshot are bounded as in the store: use a file written by "
+            "plexica-gitops, and fix or drop that value.",
+        ) from None
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top)"
@@ -298,17 +325,31 @@ def _read_live_state(
             f"live state {source} is malformed at {where}: {first['msg']}",
             "Use a file written by plexica-gitops, or `{}` for an empty platform.",
         ) from None
+    for part, flag in (
+        (ObservedPart.RUNTIME, live.workloads_observed),
+        (ObservedPart.BROKER, live.topics_observed),
+    ):
+        if not flag and problems is not None:
+            problems[part] = f"the live-state snapshot {source} has {part.holds}_observed: false"
+    return live.without(skip)
 
 
 def _make_plan(
-    directory: Path, live_source: str | None, targets: list[str], database_url: str | None = None
+    directory: Path,
+    live_source: str | None,
+    targets: list[str],
+    database_url: str | None = None,
+    unobserved: frozenset[ObservedPart] = frozenset(),
 ) -> Plan:
     """The plan, or a plan holding only errors when the desired state is invalid (so JSON
-    and Markdown consumers in CI get a document either way)."""
+    and Markdown consumers in CI get a document either way). A part of the platform the
+    plan needs but could not observe fails it, unless `unobserved` names that part."""
     if not directory.is_dir():
         raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
     result = validate_directory(directory)
-    live = _read_live_state(live_source, database_url, result.desired if result.valid else None)
+    problems: dict[ObservedPart, str] = {}
+    desired = result.desired if result.valid else None
+    live = _read_live_state(live_source, database_url, desired, unobserved, problems)
     warnings = [f for f in result.findings if not f.is_error]
     if not result.valid:
         return Plan(
@@ -316,6 +357,7 @@ def _make_plan(
             live_fingerprint=live.fingerprint(),
             errors=result.errors,
             warnings=warnings,
+            unobserved=sorted(unobserved),
         )
     unknown = [t for t in targets if not address_exists(t, result.desired, live)]
     if unknown:
@@ -328,12 +370,76 @@ def _make_plan(
         plan = build_plan(result.desired, live)
     except PlanCycleError as exc:  # a planner bug, never a user mistake
         raise _fail(f"internal planner error: {exc}", "Please report it with the inputs.") from None
+    needed = {ObservedPart(p) for p in plan.unobserved}
+    for part, problem in problems.items():
+        if part not in needed and not problem.startswith("the live-state snapshot"):
+            _warn_unobserved(part, problem)  # not needed by this plan: a warning only
+    missing = sorted(needed - unobserved)
+    if missing:
+        for part in missing:
+            failure = _not_observed(part, problems.get(part))
+        raise failure
+    plan.unobserved = sorted(needed | unobserved)
     plan.warnings = [*warnings, *plan.warnings]
     if targets:
         kept = select_targets(plan.actions, targets)
         plan.actions = order({a.id: (a, a.depends_on) for a in kept})
         plan.targets = list(targets)
     return plan
+
+
+_NOT_CONFIGURED = {
+    ObservedPart.RUNTIME: "no runtime provider could be loaded",
+    ObservedPart.BROKER: "KAFKA_BOOTSTRAP_SERVERS is not set",
+}
+_NEEDED_FOR = {
+    ObservedPart.RUNTIME: "plugins on the platform may run workloads",
+    ObservedPart.BROKER: "plugins in git publish events",
+}
+_MAKE_OBSERVABLE = {
+    ObservedPart.RUNTIME: "Make the container engine reachable (DOCKER_HOST, or "
+    "spec.runtime in platform.yaml)",
+    ObservedPart.BROKER: "Set KAFKA_BOOTSTRAP_SERVERS to the platform's broker, reachable "
+    "from here,",
+}
+
+
+def _not_observed(part: ObservedPart, problem: str | None) -> typer.Exit:
+    """A plan never claims what it did not see: fail, saying how to see it or to plan
+    explicitly without it."""
+    return _fail(
+        f"cannot plan: {part.label} was not observed ({problem or _NOT_CONFIGURED[part]}), "
+        f"and {_NEEDED_FOR[part]}",
+        f"{_MAKE_OBSERVABLE[part]} and plan again, or plan without it: --unobserved "
+        f"{part.value} ({part.holds} are then not compared, and the plan says so).",
+    )
+
+
+UnobservedOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--unobserved",
+        metavar="PART",
+        help="Plan without observing PART: runtime (workloads) or broker (topics); repeat "
+        "it or separate with commas. Without it, a plan that cannot observe a part it needs "
+        "fails. The plan names what it did not observe.",
+        show_default=False,
+    ),
+]
+
+
+def _unobserved_parts(values: list[str] | None) -> frozenset[ObservedPart]:
+    parts: set[ObservedPart] = set()
+    for value in values or []:
+        for name in filter(None, (n.strip().lower() for n in value.split(","))):
+            try:
+                parts.add(ObservedPart(name))
+            except ValueError:
+                raise _usage(
+                    f"--unobserved {name}: not a part of the platform",
+                    "Use runtime, broker, or both (--unobserved runtime,broker).",
+                ) from None
+    return frozenset(parts)
 
 
 def _usage(message: str, hint: str) -> typer.Exit:
@@ -379,10 +485,12 @@ def plan(
         bool, typer.Option("--verbose", "-v", help="List every tenant action.")
     ] = False,
     database_url: DatabaseUrlOption = None,
+    unobserved: UnobservedOption = None,
 ) -> None:
     """Compute the ordered actions that converge the live platform to the desired state."""
     _writable_plan_path(out)
-    result = _make_plan(directory, live_state, target or [], database_url)
+    skip = _unobserved_parts(unobserved)
+    result = _make_plan(directory, live_state, target or [], database_url, skip)
     _render(result, output_format, verbose)
     if result.has_errors:
         raise typer.Exit(1)
@@ -420,9 +528,11 @@ def graph(
     ] = GraphFormat.DOT,
     target: TargetOption = None,
     database_url: DatabaseUrlOption = None,
+    unobserved: UnobservedOption = None,
 ) -> None:
     """Draw the plan's action graph: each arrow points from a step to one that waits for it."""
-    result = _make_plan(directory, live_state, target or [], database_url)
+    skip = _unobserved_parts(unobserved)
+    result = _make_plan(directory, live_state, target or [], database_url, skip)
     if result.has_errors:
         print_plan(result, _stderr())
         raise typer.Exit(1)

@@ -1,9 +1,11 @@
 """The event broker: reading and changing the Kafka topics plugins publish to.
 
-A thin, typed layer over confluent-kafka's AdminClient. Every call is bounded by
-`BrokerSettings.timeout_seconds` (librdkafka would otherwise retry an unreachable broker
-forever), every change is idempotent (apply may be re-run after a crash), and the SASL
-password never leaves `BrokerSettings` except into the client configuration.
+A thin, typed layer over confluent-kafka's AdminClient. Reaching the broker is bounded by
+`BrokerSettings.connect_timeout_seconds` (3 s by default, so a plan names an unreachable
+broker within seconds) and every call by `timeout_seconds` (librdkafka would otherwise
+retry an unreachable broker forever); KAFKA_TIMEOUT_SECONDS sets both. Every change is
+idempotent (apply may be re-run after a crash), and the SASL password never leaves
+`BrokerSettings` except into the client configuration.
 
 Verified against Tansu 0.6 (a Kafka-protocol broker, see ENVIRONMENT.md): it has no
 CreatePartitions and no (legacy) AlterConfigs, so growing a topic's partitions fails there
@@ -37,6 +39,10 @@ from plexica_gitops.live import LiveTopic
 _LOG = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+# How long reaching the broker may take: the connection and the first metadata request of
+# observe. A plan must not sit silently on an unreachable broker (librdkafka's own defaults
+# add up to 10 s and more); KAFKA_TIMEOUT_SECONDS, when set, bounds this too.
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 3.0
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 # librdkafka codes meaning "no broker answered" rather than "the broker said no".
@@ -75,6 +81,7 @@ class BrokerSettings:
     sasl_password: str | None = field(default=None, repr=False)
     ssl_ca_location: str | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> BrokerSettings | None:
@@ -83,6 +90,9 @@ class BrokerSettings:
         bootstrap = environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
         if not bootstrap:
             return None
+        raw_timeout = environ.get("KAFKA_TIMEOUT_SECONDS")
+        timeout = _timeout(raw_timeout)
+        explicit = raw_timeout is not None and bool(raw_timeout.strip())
         settings = cls(
             bootstrap_servers=bootstrap,
             security_protocol=_optional(environ, "KAFKA_SECURITY_PROTOCOL", upper=True),
@@ -90,7 +100,8 @@ class BrokerSettings:
             sasl_username=_optional(environ, "KAFKA_SASL_USERNAME"),
             sasl_password=environ.get("KAFKA_SASL_PASSWORD") or None,
             ssl_ca_location=_optional(environ, "KAFKA_SSL_CA_LOCATION"),
-            timeout_seconds=_timeout(environ.get("KAFKA_TIMEOUT_SECONDS")),
+            timeout_seconds=timeout,
+            connect_timeout_seconds=timeout if explicit else DEFAULT_CONNECT_TIMEOUT_SECONDS,
         )
         settings.validate()
         return settings
@@ -114,11 +125,12 @@ class BrokerSettings:
     def client_config(self) -> dict[str, Any]:
         """The librdkafka configuration (contains the password: never log it)."""
         timeout_ms = int(self.timeout_seconds * 1000)
+        connect_ms = int(min(self.connect_timeout_seconds, self.timeout_seconds) * 1000)
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": "plexica-gitops",
             # Bounded: a refused connection retries within the timeout, not forever.
-            "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
+            "socket.connection.setup.timeout.ms": max(1000, connect_ms),
             "reconnect.backoff.ms": 100,
             "reconnect.backoff.max.ms": 1000,
             "socket.timeout.ms": max(1000, timeout_ms),
@@ -195,6 +207,7 @@ class EventBroker:
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
         self.timeout = settings.timeout_seconds
+        self.connect_timeout = min(settings.connect_timeout_seconds, settings.timeout_seconds)
         self._admin: AdminClient | None = AdminClient(settings.client_config())
 
     def __enter__(self) -> EventBroker:
@@ -244,10 +257,12 @@ class EventBroker:
         return observed
 
     def _metadata(self) -> ClusterMetadata:
+        """The first request of every read and change: an unreachable broker fails here,
+        within the connect timeout."""
         try:
-            return self.admin.list_topics(timeout=self.timeout)
+            return self.admin.list_topics(timeout=self.connect_timeout)
         except KafkaException as exc:
-            raise self._error(exc, "could not list the topics") from None
+            raise self._error(exc, "could not list the topics", self.connect_timeout) from None
 
     def _configs(self, names: list[str]) -> dict[str, dict[str, str]]:
         if not names:
@@ -406,7 +421,7 @@ class EventBroker:
                 )
             time.sleep(0.1)
 
-    def _error(self, exc: KafkaException, doing: str) -> BrokerError:
+    def _error(self, exc: KafkaException, doing: str, waited: float | None = None) -> BrokerError:
         self.admin.poll(0)  # hands librdkafka's queued log lines to the debug log
         error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
         where = self.settings.bootstrap_servers
@@ -414,7 +429,7 @@ class EventBroker:
         if error is not None and error.code() in _UNREACHABLE_CODES:
             return BrokerUnreachable(
                 f"{doing}: the event broker at {where} did not answer within "
-                f"{self.timeout:g}s ({reason})",
+                f"{self.timeout if waited is None else waited:g}s ({reason})",
                 "Start the broker, or check KAFKA_BOOTSTRAP_SERVERS (and "
                 "KAFKA_SECURITY_PROTOCOL for a TLS listener).",
             )

@@ -59,15 +59,20 @@ def order(steps: Mapping[str, tuple[Action, Sequence[str]]]) -> list[Action]:
 
 
 def select_targets(actions: Sequence[Action], targets: Iterable[str]) -> list[Action]:
-    """Terraform's -target: the targeted actions (an address or any address below it) and
-    every action they depend on, transitively."""
+    """Terraform's -target: the targeted actions and every action they depend on,
+    transitively. A target names an action id, an address, or everything below an address;
+    `plugin.<id>` also names what the plugin owns elsewhere: the topics of the events it
+    publishes. Tenant-scoped actions (a tenant's binding and migrations of the plugin)
+    belong to the tenant: they come in only as dependencies."""
     prefixes = list(targets)
+    owners = {p.split(".", 1)[1] for p in prefixes if _is_plugin_address(p)}
     by_id = {action.id: action for action in actions}
     keep: set[str] = set()
     stack = [
         a.id
         for a in actions
         if any(a.address == p or a.address.startswith(p + ".") or a.id == p for p in prefixes)
+        or (a.address.startswith("topic.") and a.plugin in owners)
     ]
     while stack:
         step_id = stack.pop()
@@ -76,6 +81,11 @@ def select_targets(actions: Sequence[Action], targets: Iterable[str]) -> list[Ac
         keep.add(step_id)
         stack.extend(by_id[step_id].depends_on)
     return [a for a in actions if a.id in keep]
+
+
+def _is_plugin_address(target: str) -> bool:
+    parts = target.split(".")
+    return len(parts) == 2 and parts[0] == "plugin" and ":" not in target
 
 
 def to_dot(actions: Sequence[Action]) -> str:

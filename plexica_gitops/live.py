@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from enum import StrEnum
 from typing import Any
 
@@ -33,6 +34,22 @@ class LifecycleStatus(StrEnum):
     UNINSTALLED = "UNINSTALLED"
 
 
+class ObservedPart(StrEnum):
+    """A part of the live platform observed apart from the store; a plan made without one
+    (`plan --unobserved PART`) says so."""
+
+    RUNTIME = "runtime"  # the runtime provider: workloads
+    BROKER = "broker"  # the event broker: topics
+
+    @property
+    def holds(self) -> str:
+        return "workloads" if self is ObservedPart.RUNTIME else "topics"
+
+    @property
+    def label(self) -> str:
+        return "the runtime provider" if self is ObservedPart.RUNTIME else "the event broker"
+
+
 class _Live(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,8 +59,31 @@ class LiveResources(_Live):
     memory: str | None = None
 
 
+class LiveReplica(_Live):
+    """One replica (container, pod) as the runtime reports it, whatever spec built it."""
+
+    name: str
+    version: str
+    image: str = ""
+    manifest_hash: str = ""
+    env_hash: str = ""
+    running: bool = True
+    ready: bool = False  # answered its readiness probe when observed
+    url: str | None = None  # where the gateway would send traffic; None: no address yet
+
+    @property
+    def build(self) -> tuple[str, str, str, str]:
+        """What tells replicas of one spec from another's."""
+        return (self.version, self.image, self.manifest_hash, self.env_hash)
+
+
 class LiveWorkload(_Live):
-    """The plugin's containers (or Deployment) as the runtime provider reports them."""
+    """The plugin's containers (or Deployment) as the runtime provider reports them.
+
+    `instances` lists every replica. A rollout cut short by a crash leaves replicas of two
+    versions: the counts (`replicas`, `ready_replicas`, `running`) cover all of them, and
+    `image`, `version` and the hashes are those of the most common build. Snapshots from
+    before `instances` existed leave it empty: the other fields then describe them all."""
 
     image: str
     version: str
@@ -56,6 +96,17 @@ class LiveWorkload(_Live):
     # Registered endpoints (service registry) whose replica no longer runs: traffic sent
     # there fails. Filled in when the store and the runtime are observed together.
     stale_endpoints: int = Field(default=0, ge=0)
+    # Ready replicas of a routed plugin that the service registry does not list: they get
+    # no traffic. Filled in like `stale_endpoints`.
+    unregistered_endpoints: int = Field(default=0, ge=0)
+    instances: tuple[LiveReplica, ...] = ()
+
+    def builds(self) -> dict[tuple[str, str, str, str], int]:
+        """How many replicas each build has, most common first (ties by version)."""
+        counts: dict[tuple[str, str, str, str], int] = {}
+        for replica in self.instances:
+            counts[replica.build] = counts.get(replica.build, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 class LivePermission(_Live):
@@ -79,6 +130,16 @@ class LivePlugin(_Live):
     permissions: dict[str, LivePermission] = Field(default_factory=dict)
     routes: LiveRoutes | None = None
     subscriptions: dict[str, str] = Field(default_factory=dict)  # topic -> consumer group
+    # The rest of what apply writes to the catalog row, read back so that an edit made
+    # outside plexica-gitops shows as drift; None: not observed (an older snapshot).
+    name: str | None = None
+    # `stable_hash` of the manifest the row holds, recomputed when observed (the
+    # manifest_hash column can be edited apart from it); UNREADABLE when the stored
+    # manifest is too deep or too large to read.
+    stored_manifest_hash: str | None = None
+
+
+UNREADABLE = "(unreadable)"
 
 
 class LiveTopic(_Live):
@@ -130,6 +191,22 @@ class LiveState(_Live):
     # address -> fingerprint of the desired attributes the reconciler last applied there;
     # lets a plan tell drift (live changed out of band) from a change made in git.
     last_applied: dict[str, str] = Field(default_factory=dict)
+    # address -> why a value there could not be read (nested too deep, too large): it was
+    # left out (a binding's configuration reads as {}), never shown.
+    unreadable: dict[str, str] = Field(default_factory=dict)
+
+    def without(self, parts: AbstractSet[ObservedPart]) -> LiveState:
+        """This state as if `parts` had not been observed (`plan --unobserved`)."""
+        update: dict[str, Any] = {}
+        if ObservedPart.BROKER in parts:
+            update.update(topics={}, topics_observed=False)
+        if ObservedPart.RUNTIME in parts:
+            plugins = {
+                pid: plugin.model_copy(update={"workload": None})
+                for pid, plugin in self.plugins.items()
+            }
+            update.update(plugins=plugins, workloads_observed=False)
+        return self.model_copy(update=update) if update else self
 
     @classmethod
     def from_json(cls, data: str | bytes) -> LiveState:
@@ -147,6 +224,11 @@ class LiveState(_Live):
         for section in (self.plugins, self.topics):
             for key in sorted(section):
                 entry = section[key].model_dump(mode="json")
+                if section is self.plugins:
+                    _drop_unset(entry, _LATER_PLUGIN_FIELDS)
+                workload = entry.get("workload")
+                if workload:
+                    _drop_unset(workload, _LATER_WORKLOAD_FIELDS)
                 digest.update(json.dumps([key, entry], sort_keys=True).encode())
         # The same migration record is usually shared by every tenant (observe_store and
         # parse_live_state build it once): its text is made once per record object.
@@ -174,7 +256,21 @@ class LiveState(_Live):
             digest.update("\x1f".join(parts).encode())
         applied = self.last_applied
         digest.update("\x1f".join(f"{a}={applied[a]}" for a in sorted(applied)).encode())
+        if self.unreadable:  # hashed only when there is any: older fingerprints stay the same
+            digest.update(json.dumps(self.unreadable, sort_keys=True).encode())
         return "sha256:" + digest.hexdigest()
+
+
+# Workload fields added after the fingerprint was first defined are hashed only when set:
+# a state that does not use them keeps the fingerprint it always had.
+_LATER_WORKLOAD_FIELDS = {"unregistered_endpoints": 0, "instances": []}
+_LATER_PLUGIN_FIELDS = {"name": None, "stored_manifest_hash": None}
+
+
+def _drop_unset(entry: dict[str, Any], fields: dict[str, Any]) -> None:
+    for name, default in fields.items():
+        if entry.get(name) == default:
+            del entry[name]
 
 
 # Key order differs between sources (jsonb sorts keys, a JSON file keeps them). The text
@@ -237,6 +333,62 @@ def stable_hash(value: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# A snapshot's values are read within the bounds the store's are (store/observe.py) and
+# YAML's (loader.py): a configuration nested at most MAX_JSON_DEPTH levels, and a tenant's
+# entry at most MAX_TENANT_BYTES of JSON text. Checked as each part is decoded, before
+# pydantic, the planner or any recursive function sees it.
+MAX_JSON_DEPTH = 64
+MAX_TENANT_BYTES = 64 << 20
+
+
+class LiveStateError(Exception):
+    """A snapshot that cannot be read safely: `message` names where, never the value."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep lists and objects nest in `value` (0 for a scalar), counted without
+    recursion; stops once past `limit`."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            children = item.values()
+        elif kind is list:
+            children = item
+        else:
+            continue
+        level += 1
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        stack.extend((child, level) for child in children if type(child) in (dict, list))
+    return deepest
+
+
+def check_bounds(state: LiveState) -> None:
+    """Raise LiveStateError when a configuration of `state` nests too deep (the slow path:
+    a state that pydantic built)."""
+    for slug, tenant in state.tenants.items():
+        for pid, binding in tenant.plugins.items():
+            if _depth(binding.configuration, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+                raise LiveStateError(_too_deep(f"tenants.{slug}.plugins.{pid}.configuration"))
+
+
+def _too_deep(where: str) -> str:
+    return f"{where} is nested deeper than {MAX_JSON_DEPTH} levels"
+
+
 def parse_live_state(data: str | bytes) -> LiveState:
     """`LiveState.model_validate_json(data)`: the same state, and the same errors, with far
     less time and memory for a large snapshot.
@@ -250,9 +402,19 @@ def parse_live_state(data: str | bytes) -> LiveState:
     `SharedValues`). Everything else is validated by pydantic. Whenever the document is not
     plainly of the expected shape and types (a value pydantic would coerce or reject, an
     unknown key, invalid JSON, a lone surrogate), `LiveState.model_validate_json` decides,
-    so its result or its error is exactly what the caller gets."""
+    so its result or its error is exactly what the caller gets.
+
+    Bounds (MAX_JSON_DEPTH, MAX_TENANT_BYTES) hold on both paths: what breaks them raises
+    LiveStateError naming where."""
     state = _parse_plain(data)
-    return state if state is not None else LiveState.model_validate_json(data)
+    if state is not None:
+        return state
+    try:
+        state = LiveState.model_validate_json(data)
+    except RecursionError:
+        raise LiveStateError(_too_deep("the document")) from None
+    check_bounds(state)
+    return state
 
 
 _TENANT_KEYS = frozenset({"id", "schema_name", "status", "plugins", "migrations"})
@@ -288,7 +450,10 @@ def _parse_plain(data: str | bytes) -> LiveState | None:
                 if tenants is None:
                     return None
             else:
-                document[key], end = _decode(text, end)
+                try:
+                    document[key], end = _decode(text, end)
+                except RecursionError:
+                    raise LiveStateError(_too_deep(key)) from None
             more, end = _next_member(text, end)
         if _skip(text, end) != len(text):
             return None
@@ -354,13 +519,25 @@ def _next_member(text: str, index: int) -> tuple[bool, int]:
 
 def _plain_tenants(text: str, index: int) -> tuple[dict[str, LiveTenant] | None, int]:
     shared: dict[tuple[int, str, str], AppliedMigration] = {}
-    values = SharedValues()
+    values = SharedValues(bounded=True)
     tenants: dict[str, LiveTenant] = {}
     more, end = _object_start(text, index)
     while more:
         slug, end = _key(text, end)
-        raw, end = _decode(text, end)
-        tenant = _plain_tenant(raw, shared, values)
+        start = end
+        try:
+            raw, end = _decode(text, end)
+        except RecursionError:
+            raise LiveStateError(_too_deep(f"tenants.{slug}")) from None
+        if end - start > MAX_TENANT_BYTES:
+            raise LiveStateError(
+                f"tenants.{slug} is larger than {MAX_TENANT_BYTES >> 20} MiB of JSON"
+            )
+        try:
+            tenant = _plain_tenant(raw, shared, values)
+        except _TooDeep as too_deep:
+            where = f"tenants.{slug}.plugins.{too_deep}.configuration"
+            raise LiveStateError(_too_deep(where)) from None
         if tenant is None or slug in tenants:
             return None, end
         tenants[slug] = tenant
@@ -397,7 +574,10 @@ def _plain_tenant(
                 return None
             configuration = {}
         elif configuration:
-            configuration = configuration_of(configuration)
+            try:
+                configuration = configuration_of(configuration)
+            except _TooDeep:
+                raise _TooDeep(pid) from None
         plugin = new(LiveTenantPlugin)
         set_enabled(plugin, enabled)
         set_configuration(plugin, configuration)
@@ -448,7 +628,9 @@ class SharedValues:
     before changing it), and what replaces a value is equal to it, of the same types and
     key order."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, bounded: bool = False) -> None:
+        """`bounded`: a nested value deeper than MAX_JSON_DEPTH raises _TooDeep."""
+        self.bounded = bounded
         self.strings: dict[str, str] = {}
         self.string = self.strings.setdefault
         # the JSON text of a nested list or object (keys in their order) -> the shared one
@@ -459,28 +641,37 @@ class SharedValues:
 
     def configuration(self, configuration: dict[str, Any]) -> dict[str, Any]:
         """An equal configuration built from shared keys and values."""
-        string, nested = self.string, self._nested
+        string, nested, check = self.string, self._nested, self.bounded
         shared: dict[str, Any] = {}
         for k, v in configuration.items():
             kind = type(v)
             if kind is str:
                 v = string(v, v)
             elif kind is dict or kind is list:
-                v = nested(v)
+                v = nested(v, check)
             shared[string(k, k) if type(k) is str else k] = v
         return shared
 
-    def _nested(self, item: Any) -> Any:
+    def _nested(self, item: Any, check: bool) -> Any:
         """The shared list or object equal to `item`. Its JSON text tells it apart from
         almost every unequal value (1, 1.0, true and -0.0 all differ; the C encoder makes
         it cheap); what the text cannot tell (a key that is not a string, a tuple) the
-        type and equality check on a hit does. Values JSON cannot hold stay as they are."""
+        type and equality check on a hit does. Values JSON cannot hold stay as they are.
+        `check`: a new value nested too deep raises _TooDeep (checked once per distinct
+        value: equal ones share it, and its parts are shallower)."""
         try:
             key = _json_text(item)
-        except (TypeError, ValueError, RecursionError):
-            return item  # a date from YAML, a recursive alias, ...
+        except RecursionError:
+            if check:
+                raise _TooDeep from None
+            return item  # a recursive alias from YAML
+        except (TypeError, ValueError):
+            return item  # a date from YAML, ...
         found = self.nested.get(key)
         if found is None:
+            # the configuration holding it is one level more
+            if check and _depth(item, MAX_JSON_DEPTH) >= MAX_JSON_DEPTH:
+                raise _TooDeep
             found = self.nested[key] = self._rebuilt(item)
             return found
         return found if type(found) is type(item) and found == item else item
@@ -492,7 +683,7 @@ class SharedValues:
                 string(k, k) if type(k) is str else k: (
                     string(v, v)
                     if type(v) is str
-                    else nested(v)
+                    else nested(v, False)
                     if type(v) is dict or type(v) is list
                     else v
                 )
@@ -501,7 +692,7 @@ class SharedValues:
         return [
             string(v, v)
             if type(v) is str
-            else nested(v)
+            else nested(v, False)
             if type(v) is dict or type(v) is list
             else v
             for v in item

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from plexica_gitops.events import BrokerError, EventBroker
-from plexica_gitops.live import LiveState, LiveWorkload
+from plexica_gitops.live import LiveState, LiveWorkload, ObservedPart
 from plexica_gitops.provider import Provider, ProviderError
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import connect
@@ -21,7 +21,7 @@ def observe_platform(
     broker: EventBroker | None = None,
     *,
     strict: bool = False,
-    problems: list[str] | None = None,
+    problems: dict[ObservedPart, str] | None = None,
 ) -> LiveState:
     """The store's live state with each plugin's workload as the provider reports it and
     the topics as the broker reports them (with the owners the store recorded).
@@ -29,7 +29,7 @@ def observe_platform(
     Without a provider or a broker, or when one cannot be reached, `workloads_observed` /
     `topics_observed` is false: the planner then plans no changes there and says so. With
     `strict` (apply), an unreachable provider or broker raises instead; without it, why
-    each could not be read is appended to `problems`. Workloads of plugins
+    each could not be read is put in `problems`. Workloads of plugins
     the store does not know are left out: they are not ours to plan."""
     with connect(database_url) as conn:
         live = observe_store(conn)
@@ -42,12 +42,19 @@ def observe_platform(
         except ProviderError as error:
             if strict:
                 raise
-            _note(problems, f"the runtime provider was not observed: {error.message}")
+            _note(problems, ObservedPart.RUNTIME, error.message)
         else:
-            stale = _stale_endpoints(registered, provider, workloads)
             update["plugins"] = {
                 pid: plugin.model_copy(
-                    update={"workload": _with_stale(workloads.get(pid), stale.get(pid, 0))}
+                    update={
+                        "workload": _with_registry(
+                            workloads.get(pid),
+                            registered.get(pid, set()),
+                            routed=plugin.routes is not None,
+                            provider=provider,
+                            plugin_id=pid,
+                        )
+                    }
                 )
                 for pid, plugin in live.plugins.items()
             }
@@ -58,7 +65,7 @@ def observe_platform(
         except BrokerError as error:
             if strict:
                 raise
-            _note(problems, f"the event broker was not observed: {error.message}")
+            _note(problems, ObservedPart.BROKER, error.message)
         else:
             update["topics"] = {
                 name: topic.live(owners.get(name)) for name, topic in sorted(topics.items())
@@ -75,26 +82,34 @@ def _registered_endpoints(conn: psycopg.Connection[Any]) -> dict[str, set[str]]:
     return registered
 
 
-def _stale_endpoints(
-    registered: dict[str, set[str]], provider: Provider, workloads: dict[str, LiveWorkload]
-) -> dict[str, int]:
-    """Per plugin, the registered endpoints that no running replica answers for."""
-    stale: dict[str, int] = {}
-    for pid, urls in registered.items():
-        if pid not in workloads:
-            continue  # no replicas at all: the planner recreates the workload anyway
-        running = {e.url for e in provider.endpoints(pid, ready_only=False)}
-        if urls - running:
-            stale[pid] = len(urls - running)
-    return stale
-
-
-def _with_stale(workload: LiveWorkload | None, count: int) -> LiveWorkload | None:
-    if workload is None or not count:
+def _with_registry(
+    workload: LiveWorkload | None,
+    registered: set[str],
+    *,
+    routed: bool,
+    provider: Provider,
+    plugin_id: str,
+) -> LiveWorkload | None:
+    """The workload with the service registry compared to its replicas: endpoints whose
+    replica no longer runs (stale), and ready replicas of a routed plugin that the registry
+    does not list (unregistered: they get no traffic)."""
+    if workload is None:
+        return None  # no replicas at all: the planner recreates the workload anyway
+    if workload.instances:
+        running = {r.url for r in workload.instances if r.running and r.url}
+        ready = {r.url for r in workload.instances if r.ready and r.url}
+    else:  # a provider that does not list its replicas: only stale ones can be told
+        listed = provider.endpoints(plugin_id, ready_only=False) if registered else []
+        running, ready = {e.url for e in listed}, registered
+    stale = len(registered - running)
+    unregistered = len(ready - registered) if routed else 0
+    if not stale and not unregistered:
         return workload
-    return workload.model_copy(update={"stale_endpoints": count})
+    return workload.model_copy(
+        update={"stale_endpoints": stale, "unregistered_endpoints": unregistered}
+    )
 
 
-def _note(problems: list[str] | None, text: str) -> None:
+def _note(problems: dict[ObservedPart, str] | None, part: ObservedPart, text: str) -> None:
     if problems is not None:
-        problems.append(text)
+        problems[part] = text

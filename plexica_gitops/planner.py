@@ -29,8 +29,10 @@ from plexica_gitops.live import (
     LivePlugin,
     LiveState,
     LiveTenant,
+    LiveTenantPlugin,
     LiveTopic,
     LiveWorkload,
+    ObservedPart,
     stable_hash,
 )
 from plexica_gitops.model import (
@@ -77,6 +79,7 @@ NEEDED_BY = {
 Edge = tuple[LifecycleStatus | None, LifecycleStatus, str]
 _BINDING_VALUES = attrgetter("enabled", "configuration")
 _NO_BINDING = SimpleNamespace(enabled=None, configuration=None)  # not on the platform
+HELD_NAMES_SHOWN = 5  # tenants named in a PGP109 warning; the rest are counted
 
 
 def lifecycle_path(start: LifecycleStatus | None, target: LifecycleStatus | None) -> list[Edge]:
@@ -115,6 +118,8 @@ class DesiredPlugin:
     target: LifecycleStatus
     version: str
     manifest_hash: str
+    name: str
+    stored_manifest_hash: str  # of the manifest as the catalog row holds it
     dependencies: tuple[str, ...]
     workload: dict[str, Any]
     permissions: dict[str, dict[str, str]]
@@ -141,6 +146,8 @@ def desired_plugin(entry: PluginEntry, desired: DesiredState) -> DesiredPlugin:
         target=TARGET_STATUS[spec.state],
         version=manifest.version,
         manifest_hash=manifest_hash(entry),
+        name=manifest.name,
+        stored_manifest_hash=stable_hash(catalog_manifest(entry)),
         dependencies=tuple(sorted(d.plugin for d in manifest.dependencies)),
         workload={
             "image": manifest.runtime.image,
@@ -176,6 +183,12 @@ def manifest_hash(entry: PluginEntry) -> str:
     return stable_hash(entry.manifest.model_dump(mode="json", by_alias=True))
 
 
+def catalog_manifest(entry: PluginEntry) -> dict[str, Any]:
+    """The manifest as apply writes it into the catalog row (steps._register,
+    steps._catalog_update)."""
+    return entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 def env_hash(env: dict[str, Any]) -> str:
     """Hash of the env *specification*; the provider labels workloads with it."""
     return stable_hash(env)
@@ -205,6 +218,10 @@ class Planner:
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
         self.unmanaged: list[str] = []
+        # Parts the live state lacks that this plan needed (Plan.unobserved).
+        self.unobserved: set[ObservedPart] = set()
+        # plugin -> tenants whose bindings git enables while the plugin is not to serve
+        self.held_tenants: dict[str, list[str]] = defaultdict(list)
         platform = desired.platform.document.spec if desired.platform else None
         self.prune = platform.prune if platform else False
         self.plugins = {
@@ -248,6 +265,7 @@ class Planner:
             self.plan_plugin(pid)
         self.plan_topics()
         self.plan_tenants()
+        self.note_unreadable()
         for step_id, deps in self.extra_deps.items():
             if step_id in self.steps:
                 self.steps[step_id].depends_on.extend(deps)
@@ -259,6 +277,7 @@ class Planner:
             warnings=self.warnings,
             errors=self.errors,
             unmanaged=sorted(self.unmanaged),
+            unobserved=sorted(self.unobserved),
         )
 
     def check_unmanaged_dependents(self) -> None:
@@ -341,16 +360,17 @@ class Planner:
             self.hook(f"{address}:mark-uninstalled", *updates)
 
     def note_unobserved_workloads(self) -> None:
-        if not any(w.code == "PGP205" for w in self.warnings):
-            self.warnings.append(
-                warning(
-                    "PGP205",
-                    "the runtime provider was not observed: workload changes are left out "
-                    "of this plan",
-                    "Plan with the runtime provider reachable (or a full --live-state "
-                    "snapshot) to see workload drift and updates.",
-                )
+        if ObservedPart.RUNTIME in self.unobserved:
+            return
+        self.unobserved.add(ObservedPart.RUNTIME)
+        self.warnings.append(
+            warning(
+                "PGP205",
+                "the runtime provider was not observed: workload changes are left out of this plan",
+                "Plan with the runtime provider reachable (or a full --live-state "
+                "snapshot) to see workload drift and updates.",
             )
+        )
 
     def hook(self, step_id: str, *dependencies: str | None) -> None:
         """Make a lifecycle step wait for the resource steps that realise it."""
@@ -513,13 +533,18 @@ class Planner:
         if not changed:
             return None
         before = _workload_view(current)
-        if changed & {"image", "version", "cpu", "memory", "env"}:
+        if changed & {"image", "version", "cpu", "memory", "env", "builds"}:
             strategy = want["strategy"]
             reason = (
                 f"update {current.version} → {want['version']}: {strategy} update"
                 if current.version != want["version"]
                 else f"reconfigure ({', '.join(sorted(changed))}): {strategy} restart"
             )
+            if "builds" in changed:  # a rollout cut short: whatever git says, it is drift
+                reason = (
+                    f"drift: {_mixture(current)}: replace every replica not built from "
+                    f"{want['version']} as git says and retire the extras ({strategy} update)"
+                )
             deps = [*migrations]
             deps += [f"plugin.{d}.workload:replace" for d in desired.dependencies]
             if not want["running"]:  # stopped containers: stop routing to them first
@@ -529,7 +554,9 @@ class Planner:
                     address,
                     "replace",
                     ActionKind.REPLACE,
-                    self.reason(
+                    reason
+                    if "builds" in changed
+                    else self.reason(
                         address, want, reason, "drift: the workload was changed outside git"
                     ),
                     before=before,
@@ -808,18 +835,39 @@ class Planner:
         updates: list[str],
         verbs: set[str],
     ) -> None:
-        if "register" in verbs or desired.manifest_hash == live.manifest_hash:
+        """Record git's version and manifest in the catalog row: after a change in git, or
+        when the row was edited outside plexica-gitops (its version, name, manifest or
+        manifest hash no longer what git says, with git unchanged)."""
+        if "register" in verbs:
             return
+        drifted = _catalog_drift(desired, live)
+        if not drifted:
+            return
+        content_same = live.stored_manifest_hash == desired.stored_manifest_hash
+        git_changed = live.manifest_hash != desired.manifest_hash and not content_same
+        before = {"version": live.version, "manifest_hash": live.manifest_hash}
+        after = {"version": desired.version, "manifest_hash": desired.manifest_hash}
+        if "name" in drifted:
+            before["name"], after["name"] = live.name or "", desired.name
+        if git_changed:
+            reason = (
+                f"version {live.version} → {desired.version}"
+                if live.version != desired.version
+                else "manifest changed in git"
+            )
+        else:
+            reason = (
+                f"drift: the catalog's {', '.join(drifted)} changed outside plexica-gitops: "
+                "restore what git says"
+            )
         self.add(
             Action(
                 f"plugin.{pid}",
                 "update",
                 ActionKind.UPDATE,
-                f"version {live.version} → {desired.version}"
-                if live.version != desired.version
-                else "manifest changed in git",
-                before={"version": live.version, "manifest_hash": live.manifest_hash},
-                after={"version": desired.version, "manifest_hash": desired.manifest_hash},
+                reason,
+                before=before,
+                after=after,
                 plugin=pid,
                 fingerprint=desired.manifest_hash,
             ),
@@ -980,7 +1028,10 @@ class Planner:
             for event in plugin.publishes:
                 wanted[event] = (pid, topic_settings(defaults, overrides.get(event)))
         if not self.live.topics_observed:
-            if wanted:
+            # Topics matter whenever a plugin in git publishes: to create them, to compare
+            # them, or to purge them with an uninstalled publisher.
+            if any(p.publishes for p in self.plugins.values()):
+                self.unobserved.add(ObservedPart.BROKER)
                 self.warnings.append(
                     warning(
                         "PGP201",
@@ -1036,6 +1087,8 @@ class Planner:
                 ),
                 [f"plugin.{pid}:install"],
             )
+            # Topics exist before the publisher is marked installed (README, Plans: Order).
+            self.extra_deps[f"plugin.{pid}:mark-installed"].append(f"{address}:create")
             return
         if current.owner not in (None, pid):
             self.warnings.append(
@@ -1107,6 +1160,7 @@ class Planner:
             self.plan_tenant(slug, tenant, live_tenant)
             if tenant.document.spec.status is not TenantStatus.DELETED:
                 self.plan_bindings(slug, tenant, live_tenant)
+        self.note_held_bindings()
         for slug, live_tenant in sorted(self.live.tenants.items()):
             if slug in self.desired.tenants:
                 continue
@@ -1192,12 +1246,92 @@ class Planner:
                 map(_BINDING_VALUES, map(get, bindings, repeat(_NO_BINDING))),
             ),
         )
-        for pid in sorted(changed):
+        held = self.hold_bindings(slug, bindings, live_bindings) if self.not_serving else ()
+        broken = self.unreadable_bindings.get(slug, {}) if self.live.unreadable else {}
+        for pid in sorted({*changed, *(p for p in broken if p in bindings)}):
+            if pid in held:
+                continue
             binding = bindings[pid]
-            self.plan_binding(slug, pid, binding.enabled, binding.configuration, get(pid))
+            self.plan_binding(
+                slug, pid, binding.enabled, binding.configuration, get(pid), broken.get(pid)
+            )
         if live is not None:
             self.plan_forced_binding_disables(slug, live, declared=bindings.keys())
             self.check_stranded_bindings(slug, tenant, live)
+
+    @cached_property
+    def unreadable_bindings(self) -> dict[str, dict[str, str]]:
+        """tenant slug -> plugin id -> why its stored configuration was not read."""
+        found: dict[str, dict[str, str]] = defaultdict(dict)
+        for address, why in self.live.unreadable.items():
+            parts = address.split(".")
+            if len(parts) == 4 and parts[0] == "tenant" and parts[2] == "plugin":
+                found[parts[1]][parts[3]] = why
+        return found
+
+    def note_unreadable(self) -> None:
+        """PGP110: a value in the store out of bounds (nested too deep, too large) was not
+        read; the plan restores it from git where git declares it."""
+        for address, why in sorted(self.live.unreadable.items()):
+            parts = address.split(".")
+            if parts[0] == "plugin":
+                declared = parts[1] in self.plugins
+            else:
+                tenant = self.desired.tenants.get(parts[1])
+                declared = tenant is not None and parts[3] in tenant.document.spec.plugins
+            self.warnings.append(
+                warning(
+                    "PGP110",
+                    f"{address}: the {why} on the platform was not read",
+                    "This plan writes what git says over it."
+                    if declared
+                    else "It is not in git: correct or remove it in the store by hand.",
+                    subjects=tuple(p for p in (parts[1], parts[3] if len(parts) == 4 else "") if p),
+                )
+            )
+
+    @cached_property
+    def not_serving(self) -> list[str]:
+        """Plugins in git that are not to be ACTIVE: no tenant binding of theirs is on."""
+        return sorted(pid for pid, p in self.plugins.items() if p.target is not S.ACTIVE)
+
+    def hold_bindings(
+        self, slug: str, bindings: dict[str, Any], live: dict[str, LiveTenantPlugin]
+    ) -> list[str]:
+        """The bindings git enables for plugins that are not to be ACTIVE (a plugin
+        disabled for a while): held off, the tenant's intent kept in git. One on the
+        platform is disabled; one not there yet is not created. Once the plugin is active
+        again, the bindings are enabled as git says."""
+        held = [pid for pid in self.not_serving if pid in bindings and bindings[pid].enabled]
+        for pid in held:
+            self.held_tenants[pid].append(slug)
+            current = live.get(pid)
+            if current is not None and current.enabled:
+                state = self.desired.plugins[pid].document.spec.state.value
+                self.add_forced_disable(
+                    slug, pid, f"plugin {pid} is desired {state}: held off until it is active again"
+                )
+        return held
+
+    def note_held_bindings(self) -> None:
+        for pid, slugs in sorted(self.held_tenants.items()):
+            entry = self.desired.plugins[pid]
+            state = entry.document.spec.state.value
+            shown = ", ".join(slugs[:HELD_NAMES_SHOWN])
+            more = len(slugs) - HELD_NAMES_SHOWN
+            named = f"{shown} and {more:,} more" if more > 0 else shown
+            tenants = f"{len(slugs):,} tenant{'s' * (len(slugs) != 1)}"
+            self.warnings.append(
+                warning(
+                    "PGP109",
+                    f"plugin {pid!r} is desired {state}, and {tenants} enable it in git "
+                    f"({named}): their bindings are held off until it is active again",
+                    f"Set plugins/{pid} back to `state: active` to serve them again, or set "
+                    "`enabled: false` in those tenants.",
+                    entry.location("spec", "state"),
+                    (pid, *slugs),
+                )
+            )
 
     def check_stranded_bindings(self, slug: str, tenant: TenantEntry, live: LiveTenant) -> None:
         """Spec 004 edge case 5 inside a tenant: git disables a plugin for the tenant while a
@@ -1232,7 +1366,10 @@ class Planner:
         enabled: bool,
         configuration: dict[str, Any],
         current: Any,
+        unreadable: str | None = None,
     ) -> None:
+        """`unreadable`: why the live configuration could not be read (it is then restored
+        from git, and never shown)."""
         address = f"tenant.{slug}.plugin.{pid}"
         want = {"enabled": enabled, "configuration": configuration}
         desired = self.plugins.get(pid)
@@ -1250,22 +1387,27 @@ class Planner:
             self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
         else:
             step = "configure"
+        reason = self.reason(
+            address,
+            want,
+            {
+                "enable": "enabled for the tenant in git",
+                "disable": "disabled for the tenant in git",
+                "configure": "configuration changed in git",
+            }[step],
+            "drift: changed outside plexica-gitops",
+        )
+        shown = current.configuration if current else None
+        if unreadable is not None:
+            reason = f"drift: the stored {unreadable}: write git's configuration over it"
+            shown = f"(not read: {unreadable})"
         self.add(
             Action(
                 address,
                 step,
                 ActionKind.CREATE if current is None else ActionKind.UPDATE,
-                self.reason(
-                    address,
-                    want,
-                    {
-                        "enable": "enabled for the tenant in git",
-                        "disable": "disabled for the tenant in git",
-                        "configure": "configuration changed in git",
-                    }[step],
-                    "drift: changed outside plexica-gitops",
-                ),
-                before=mask({"enabled": current.enabled, "configuration": current.configuration})
+                reason,
+                before=mask({"enabled": current.enabled, "configuration": shown})
                 if current
                 else None,
                 after=mask(want),
@@ -1289,24 +1431,33 @@ class Planner:
             leaving = pid in self.targets and target is not None and target is not S.ACTIVE
             if not leaving and not self.prune:
                 continue
-            address = f"tenant.{slug}.plugin.{pid}"
-            deps = [f"tenant.{slug}.plugin.{d}:disable" for d in self.dependents.get(pid, [])]
-            self.add(
-                Action(
-                    address,
-                    "disable",
-                    ActionKind.UPDATE,
-                    f"plugin {pid} is leaving ACTIVE"
-                    if leaving
-                    else "not in git and platform.prune is true",
-                    before={"enabled": True},
-                    after={"enabled": False},
-                    plugin=pid,
-                    tenant=slug,
-                ),
-                deps,
+            self.add_forced_disable(
+                slug,
+                pid,
+                f"plugin {pid} is leaving ACTIVE"
+                if leaving
+                else "not in git and platform.prune is true",
             )
-            self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
+
+    def add_forced_disable(self, slug: str, pid: str, reason: str) -> None:
+        """Disable a live binding whatever git says of it, dependents' bindings first, and
+        before the plugin's routes go."""
+        address = f"tenant.{slug}.plugin.{pid}"
+        deps = [f"tenant.{slug}.plugin.{d}:disable" for d in self.dependents.get(pid, [])]
+        self.add(
+            Action(
+                address,
+                "disable",
+                ActionKind.UPDATE,
+                reason,
+                before={"enabled": True},
+                after={"enabled": False},
+                plugin=pid,
+                tenant=slug,
+            ),
+            deps,
+        )
+        self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
 
 
 def topic_settings(
@@ -1329,7 +1480,7 @@ def topic_settings(
 
 
 def _workload_view(current: LiveWorkload) -> dict[str, Any]:
-    return {
+    view = {
         "image": current.image,
         "version": current.version,
         "replicas": current.replicas,
@@ -1338,6 +1489,27 @@ def _workload_view(current: LiveWorkload) -> dict[str, Any]:
         "memory": current.resources.memory,
         "running": current.running,
     }
+    if len(current.builds()) > 1:
+        view["versions"] = dict(sorted(_versions(current).items()))
+    return view
+
+
+def _versions(current: LiveWorkload) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for replica in current.instances:
+        counts[replica.version] = counts.get(replica.version, 0) + 1
+    return counts
+
+
+def _mixture(current: LiveWorkload) -> str:
+    """`replicas of 2 versions run (2 of 1.2.0 and 2 of 1.3.0)`, or, for one version built
+    from several specs, `4 replicas of 1.3.0 built from 2 different specs run`."""
+    versions = _versions(current)
+    if len(versions) == 1:
+        version, count = next(iter(versions.items()))
+        return f"{count} replicas of {version} built from {len(current.builds())} specs run"
+    listed = " and ".join(f"{n} of {v}" for v, n in sorted(versions.items()))
+    return f"replicas of {len(versions)} versions run ({listed})"
 
 
 def _workload_changes(current: LiveWorkload, want: dict[str, Any]) -> set[str]:
@@ -1354,9 +1526,15 @@ def _workload_changes(current: LiveWorkload, want: dict[str, Any]) -> set[str]:
         changed.add("env")
     if current.replicas != want["replicas"]:
         changed.add("replicas")
+    if len(current.builds()) > 1:
+        changed.add("builds")  # replicas of other versions or specs beside the newest
     if current.running != want["running"]:
         changed.add("running")
-    elif want["running"] and (current.ready_replicas < current.replicas or current.stale_endpoints):
+    elif want["running"] and (
+        current.ready_replicas < current.replicas
+        or current.stale_endpoints
+        or current.unregistered_endpoints
+    ):
         changed.add("health")
     return changed
 
@@ -1373,12 +1551,7 @@ def _workload_step(
         elif "running" in changed:
             reason = "drift: containers were stopped outside plexica-gitops"
         elif current.ready_replicas >= current.replicas:
-            stale = current.stale_endpoints
-            reason = (
-                f"drift: {stale} registered endpoints point at replicas that no longer run"
-                if stale != 1
-                else "drift: 1 registered endpoint points at a replica that no longer runs"
-            ) + ": refresh the registry"
+            reason = _registry_drift(current) + ": refresh the registry"
         else:
             reason = (
                 f"drift: {current.replicas - current.ready_replicas} of {current.replicas} "
@@ -1390,6 +1563,40 @@ def _workload_step(
         [],
         f"replicas {current.replicas} → {want['replicas']}",
     )
+
+
+def _catalog_drift(desired: DesiredPlugin, live: LivePlugin) -> list[str]:
+    """The catalog columns apply writes that differ from git (a column not observed, as in
+    an older snapshot, is not compared)."""
+    drifted = []
+    if live.version != desired.version:
+        drifted.append("version")
+    if live.name is not None and live.name != desired.name:
+        drifted.append("name")
+    stored = live.stored_manifest_hash
+    if stored is not None and stored != desired.stored_manifest_hash:
+        drifted.append("manifest")
+    if live.manifest_hash != desired.manifest_hash:
+        drifted.append("manifest_hash")
+    return drifted
+
+
+def _registry_drift(current: LiveWorkload) -> str:
+    stale, missing = current.stale_endpoints, current.unregistered_endpoints
+    parts = []
+    if stale:
+        parts.append(
+            f"{stale} registered endpoints point at replicas that no longer run"
+            if stale != 1
+            else "1 registered endpoint points at a replica that no longer runs"
+        )
+    if missing:
+        parts.append(
+            f"{missing} ready replicas are missing from the service registry"
+            if missing != 1
+            else "1 ready replica is missing from the service registry"
+        )
+    return "drift: " + "; ".join(parts)
 
 
 def build_plan(desired: DesiredState, live: LiveState) -> Plan:

@@ -55,6 +55,12 @@ unmanaged                     array of string  addresses on the platform that gi
                                                manage (left alone), sorted
 targets                       array of string  the `--target` addresses the plan was limited to;
                                                empty for a full plan
+unobserved                    array of string  parts of the platform the plan was made without
+                                               (`plan --unobserved`), sorted: "broker" (topics
+                                               not compared), "runtime" (workloads not
+                                               compared); empty when everything was observed.
+                                               Added in 1.0 without a version change: a plan
+                                               saved before it reads as empty
 ============================  ===============  ===================================================
 """
 
@@ -65,6 +71,7 @@ from typing import Any
 
 from plexica_gitops.actions import PLAN_FORMAT_VERSION, Action, Plan
 from plexica_gitops.findings import Finding, Location, Severity
+from plexica_gitops.live import ObservedPart
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
@@ -78,6 +85,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         "errors": [finding.to_json() for finding in plan.errors],
         "unmanaged": list(plan.unmanaged),
         "targets": list(plan.targets),
+        "unobserved": list(plan.unobserved),
     }
 
 
@@ -158,6 +166,10 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         errors=[finding_from_json(f) for f in _list(data.get("errors", []), "errors")],
         unmanaged=[_string(u, "unmanaged") for u in _list(data.get("unmanaged", []), "unmanaged")],
         targets=[_string(t, "targets") for t in _list(data.get("targets", []), "targets")],
+        unobserved=[
+            ObservedPart(_string(p, "unobserved")).value
+            for p in _list(data.get("unobserved", []), "unobserved")
+        ],
         format_version=version,
     )
     summary = data.get("summary")

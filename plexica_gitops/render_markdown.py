@@ -21,18 +21,19 @@ from dataclasses import dataclass, field
 from plexica_gitops.actions import Action, ActionKind, Plan
 from plexica_gitops.findings import Finding
 from plexica_gitops.render_text import (
-    NO_CHANGES,
     AttributeLine,
     Collapsed,
     Section,
     attribute_lines,
     comment_text,
     failed_line,
+    no_changes_line,
     plan_sections,
     summary_line,
     tenant_of,
     transition_text,
     unmanaged_lines,
+    unobserved_line,
 )
 
 DEFAULT_LIMIT = 65_536
@@ -243,11 +244,16 @@ def render_markdown(
                 f"| {summary.add:,} | {summary.change:,} | {summary.destroy:,} "
                 f"| {summary.transition:,} |",
                 "",
-                f"**{summary_line(summary) if plan.actions else NO_CHANGES}**",
+                f"**{summary_line(summary) if plan.actions else no_changes_line(plan)}**",
                 "",
                 f"Desired revision {md_code(plan.desired_revision)}, "
                 f"live state {md_code(plan.live_fingerprint)}.",
                 "",
+                *(
+                    [f"> **{md_escape(unobserved_line(plan.unobserved))}**", ""]
+                    if plan.unobserved
+                    else []
+                ),
             ],
             [],
             [],

@@ -33,6 +33,7 @@ from rich.markup import escape
 
 from plexica_gitops.actions import SYMBOLS, Action, ActionKind, Plan, Summary
 from plexica_gitops.findings import Finding
+from plexica_gitops.live import ObservedPart
 from plexica_gitops.sensitive import SENSITIVE, mask
 
 COLLAPSE_OVER = 5  # tenant actions of one step collapse when more tenants than this
@@ -407,6 +408,24 @@ def summary_line(summary: Summary) -> str:
 NO_CHANGES = "No changes. The platform matches the desired state."
 
 
+def unobserved_line(parts: Sequence[str]) -> str:
+    """`Not observed: broker (topics not compared); planned with --unobserved broker.`"""
+    named = ", ".join(f"{p} ({ObservedPart(p).holds} not compared)" for p in parts)
+    flags = " ".join(f"--unobserved {p}" for p in parts)
+    return f"Not observed: {named}; planned with {flags}."
+
+
+def no_changes_line(plan: Plan) -> str:
+    """NO_CHANGES, unless part of the platform was not observed: then only what was."""
+    if not plan.unobserved:
+        return NO_CHANGES
+    holds = " and ".join(ObservedPart(p).holds for p in plan.unobserved)
+    return (
+        f"No changes in what was observed. {holds.capitalize()} were not observed: this plan "
+        "cannot say they match the desired state."
+    )
+
+
 def failed_line(errors: int) -> str:
     return f"Plan failed: {errors:,} error{'s' * (errors != 1)}."
 
@@ -585,10 +604,16 @@ def _write_plan(out: _Out, plan: Plan, verbose: bool, collapse_over: int) -> Non
         if plan.warnings:
             _print_findings(out, "Warning", "yellow", plan.warnings, cap=warning_cap)
         _print_unmanaged(out, plan, verbose, collapse_over)
+        if plan.unobserved:
+            out(_styled("yellow", unobserved_line(plan.unobserved)))
+            out(_styled("bold yellow", no_changes_line(plan)))
+            return
         out(f"[bold green]No changes.[/bold green] {escape(NO_CHANGES.split('. ', 1)[1])}")
         return
     out(f"Desired revision: {escape(plan.desired_revision)}")
     out(f"Live state:       {escape(plan.live_fingerprint)}")
+    if plan.unobserved:
+        out(_styled("yellow", unobserved_line(plan.unobserved)))
     out()
     out("Actions are indicated with the following symbols:")
     used = {a.kind for a in plan.actions}

@@ -562,7 +562,15 @@ class _Simulator:
         if step not in ("enable", "disable", "configure"):
             self.fail(action, f"unknown binding step {step!r}")
         if binding is not None:
-            enabled = binding.enabled
+            # a binding git enables is held off while its plugin is not to be active: the
+            # action's `after` says so (steps._binding does the same)
+            enabled = binding.enabled and bool((action.after or {}).get("enabled", True))
+            if binding.enabled and not enabled:
+                self.safety(
+                    action,
+                    pid in self.plugins and self.plugins[pid].target is not S.ACTIVE,
+                    f"holds off a binding of {pid!r}, which is to be active",
+                )
             configuration = dict(binding.configuration)
         else:  # not declared in git: only ever forced off, configuration kept
             if step != "disable":

@@ -151,10 +151,14 @@ def test_an_unreachable_broker_is_a_clear_error_and_plans_no_topics(
     env = {**environment, "KAFKA_BOOTSTRAP_SERVERS": address, "KAFKA_TIMEOUT_SECONDS": "2"}
     run_cli(env, "init")
     root = echo.write("1.0.0", publishes=[POSTED])
-    # plan says the topics were not observed instead of planning to create them
+    # plan fails, naming the broker, rather than claim anything about the topics ...
     code, output = run_cli(env, "plan", root)
-    assert code == 0, output
+    assert code == 1, output
     assert "event broker was not observed" in output and address in output
+    assert "--unobserved broker" in output
+    # ... unless asked to plan without it: then the topics are left out, and it says so
+    code, output = run_cli(env, "plan", root, "--unobserved", "broker")
+    assert code == 0, output
     assert "PGP201" in output and f"topic.{POSTED}" not in output
     # apply refuses at once, before changing anything
     started = time.monotonic()

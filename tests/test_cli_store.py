@@ -42,11 +42,18 @@ def test_plan_observes_the_store(postgres_database: str) -> None:
     _run("init", "--database-url", postgres_database)
     # no engine answers there: the runtime cannot be observed, and the plan must say so
     env = {"PLEXICA_DATABASE_URL": postgres_database, "DOCKER_HOST": "unix:///nonexistent.sock"}
-    code, plan = _json("plan", str(EXAMPLE), "--format", "json", env=env)
+    # no broker configured while plugins publish events: the plan cannot be made ...
+    code, output = _run("plan", str(EXAMPLE), env=env)
+    assert code == 1, output
+    assert "the event broker was not observed" in output and "KAFKA_BOOTSTRAP_SERVERS" in output
+    assert "--unobserved broker" in output
+    # ... unless asked for without it: topics are left out, and the plan says so
+    args = ("plan", str(EXAMPLE), "--format", "json", "--unobserved", "broker")
+    code, plan = _json(*args, env=env)
     assert code == 0, plan
+    assert plan["unobserved"] == ["broker"]
     ids = [a["id"] for a in plan["actions"]]
     assert "plugin.contacts:register" in ids and "tenant.acme:create" in ids
-    # the broker is not observed: topics are left out, and the plan says so
     assert not any(i.startswith("topic.") for i in ids)
     assert "PGP201" in [w["code"] for w in plan["warnings"]]
 
@@ -64,7 +71,12 @@ def test_plan_observes_the_store(postgres_database: str) -> None:
             (LifecycleStatus.INSTALLED, LifecycleStatus.ACTIVE),
         ]:
             catalog.transition(conn, "contacts", before, after)
-    code, plan = _json("plan", str(EXAMPLE), "--format", "json", env=env)
+    code, output = _run(*args, env=env)
+    assert code == 1, output  # contacts may run containers that nobody could see
+    assert "the runtime provider was not observed" in output and "nonexistent.sock" in output
+    assert "--unobserved runtime" in output
+    code, plan = _json(*args, "--unobserved", "runtime", env=env)
+    assert code == 0 and plan["unobserved"] == ["broker", "runtime"]
     ids = [a["id"] for a in plan["actions"]]
     assert not any(i.startswith("plugin.contacts.workload") for i in ids)
     assert "plugin.contacts:register" not in ids

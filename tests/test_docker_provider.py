@@ -377,7 +377,14 @@ def test_observe_round_trip_and_hand_made_changes(
         resources=LiveResources(cpu="500m", memory="64Mi"),
         env_hash="e-1",
     )
-    assert provider.observe() == {PLUGIN: expected}
+    observed = provider.observe()
+    assert list(observed) == [PLUGIN]
+    assert observed[PLUGIN].model_copy(update={"instances": ()}) == expected
+    replicas = observed[PLUGIN].instances
+    assert [(r.version, r.manifest_hash, r.env_hash, r.running, r.ready) for r in replicas] == [
+        ("1.0.0", "m-1.0.0", "e-1", True, True)
+    ] * 2
+    assert {r.url for r in replicas} == {e.url for e in routes.snapshot()}
 
     first, second = _containers(docker_client, docker_scope)
     first.stop(timeout=1)  # by hand, behind the reconciler's back
@@ -400,6 +407,34 @@ def test_observe_round_trip_and_hand_made_changes(
     # Only the endpoint of the container removed by hand is left: the provider cannot see
     # it any more, and the RouteRegistry protocol has no listing to reconcile against.
     assert [e.instance for e in routes.snapshot()] == [first.name]
+
+
+def test_observe_reports_every_replica_and_update_retires_the_strays(
+    provider: DockerProvider, docker_client: Any, docker_scope: str
+) -> None:
+    """A rolling update cut short leaves 1.0.0 and 1.1.0 replicas side by side: observe
+    shows them all (not only the majority), and update leaves exactly the desired ones."""
+    routes = MemoryRoutes()
+    provider.deploy(_spec("1.0.0"), routes)
+    stray = provider._launch(_spec("1.1.0"), "cut0ff", 0)  # the rollout's first new replica
+    routes.register(stray.endpoint)  # registered, then the apply was killed
+    olds = [c for c in _containers(docker_client, docker_scope) if c.name != stray.name]
+    olds[0].stop(timeout=1)  # an old one already drained and stopped
+
+    live = provider.observe()[PLUGIN]
+    assert (live.version, live.replicas) == ("1.0.0", 3)
+    assert sorted((r.version, r.running) for r in live.instances) == [
+        ("1.0.0", False),
+        ("1.0.0", True),
+        ("1.1.0", True),
+    ]
+    assert len(live.builds()) == 2
+
+    provider.update(_spec("1.1.0"), routes)
+    live = provider.observe()[PLUGIN]
+    assert [(r.version, r.running, r.ready) for r in live.instances] == [("1.1.0", True, True)] * 2
+    assert {e.url for e in routes.snapshot()} == {r.url for r in live.instances}
+    assert len(_containers(docker_client, docker_scope)) == 2
 
 
 def test_observe_is_limited_to_the_scope(

@@ -147,6 +147,22 @@ def test_unreachable_broker_fails_fast_and_names_the_address() -> None:
     assert caught.value.transient
 
 
+def test_unreachable_broker_from_the_environment_fails_within_seconds() -> None:
+    """Plain KAFKA_BOOTSTRAP_SERVERS, no timeout set: a plan's broker check answers in
+    seconds (it used to sit silently for 10 s and more)."""
+    closed = f"127.0.0.1:{free_port()}"
+    settings = BrokerSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": closed})
+    assert settings is not None
+
+    started = time.monotonic()
+    with EventBroker(settings) as broker, pytest.raises(BrokerUnreachable) as caught:
+        broker.observe()
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 5
+    assert closed in caught.value.message and "within 3s" in caught.value.message
+
+
 def test_settings_from_env() -> None:
     assert BrokerSettings.from_env({}) is None
     settings = BrokerSettings.from_env(
@@ -162,7 +178,7 @@ def test_settings_from_env() -> None:
     )
     assert settings is not None
     assert settings.security_protocol == "SASL_SSL"
-    assert settings.timeout_seconds == 4.5
+    assert settings.timeout_seconds == settings.connect_timeout_seconds == 4.5
     assert "s3cr3t-pw" not in repr(settings)
     assert "s3cr3t-pw" not in str(settings)
     config = settings.client_config()
@@ -172,6 +188,7 @@ def test_settings_from_env() -> None:
 def test_settings_from_env_defaults_and_mistakes() -> None:
     settings = BrokerSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "localhost:9092"})
     assert settings is not None and settings.timeout_seconds == 10
+    assert settings.connect_timeout_seconds == 3
     assert "security.protocol" not in settings.client_config()
 
     with pytest.raises(BrokerError, match="KAFKA_TIMEOUT_SECONDS"):

@@ -10,7 +10,7 @@ import pydantic
 import pytest
 from test_store_catalog import EXPECTED
 
-from plexica_gitops.live import LiveState
+from plexica_gitops.live import MAX_TENANT_BYTES, LiveState, LiveStateError
 
 
 def _outcome(parse: Any, text: str) -> Any:
@@ -70,3 +70,73 @@ def test_a_full_snapshot_round_trips_with_the_same_fingerprint() -> None:
     assert parsed == EXPECTED
     assert parsed.fingerprint() == EXPECTED.fingerprint()
     assert LiveState.from_json(text.encode()) == EXPECTED
+
+
+def _nested(depth: int) -> str:
+    """JSON text nesting `depth` levels: objects and lists in turn, the value at the bottom
+    (json.dumps itself cannot write the deepest ones)."""
+    opening = "".join('{"k":' if level % 2 == 0 else "[" for level in range(depth))
+    closing = "".join("}" if level % 2 == 0 else "]" for level in reversed(range(depth)))
+    return opening + '"needle-value"' + closing
+
+
+def _binding_with(configuration: str, enabled: Any = True) -> str:
+    binding = {"enabled": enabled, "configuration": "@"}
+    return _with(plugins={"crm": binding}).replace('"@"', configuration)
+
+
+@pytest.mark.parametrize("depth", [64, 65, 200, 600, 5000])
+def test_a_deep_configuration_is_an_error_naming_where_before_any_recursion(depth: int) -> None:
+    """`configuration` nested `depth` levels (itself the first): up to 64 is read; deeper
+    is an error naming the binding, never a RecursionError, never the value."""
+    text = _binding_with(_nested(depth))
+    if depth <= 64:
+        assert LiveState.from_json(text).tenants["acme"].plugins["crm"].enabled
+        return
+    with pytest.raises(LiveStateError) as caught:
+        LiveState.from_json(text)
+    assert "tenants.acme" in caught.value.message and "64 levels" in caught.value.message
+    assert "needle-value" not in caught.value.message
+
+
+@pytest.mark.parametrize("where", ["last_applied", "plugins", "topics"])
+def test_deep_json_anywhere_in_a_snapshot_is_an_error_not_a_traceback(where: str) -> None:
+    text = '{"' + where + '": ' + _nested(3000) + "}"
+    with pytest.raises((LiveStateError, pydantic.ValidationError)) as caught:
+        LiveState.from_json(text)
+    assert "needle-value" not in str(caught.value)
+
+
+def test_the_slow_path_keeps_the_same_bound() -> None:
+    """An unusual document goes to pydantic; its configurations are bounded all the same."""
+    text = _binding_with(_nested(100), enabled=1)  # 1: pydantic's to coerce
+    with pytest.raises(LiveStateError) as caught:
+        LiveState.from_json(text)
+    assert caught.value.message.startswith("tenants.acme.plugins.crm.configuration is nested")
+
+
+def test_a_huge_tenant_entry_is_refused() -> None:
+    big = {"blob": "x" * (MAX_TENANT_BYTES + 10)}
+    with pytest.raises(LiveStateError, match=r"tenants\.acme is larger than 64 MiB"):
+        LiveState.from_json(_with(plugins={"crm": {"enabled": True, "configuration": big}}))
+
+
+@pytest.mark.parametrize("depth", [200, 600, 5000])
+def test_plan_with_a_deep_snapshot_fails_cleanly(depth: int) -> None:
+    """`plan --live-state` of a deeply nested document: exit 1 naming where, no traceback,
+    never the value."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from plexica_gitops.cli import app
+
+    example = Path(__file__).parent.parent / "desired-state"
+    result = CliRunner().invoke(
+        app, ["plan", str(example), "--live-state", "-"], input=_binding_with(_nested(depth))
+    )
+    assert result.exit_code == 1, result.output
+    assert not isinstance(result.exception, RecursionError)
+    assert "live state -: tenants.acme" in result.output  # the binding, or its tenant
+    assert "nested deeper than 64 levels" in result.output
+    assert "needle-value" not in result.output

@@ -27,6 +27,7 @@ from plexica_gitops.live import (
     LifecycleStatus,
     LivePermission,
     LivePlugin,
+    LiveReplica,
     LiveState,
     LiveTenant,
     LiveTenantPlugin,
@@ -465,6 +466,78 @@ def test_endpoints_left_registered_for_replicas_that_are_gone_are_drift(world: W
     reason = action(plan, "plugin.alpha.workload:start").reason
     assert reason.startswith("drift: 2 registered endpoints point at replicas that no longer run")
     assert build_plan(desired, simulate(plan, desired, stale)).actions == []
+
+
+def test_ready_replicas_missing_from_the_registry_are_drift(world: World) -> None:
+    desired = world.desired(plugin("alpha", replicas=2))
+    live = applied(desired)
+    workload = live.plugins["alpha"].workload
+    assert workload is not None
+    update = {"unregistered_endpoints": 2}
+    emptied = set_plugin(live, "alpha", workload=workload.model_copy(update=update))
+    plan = build_plan(desired, emptied)
+    assert ids(plan) == ["plugin.alpha.workload:start"]
+    reason = action(plan, "plugin.alpha.workload:start").reason
+    assert reason == (
+        "drift: 2 ready replicas are missing from the service registry: refresh the registry"
+    )
+    assert build_plan(desired, simulate(plan, desired, emptied)).actions == []
+
+
+def _replicas(*builds: tuple[str, int, bool]) -> tuple[LiveReplica, ...]:
+    """(version, count, running) -> that many replicas of alpha built from that version."""
+    found = []
+    for version, count, running in builds:
+        for n in range(count):
+            found.append(
+                LiveReplica(
+                    name=f"plexica-alpha-{version}-{n}",
+                    version=version,
+                    image=f"registry.example.com/plugins/alpha:{version}",
+                    running=running,
+                    ready=running,
+                )
+            )
+    return tuple(found)
+
+
+@pytest.mark.parametrize(
+    ("builds", "why"),
+    [
+        # kill -9 mid rolling update: both versions run, the catalog already says 1.1.0
+        ((("1.0.0", 2, True), ("1.1.0", 2, True)), "(2 of 1.0.0 and 2 of 1.1.0)"),
+        # the old ones drained and stopped, not yet removed
+        ((("1.0.0", 2, False), ("1.1.0", 2, True)), "(2 of 1.0.0 and 2 of 1.1.0)"),
+        # one stray of the old version beside a complete new set
+        ((("1.1.0", 2, True), ("1.0.0", 1, True)), "(1 of 1.0.0 and 2 of 1.1.0)"),
+    ],
+)  # fmt: skip
+def test_replicas_of_several_versions_are_drift_until_only_the_desired_ones_run(
+    world: World, builds: tuple[tuple[str, int, bool], ...], why: str
+) -> None:
+    """Observe reports every replica; any mixture is replaced, whatever the counts say."""
+    desired = world.desired(plugin("alpha", replicas=2, version="1.1.0"))
+    live = applied(desired)
+    workload = live.plugins["alpha"].workload
+    assert workload is not None
+    instances = _replicas(*builds)
+    mixed = workload.model_copy(
+        update={
+            "instances": instances,
+            "replicas": len(instances),
+            "ready_replicas": sum(r.ready for r in instances),
+        }
+    )
+    live = set_plugin(live, "alpha", workload=mixed)
+    plan = build_plan(desired, live)
+    assert ids(plan) == ["plugin.alpha.workload:replace"]
+    replace = action(plan, "plugin.alpha.workload:replace")
+    expected = (
+        f"drift: replicas of 2 versions run {why}: replace every replica not built from 1.1.0"
+    )
+    assert replace.reason.startswith(expected)
+    assert replace.before is not None and set(replace.before["versions"]) == {"1.0.0", "1.1.0"}
+    assert build_plan(desired, simulate(plan, desired, live)).actions == []
 
 
 def test_a_version_update_replaces_the_workload_after_the_tenant_migrations(

@@ -559,6 +559,7 @@ def test_json_document_shape(fresh_plan: Plan) -> None:
         "errors",
         "unmanaged",
         "targets",
+        "unobserved",
     ]
     assert document["summary"] == {
         "add": fresh_plan.summary.add,

@@ -23,6 +23,7 @@ from plexica_gitops.live import (
     LiveState,
     LiveTenant,
     LiveTenantPlugin,
+    stable_hash,
 )
 from plexica_gitops.store import catalog
 from plexica_gitops.store.catalog import PermissionConflict, TransitionError
@@ -412,6 +413,22 @@ EXPECTED = LiveState(
         ),
     },
     last_applied={"plugin.crm": "fp-crm", "tenant.acme.plugin.crm": "fp-binding"},
+)
+# What else apply writes to a row, read back: the name, and the stored manifest's own hash.
+EXPECTED = EXPECTED.model_copy(
+    update={
+        "plugins": {
+            pid: plugin.model_copy(
+                update={
+                    "name": pid.title(),
+                    "stored_manifest_hash": stable_hash(
+                        manifest(pid, plugin.version, plugin.dependencies)
+                    ),
+                }
+            )
+            for pid, plugin in EXPECTED.plugins.items()
+        }
+    }
 )
 
 

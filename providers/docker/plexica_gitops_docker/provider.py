@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import secrets
+import signal
 import threading
 import time
 from collections import Counter
@@ -51,7 +52,7 @@ import docker
 import docker.errors
 
 from plexica_gitops.health import ProbeResult, probe, wait_ready
-from plexica_gitops.live import LiveResources, LiveWorkload
+from plexica_gitops.live import LiveReplica, LiveResources, LiveWorkload
 from plexica_gitops.model import RolloutStrategy
 from plexica_gitops.provider import (
     MANAGED_BY,
@@ -226,20 +227,19 @@ class DockerProvider(Provider):
     # --- the Provider interface ----------------------------------------------------------
 
     def observe(self) -> dict[str, LiveWorkload]:
-        """Workloads by plugin id. When a plugin has containers of more than one version
-        (a rollout interrupted by a crash), the version with the most containers is
-        reported, the newest container breaking ties; `replicas`, `running`, `resources`
-        and `ready_replicas` then describe that version's containers only (the next
-        update replaces every container of the plugin, strays included). Readiness is one
-        probe per running replica, all probed at once with a short timeout."""
+        """Workloads by plugin id, every container in `instances` (whatever version or
+        spec built it: a rollout interrupted by a crash leaves two). `replicas`, `running`,
+        `ready_replicas` and `resources` cover all of them; `image`, `version` and the
+        hashes are those of the build with the most containers (the newest container
+        breaking ties). Readiness is one probe per running replica, all probed at once
+        with a short timeout."""
         by_plugin: dict[str, list[_Replica]] = {}
         for replica in self._replicas():
             by_plugin.setdefault(replica.labels.get(LABEL_PLUGIN, ""), []).append(replica)
         by_plugin.pop("", None)
-        reported = {pid: _reported_version(group) for pid, group in by_plugin.items()}
-        running = [r for group in reported.values() for r in group if r.running]
+        running = [r for group in by_plugin.values() for r in group if r.running]
         answers = self._probe_now(running)
-        return {pid: self._workload(group, answers) for pid, group in reported.items()}
+        return {pid: self._workload(group, answers) for pid, group in by_plugin.items()}
 
     def ensure_image(self, image: str) -> None:
         """Present locally: nothing to do. Otherwise pull it; ImagePullError with the
@@ -340,8 +340,8 @@ class DockerProvider(Provider):
         self._ensure_network()
         replicas = self._replicas(spec.plugin_id)
         if any(not r.matches(spec) for r in replicas):
-            # Leftovers of another version (a crash mid-rollout): observe reports only the
-            # majority, so counting them here would never converge. Replace them properly.
+            # Leftovers of another version (a crash mid-rollout): counting them as replicas
+            # of this spec would keep them for good. Replace them properly.
             self.update(spec, routes)
             return
         if len(replicas) > spec.replicas:
@@ -445,14 +445,17 @@ class DockerProvider(Provider):
                 raise
             _settle(retiring)
         # Every new replica is ready: the surplus old ones (scale-down) are retired, and the
-        # ones already drained and stopped are removed.
+        # ones already drained and stopped are removed. A stopped one may still be in the
+        # registry (stopped by hand, or by a crash mid-rollout): it is deregistered.
         self._retire(serving, routes, grace, remove=True)
-        self._discard(retired + idle, None)
+        self._discard(retired, None)
+        self._discard(idle, routes)
 
     def _deregister(self, routes: RouteRegistry, replicas: Iterable[_Replica]) -> None:
         for replica in replicas:
             if replica.endpoint is not None:
                 routes.deregister(replica.endpoint)
+                crash_point("deregistered")
 
     def _roll_back(
         self,
@@ -590,6 +593,7 @@ class DockerProvider(Provider):
         try:
             with self._engine_errors(f"creating container {name}", secret_values):
                 container = self._client().containers.create(spec.image, **options)
+            crash_point("created")
         except ProviderError as error:
             if "network" in error.message and "not found" in error.message:
                 self._network_ready = False  # removed behind our back: the retry recreates it
@@ -628,6 +632,7 @@ class DockerProvider(Provider):
         with self._engine_errors(f"starting container {replica.name}"):
             replica.container.start()
             replica.container.reload()
+        crash_point("started")
         return self._replica(replica.container)
 
     def _restart(self, replica: _Replica, spec: WorkloadSpec, routes: RouteRegistry) -> _Replica:
@@ -664,7 +669,10 @@ class DockerProvider(Provider):
             url = replica.readiness_url
             if url is None:
                 return ProbeResult(False, "the container has no published port")
-            return wait_ready(url, spec.rollout)
+            result = wait_ready(url, spec.rollout)
+            if result.ok:
+                crash_point("ready")
+            return result
 
         return dict(zip((r.name for r in replicas), _parallel(wait, replicas), strict=True))
 
@@ -681,6 +689,7 @@ class DockerProvider(Provider):
         for replica in replicas:
             if replica.endpoint is not None:
                 routes.register(replica.endpoint)
+                crash_point("registered")
 
     def _retire(
         self, replicas: Sequence[_Replica], routes: RouteRegistry, grace: float, *, remove: bool
@@ -697,8 +706,10 @@ class DockerProvider(Provider):
             with self._engine_errors(f"stopping container {replica.name}", missing_ok=True):
                 if replica.running:
                     replica.container.stop(timeout=math.ceil(grace))
+                    crash_point("stopped")
                 if remove:
                     replica.container.remove(force=True, v=True)
+                    crash_point("removed")
 
         _parallel(finish, replicas)
 
@@ -707,10 +718,12 @@ class DockerProvider(Provider):
         for replica in replicas:
             if routes is not None and replica.endpoint is not None:
                 routes.deregister(replica.endpoint)
+                crash_point("deregistered")
 
         def drop(replica: _Replica) -> None:
             with self._engine_errors(f"removing container {replica.name}", missing_ok=True):
                 replica.container.remove(force=True, v=True)
+            crash_point("removed")
 
         _parallel(drop, replicas)
 
@@ -720,11 +733,11 @@ class DockerProvider(Provider):
             self._discard(replicas, routes)
 
     def _workload(self, group: list[_Replica], answers: Mapping[str, ProbeResult]) -> LiveWorkload:
-        first = group[0]
+        first = _most_common_build(group)[0]
         labels = first.labels
         cpu, memory = _resources(group)
         return LiveWorkload(
-            image=labels.get(LABEL_IMAGE) or str(first.container.attrs["Config"].get("Image")),
+            image=_image(first),
             version=first.version,
             manifest_hash=labels.get(LABEL_MANIFEST_HASH, ""),
             replicas=len(group),
@@ -732,6 +745,19 @@ class DockerProvider(Provider):
             running=any(r.running for r in group),
             resources=LiveResources(cpu=cpu, memory=memory),
             env_hash=labels.get(LABEL_ENV_HASH, ""),
+            instances=tuple(
+                LiveReplica(
+                    name=r.name,
+                    version=r.version,
+                    image=_image(r),
+                    manifest_hash=r.labels.get(LABEL_MANIFEST_HASH, ""),
+                    env_hash=r.labels.get(LABEL_ENV_HASH, ""),
+                    running=r.running,
+                    ready=r.running and _ok(answers, r),
+                    url=r.url,
+                )
+                for r in sorted(group, key=lambda r: r.name)
+            ),
         )
 
     # --- the engine -------------------------------------------------------------------------
@@ -831,6 +857,29 @@ class DockerProvider(Provider):
 
 # --- helpers -------------------------------------------------------------------------------
 
+# TEST ONLY. `PLEXICA_TEST_CRASH_AT=<boundary>[@<n>]` makes the process SIGKILL itself the
+# n-th time (default: the first) a rollout passes that boundary, so a test can kill apply at
+# every step of an update rather than at random (tests/test_rollout_crash.py). Boundaries:
+# created, started, ready, registered, deregistered, stopped, removed. Never set it outside
+# tests: it exists to prove that the next apply heals whatever a crash there leaves.
+CRASH_AT_ENV = "PLEXICA_TEST_CRASH_AT"
+CRASH_POINTS = ("created", "started", "ready", "registered", "deregistered", "stopped", "removed")
+_crash_counts: Counter[str] = Counter()
+_crash_lock = threading.Lock()
+
+
+def crash_point(boundary: str) -> None:
+    wanted = os.environ.get(CRASH_AT_ENV)
+    if not wanted:
+        return
+    name, _, nth = wanted.partition("@")
+    if name != boundary:
+        return
+    with _crash_lock:
+        _crash_counts[boundary] += 1
+        if _crash_counts[boundary] == (int(nth) if nth.isdigit() else 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
 
 def _network_exists(client: Any, name: str) -> bool:
     # The engine's name filter matches substrings (Docker) or regexes (Podman): "plexica"
@@ -857,12 +906,22 @@ def _spec_labels(spec: WorkloadSpec) -> dict[str, str]:
     return labels
 
 
-def _reported_version(group: list[_Replica]) -> list[_Replica]:
-    """The containers of the version with the most containers (newest wins ties)."""
-    counts = Counter(r.version for r in group)
-    newest = {r.version: r.created for r in sorted(group, key=lambda r: r.created)}
-    version = max(counts, key=lambda v: (counts[v], newest[v]))
-    return [r for r in group if r.version == version]
+def _build(replica: _Replica) -> tuple[str, ...]:
+    labels = replica.labels
+    keys = (LABEL_VERSION, LABEL_IMAGE, LABEL_MANIFEST_HASH, LABEL_ENV_HASH)
+    return tuple(labels.get(key, "") for key in keys)
+
+
+def _most_common_build(group: list[_Replica]) -> list[_Replica]:
+    """The containers of the build with the most containers (newest wins ties)."""
+    counts = Counter(_build(r) for r in group)
+    newest = {_build(r): r.created for r in sorted(group, key=lambda r: r.created)}
+    build = max(counts, key=lambda b: (counts[b], newest[b]))
+    return [r for r in group if _build(r) == build]
+
+
+def _image(replica: _Replica) -> str:
+    return replica.labels.get(LABEL_IMAGE) or str(replica.container.attrs["Config"].get("Image"))
 
 
 def _resources(group: list[_Replica]) -> tuple[str | None, str | None]:
