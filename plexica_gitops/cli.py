@@ -812,8 +812,11 @@ def _observe_for_status(url: str, runtime: _Runtime | None, warnings: list[str])
         except ProviderError as exc:
             warnings.append(f"the runtime provider was not observed: {exc.message}")
     broker = _broker()
+    problems: dict[ObservedPart, str] = {}
     try:
-        return observe_platform(url, provider, broker, problems=warnings)
+        live = observe_platform(url, provider, broker, problems=problems)
+        warnings.extend(f"{part.label} was not observed: {text}" for part, text in problems.items())
+        return live
     finally:
         if provider is not None:
             provider.close()
