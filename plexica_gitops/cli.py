@@ -48,7 +48,7 @@ from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connec
 from plexica_gitops.store.connection import database_url as store_database_url
 from plexica_gitops.store.journal import history as apply_history
 from plexica_gitops.store.journal import mark_interrupted
-from plexica_gitops.store.lock import apply_lock
+from plexica_gitops.store.lock import ApplyLock, LeaseHolder, apply_lock
 from plexica_gitops.store.schema import check_store, init_store, store_version
 from plexica_gitops.validate import validate_directory
 
@@ -499,12 +499,16 @@ def apply(
     url = _database_url(database_url)
     host, pid = socket.gethostname(), os.getpid()
     try:
+        with connect(url) as conn:
+            check_store(conn)
         with (
             _platform_clients(desired, required=True) as (provider, broker),
-            apply_lock(url, wait_seconds=lock_timeout, host=host, pid=pid) as lock,
+            apply_lock(
+                url, wait_seconds=lock_timeout, host=host, pid=pid, on_wait=_say_waiting
+            ) as lock,
         ):
-            with connect(url) as conn:
-                check_store(conn)
+            _fence(lock, provider)
+            with connect(url, epoch=lock.epoch) as conn:
                 mark_interrupted(conn)
             live = _observe(url, provider, broker, strict=True)
             plan = _plan_for_apply(source, desired, live, log_format)
@@ -524,13 +528,39 @@ def apply(
                 parallelism=parallelism,
                 stop=_stop_on_signals(),
                 broker=broker,
-                check_lock=lock.verify,
+                lease=lock,
             )
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None
     if log_format is not LogFormat.JSON:
         typer.echo(f"Recorded as apply {apply_id} (`plexica-gitops history`).")
+    if outcome.lock_lost:
+        raise _fail(
+            f"the apply lock was lost ({outcome.lock_lost}): this apply stopped",
+            "No step started after that and the steps in flight were cancelled; another "
+            "apply may run now. Run plan once it is done: it shows what is left.",
+        )
     raise typer.Exit(0 if outcome.ok else 130 if outcome.interrupted else 1)
+
+
+def _say_waiting(holder: LeaseHolder) -> None:
+    _stderr().print(f"[yellow]waiting:[/yellow] {escape(holder.describe())}")
+
+
+def _fence(lock: ApplyLock, provider: Provider | None) -> None:
+    """Once the lock is lost, the runtime work in flight is cancelled; should anything still
+    run when the lease ends, the process exits, so that it cannot overlap the next apply."""
+    if provider is not None:
+        provider.cancel_on(lock.lost)
+
+    def exit_now() -> None:
+        _stderr().print(
+            "[bold red]error:[/bold red] the apply lock was lost and work was still running "
+            "when its lease ran out: exiting at once, so that it cannot overlap the next apply"
+        )
+        os._exit(1)
+
+    lock.on_deadline(exit_now)
 
 
 def _database_url(explicit: str | None) -> str:

@@ -24,6 +24,7 @@ from plexica_gitops.events import BrokerError, EventBroker
 from plexica_gitops.live import LifecycleStatus
 from plexica_gitops.planner import consumer_group, manifest_hash, topic_settings
 from plexica_gitops.provider import (
+    Cancelled,
     Endpoint,
     ImagePullError,
     Provider,
@@ -59,9 +60,16 @@ class ConnectionPool:
     by the apply's worker threads. A connection that broke is dropped, not reused."""
 
     def __init__(
-        self, dsn: str, size: int, *, lock_timeout_ms: int = 5000, statement_timeout_ms: int = 60000
+        self,
+        dsn: str,
+        size: int,
+        *,
+        lock_timeout_ms: int = 5000,
+        statement_timeout_ms: int = 60000,
+        epoch: int | None = None,
     ) -> None:
         self.dsn = dsn
+        self.epoch = epoch  # the apply's fencing token: its writes are refused once it is stale
         self.lock_timeout_ms = lock_timeout_ms
         self.statement_timeout_ms = statement_timeout_ms
         self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
@@ -91,7 +99,7 @@ class ConnectionPool:
     def _open(self) -> psycopg.Connection[Any]:
         """A step's catalog writes are short: bounded, so a lock held elsewhere or a stuck
         server fails the step instead of hanging the apply."""
-        conn = connect(self.dsn, application_name=STEP_APPLICATION_NAME)
+        conn = connect(self.dsn, application_name=STEP_APPLICATION_NAME, epoch=self.epoch)
         conn.execute(
             "SELECT set_config('lock_timeout', %s, false),"
             " set_config('statement_timeout', %s, false)",
@@ -115,7 +123,16 @@ class StepContext:
     broker: EventBroker | None = None
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 300000
+    lost: threading.Event = field(default_factory=threading.Event)  # the apply lock's
     _tenant_ids: dict[str, str] = field(default_factory=dict)
+
+    def check_lock(self) -> None:
+        """Cancelled once the apply lost its lock: nothing more may be written or started."""
+        if self.lost.is_set():
+            raise Cancelled(
+                "cancelled: this apply lost its lock",
+                "another apply may be running now; run plan once it is done",
+            )
 
     def require_provider(self, action: Action) -> Provider:
         if self.provider is None:
@@ -150,11 +167,13 @@ class StoreRouteRegistry:
     """Endpoints go into the service registry only while the plugin has routes (it is
     ACTIVE); before that a rollout has nobody to announce its replicas to."""
 
-    def __init__(self, pool: ConnectionPool, plugin_id: str) -> None:
-        self.pool = pool
+    def __init__(self, context: StepContext, plugin_id: str) -> None:
+        self.context = context
+        self.pool = context.pool
         self.plugin_id = plugin_id
 
     def register(self, endpoint: Endpoint) -> None:
+        self.context.check_lock()
         with self.pool.connection() as conn:
             if _routed(conn, self.plugin_id):
                 catalog.add_endpoint(
@@ -162,6 +181,7 @@ class StoreRouteRegistry:
                 )
 
     def deregister(self, endpoint: Endpoint) -> None:
+        self.context.check_lock()
         with self.pool.connection() as conn:
             catalog.remove_endpoint(conn, self.plugin_id, endpoint.url)
 
@@ -172,10 +192,20 @@ Executor = Callable[[Action, StepContext], str]
 def run_step(action: Action, context: StepContext) -> str:
     """Carry out one action; the detail for the journal, or StepFailed."""
     executor = _executor_for(action)
+    if context.lost.is_set():
+        raise StepFailed(
+            "not started: this apply lost its lock", "run plan once the other apply is done"
+        )
     try:
         return executor(action, context)
     except StepFailed:
         raise
+    except Cancelled as error:
+        raise StepFailed(
+            f"{error.message}; the step stopped where it was (replicas that never served were "
+            "removed)",
+            error.hint,
+        ) from None
     except RolloutFailed as error:
         raise StepFailed(error.message, error.hint, rolled_back=error.rolled_back) from None
     except EnvResolutionError as error:
@@ -287,7 +317,7 @@ def _spec(action: Action, context: StepContext, pid: str) -> WorkloadSpec:
 def _workload(action: Action, context: StepContext) -> str:
     pid = action.plugin or action.address.split(".")[1]
     provider = context.require_provider(action)
-    routes = StoreRouteRegistry(context.pool, pid)
+    routes = StoreRouteRegistry(context, pid)
     try:
         if action.step == "delete":
             provider.remove(pid, routes)
@@ -312,8 +342,8 @@ def _workload(action: Action, context: StepContext) -> str:
             _refresh_endpoints(context, provider, pid)
         return detail
     except ProviderError as error:
-        if isinstance(error, RolloutFailed) or error.transient:
-            raise  # RolloutFailed: run_step reports it; transient: the engine retries
+        if isinstance(error, RolloutFailed | Cancelled) or error.transient:
+            raise  # RolloutFailed, Cancelled: run_step reports it; transient: the engine retries
         raise StepFailed(error.message, error.hint) from None
 
 
@@ -332,6 +362,8 @@ def _create_workload(
         provider.ensure_image(spec.image)
         provider.deploy(spec, routes)
     except ProviderError as error:
+        if isinstance(error, Cancelled):
+            raise
         if error.transient and not isinstance(error, RolloutFailed):
             raise  # the engine retries it; deploy picks up what the first attempt created
         _record_failed_install(context, spec.plugin_id, error.message)
@@ -590,6 +622,7 @@ def _migrations(action: Action, context: StepContext) -> str:
         lock_timeout_ms=context.lock_timeout_ms,
         statement_timeout_ms=context.statement_timeout_ms,
         application_name=STEP_APPLICATION_NAME,
+        epoch=context.pool.epoch,
     )
     result = report.results[0]
     if result.failure is not None:

@@ -48,6 +48,7 @@ def containers_of(client: docker.DockerClient, scope: str, plugin: str) -> list[
     return client.containers.list(
         all=True,
         filters={"label": [f"{SCOPE_LABEL}={scope}", f"io.plexica.plugin={plugin}"]},
+        ignore_removed=True,  # removed between the listing and its inspection: gone
     )
 
 
@@ -75,9 +76,13 @@ class EchoPlatform:
         topics: dict[str, Any] | None = None,
         purge: bool = False,
         tenants: Sequence[str] = ("acme",),
+        timeout_seconds: float = 5,
+        env: dict[str, Any] | None = None,
     ) -> str:
         """Write the desired state; `publishes`/`topics` give echo events and per-event
-        topic settings (the platform default is 1 partition, retention 1 day)."""
+        topic settings (the platform default is 1 partition, retention 1 day);
+        `timeout_seconds` is the rollout's readiness timeout; `env` echo's env (references
+        like `{"fromEnv": "NAME"}`)."""
         image = image or f"{ECHO_IMAGE}:{version}"
         bindings = "{echo: {enabled: true}}" if state == "active" else "{}"
         files = {
@@ -92,7 +97,7 @@ class EchoPlatform:
                     strategy: rolling
                     readyProbes: 2
                     probeIntervalSeconds: 0.2
-                    timeoutSeconds: 5
+                    timeoutSeconds: {timeout_seconds:g}
                     gracePeriodSeconds: 1
                   events:
                     defaults: {{partitions: 1, config: {{retention.ms: "86400000"}}}}
@@ -106,6 +111,7 @@ class EchoPlatform:
                   replicas: {replicas}
                   purgeDataOnUninstall: {json.dumps(purge)}
                   topics: {json.dumps(topics or {})}
+                  env: {json.dumps(env or {})}
                   manifest:
                     id: echo
                     name: Echo

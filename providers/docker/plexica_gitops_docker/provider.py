@@ -55,6 +55,7 @@ from plexica_gitops.live import LiveResources, LiveWorkload
 from plexica_gitops.model import RolloutStrategy
 from plexica_gitops.provider import (
     MANAGED_BY,
+    Cancelled,
     Endpoint,
     ImagePullError,
     Provider,
@@ -216,6 +217,7 @@ class DockerProvider(Provider):
         self._network_ready = False
         self._network: str | None = self.settings.network
         self._network_lock = threading.Lock()  # apply runs steps of several plugins at once
+        self._cancelled = threading.Event()  # see cancel_on()
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> DockerProvider:
@@ -369,6 +371,18 @@ class DockerProvider(Provider):
             return [r.endpoint for r in running if r.endpoint is not None]
         answers = self._probe_now(running)
         return [r.endpoint for r in running if _ok(answers, r) and r.endpoint is not None]
+
+    def cancel_on(self, cancelled: threading.Event) -> None:
+        """Checked before every container is created or started, and by every wait for
+        readiness: the replicas being waited for never served, so they are removed."""
+        self._cancelled = cancelled
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise Cancelled(
+                "the runtime work was cancelled: this apply lost its lock",
+                "nothing more is started; the next apply continues from what runs",
+            )
 
     def close(self) -> None:
         if self._docker is not None:
@@ -571,6 +585,7 @@ class DockerProvider(Provider):
         return created
 
     def _create(self, spec: WorkloadSpec, generation: str, index: int) -> _Replica:
+        self._check_cancelled()
         name = f"plexica-{spec.plugin_id}-{generation}-{index}"
         labels = {**_spec_labels(spec), LABEL_SCOPE: self.settings.scope}
         labels.update({LABEL_GENERATION: generation, LABEL_REPLICA: str(index)})
@@ -625,6 +640,7 @@ class DockerProvider(Provider):
         return limits
 
     def _start(self, replica: _Replica) -> _Replica:
+        self._check_cancelled()
         with self._engine_errors(f"starting container {replica.name}"):
             replica.container.start()
             replica.container.reload()
@@ -658,15 +674,21 @@ class DockerProvider(Provider):
     def _await_ready(
         self, replicas: Sequence[_Replica], spec: WorkloadSpec
     ) -> dict[str, ProbeResult]:
-        """Wait for every replica at once; each gets the full rollout timeout."""
+        """Wait for every replica at once; each gets the full rollout timeout. Cancelled
+        meanwhile: they never served (nobody registers a replica before it is ready), so
+        they are removed, and Cancelled raised."""
 
         def wait(replica: _Replica) -> ProbeResult:
             url = replica.readiness_url
             if url is None:
                 return ProbeResult(False, "the container has no published port")
-            return wait_ready(url, spec.rollout)
+            return wait_ready(url, spec.rollout, cancelled=self._cancelled)
 
-        return dict(zip((r.name for r in replicas), _parallel(wait, replicas), strict=True))
+        results = dict(zip((r.name for r in replicas), _parallel(wait, replicas), strict=True))
+        if self._cancelled.is_set():
+            self._discard_quietly(replicas, None)
+            self._check_cancelled()
+        return results
 
     def _probe_now(self, replicas: Sequence[_Replica]) -> dict[str, ProbeResult]:
         timeout = self.settings.probe_timeout_seconds
