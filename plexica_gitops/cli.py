@@ -33,6 +33,7 @@ from plexica_gitops.planfile import (
     PlanFileError,
     StalePlanError,
     check_current,
+    check_justified,
     load_plan,
     save_plan,
 )
@@ -41,7 +42,7 @@ from plexica_gitops.progress import JsonReporter, LineReporter, LiveReporter
 from plexica_gitops.provider import Provider, ProviderError, load_provider
 from plexica_gitops.render_json import render_json
 from plexica_gitops.render_markdown import render_markdown
-from plexica_gitops.render_text import print_plan
+from plexica_gitops.render_text import NO_CHANGES, print_plan
 from plexica_gitops.schema import write_schemas
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connect
@@ -441,21 +442,44 @@ def _stop_on_signals() -> threading.Event:
 def _plan_for_apply(
     source: Path, desired: DesiredState, live: LiveState, output_format: LogFormat
 ) -> Plan:
-    """The saved plan when `source` is a plan file (refused when stale or altered), else a
-    fresh plan of the desired state."""
+    """The saved plan when `source` is a plan file — refused when altered, stale, or not
+    exactly what planning its desired revision against the live platform gives — else a
+    fresh plan of the desired state (shown, unless the log is JSON)."""
     if source.is_file():
         try:
             saved = load_plan(source)
             check_current(saved, desired.revision, live.fingerprint())
+            check_justified(saved, _fresh_plan(desired, live, saved.targets))
         except PlanFileError as exc:
             raise _fail(str(exc), "Make a new plan with `plexica-gitops plan --out`.") from None
         except StalePlanError as exc:
             raise _fail(str(exc), "Nothing was applied.") from None
         return saved
-    fresh = build_plan(desired, live)
+    fresh = _fresh_plan(desired, live, [])
     if output_format is not LogFormat.JSON:
         print_plan(fresh, _stdout())
     return fresh
+
+
+def _fresh_plan(desired: DesiredState, live: LiveState, targets: list[str]) -> Plan:
+    """What `plan` gives for this desired state, live state and targets."""
+    try:
+        plan = build_plan(desired, live)
+    except PlanCycleError as exc:  # a planner bug, never a user mistake
+        raise _fail(f"internal planner error: {exc}", "Please report it with the inputs.") from None
+    if targets:
+        kept = select_targets(plan.actions, targets)
+        plan.actions = order({a.id: (a, a.depends_on) for a in kept})
+        plan.targets = list(targets)
+    return plan
+
+
+def _say_no_changes(log_format: LogFormat, shown: bool) -> None:
+    """Once: the plan shown above already said it."""
+    if log_format is LogFormat.JSON:
+        JsonReporter(sys.stdout).no_changes()
+    elif not shown:
+        typer.echo(NO_CHANGES)
 
 
 @app.command()
@@ -515,7 +539,7 @@ def apply(
             if plan.has_errors:
                 raise _fail("the plan has errors: nothing was applied", "Fix them in git.")
             if not plan.has_changes:
-                typer.echo("No changes. The platform matches the desired state.")
+                _say_no_changes(log_format, shown=not source.is_file())
                 raise typer.Exit(0)
             _confirm(auto_approve)
             lock.verify()  # the prompt may have taken long: is the lock still ours?

@@ -22,7 +22,13 @@ from plexica_gitops.actions import Action
 from plexica_gitops.desired import DesiredState, PluginEntry
 from plexica_gitops.events import BrokerError, EventBroker
 from plexica_gitops.live import LifecycleStatus
-from plexica_gitops.planner import consumer_group, manifest_hash, topic_settings
+from plexica_gitops.planner import (
+    DEPLOYED,
+    TARGET_STATUS,
+    consumer_group,
+    manifest_hash,
+    topic_settings,
+)
 from plexica_gitops.provider import (
     Cancelled,
     Endpoint,
@@ -247,6 +253,8 @@ def _lifecycle(action: Action, context: StepContext) -> str:
         return _register(context, pid)
     start = S(action.before["status"]) if action.before else None
     assert start is not None, f"{action.id} has no starting status"
+    if action.step in ("uninstall", "deregister"):
+        _require_leaving(action, context, pid)
     _move(context, pid, start, target)
     if action.step == "install":
         _pull_or_fail_install(context, action, pid)
@@ -320,6 +328,7 @@ def _workload(action: Action, context: StepContext) -> str:
     routes = StoreRouteRegistry(context, pid)
     try:
         if action.step == "delete":
+            _require_uninstalled(action, context, pid)
             provider.remove(pid, routes)
             return "containers removed"
         if action.step == "stop":
@@ -387,6 +396,7 @@ def _permissions(action: Action, context: StepContext) -> str:
     pid = action.plugin or action.address.split(".")[1]
     with context.pool.connection() as conn:
         if action.step == "delete":
+            _require_uninstalled(action, context, pid, conn)
             count = catalog.deregister_permissions(conn, pid)
             return f"{count} permissions deregistered"
         manifest = context.plugin_entry(pid).manifest
@@ -476,7 +486,9 @@ def _purge(action: Action, context: StepContext) -> str:
     pid = action.plugin or action.address.split(".")[1]
     prefix = _table_prefix(pid)
     dropped = 0
+    _require_purge(action, context, pid)
     with context.pool.connection() as conn:
+        _require_uninstalled(action, context, pid, conn)
         others = [
             _table_prefix(row[0])
             for row in conn.execute("SELECT id FROM plexica.plugins WHERE id <> %s", (pid,))
@@ -512,6 +524,82 @@ def _table_prefix(plugin_id: str) -> str:
     return plugin_id.replace("-", "_") + "_"
 
 
+# --- destructive steps: their preconditions, checked when they run --------------------------
+# A plan is checked against a fresh plan before it applies (planfile.check_justified); these
+# checks hold whatever the plan says, at the moment the step runs.
+
+_UNINSTALLED = frozenset({S.UNINSTALLING, S.UNINSTALLED})
+
+
+def _refuse(action: Action, why: str) -> StepFailed:
+    return StepFailed(
+        f"refusing {action.id}: {why}; nothing was changed",
+        "a step that destroys something runs only while git and the platform still ask for "
+        "it: run plan again and review it",
+    )
+
+
+def _require_leaving(action: Action, context: StepContext, pid: str) -> None:
+    """Uninstall only a plugin git wants gone: absent (or only registered), or not in git
+    with platform.prune."""
+    entry = context.desired.plugins.get(pid)
+    if entry is None:
+        platform = context.desired.platform
+        if platform is None or not platform.document.spec.prune:
+            raise _refuse(action, f"plugin {pid!r} is not in git and platform.prune is not true")
+        return
+    state = entry.document.spec.state
+    if TARGET_STATUS[state] in DEPLOYED:
+        raise _refuse(action, f"git wants plugin {pid!r} {state.value}")
+
+
+def _require_uninstalled(
+    action: Action,
+    context: StepContext,
+    pid: str,
+    conn: psycopg.Connection[Any] | None = None,
+) -> None:
+    """A plugin's workload, permissions and data go only once it is being uninstalled."""
+    with contextlib.ExitStack() as stack:
+        if conn is None:
+            conn = stack.enter_context(context.pool.connection())
+        status = catalog.plugin_status(conn, pid)
+    if status not in _UNINSTALLED:
+        found = status.value if status else "not registered"
+        raise _refuse(action, f"plugin {pid!r} is {found}, not UNINSTALLING or UNINSTALLED")
+
+
+def _require_purge(action: Action, context: StepContext, pid: str) -> None:
+    entry = context.desired.plugins.get(pid)
+    if entry is None or not entry.document.spec.purge_data_on_uninstall:
+        raise _refuse(action, f"git does not set purgeDataOnUninstall: true for plugin {pid!r}")
+
+
+def _require_topic_purge(action: Action, context: StepContext, name: str) -> None:
+    """Delete only a topic this reconciler created for a plugin that git uninstalls with
+    purgeDataOnUninstall."""
+    with context.pool.connection() as conn:
+        owner = catalog.topic_owners(conn).get(name)
+        status = catalog.plugin_status(conn, owner) if owner else None
+    if owner is None or owner != action.plugin:
+        raise _refuse(action, f"plexica-gitops did not create topic {name!r} for {action.plugin}")
+    _require_purge(action, context, owner)
+    if status is not None and (status in DEPLOYED or status is S.INSTALLING):
+        raise _refuse(action, f"its plugin {owner!r} is {status.value}")
+
+
+def _require_tenant_deletion(action: Action, context: StepContext, slug: str) -> None:
+    tenant = context.desired.tenants.get(slug)
+    if tenant is None:
+        platform = context.desired.platform
+        if platform is None or not platform.document.spec.prune:
+            raise _refuse(action, f"tenant {slug!r} is not in git and platform.prune is not true")
+        return
+    status = tenant.document.spec.status.value
+    if status != "deleted":
+        raise _refuse(action, f"git wants tenant {slug!r} {status}")
+
+
 # --- topics -------------------------------------------------------------------------------
 
 
@@ -526,6 +614,7 @@ def _topic(action: Action, context: StepContext) -> str:
     name = action.address[len("topic.") :]
     try:
         if action.step == "delete":
+            _require_topic_purge(action, context, name)
             context.broker.delete_topic(name)
             with context.pool.connection() as conn:
                 catalog.forget_topic(conn, name)
@@ -584,6 +673,8 @@ def _tenant(action: Action, context: StepContext) -> str:
                 if row != (spec.id, spec.schema_name):
                     raise
         return f"schema {spec.schema_name} created"
+    if action.step == "delete":
+        _require_tenant_deletion(action, context, slug)
     tenant_id = context.tenant_id(slug)  # before taking a connection: the pool is bounded
     with context.pool.connection() as conn:
         catalog.set_tenant_status(conn, tenant_id, after["status"])
