@@ -9,6 +9,7 @@ journal and raises `StepFailed` (with what to do) when the step did not happen."
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +39,7 @@ from plexica_gitops.provider import (
     RolloutFailed,
     WorkloadSpec,
 )
+from plexica_gitops.sensitive import mask
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import StoreError, connect
 from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations
@@ -171,25 +173,85 @@ class StepContext:
 
 class StoreRouteRegistry:
     """Endpoints go into the service registry only while the plugin has routes (it is
-    ACTIVE); before that a rollout has nobody to announce its replicas to."""
+    ACTIVE); before that a rollout has nobody to announce its replicas to.
+
+    Compare-and-set, without ever breaking a rollout off half-way (that would leave two
+    versions running): the plan does not carry endpoint URLs, so what the step expects is
+    the registry it found when it started, with its own writes applied. During the rollout
+    a write touches only the rows of the step's own replicas, and one that finds another
+    writer's change records the conflict; at the end of the step (`sync`, `finish`) a
+    registry that is not the expected one is a ConflictError, and nothing is synced."""
 
     def __init__(self, context: StepContext, plugin_id: str) -> None:
         self.context = context
         self.pool = context.pool
         self.plugin_id = plugin_id
+        self._mutex = threading.Lock()  # a rollout retires old replicas in the background
+        self.conflicts: list[catalog.ConflictError] = []
+        with self.pool.connection() as conn:
+            self.expected = {e.endpoint for e in catalog.endpoints(conn, plugin_id)}
 
     def register(self, endpoint: Endpoint) -> None:
         self.context.check_lock()
-        with self.pool.connection() as conn:
-            if _routed(conn, self.plugin_id):
-                catalog.add_endpoint(
-                    conn, self.plugin_id, endpoint.url, endpoint.instance, endpoint.version
-                )
+        url = endpoint.url
+        with self._mutex, self.pool.connection() as conn:
+            if not _routed(conn, self.plugin_id):
+                return
+            if url in self.expected:  # a row this step knows: its to overwrite
+                catalog.add_endpoint(conn, self.plugin_id, url, endpoint.instance, endpoint.version)
+            elif not catalog.add_own_endpoint(
+                conn, self.plugin_id, url, endpoint.instance, endpoint.version
+            ):
+                self._conflict(f"{url} free", f"{url} registered by another writer")
+                return
+            self.expected.add(url)
 
     def deregister(self, endpoint: Endpoint) -> None:
         self.context.check_lock()
-        with self.pool.connection() as conn:
-            catalog.remove_endpoint(conn, self.plugin_id, endpoint.url)
+        url = endpoint.url
+        with self._mutex, self.pool.connection() as conn:
+            if url in self.expected:
+                if not catalog.remove_endpoint(conn, self.plugin_id, url):
+                    self._conflict(f"{url} registered", f"{url} removed by another writer")
+                self.expected.discard(url)
+            elif any(e.endpoint == url for e in catalog.endpoints(conn, self.plugin_id)):
+                self._conflict(f"{url} not registered", f"{url} registered by another writer")
+
+    def sync(self, ready: list[Endpoint], running: set[str]) -> None:
+        """The registry lists exactly the live replicas (see `_sync_endpoints`) — if it is
+        still the expected one."""
+        self.context.check_lock()
+        with self._mutex, self.pool.connection() as conn, conn.transaction():
+            found = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT endpoint FROM plexica.route_endpoints WHERE plugin_id = %s FOR UPDATE",
+                    (self.plugin_id,),
+                )
+            }
+            extra, missing = found - self.expected, self.expected - found
+            if extra or missing:
+                differences = [f"also {_endpoints(extra)}"] if extra else []
+                differences += [f"without {_endpoints(missing)}"] if missing else []
+                self._conflict("the endpoints of this rollout", " and ".join(differences))
+            self.finish()
+            _sync_endpoints(conn, self.plugin_id, ready, running)
+        self.expected = {e.url for e in ready} | (found & running)
+
+    def finish(self) -> None:
+        """The first conflict the step met, if any."""
+        if self.conflicts:
+            raise self.conflicts[0]
+
+    def _conflict(self, expected: str, found: str) -> None:
+        address = f"plugin.{self.plugin_id}.routes"
+        self.conflicts.append(catalog.ConflictError(address, expected, found))
+
+
+def _endpoints(urls: set[str]) -> str:
+    shown = sorted(urls)
+    more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+    return ", ".join(shown[:3]) + more
 
 
 Executor = Callable[[Action, StepContext], str]
@@ -310,8 +372,12 @@ def _catalog_update(action: Action, context: StepContext) -> str:
     pid = action.plugin or action.address.split(".")[1]
     entry = context.plugin_entry(pid)
     manifest = entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+    before = action.before or {}
+    expected = (before["version"], before["manifest_hash"]) if "manifest_hash" in before else None
     with context.pool.connection() as conn:
-        catalog.update_plugin(conn, pid, entry.manifest.version, manifest, manifest_hash(entry))
+        catalog.update_plugin(
+            conn, pid, entry.manifest.version, manifest, manifest_hash(entry), expected=expected
+        )
     return f"catalog records {pid} {entry.manifest.version}"
 
 
@@ -330,9 +396,11 @@ def _workload(action: Action, context: StepContext) -> str:
         if action.step == "delete":
             _require_uninstalled(action, context, pid)
             provider.remove(pid, routes)
+            routes.finish()
             return "containers removed"
         if action.step == "stop":
             provider.stop(pid, routes, _grace_period(context, pid))
+            routes.finish()
             return "stopped (containers kept)"
         spec = _spec(action, context, pid)
         if action.step == "create":
@@ -348,7 +416,8 @@ def _workload(action: Action, context: StepContext) -> str:
             provider.start(spec, routes)
             detail = f"{spec.replicas} replicas running and ready"
         if spec.running:
-            _refresh_endpoints(context, provider, pid)
+            _refresh_endpoints(context, provider, pid, routes)
+        routes.finish()
         return detail
     except ProviderError as error:
         if isinstance(error, RolloutFailed | Cancelled) or error.transient:
@@ -419,14 +488,21 @@ def _routes(action: Action, context: StepContext) -> str:
             f"plugin {pid!r} has no ready replica to route traffic to",
             "check the workload (`plexica-gitops plan` shows its ready replicas), then apply again",
         )
+    base_path = manifest.api.base_path.rstrip("/")
+    want = {
+        "base_path": base_path,
+        "frontend_prefix": frontend.route_prefix.rstrip("/") if frontend else None,
+        "remote_entry": frontend.remote_entry if frontend else None,
+    }
     with context.pool.connection() as conn, conn.transaction():
-        catalog.register_routes(
-            conn,
-            pid,
-            manifest.api.base_path.rstrip("/"),
-            frontend.route_prefix.rstrip("/") if frontend else None,
-            frontend.remote_entry if frontend else None,
-        )
+        row = conn.execute(
+            "SELECT backend_prefix, frontend_prefix, remote_entry FROM plexica.routes"
+            " WHERE plugin_id = %s FOR UPDATE",
+            (pid,),
+        ).fetchone()
+        found = dict(zip(want, row, strict=True)) if row else None
+        _expect(action, action.before, found, want)
+        catalog.register_routes(conn, pid, base_path, want["frontend_prefix"], want["remote_entry"])
         _sync_endpoints(conn, pid, ready, running)
     return f"routes registered with {len(ready)} ready endpoints"
 
@@ -468,14 +544,15 @@ def _live_endpoints(provider: Provider, pid: str) -> tuple[list[Endpoint], set[s
     return ready, running | {e.url for e in ready}
 
 
-def _refresh_endpoints(context: StepContext, provider: Provider, pid: str) -> None:
+def _refresh_endpoints(
+    context: StepContext, provider: Provider, pid: str, routes: StoreRouteRegistry
+) -> None:
     """After a workload step, the registry of a routed plugin lists its live replicas."""
     with context.pool.connection() as conn:
         if not _routed(conn, pid):
             return
     ready, running = _live_endpoints(provider, pid)
-    with context.pool.connection() as conn, conn.transaction():
-        _sync_endpoints(conn, pid, ready, running)
+    routes.sync(ready, running)
 
 
 def _purge(action: Action, context: StepContext) -> str:
@@ -682,21 +759,58 @@ def _tenant(action: Action, context: StepContext) -> str:
 
 
 def _binding(action: Action, context: StepContext) -> str:
+    """Compare-and-set against the binding the plan observed (`before`, masked as the plan
+    shows it): one changed by another writer meanwhile is a ConflictError."""
     slug = action.tenant or action.address.split(".")[1]
     pid = action.plugin or action.address.split(".")[3]
     tenant_id = context.tenant_id(slug)
     tenant = context.desired.tenants.get(slug)
     binding = tenant.document.spec.plugins.get(pid) if tenant else None
-    with context.pool.connection() as conn:
+    with context.pool.connection() as conn, conn.transaction():
+        current = catalog.binding_for_update(conn, tenant_id, pid)
+        found = {"enabled": current[0], "configuration": current[1]} if current else None
         if binding is None:  # not declared in git: only ever disabled, configuration kept
+            kept = found["configuration"] if found else {}
+            _expect(action, action.before, found, {"enabled": False, "configuration": kept})
             conn.execute(
                 "UPDATE plexica.tenant_plugins SET enabled = false, updated_at = now()"
                 " WHERE tenant_id = %s AND plugin_id = %s",
                 (tenant_id, pid),
             )
             return "disabled"
+        want = {"enabled": binding.enabled, "configuration": binding.configuration}
+        _expect(action, action.before, found, want)
         catalog.upsert_tenant_plugin(conn, tenant_id, pid, binding.enabled, binding.configuration)
     return "enabled" if binding.enabled else "disabled"
+
+
+def _expect(
+    action: Action,
+    expected: dict[str, Any] | None,
+    found: dict[str, Any] | None,
+    want: dict[str, Any],
+) -> None:
+    """Compare-and-set: the store must still hold what the plan observed (`expected`, whose
+    values may be masked: compared masked, field by field) — or already what the step
+    writes (a retry after a lost reply, or another writer that did the same)."""
+    if found == want:
+        return
+    if expected is None:
+        if found is None:
+            return
+    elif found is not None:
+        seen = mask(found)
+        if all(seen.get(key) == value for key, value in expected.items()):
+            return
+    raise catalog.ConflictError(action.address, _shown(expected), _shown(found))
+
+
+def _shown(value: dict[str, Any] | None) -> str:
+    """For a conflict message: masked, and short."""
+    if value is None:
+        return "nothing"
+    text = json.dumps(mask(value), sort_keys=True, default=str)
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def _migrations(action: Action, context: StepContext) -> str:
