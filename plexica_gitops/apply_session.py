@@ -113,9 +113,11 @@ def run_apply(
     environ: Mapping[str, str] | None = None,
     broker: EventBroker | None = None,
     lease: ApplyLock | None = None,
+    digest_key: bytes | None = None,
 ) -> tuple[int, ApplyReport]:
     """Journal an apply of `plan` and carry it out, fenced by `lease` (the held apply
-    lock: every write carries its epoch, and nothing starts once it is lost); (apply id,
+    lock: every write carries its epoch, and nothing starts once it is lost), labelling
+    replicas with the digest of their env values under `digest_key`; (apply id,
     report)."""
     epoch = lease.epoch if lease is not None else None
     conn = connect(database_url, application_name=JOURNAL_APPLICATION_NAME, epoch=epoch)
@@ -133,7 +135,13 @@ def run_apply(
             lease.attach_apply(recorder.apply_id)
         pool = ConnectionPool(database_url, parallelism, epoch=epoch)
         context = StepContext(
-            desired, pool, provider, os.environ if environ is None else environ, broker
+            desired,
+            pool,
+            provider,
+            os.environ if environ is None else environ,
+            broker,
+            digest_key=digest_key,
+            replace_id=f"apply-{recorder.apply_id}",
         )
         if lease is not None:
             context.lost = lease.lost

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import pydantic
 import typer
 from rich.console import Console
@@ -25,6 +26,7 @@ from plexica_gitops.apply import Reporter
 from plexica_gitops.apply_session import run_apply
 from plexica_gitops.desired import DesiredState
 from plexica_gitops.events import BrokerError, BrokerSettings, EventBroker
+from plexica_gitops.findings import Finding
 from plexica_gitops.graph import PlanCycleError, order, select_targets, to_dot, to_mermaid
 from plexica_gitops.live import LiveState
 from plexica_gitops.loader import ROOT_MISSING
@@ -52,6 +54,7 @@ from plexica_gitops.store.journal import mark_interrupted
 from plexica_gitops.store.lock import ApplyLock, LeaseHolder, apply_lock
 from plexica_gitops.store.schema import check_store, init_store, store_version
 from plexica_gitops.validate import validate_directory
+from plexica_gitops.workload import secret_rotations
 
 app = typer.Typer(
     name="plexica-gitops",
@@ -275,16 +278,39 @@ def _make_plan(
             "Use an address such as plugin.crm, plugin.crm.workload, tenant.acme or "
             "tenant.acme.plugin.crm (see `plan --format json` for every address).",
         )
+    rotations, unsure = _secret_rotations(result.desired, live, live_source, database_url)
     try:
-        plan = build_plan(result.desired, live)
+        plan = build_plan(result.desired, live, rotations)
     except PlanCycleError as exc:  # a planner bug, never a user mistake
         raise _fail(f"internal planner error: {exc}", "Please report it with the inputs.") from None
-    plan.warnings = [*warnings, *plan.warnings]
+    plan.warnings = [*warnings, *unsure, *plan.warnings]
     if targets:
         kept = select_targets(plan.actions, targets)
         plan.actions = order({a.id: (a, a.depends_on) for a in kept})
         plan.targets = list(targets)
     return plan
+
+
+def _secret_rotations(
+    desired: DesiredState, live: LiveState, live_source: str | None, database_url: str | None
+) -> tuple[dict[str, str], list[Finding]]:
+    """The workloads to replace because a secret changed, and the warnings (PGP206) for the
+    ones whose values could not be compared. The key is the store's: a plan of a
+    --live-state snapshot has none."""
+    if live_source is not None:
+        key, why = None, "no store was read: the live state came from --live-state"
+    else:
+        key, why = _digest_key(store_database_url(database_url))
+    return secret_rotations(desired, live, key, os.environ, no_key=why)
+
+
+def _digest_key(url: str) -> tuple[bytes | None, str]:
+    try:
+        with connect(url) as conn:
+            key = catalog.env_digest_key(conn)
+    except (StoreError, psycopg.Error) as exc:
+        return None, f"the store's digest key could not be read: {exc}".split("\n")[0]
+    return key, "" if key else "this database role may not read the store's digest key"
 
 
 def _usage(message: str, hint: str) -> typer.Exit:
@@ -440,31 +466,71 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _plan_for_apply(
-    source: Path, desired: DesiredState, live: LiveState, output_format: LogFormat
+    source: Path,
+    desired: DesiredState,
+    live: LiveState,
+    output_format: LogFormat,
+    key: bytes | None,
+    forced: dict[str, str],
 ) -> Plan:
     """The saved plan when `source` is a plan file — refused when altered, stale, or not
     exactly what planning its desired revision against the live platform gives — else a
-    fresh plan of the desired state (shown, unless the log is JSON)."""
+    fresh plan of the desired state (shown, unless the log is JSON). Both replace the
+    workloads whose secrets changed since their replicas started, and the `forced` ones."""
+    rotations, unsure = secret_rotations(
+        desired, live, key, os.environ, no_key="this database role may not read the digest key"
+    )
+    replace = {**rotations, **forced}
     if source.is_file():
         try:
             saved = load_plan(source)
             check_current(saved, desired.revision, live.fingerprint())
-            check_justified(saved, _fresh_plan(desired, live, saved.targets))
+            check_justified(saved, _fresh_plan(desired, live, saved.targets, replace))
         except PlanFileError as exc:
             raise _fail(str(exc), "Make a new plan with `plexica-gitops plan --out`.") from None
         except StalePlanError as exc:
             raise _fail(str(exc), "Nothing was applied.") from None
         return saved
-    fresh = _fresh_plan(desired, live, [])
+    fresh = _fresh_plan(desired, live, [], replace)
+    fresh.warnings = [*unsure, *fresh.warnings]
+    for pid in sorted(forced):
+        if not any(a.address == f"plugin.{pid}.workload" for a in fresh.actions):
+            raise _usage(
+                f"--replace plugin.{pid}.workload: there is no workload to replace (git wants "
+                f"plugin {pid!r} {desired.plugins[pid].document.spec.state.value})",
+                "Name the workload of a plugin that git wants installed, active or disabled.",
+            )
     if output_format is not LogFormat.JSON:
         print_plan(fresh, _stdout())
     return fresh
 
 
-def _fresh_plan(desired: DesiredState, live: LiveState, targets: list[str]) -> Plan:
-    """What `plan` gives for this desired state, live state and targets."""
+def _forced_replacements(addresses: list[str], desired: DesiredState) -> dict[str, str]:
+    """`--replace` addresses as planner input (plugin id -> why); a usage error for any
+    address that is not the workload of a plugin in git."""
+    forced: dict[str, str] = {}
+    for address in addresses:
+        parts = address.split(".")
+        if len(parts) != 3 or parts[0] != "plugin" or parts[2] != "workload":
+            raise _usage(
+                f"--replace {address}: not a workload address",
+                "Name a plugin's workload, e.g. --replace plugin.crm.workload.",
+            )
+        if parts[1] not in desired.plugins:
+            raise _usage(
+                f"--replace {address}: git has no plugin {parts[1]!r}",
+                "Name the workload of a plugin in the desired state.",
+            )
+        forced[parts[1]] = "replacement requested with --replace"
+    return forced
+
+
+def _fresh_plan(
+    desired: DesiredState, live: LiveState, targets: list[str], replace: dict[str, str]
+) -> Plan:
+    """What `plan` gives for this desired state, live state, targets and replacements."""
     try:
-        plan = build_plan(desired, live)
+        plan = build_plan(desired, live, replace)
     except PlanCycleError as exc:  # a planner bug, never a user mistake
         raise _fail(f"internal planner error: {exc}", "Please report it with the inputs.") from None
     if targets:
@@ -506,6 +572,15 @@ def apply(
         LogFormat, typer.Option("--log-format", help="auto (live on a terminal), text or json.")
     ] = LogFormat.AUTO,
     database_url: DatabaseUrlOption = None,
+    replace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--replace",
+            "-replace",
+            help="Replace this workload (e.g. plugin.crm.workload), health-gated, even if "
+            "unchanged. Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Carry out a plan: walk its graph, journal each step, roll back failed updates.
 
@@ -518,13 +593,20 @@ def apply(
             f"{source} does not exist",
             "Name a plan file written by `plan --out`, or a desired-state directory.",
         )
+    if replace and source.is_file():
+        raise _usage(
+            "--replace changes what is planned: it cannot be added to a saved plan",
+            "Apply the desired-state directory with --replace, and review the plan it shows.",
+        )
     directory = source if source.is_dir() else desired_state
     desired = _load_desired(directory)
+    forced = _forced_replacements(replace or [], desired)
     url = _database_url(database_url)
     host, pid = socket.gethostname(), os.getpid()
     try:
         with connect(url) as conn:
             check_store(conn)
+            key = catalog.env_digest_key(conn)
         with (
             _platform_clients(desired, required=True) as (provider, broker),
             apply_lock(
@@ -535,7 +617,7 @@ def apply(
             with connect(url, epoch=lock.epoch) as conn:
                 mark_interrupted(conn)
             live = _observe(url, provider, broker, strict=True)
-            plan = _plan_for_apply(source, desired, live, log_format)
+            plan = _plan_for_apply(source, desired, live, log_format, key, forced)
             if plan.has_errors:
                 raise _fail("the plan has errors: nothing was applied", "Fix them in git.")
             if not plan.has_changes:
@@ -553,6 +635,7 @@ def apply(
                 stop=_stop_on_signals(),
                 broker=broker,
                 lease=lock,
+                digest_key=key,
             )
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None

@@ -11,7 +11,7 @@ assigns waves.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -198,9 +198,12 @@ class _Step:
 
 
 class Planner:
-    def __init__(self, desired: DesiredState, live: LiveState) -> None:
+    def __init__(
+        self, desired: DesiredState, live: LiveState, replace: Mapping[str, str] | None = None
+    ) -> None:
         self.desired = desired
         self.live = live
+        self.replace = dict(replace or {})  # plugin -> why its workload must be replaced
         self.steps: dict[str, _Step] = {}
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
@@ -510,15 +513,17 @@ class Planner:
                 [install_hook, *migrations],
             )
         changed = _workload_changes(current, want)
-        if not changed:
+        forced = self.replace.get(pid)  # a changed secret, or `apply --replace`
+        if not changed and not forced:
             return None
         before = _workload_view(current)
-        if changed & {"image", "version", "cpu", "memory", "env"}:
+        if forced or changed & {"image", "version", "cpu", "memory", "env"}:
             strategy = want["strategy"]
+            causes = [*sorted(changed), *([forced] if forced else [])]
             reason = (
                 f"update {current.version} → {want['version']}: {strategy} update"
                 if current.version != want["version"]
-                else f"reconfigure ({', '.join(sorted(changed))}): {strategy} restart"
+                else f"reconfigure ({', '.join(causes)}): {strategy} restart"
             )
             deps = [*migrations]
             deps += [f"plugin.{d}.workload:replace" for d in desired.dependencies]
@@ -529,7 +534,9 @@ class Planner:
                     address,
                     "replace",
                     ActionKind.REPLACE,
-                    self.reason(
+                    reason
+                    if forced
+                    else self.reason(
                         address, want, reason, "drift: the workload was changed outside git"
                     ),
                     before=before,
@@ -1392,8 +1399,12 @@ def _workload_step(
     )
 
 
-def build_plan(desired: DesiredState, live: LiveState) -> Plan:
-    return Planner(desired, live).plan()
+def build_plan(
+    desired: DesiredState, live: LiveState, replace: Mapping[str, str] | None = None
+) -> Plan:
+    """`replace`: plugin id -> why its running workload must be replaced although its spec
+    did not change (a secret value changed, `apply --replace`): the caller decides."""
+    return Planner(desired, live, replace).plan()
 
 
 def address_exists(address: str, desired: DesiredState, live: LiveState) -> bool:

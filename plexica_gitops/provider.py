@@ -7,8 +7,9 @@ finds it with `load_provider`. A factory takes the platform's runtime settings (
 beside `provider`) and returns a `Provider`.
 
 The contract, per method, is in the docstrings below. Two rules hold everywhere:
-- a workload is found by labels (plugin id, version, manifest hash, env hash, managed-by),
-  never by guessing names; what the provider did not create is never touched;
+- a workload is found by labels (plugin id, version, manifest hash, env hash, env-values
+  digest, managed-by), never by guessing names; what the provider did not create is never
+  touched;
 - resolved env values (`WorkloadSpec.env`) are handed to the runtime and nowhere else: not
   to logs, errors, labels or the plan.
 """
@@ -86,6 +87,12 @@ class WorkloadSpec:
     strategy: RolloutStrategy = RolloutStrategy.ROLLING
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     running: bool = True
+    # Keyed digest (HMAC-SHA256, the store's key) of the resolved env values: labelled, so a
+    # changed secret is seen without the value or an unkeyed hash of it ever leaving.
+    env_digest: str = ""
+    # Set for a replacement (`apply --replace`, a changed secret): replicas not labelled
+    # with it are replaced even when they match the spec otherwise.
+    replace_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,8 @@ class StepContext:
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 300000
     lost: threading.Event = field(default_factory=threading.Event)  # the apply lock's
+    digest_key: bytes | None = None  # labels replicas with the keyed digest of env values
+    replace_id: str = ""  # this apply's: replacements are forced with it (retries keep it)
     _tenant_ids: dict[str, str] = field(default_factory=dict)
 
     def check_lock(self) -> None:
@@ -382,9 +384,16 @@ def _catalog_update(action: Action, context: StepContext) -> str:
 
 
 def _spec(action: Action, context: StepContext, pid: str) -> WorkloadSpec:
+    """A replace step replaces every replica, even one that matches the spec (a changed
+    secret's, `apply --replace`): its replicas carry the apply's replace id."""
     running = bool(action.after.get("running", True)) if action.after else True
     return workload_spec(
-        context.plugin_entry(pid), context.desired, running=running, environ=context.environ
+        context.plugin_entry(pid),
+        context.desired,
+        running=running,
+        environ=context.environ,
+        digest_key=context.digest_key,
+        replace_id=context.replace_id if action.step == "replace" else "",
     )
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import threading
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ import psycopg
 from typer.testing import CliRunner
 
 from plexica_gitops.cli import app
+from plexica_gitops.store import catalog
 
 SCOPE_LABEL = "io.plexica.scope"
 FAST_ROLLOUT = """\
@@ -146,3 +149,31 @@ class EchoPlatform:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
         return str(self.root)
+
+
+class TrafficLoop(threading.Thread):
+    """A client that keeps requesting the plugin the way the gateway does: it reads the
+    registered endpoints from the service registry and sends each request to one of them."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn = dsn
+        self.stop = threading.Event()
+        self.requests = 0
+        self.failures: list[str] = []
+        self.versions: set[str] = set()
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                registered = catalog.endpoints(conn, "echo")
+                if not registered:
+                    self.failures.append("no endpoint registered")
+                    continue
+                endpoint = registered[self.requests % len(registered)].endpoint
+                self.requests += 1
+                try:
+                    with urllib.request.urlopen(endpoint + "/index.html", timeout=5) as answer:
+                        self.versions.add(json.loads(answer.read())["version"])
+                except Exception as error:
+                    self.failures.append(f"{endpoint}: {error}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -15,6 +14,7 @@ import psycopg
 import pytest
 from apply_support import (
     EchoPlatform,
+    TrafficLoop,
     containers_of,
     plugin_statuses,
     run_cli,
@@ -122,34 +122,6 @@ def test_fresh_install_of_the_example_platform(
 
 
 # --- one plugin, updated -----------------------------------------------------------------
-
-
-class TrafficLoop(threading.Thread):
-    """A client that keeps requesting the plugin the way the gateway does: it reads the
-    registered endpoints from the service registry and sends each request to one of them."""
-
-    def __init__(self, dsn: str) -> None:
-        super().__init__(daemon=True)
-        self.dsn = dsn
-        self.stop = threading.Event()
-        self.requests = 0
-        self.failures: list[str] = []
-        self.versions: set[str] = set()
-
-    def run(self) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            while not self.stop.is_set():
-                registered = catalog.endpoints(conn, "echo")
-                if not registered:
-                    self.failures.append("no endpoint registered")
-                    continue
-                endpoint = registered[self.requests % len(registered)].endpoint
-                self.requests += 1
-                try:
-                    with urllib.request.urlopen(endpoint + "/index.html", timeout=5) as answer:
-                        self.versions.add(json.loads(answer.read())["version"])
-                except Exception as error:
-                    self.failures.append(f"{endpoint}: {error}")
 
 
 def test_rolling_update_serves_every_request(

@@ -607,6 +607,17 @@ def record_migration(
 # --- the reconciler's bookkeeping ---------------------------------------------------------
 
 
+def env_digest_key(conn: Connection) -> bytes | None:
+    """The installation's key of the env-value digests (workload.env_digest); None when
+    this database role may not read it."""
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT key FROM plexica_gitops.env_digest_key").fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return bytes(row[0]) if row else None
+
+
 def record_last_applied(
     conn: Connection, address: str, fingerprint: str, apply_id: int | None
 ) -> None:

@@ -6,6 +6,8 @@ Each container carries what the reconciler needs to read it back without the spe
 
     io.plexica.managed-by=plexica-gitops   io.plexica.scope=<scope>
     io.plexica.plugin, .version, .image, .manifest-hash, .env-hash
+    io.plexica.env-digest                  keyed HMAC of the env values (never the values)
+    io.plexica.replace-id                  the replacement that made it (`apply --replace`)
     io.plexica.cpu, .memory                the desired quantities, as written in the manifest
     io.plexica.port, .readiness-path, .liveness-path, .generation, .replica
 
@@ -82,6 +84,9 @@ LABEL_VERSION = "io.plexica.version"
 LABEL_IMAGE = "io.plexica.image"
 LABEL_MANIFEST_HASH = "io.plexica.manifest-hash"
 LABEL_ENV_HASH = "io.plexica.env-hash"
+LABEL_ENV_DIGEST = "io.plexica.env-digest"
+LABEL_REPLACE_ID = "io.plexica.replace-id"
+MIXED = "mixed"  # observed env digest of replicas that run with different env values
 LABEL_CPU = "io.plexica.cpu"
 LABEL_MEMORY = "io.plexica.memory"
 LABEL_PORT = "io.plexica.port"
@@ -754,6 +759,7 @@ class DockerProvider(Provider):
             running=any(r.running for r in group),
             resources=LiveResources(cpu=cpu, memory=memory),
             env_hash=labels.get(LABEL_ENV_HASH, ""),
+            env_digest=_common(group, LABEL_ENV_DIGEST),
         )
 
     # --- the engine -------------------------------------------------------------------------
@@ -876,7 +882,17 @@ def _spec_labels(spec: WorkloadSpec) -> dict[str, str]:
         labels[LABEL_CPU] = spec.cpu
     if spec.memory is not None:
         labels[LABEL_MEMORY] = spec.memory
+    if spec.env_digest:
+        labels[LABEL_ENV_DIGEST] = spec.env_digest
+    if spec.replace_id:  # compared only while a replacement asks for it
+        labels[LABEL_REPLACE_ID] = spec.replace_id
     return labels
+
+
+def _common(group: list[_Replica], label: str) -> str:
+    """The label's value on every replica; MIXED when they differ (two keys at once)."""
+    values = {r.labels.get(label, "") for r in group}
+    return values.pop() if len(values) == 1 else MIXED
 
 
 def _reported_version(group: list[_Replica]) -> list[_Replica]:
