@@ -35,7 +35,8 @@ FENCED_TABLES = {
     " host, pid) VALUES ('r', 'p', 'h', 1)",
     "plexica_gitops.journal": "DELETE FROM plexica_gitops.journal",
     "plexica_gitops.last_applied": "DELETE FROM plexica_gitops.last_applied",
-    "plexica_gitops.topics": "INSERT INTO plexica_gitops.topics (name, plugin_id) VALUES ('t', 'p')",
+    "plexica_gitops.topics": "INSERT INTO plexica_gitops.topics (name, plugin_id)"
+    " VALUES ('t', 'p')",
 }
 
 
