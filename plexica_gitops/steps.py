@@ -630,13 +630,18 @@ def _require_leaving(action: Action, context: StepContext, pid: str) -> None:
     with platform.prune."""
     entry = context.desired.plugins.get(pid)
     if entry is None:
-        platform = context.desired.platform
-        if platform is None or not platform.document.spec.prune:
-            raise _refuse(action, f"plugin {pid!r} is not in git and platform.prune is not true")
+        _require_prune(action, context, f"plugin {pid!r}")
         return
     state = entry.document.spec.state
     if TARGET_STATUS[state] in DEPLOYED:
         raise _refuse(action, f"git wants plugin {pid!r} {state.value}")
+
+
+def _require_prune(action: Action, context: StepContext, what: str) -> None:
+    """What git does not declare goes only with platform.prune."""
+    platform = context.desired.platform
+    if platform is None or not platform.document.spec.prune:
+        raise _refuse(action, f"{what} is not in git and platform.prune is not true")
 
 
 def _require_uninstalled(
@@ -677,9 +682,7 @@ def _require_topic_purge(action: Action, context: StepContext, name: str) -> Non
 def _require_tenant_deletion(action: Action, context: StepContext, slug: str) -> None:
     tenant = context.desired.tenants.get(slug)
     if tenant is None:
-        platform = context.desired.platform
-        if platform is None or not platform.document.spec.prune:
-            raise _refuse(action, f"tenant {slug!r} is not in git and platform.prune is not true")
+        _require_prune(action, context, f"tenant {slug!r}")
         return
     status = tenant.document.spec.status.value
     if status != "deleted":

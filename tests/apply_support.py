@@ -47,6 +47,18 @@ def scoped_platform(text: str, scope: str) -> str:
     return re.sub(r"  rollout:\n(    .*\n)+", FAST_ROLLOUT, text)
 
 
+def install_example(root: Path, scope: str, environment: dict[str, str]) -> tuple[str, str]:
+    """Init the store and apply a copy of the example desired state in this test's scope;
+    (its root, the apply's output)."""
+    platform = root / "platform.yaml"
+    platform.write_text(scoped_platform(platform.read_text(encoding="utf-8"), scope))
+    assert run_cli(environment, "init")[0] == 0
+    code, output = run_cli(environment, "apply", str(root), "--auto-approve", "--parallelism", "6")
+    assert code == 0, output
+    assert "Apply complete!" in output
+    return str(root), output
+
+
 def containers_of(client: docker.DockerClient, scope: str, plugin: str) -> list[Any]:
     return client.containers.list(
         all=True,
@@ -149,6 +161,14 @@ class EchoPlatform:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
         return str(self.root)
+
+    def install(self, environment: dict[str, str], version: str, **options: Any) -> str:
+        """Init the store and apply `write(version, **options)`; returns the root."""
+        assert run_cli(environment, "init")[0] == 0
+        root = self.write(version, **options)
+        code, output = run_cli(environment, "apply", root, "--auto-approve")
+        assert code == 0, output
+        return root
 
 
 class TrafficLoop(threading.Thread):

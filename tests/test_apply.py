@@ -16,9 +16,9 @@ from apply_support import (
     EchoPlatform,
     TrafficLoop,
     containers_of,
+    install_example,
     plugin_statuses,
     run_cli,
-    scoped_platform,
 )
 from conftest import EXAMPLE_DESIRED_STATE, DesiredStateCopy
 
@@ -41,17 +41,8 @@ def test_fresh_install_of_the_example_platform(
     example_images: list[str],
     docker_scope: str,
 ) -> None:
-    platform = "platform.yaml"
-    desired_state_copy.write(
-        platform, scoped_platform(desired_state_copy.text(platform), docker_scope)
-    )
-    root = str(desired_state_copy.root)
+    root, apply_output = install_example(desired_state_copy.root, docker_scope, environment)
     dsn = environment["PLEXICA_DATABASE_URL"]
-    assert run_cli(environment, "init")[0] == 0
-
-    code, apply_output = run_cli(environment, "apply", root, "--auto-approve", "--parallelism", "6")
-    assert code == 0, apply_output
-    assert "Apply complete!" in apply_output
 
     statuses = plugin_statuses(dsn)
     assert statuses == {

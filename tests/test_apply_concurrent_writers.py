@@ -48,9 +48,7 @@ def _sql(dsn: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def installed(echo: EchoPlatform, environment: dict[str, str]) -> str:
-    assert run_cli(environment, "init")[0] == 0
-    code, output = run_cli(environment, "apply", echo.write("1.0.0"), "--auto-approve")
-    assert code == 0, output
+    echo.install(environment, "1.0.0")
     return environment["PLEXICA_DATABASE_URL"]
 
 

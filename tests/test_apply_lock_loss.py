@@ -111,6 +111,15 @@ def _apply(env: dict[str, str], root: str, *extra: str) -> subprocess.Popen[str]
     )
 
 
+def _installed_then_updated(tmp_path: Path, scope: str, env: dict[str, str], image: str) -> str:
+    """Echo 1.0.0 installed; the desired state then asks for the slow 1.1.0 (its root)."""
+    echo = EchoPlatform(tmp_path / "state", scope)
+    assert run_cli(env, "init")[0] == 0
+    code, output = run_cli(env, "apply", echo.write("1.0.0", replicas=REPLICAS), "--auto-approve")
+    assert code == 0, output
+    return echo.write("1.1.0", image=image, replicas=REPLICAS, timeout_seconds=30)
+
+
 def _wait_started(dsn: str, step_id: str, apply_id: int = 2, timeout: float = 60) -> None:
     """Until apply `apply_id` (the first after the install: 2) journaled `step_id`."""
     deadline = time.monotonic() + timeout
@@ -140,12 +149,7 @@ def test_a_postgres_restart_mid_rollout_never_lets_two_applies_drive_the_workloa
 ) -> None:
     dsn = restartable_postgres.dsn
     env = {**environment, "PLEXICA_DATABASE_URL": dsn}
-    echo = EchoPlatform(tmp_path / "state", docker_scope)
-    assert run_cli(env, "init")[0] == 0
-    root = echo.write("1.0.0", replicas=REPLICAS)
-    code, output = run_cli(env, "apply", root, "--auto-approve")
-    assert code == 0, output
-    root = echo.write("1.1.0", image=slow_update_image, replicas=REPLICAS, timeout_seconds=30)
+    root = _installed_then_updated(tmp_path, docker_scope, env, slow_update_image)
 
     sampler = Sampler(docker_client, docker_scope)
     sampler.start()
@@ -227,11 +231,7 @@ def test_a_second_apply_waits_out_the_lease_of_one_frozen_across_the_restart(
 ) -> None:
     dsn = restartable_postgres.dsn
     env = {**environment, "PLEXICA_DATABASE_URL": dsn}
-    echo = EchoPlatform(tmp_path / "state", docker_scope)
-    assert run_cli(env, "init")[0] == 0
-    code, output = run_cli(env, "apply", echo.write("1.0.0", replicas=REPLICAS), "--auto-approve")
-    assert code == 0, output
-    root = echo.write("1.1.0", image=slow_update_image, replicas=REPLICAS, timeout_seconds=30)
+    root = _installed_then_updated(tmp_path, docker_scope, env, slow_update_image)
 
     sampler = Sampler(docker_client, docker_scope)
     sampler.start()

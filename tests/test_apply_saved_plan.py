@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import psycopg
 import pytest
-from apply_support import EchoPlatform, containers_of, plugin_statuses, run_cli, scoped_platform
+from apply_support import EchoPlatform, containers_of, install_example, plugin_statuses, run_cli
 from conftest import EXAMPLE_DESIRED_STATE, DesiredStateCopy
 
 from devenv.images import build_desired_state_images
@@ -81,15 +81,8 @@ def test_an_injected_purge_is_refused_and_drops_nothing(
     docker_scope: str,
     tmp_path: Path,
 ) -> None:
-    platform = "platform.yaml"
-    desired_state_copy.write(
-        platform, scoped_platform(desired_state_copy.text(platform), docker_scope)
-    )
-    root = str(desired_state_copy.root)
+    root, _ = install_example(desired_state_copy.root, docker_scope, environment)
     dsn = environment["PLEXICA_DATABASE_URL"]
-    assert run_cli(environment, "init")[0] == 0
-    code, output = run_cli(environment, "apply", root, "--auto-approve", "--parallelism", "6")
-    assert code == 0, output
     before = crm_data(dsn)
     tenants = {schema for schema, _ in before[0]}
     assert len(tenants) >= 2 and before[1]  # crm's tables live in several tenant schemas
@@ -164,10 +157,7 @@ def test_destructive_steps_recheck_their_precondition_when_they_run(
     """Whatever a plan says: nothing is purged, removed, uninstalled or deleted while git
     and the store do not ask for it."""
     dsn = environment["PLEXICA_DATABASE_URL"]
-    run_cli(environment, "init")
-    root = echo.write("1.0.0")
-    code, output = run_cli(environment, "apply", root, "--auto-approve")
-    assert code == 0, output
+    root = echo.install(environment, "1.0.0")
     desired = validate_directory(Path(root)).desired
     refused = [
         (_action("plugin.echo.data", "purge", plugin="echo"), "purgeDataOnUninstall"),

@@ -66,10 +66,7 @@ def test_a_changed_secret_is_planned_rolled_out_and_never_shown(
     dsn = environment["PLEXICA_DATABASE_URL"]
     old, new = _secret(), _secret()
     env = {**environment, TOKEN: old}
-    assert run_cli(env, "init")[0] == 0
-    root = echo.write("1.0.0", env=ENV)
-    code, output = run_cli(env, "apply", root, "--auto-approve")
-    assert code == 0, output
+    root = echo.install(env, "1.0.0", env=ENV)
     before = containers_of(docker_client, echo.scope, "echo")
     assert [_inside(c, TOKEN) for c in before] == [old, old]
     code, output = run_cli(env, "plan", root, "--detailed-exitcode")
@@ -106,9 +103,7 @@ def test_values_that_cannot_be_compared_are_said_not_compared(
     echo: EchoPlatform, environment: dict[str, str], tmp_path: Path
 ) -> None:
     env = {**environment, TOKEN: _secret()}
-    assert run_cli(env, "init")[0] == 0
-    root = echo.write("1.0.0", env=ENV)
-    assert run_cli(env, "apply", root, "--auto-approve")[0] == 0
+    root = echo.install(env, "1.0.0", env=ENV)
 
     # a pull-request plan: the secret is not in its environment
     without = {k: v for k, v in env.items() if k != TOKEN}
@@ -141,9 +136,7 @@ def test_apply_replace_replaces_every_replica_serving_throughout(
     tmp_path: Path,
 ) -> None:
     dsn = environment["PLEXICA_DATABASE_URL"]
-    assert run_cli(environment, "init")[0] == 0
-    root = echo.write("1.0.0")
-    assert run_cli(environment, "apply", root, "--auto-approve")[0] == 0
+    root = echo.install(environment, "1.0.0")
     before = {c.id for c in containers_of(docker_client, echo.scope, "echo")}
 
     traffic = TrafficLoop(dsn)
@@ -186,9 +179,7 @@ def test_apply_replace_replaces_every_replica_serving_throughout(
 def test_apply_with_nothing_to_do_says_so_once(
     echo: EchoPlatform, environment: dict[str, str]
 ) -> None:
-    assert run_cli(environment, "init")[0] == 0
-    root = echo.write("1.0.0")
-    assert run_cli(environment, "apply", root, "--auto-approve")[0] == 0
+    root = echo.install(environment, "1.0.0")
     code, output = run_cli(environment, "apply", root, "--auto-approve")
     assert code == 0 and output.count("No changes") == 1, output
     code, output = run_cli(environment, "apply", root, "--auto-approve", "--log-format", "json")
