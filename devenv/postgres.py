@@ -89,6 +89,14 @@ class PostgresServer:
             cause = cause_from_log(self.log, f"pg_ctl start failed on port {self.port}")
             raise ServerStartError("PostgreSQL", cause, self.log) from None
 
+    def restart(self) -> None:
+        """Restart the server (a fast shutdown: every session is terminated), as an
+        operator's `pg_ctl restart` or a failover does; same port and options."""
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.base / "log"), "-m", "fast", "-w",
+            "restart",
+        )  # fmt: skip
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")

@@ -9,7 +9,9 @@ backoff. Every step is journaled before it starts and when it ends.
 
 Ctrl-C (or SIGTERM) stops new steps from starting, lets the ones in flight finish (a
 half-done rolling update is worse than a finished one), records them, and ends the apply
-as interrupted.
+as interrupted. Losing the apply lock (the `lease` is lost) also stops new steps at once;
+the steps in flight are cancelled by the lease's own callbacks (steps.py, the provider),
+and the apply ends interrupted with the reason.
 
 The engine knows nothing of what a step does: it is handed `run(action) -> detail`, which
 raises `StepFailed` (steps.py). That keeps it testable and keeps one job per module."""
@@ -55,6 +57,7 @@ class ApplyReport:
     results: dict[str, StepResult] = field(default_factory=dict)
     interrupted: bool = False
     seconds: float = 0.0
+    lock_lost: str = ""  # why, when the apply stopped because it lost the apply lock
 
     def with_status(self, status: StepStatus) -> list[StepResult]:
         return [r for r in self.results.values() if r.status is status]
@@ -74,6 +77,16 @@ class ApplyReport:
 
     def counts(self) -> dict[str, int]:
         return {status.value: len(self.with_status(status)) for status in StepStatus}
+
+
+class Lease(Protocol):
+    """What the engine needs of the apply lock: whether (and why) it was lost."""
+
+    @property
+    def lost(self) -> threading.Event: ...
+
+    @property
+    def lost_reason(self) -> str: ...
 
 
 class Journal(Protocol):
@@ -228,9 +241,11 @@ def execute(
     parallelism: int = 4,
     retry: RetryPolicy | None = None,
     stop: threading.Event | None = None,
+    lease: Lease | None = None,
 ) -> ApplyReport:
     """Run `actions` (a plan's, in its order) honouring their `depends_on`. Setting `stop`
-    (the CLI's SIGINT/SIGTERM handler does) interrupts the apply as Ctrl-C does."""
+    (the CLI's SIGINT/SIGTERM handler does) interrupts the apply as Ctrl-C does; a lost
+    `lease` interrupts it too, and no step starts after it was lost."""
     if parallelism < 1:
         raise ValueError("parallelism must be at least 1")
     retry = retry or RetryPolicy()
@@ -245,14 +260,26 @@ def execute(
         reporter.step_finished(result)
 
     running: dict[Future[StepResult], Action] = {}
+    halt = stop or threading.Event()
+
+    def halted() -> bool:
+        """No step may start any more; the first time, say so."""
+        if lease is not None and lease.lost.is_set() and not report.lock_lost:
+            report.lock_lost = lease.lost_reason or "the apply lock was lost"
+            halt.set()
+        if halt.is_set() and not report.interrupted:
+            report.interrupted = True
+            reporter.interrupting(len(running))
+        return report.interrupted
+
     with ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="apply") as pool:
         while walk.ready or running:
-            if stop is not None and stop.is_set() and not report.interrupted:
-                report.interrupted = True
-                reporter.interrupting(len(running))
-            while walk.ready and len(running) < parallelism and not report.interrupted:
+            while walk.ready and len(running) < parallelism and not halted():
                 action = walk.next_ready()
                 journal.started(action)
+                if halted():  # lost while the start was recorded: it never runs
+                    walk.ready.insert(0, action.id)
+                    break
                 reporter.step_started(action)
                 running[pool.submit(_attempt, action, run, retry)] = action
             if not running:
@@ -261,11 +288,8 @@ def execute(
                 finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:
                 finished = set()
-                stop = stop or threading.Event()
-                stop.set()
-            if stop is not None and stop.is_set() and not report.interrupted:
-                report.interrupted = True
-                reporter.interrupting(len(running))
+                halt.set()
+            halted()
             for future in sorted(finished, key=lambda f: walk.position[running[f].id]):
                 action = running.pop(future)
                 result = future.result()
@@ -282,12 +306,9 @@ def execute(
                             blocked_by=action.id,
                         )
                     )
+    why = "the apply lost its lock" if report.lock_lost else "the apply was interrupted"
     for step_id in walk.not_started():
-        finish(
-            StepResult(
-                walk.actions[step_id], StepStatus.SKIPPED, "not started: the apply was interrupted"
-            )
-        )
+        finish(StepResult(walk.actions[step_id], StepStatus.SKIPPED, f"not started: {why}"))
     report.seconds = time.monotonic() - started
     reporter.end(report)
     return report

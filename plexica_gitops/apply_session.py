@@ -1,5 +1,6 @@
 """One apply against the real platform: the journal in the store, the step executors, and
-the engine, wired together. The caller holds the apply lock (store/lock.py) around it."""
+the engine, wired together. The caller holds the apply lock (store/lock.py) around it and
+hands it in: its epoch fences every write, and losing it stops the apply."""
 
 from __future__ import annotations
 
@@ -22,36 +23,34 @@ from plexica_gitops.provider import Provider
 from plexica_gitops.steps import ConnectionPool, StepContext, run_step
 from plexica_gitops.store import catalog, journal
 from plexica_gitops.store.connection import StoreError, connect
+from plexica_gitops.store.lock import ApplyLock
 
 JOURNAL_APPLICATION_NAME = "plexica-gitops journal"
-LOCK_CHECK_SECONDS = 5.0
+# How long a journal write waits for the store to come back (a restart, a failover) before
+# the apply stops: the lease (store/lock.py) bounds what runs meanwhile.
+JOURNAL_PATIENCE_SECONDS = 5.0
 
 
 class StoreJournal:
     """Journal entries and last-applied fingerprints, written (and committed) by the
-    engine's thread as each step starts and ends. A dropped connection is reopened once;
-    a journal that cannot be written stops the apply (StoreError): applying without a
-    record is what the journal exists to prevent. `check_lock` (the apply lock's
-    `verify`) runs every few seconds as steps start, so an apply whose lock is gone stops
-    before starting more."""
+    engine's thread as each step starts and ends, fenced by the apply's lease epoch. A
+    dropped connection is reopened for up to JOURNAL_PATIENCE_SECONDS; a journal that
+    cannot be written stops the apply (StoreError): applying without a record is what the
+    journal exists to prevent."""
 
     def __init__(
         self,
         database_url: str,
         conn: psycopg.Connection[Any],
         apply_id: int,
-        check_lock: Callable[[], None] | None = None,
+        epoch: int | None = None,
     ) -> None:
         self.database_url = database_url
         self.conn = conn
         self.apply_id = apply_id
-        self.check_lock = check_lock
-        self._lock_checked = time.monotonic()
+        self.epoch = epoch
 
     def started(self, action: Action) -> None:
-        if self.check_lock and time.monotonic() - self._lock_checked > LOCK_CHECK_SECONDS:
-            self.check_lock()
-            self._lock_checked = time.monotonic()
         self._write(lambda conn: journal.step_started(conn, self.apply_id, action.id))
 
     def finished(self, result: StepResult) -> None:
@@ -68,19 +67,30 @@ class StoreJournal:
         self._write(write)
 
     def _write(self, write: Callable[[psycopg.Connection[Any]], None]) -> None:
-        try:
-            write(self.conn)
-            return
-        except psycopg.OperationalError:
-            pass  # the connection dropped: once more on a new one
-        except psycopg.Error as error:
-            raise _journal_error(error) from None
-        try:
-            self.conn.close()
-            self.conn = connect(self.database_url, application_name=JOURNAL_APPLICATION_NAME)
-            write(self.conn)
-        except psycopg.Error as error:
-            raise _journal_error(error) from None
+        deadline = time.monotonic() + JOURNAL_PATIENCE_SECONDS
+        while True:
+            try:
+                write(self.conn)
+                return
+            except psycopg.OperationalError as error:
+                if time.monotonic() >= deadline:
+                    raise _journal_error(error) from None
+            except psycopg.Error as error:
+                raise _journal_error(error) from None
+            self._reconnect(deadline)
+
+    def _reconnect(self, deadline: float) -> None:
+        self.conn.close()
+        while True:
+            try:
+                self.conn = connect(
+                    self.database_url, application_name=JOURNAL_APPLICATION_NAME, epoch=self.epoch
+                )
+                return
+            except StoreError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.25)
 
 
 def _journal_error(error: psycopg.Error) -> StoreError:
@@ -102,19 +112,39 @@ def run_apply(
     stop: threading.Event | None = None,
     environ: Mapping[str, str] | None = None,
     broker: EventBroker | None = None,
-    check_lock: Callable[[], None] | None = None,
+    lease: ApplyLock | None = None,
+    digest_key: bytes | None = None,
 ) -> tuple[int, ApplyReport]:
-    """Journal an apply of `plan` and carry it out; (apply id, report)."""
-    conn = connect(database_url, application_name=JOURNAL_APPLICATION_NAME)
-    recorder = StoreJournal(database_url, conn, 0, check_lock)
+    """Journal an apply of `plan` and carry it out, fenced by `lease` (the held apply
+    lock: every write carries its epoch, and nothing starts once it is lost), labelling
+    replicas with the digest of their env values under `digest_key`; (apply id,
+    report)."""
+    epoch = lease.epoch if lease is not None else None
+    conn = connect(database_url, application_name=JOURNAL_APPLICATION_NAME, epoch=epoch)
+    recorder = StoreJournal(database_url, conn, 0, epoch)
     try:
         recorder.apply_id = journal.start_apply(
-            conn, plan.desired_revision, plan_hash(plan), socket.gethostname(), os.getpid()
+            conn,
+            plan.desired_revision,
+            plan_hash(plan),
+            socket.gethostname(),
+            os.getpid(),
+            epoch,
         )
-        pool = ConnectionPool(database_url, parallelism)
+        if lease is not None:
+            lease.attach_apply(recorder.apply_id)
+        pool = ConnectionPool(database_url, parallelism, epoch=epoch)
         context = StepContext(
-            desired, pool, provider, os.environ if environ is None else environ, broker
+            desired,
+            pool,
+            provider,
+            os.environ if environ is None else environ,
+            broker,
+            digest_key=digest_key,
+            replace_id=f"apply-{recorder.apply_id}",
         )
+        if lease is not None:
+            context.lost = lease.lost
         try:
             report = execute(
                 plan.actions,
@@ -123,6 +153,7 @@ def run_apply(
                 reporter,
                 parallelism=parallelism,
                 stop=stop,
+                lease=lease,
             )
         except BaseException:
             with contextlib.suppress(Exception):  # best effort: the journal may be the cause

@@ -27,6 +27,7 @@ from plexica_gitops.apply import Reporter
 from plexica_gitops.apply_session import run_apply
 from plexica_gitops.desired import DesiredState
 from plexica_gitops.events import BrokerError, BrokerSettings, EventBroker
+from plexica_gitops.findings import Finding
 from plexica_gitops.graph import PlanCycleError, order, select_targets, to_dot, to_mermaid
 from plexica_gitops.live import LiveState, LiveStateError, ObservedPart
 from plexica_gitops.loader import ROOT_MISSING
@@ -35,6 +36,7 @@ from plexica_gitops.planfile import (
     PlanFileError,
     StalePlanError,
     check_current,
+    check_justified,
     load_plan,
     save_plan,
 )
@@ -49,17 +51,18 @@ from plexica_gitops.render_status import (
     render_status_json,
     render_status_text,
 )
-from plexica_gitops.render_text import print_plan
+from plexica_gitops.render_text import NO_CHANGES, print_plan
 from plexica_gitops.schema import write_schemas
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connect
 from plexica_gitops.store.connection import database_url as store_database_url
 from plexica_gitops.store.journal import history as apply_history
 from plexica_gitops.store.journal import mark_interrupted
-from plexica_gitops.store.lock import apply_lock
+from plexica_gitops.store.lock import ApplyLock, LeaseHolder, apply_lock
 from plexica_gitops.store.runtime import record_runtime, recorded_runtime
 from plexica_gitops.store.schema import check_store, init_store, store_version
 from plexica_gitops.validate import validate_directory
+from plexica_gitops.workload import secret_rotations
 
 # How an option's value is named in --help, by typer's type label.
 _VALUE_NAMES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "FLOAT",
@@ -366,8 +369,9 @@ def _make_plan(
             "Use an address such as plugin.crm, plugin.crm.workload, tenant.acme or "
             "tenant.acme.plugin.crm (see `plan --format json` for every address).",
         )
+    rotations, unsure = _secret_rotations(result.desired, live, live_source, database_url)
     try:
-        plan = build_plan(result.desired, live)
+        plan = build_plan(result.desired, live, rotations)
     except PlanCycleError as exc:  # a planner bug, never a user mistake
         raise _fail(f"internal planner error: {exc}", "Please report it with the inputs.") from None
     needed = {ObservedPart(p) for p in plan.unobserved}
@@ -380,7 +384,7 @@ def _make_plan(
             failure = _not_observed(part, problems.get(part))
         raise failure
     plan.unobserved = sorted(needed | unobserved)
-    plan.warnings = [*warnings, *plan.warnings]
+    plan.warnings = [*warnings, *unsure, *plan.warnings]
     if targets:
         kept = select_targets(plan.actions, targets)
         plan.actions = order({a.id: (a, a.depends_on) for a in kept})
@@ -440,6 +444,26 @@ def _unobserved_parts(values: list[str] | None) -> frozenset[ObservedPart]:
                     "Use runtime, broker, or both (--unobserved runtime,broker).",
                 ) from None
     return frozenset(parts)
+def _secret_rotations(
+    desired: DesiredState, live: LiveState, live_source: str | None, database_url: str | None
+) -> tuple[dict[str, str], list[Finding]]:
+    """The workloads to replace because a secret changed, and the warnings (PGP206) for the
+    ones whose values could not be compared. The key is the store's: a plan of a
+    --live-state snapshot has none."""
+    if live_source is not None:
+        key, why = None, "no store was read: the live state came from --live-state"
+    else:
+        key, why = _digest_key(store_database_url(database_url))
+    return secret_rotations(desired, live, key, os.environ, no_key=why)
+
+
+def _digest_key(url: str) -> tuple[bytes | None, str]:
+    try:
+        with connect(url) as conn:
+            key = catalog.env_digest_key(conn)
+    except (StoreError, psycopg.Error) as exc:
+        return None, f"the store's digest key could not be read: {exc}".split("\n")[0]
+    return key, "" if key else "this database role may not read the store's digest key"
 
 
 def _usage(message: str, hint: str) -> typer.Exit:
@@ -608,23 +632,86 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _plan_for_apply(
-    source: Path, desired: DesiredState, live: LiveState, output_format: LogFormat
+    source: Path,
+    desired: DesiredState,
+    live: LiveState,
+    output_format: LogFormat,
+    key: bytes | None,
+    forced: dict[str, str],
 ) -> Plan:
-    """The saved plan when `source` is a plan file (refused when stale or altered), else a
-    fresh plan of the desired state."""
+    """The saved plan when `source` is a plan file — refused when altered, stale, or not
+    exactly what planning its desired revision against the live platform gives — else a
+    fresh plan of the desired state (shown, unless the log is JSON). Both replace the
+    workloads whose secrets changed since their replicas started, and the `forced` ones."""
+    rotations, unsure = secret_rotations(
+        desired, live, key, os.environ, no_key="this database role may not read the digest key"
+    )
+    replace = {**rotations, **forced}
     if source.is_file():
         try:
             saved = load_plan(source)
             check_current(saved, desired.revision, live.fingerprint())
+            check_justified(saved, _fresh_plan(desired, live, saved.targets, replace))
         except PlanFileError as exc:
             raise _fail(str(exc), "Make a new plan with `plexica-gitops plan --out`.") from None
         except StalePlanError as exc:
             raise _fail(str(exc), "Nothing was applied.") from None
         return saved
-    fresh = build_plan(desired, live)
+    fresh = _fresh_plan(desired, live, [], replace)
+    fresh.warnings = [*unsure, *fresh.warnings]
+    for pid in sorted(forced):
+        if not any(a.address == f"plugin.{pid}.workload" for a in fresh.actions):
+            raise _usage(
+                f"--replace plugin.{pid}.workload: there is no workload to replace (git wants "
+                f"plugin {pid!r} {desired.plugins[pid].document.spec.state.value})",
+                "Name the workload of a plugin that git wants installed, active or disabled.",
+            )
     if output_format is not LogFormat.JSON:
         print_plan(fresh, _stdout())
     return fresh
+
+
+def _forced_replacements(addresses: list[str], desired: DesiredState) -> dict[str, str]:
+    """`--replace` addresses as planner input (plugin id -> why); a usage error for any
+    address that is not the workload of a plugin in git."""
+    forced: dict[str, str] = {}
+    for address in addresses:
+        parts = address.split(".")
+        if len(parts) != 3 or parts[0] != "plugin" or parts[2] != "workload":
+            raise _usage(
+                f"--replace {address}: not a workload address",
+                "Name a plugin's workload, e.g. --replace plugin.crm.workload.",
+            )
+        if parts[1] not in desired.plugins:
+            raise _usage(
+                f"--replace {address}: git has no plugin {parts[1]!r}",
+                "Name the workload of a plugin in the desired state.",
+            )
+        forced[parts[1]] = "replacement requested with --replace"
+    return forced
+
+
+def _fresh_plan(
+    desired: DesiredState, live: LiveState, targets: list[str], replace: dict[str, str]
+) -> Plan:
+    """What `plan` gives for this desired state, live state, targets and replacements."""
+    try:
+        plan = build_plan(desired, live, replace)
+    except PlanCycleError as exc:  # a planner bug, never a user mistake
+        raise _fail(f"internal planner error: {exc}", "Please report it with the inputs.") from None
+    if targets:
+        kept = select_targets(plan.actions, targets)
+        plan.actions = order({a.id: (a, a.depends_on) for a in kept})
+        plan.targets = list(targets)
+    return plan
+
+
+def _say_no_changes(log_format: LogFormat, shown: bool) -> None:
+    """Once: the plan shown above already said it."""
+    if log_format is LogFormat.JSON:
+        JsonReporter(sys.stdout).no_changes()
+    elif not shown:
+        typer.echo(NO_CHANGES)
 
 
 @app.command()
@@ -651,6 +738,15 @@ def apply(
         LogFormat, typer.Option("--log-format", help="auto (live on a terminal), text or json.")
     ] = LogFormat.AUTO,
     database_url: DatabaseUrlOption = None,
+    replace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--replace",
+            "-replace",
+            help="Replace this workload (e.g. plugin.crm.workload), health-gated, even if "
+            "unchanged. Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Carry out a plan: walk its graph, journal each step, roll back failed updates.
 
@@ -663,24 +759,38 @@ def apply(
             f"{source} does not exist",
             "Name a plan file written by `plan --out`, or a desired-state directory.",
         )
+    if replace and source.is_file():
+        raise _usage(
+            "--replace changes what is planned: it cannot be added to a saved plan",
+            "Apply the desired-state directory with --replace, and review the plan it shows.",
+        )
     directory = source if source.is_dir() else desired_state
     desired = _load_desired(directory)
+    forced = _forced_replacements(replace or [], desired)
     url = _database_url(database_url)
     host, pid = socket.gethostname(), os.getpid()
     try:
+        with connect(url) as conn:
+            check_store(conn)
+            key = catalog.env_digest_key(conn)
         with (
             _platform_clients(desired, required=True) as (provider, broker),
-            apply_lock(url, wait_seconds=lock_timeout, host=host, pid=pid) as lock,
+            apply_lock(
+                url, wait_seconds=lock_timeout, host=host, pid=pid, on_wait=_say_waiting
+            ) as lock,
         ):
-            with connect(url) as conn:
-                check_store(conn)
+            _fence(lock, provider)
+            with connect(url, epoch=lock.epoch) as conn:
                 mark_interrupted(conn)
+                _record_runtime(conn, desired)
             live = _observe(url, provider, broker, strict=True)
-            plan = _plan_for_apply(source, desired, live, log_format)
+            plan = _plan_for_apply(source, desired, live, log_format, key, forced)
             if plan.has_errors:
                 raise _fail("the plan has errors: nothing was applied", "Fix them in git.")
+            for part in map(ObservedPart, plan.unobserved):
+                raise _not_observed(part, None)  # apply never acts on what it did not see
             if not plan.has_changes:
-                typer.echo("No changes. The platform matches the desired state.")
+                _say_no_changes(log_format, shown=not source.is_file())
                 raise typer.Exit(0)
             _confirm(auto_approve)
             lock.verify()  # the prompt may have taken long: is the lock still ours?
@@ -693,13 +803,40 @@ def apply(
                 parallelism=parallelism,
                 stop=_stop_on_signals(),
                 broker=broker,
-                check_lock=lock.verify,
+                lease=lock,
+                digest_key=key,
             )
     except StoreError as exc:
         raise _fail(exc.message, exc.hint) from None
     if log_format is not LogFormat.JSON:
         typer.echo(f"Recorded as apply {apply_id} (`plexica-gitops history`).")
+    if outcome.lock_lost:
+        raise _fail(
+            f"the apply lock was lost ({outcome.lock_lost}): this apply stopped",
+            "No step started after that and the steps in flight were cancelled; another "
+            "apply may run now. Run plan once it is done: it shows what is left.",
+        )
     raise typer.Exit(0 if outcome.ok else 130 if outcome.interrupted else 1)
+
+
+def _say_waiting(holder: LeaseHolder) -> None:
+    _stderr().print(f"[yellow]waiting:[/yellow] {escape(holder.describe())}")
+
+
+def _fence(lock: ApplyLock, provider: Provider | None) -> None:
+    """Once the lock is lost, the runtime work in flight is cancelled; should anything still
+    run when the lease ends, the process exits, so that it cannot overlap the next apply."""
+    if provider is not None:
+        provider.cancel_on(lock.lost)
+
+    def exit_now() -> None:
+        _stderr().print(
+            "[bold red]error:[/bold red] the apply lock was lost and work was still running "
+            "when its lease ran out: exiting at once, so that it cannot overlap the next apply"
+        )
+        os._exit(1)
+
+    lock.on_deadline(exit_now)
 
 
 def _database_url(explicit: str | None) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -56,15 +57,25 @@ def probe(url: str, timeout: float = 2.0) -> ProbeResult:
         return ProbeResult(False, _network_detail(error, timeout))
 
 
-def wait_ready(url: str, settings: RolloutSettings, *, timeout: float | None = None) -> ProbeResult:
+def wait_ready(
+    url: str,
+    settings: RolloutSettings,
+    *,
+    timeout: float | None = None,
+    cancelled: threading.Event | None = None,
+) -> ProbeResult:
     """Probe `url` every `probe_interval_seconds` until `ready_probes` consecutive OK
     answers (returns the last one), or until `timeout` (default: the settings'
-    `timeout_seconds`) has passed (returns the last answer, not OK)."""
+    `timeout_seconds`) has passed (returns the last answer, not OK), or until `cancelled`
+    is set (returns a not-OK "cancelled")."""
     budget = settings.timeout_seconds if timeout is None else timeout
     deadline = time.monotonic() + budget
     interval = settings.probe_interval_seconds
     consecutive = 0
+    stop = cancelled or threading.Event()
     while True:
+        if stop.is_set():
+            return ProbeResult(False, "cancelled")
         remaining = deadline - time.monotonic()
         result = probe(url, timeout=max(0.1, min(2.0, remaining)))
         consecutive = consecutive + 1 if result.ok else 0
@@ -74,7 +85,7 @@ def wait_ready(url: str, settings: RolloutSettings, *, timeout: float | None = N
             if result.ok:  # ready so far, but not for long enough within the budget
                 return ProbeResult(False, f"{result.detail} (only {consecutive} in a row)")
             return result
-        time.sleep(interval)
+        stop.wait(interval)
 
 
 def _http_detail(status: int, error: urllib.error.HTTPError) -> str:

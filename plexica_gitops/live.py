@@ -93,6 +93,9 @@ class LiveWorkload(_Live):
     running: bool = True
     resources: LiveResources = Field(default_factory=LiveResources)
     env_hash: str = ""  # hash of the env *specification* (names and references), never values
+    # keyed digest of the env values the replicas run with (workload.env_digest); "mixed"
+    # when they differ, "" when unknown (replicas made before digests were labelled)
+    env_digest: str = ""
     # Registered endpoints (service registry) whose replica no longer runs: traffic sent
     # there fails. Filled in when the store and the runtime are observed together.
     stale_endpoints: int = Field(default=0, ge=0)

@@ -6,7 +6,9 @@ made from) and a checksum of it. Loading refuses a file whose checksum does not 
 carries an HMAC-SHA256 signature, so an alteration cannot be hidden by recomputing the
 checksum; loading with the key set refuses an unsigned or wrongly signed file.
 Before applying, `check_current` refuses a plan whose desired state or live state has
-changed since it was made, and says which.
+changed since it was made, and says which; then `check_justified` refuses a plan that is
+not exactly what planning that desired state against that live state gives (the planner
+is deterministic): a checksum proves a file unaltered, not that its actions were planned.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ class PlanFileError(Exception):
 
 class StalePlanError(Exception):
     """The world moved since the plan was made; the message says what changed."""
+
+
+class UnjustifiedPlanError(StalePlanError):
+    """The saved plan is not what its desired state and the live platform give; the message
+    names the first actions that differ."""
 
 
 def _canonical(plan_json: dict[str, Any]) -> bytes:
@@ -122,3 +129,36 @@ def check_current(plan: Plan, desired_revision: str, live_fingerprint: str) -> N
         )
     if stale:
         raise StalePlanError("stale plan: " + "; ".join(stale) + ". Run plan again and review it.")
+
+
+_SHOWN = 5  # differing action ids named per kind of difference
+
+
+def check_justified(saved: Plan, replanned: Plan) -> None:
+    """Refuse a saved plan that is not exactly `replanned` (the same desired revision and
+    live state, planned again): every action, with its steps, attributes and order, must
+    be the planner's. Warnings are not compared: they inform, they are not carried out."""
+    ours = {a.id: a.to_json() for a in saved.actions}
+    theirs = {a.id: a.to_json() for a in replanned.actions}
+    differences = [
+        ("in the saved plan only", [i for i in ours if i not in theirs]),
+        ("missing from it", [i for i in theirs if i not in ours]),
+        ("changed", [i for i in ours if i in theirs and ours[i] != theirs[i]]),
+    ]
+    named = [f"{what}: {_first(ids)}" for what, ids in differences if ids]
+    if not named and list(ours) != list(theirs):
+        named.append("the same actions in another order")
+    if saved.errors != replanned.errors:
+        named.append("different plan errors")
+    if named:
+        raise UnjustifiedPlanError(
+            "the saved plan is not what its desired state gives: planned again from revision "
+            f"{saved.desired_revision[:19]}… and the live platform, it differs — "
+            + "; ".join(named)
+            + ". Nothing was applied; make and review a new plan."
+        )
+
+
+def _first(ids: list[str]) -> str:
+    more = f" and {len(ids) - _SHOWN} more" if len(ids) > _SHOWN else ""
+    return ", ".join(ids[:_SHOWN]) + more

@@ -11,7 +11,7 @@ assigns waves.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -211,9 +211,12 @@ class _Step:
 
 
 class Planner:
-    def __init__(self, desired: DesiredState, live: LiveState) -> None:
+    def __init__(
+        self, desired: DesiredState, live: LiveState, replace: Mapping[str, str] | None = None
+    ) -> None:
         self.desired = desired
         self.live = live
+        self.replace = dict(replace or {})  # plugin -> why its workload must be replaced
         self.steps: dict[str, _Step] = {}
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
@@ -530,15 +533,17 @@ class Planner:
                 [install_hook, *migrations],
             )
         changed = _workload_changes(current, want)
-        if not changed:
+        forced = self.replace.get(pid)  # a changed secret, or `apply --replace`
+        if not changed and not forced:
             return None
         before = _workload_view(current)
-        if changed & {"image", "version", "cpu", "memory", "env", "builds"}:
+        if forced or changed & {"image", "version", "cpu", "memory", "env", "builds"}:
             strategy = want["strategy"]
+            causes = [*sorted(changed), *([forced] if forced else [])]
             reason = (
                 f"update {current.version} → {want['version']}: {strategy} update"
                 if current.version != want["version"]
-                else f"reconfigure ({', '.join(sorted(changed))}): {strategy} restart"
+                else f"reconfigure ({', '.join(causes)}): {strategy} restart"
             )
             if "builds" in changed:  # a rollout cut short: whatever git says, it is drift
                 reason = (
@@ -555,7 +560,7 @@ class Planner:
                     "replace",
                     ActionKind.REPLACE,
                     reason
-                    if "builds" in changed
+                    if "builds" in changed or forced
                     else self.reason(
                         address, want, reason, "drift: the workload was changed outside git"
                     ),
@@ -1599,8 +1604,12 @@ def _registry_drift(current: LiveWorkload) -> str:
     return "drift: " + "; ".join(parts)
 
 
-def build_plan(desired: DesiredState, live: LiveState) -> Plan:
-    return Planner(desired, live).plan()
+def build_plan(
+    desired: DesiredState, live: LiveState, replace: Mapping[str, str] | None = None
+) -> Plan:
+    """`replace`: plugin id -> why its running workload must be replaced although its spec
+    did not change (a secret value changed, `apply --replace`): the caller decides."""
+    return Planner(desired, live, replace).plan()
 
 
 def address_exists(address: str, desired: DesiredState, live: LiveState) -> bool:

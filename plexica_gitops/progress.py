@@ -120,6 +120,10 @@ class JsonReporter:
     def interrupting(self, in_flight: int) -> None:
         self._emit("apply.interrupting", level="warning", in_flight=in_flight)
 
+    def no_changes(self) -> None:
+        """The plan was empty: nothing applied, nothing recorded."""
+        self._emit("apply.finished", level="info", result="no-changes", seconds=0, counts={})
+
     def end(self, report: ApplyReport) -> None:
         self._emit(
             "apply.finished",

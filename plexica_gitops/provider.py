@@ -7,8 +7,9 @@ finds it with `load_provider`. A factory takes the platform's runtime settings (
 beside `provider`) and returns a `Provider`.
 
 The contract, per method, is in the docstrings below. Two rules hold everywhere:
-- a workload is found by labels (plugin id, version, manifest hash, env hash, managed-by),
-  never by guessing names; what the provider did not create is never touched;
+- a workload is found by labels (plugin id, version, manifest hash, env hash, env-values
+  digest, managed-by), never by guessing names; what the provider did not create is never
+  touched;
 - resolved env values (`WorkloadSpec.env`) are handed to the runtime and nowhere else: not
   to logs, errors, labels or the plan.
 """
@@ -16,6 +17,7 @@ The contract, per method, is in the docstrings below. Two rules hold everywhere:
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -36,6 +38,11 @@ class ProviderError(ActionableError):
 
 class ImagePullError(ProviderError):
     """The image is neither present nor pullable (spec 004 edge case 1)."""
+
+
+class Cancelled(ProviderError):
+    """The provider's work was cancelled (`Provider.cancel`: the apply lost its lock). What
+    had been done stays as it was, except replicas that were started and never served."""
 
 
 class RolloutFailed(ProviderError):
@@ -80,6 +87,12 @@ class WorkloadSpec:
     strategy: RolloutStrategy = RolloutStrategy.ROLLING
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     running: bool = True
+    # Keyed digest (HMAC-SHA256, the store's key) of the resolved env values: labelled, so a
+    # changed secret is seen without the value or an unkeyed hash of it ever leaving.
+    env_digest: str = ""
+    # Set for a replacement (`apply --replace`, a changed secret): replicas not labelled
+    # with it are replaced even when they match the spec otherwise.
+    replace_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +163,13 @@ class Provider(abc.ABC):
     def endpoints(self, plugin_id: str, *, ready_only: bool = True) -> list[Endpoint]:
         """The plugin's running replicas that answer their readiness probe now; with
         `ready_only=False`, every running replica (no probe)."""
+
+    def cancel_on(self, cancelled: threading.Event) -> None:  # noqa: B027 - optional hook
+        """Stop the work in flight as soon as `cancelled` is set (the apply lost its lock):
+        check it before every replica is created or started, wait on it rather than sleep,
+        remove the replicas that were started and never served, and raise Cancelled from
+        the methods running (and every later call). A provider without it is stopped by the
+        apply's deadline instead (the process exits)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections to the runtime."""

@@ -9,6 +9,7 @@ journal and raises `StepFailed` (with what to do) when the step did not happen."
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -22,8 +23,15 @@ from plexica_gitops.actions import Action
 from plexica_gitops.desired import DesiredState, PluginEntry
 from plexica_gitops.events import BrokerError, EventBroker
 from plexica_gitops.live import LifecycleStatus
-from plexica_gitops.planner import consumer_group, manifest_hash, topic_settings
+from plexica_gitops.planner import (
+    DEPLOYED,
+    TARGET_STATUS,
+    consumer_group,
+    manifest_hash,
+    topic_settings,
+)
 from plexica_gitops.provider import (
+    Cancelled,
     Endpoint,
     ImagePullError,
     Provider,
@@ -31,6 +39,7 @@ from plexica_gitops.provider import (
     RolloutFailed,
     WorkloadSpec,
 )
+from plexica_gitops.sensitive import mask
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import StoreError, connect
 from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations
@@ -59,9 +68,16 @@ class ConnectionPool:
     by the apply's worker threads. A connection that broke is dropped, not reused."""
 
     def __init__(
-        self, dsn: str, size: int, *, lock_timeout_ms: int = 5000, statement_timeout_ms: int = 60000
+        self,
+        dsn: str,
+        size: int,
+        *,
+        lock_timeout_ms: int = 5000,
+        statement_timeout_ms: int = 60000,
+        epoch: int | None = None,
     ) -> None:
         self.dsn = dsn
+        self.epoch = epoch  # the apply's fencing token: its writes are refused once it is stale
         self.lock_timeout_ms = lock_timeout_ms
         self.statement_timeout_ms = statement_timeout_ms
         self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
@@ -91,7 +107,7 @@ class ConnectionPool:
     def _open(self) -> psycopg.Connection[Any]:
         """A step's catalog writes are short: bounded, so a lock held elsewhere or a stuck
         server fails the step instead of hanging the apply."""
-        conn = connect(self.dsn, application_name=STEP_APPLICATION_NAME)
+        conn = connect(self.dsn, application_name=STEP_APPLICATION_NAME, epoch=self.epoch)
         conn.execute(
             "SELECT set_config('lock_timeout', %s, false),"
             " set_config('statement_timeout', %s, false)",
@@ -115,7 +131,18 @@ class StepContext:
     broker: EventBroker | None = None
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 300000
+    lost: threading.Event = field(default_factory=threading.Event)  # the apply lock's
+    digest_key: bytes | None = None  # labels replicas with the keyed digest of env values
+    replace_id: str = ""  # this apply's: replacements are forced with it (retries keep it)
     _tenant_ids: dict[str, str] = field(default_factory=dict)
+
+    def check_lock(self) -> None:
+        """Cancelled once the apply lost its lock: nothing more may be written or started."""
+        if self.lost.is_set():
+            raise Cancelled(
+                "cancelled: this apply lost its lock",
+                "another apply may be running now; run plan once it is done",
+            )
 
     def require_provider(self, action: Action) -> Provider:
         if self.provider is None:
@@ -148,22 +175,85 @@ class StepContext:
 
 class StoreRouteRegistry:
     """Endpoints go into the service registry only while the plugin has routes (it is
-    ACTIVE); before that a rollout has nobody to announce its replicas to."""
+    ACTIVE); before that a rollout has nobody to announce its replicas to.
 
-    def __init__(self, pool: ConnectionPool, plugin_id: str) -> None:
-        self.pool = pool
+    Compare-and-set, without ever breaking a rollout off half-way (that would leave two
+    versions running): the plan does not carry endpoint URLs, so what the step expects is
+    the registry it found when it started, with its own writes applied. During the rollout
+    a write touches only the rows of the step's own replicas, and one that finds another
+    writer's change records the conflict; at the end of the step (`sync`, `finish`) a
+    registry that is not the expected one is a ConflictError, and nothing is synced."""
+
+    def __init__(self, context: StepContext, plugin_id: str) -> None:
+        self.context = context
+        self.pool = context.pool
         self.plugin_id = plugin_id
+        self._mutex = threading.Lock()  # a rollout retires old replicas in the background
+        self.conflicts: list[catalog.ConflictError] = []
+        with self.pool.connection() as conn:
+            self.expected = {e.endpoint for e in catalog.endpoints(conn, plugin_id)}
 
     def register(self, endpoint: Endpoint) -> None:
-        with self.pool.connection() as conn:
-            if _routed(conn, self.plugin_id):
-                catalog.add_endpoint(
-                    conn, self.plugin_id, endpoint.url, endpoint.instance, endpoint.version
-                )
+        self.context.check_lock()
+        url = endpoint.url
+        with self._mutex, self.pool.connection() as conn:
+            if not _routed(conn, self.plugin_id):
+                return
+            if url in self.expected:  # a row this step knows: its to overwrite
+                catalog.add_endpoint(conn, self.plugin_id, url, endpoint.instance, endpoint.version)
+            elif not catalog.add_own_endpoint(
+                conn, self.plugin_id, url, endpoint.instance, endpoint.version
+            ):
+                self._conflict(f"{url} free", f"{url} registered by another writer")
+                return
+            self.expected.add(url)
 
     def deregister(self, endpoint: Endpoint) -> None:
-        with self.pool.connection() as conn:
-            catalog.remove_endpoint(conn, self.plugin_id, endpoint.url)
+        self.context.check_lock()
+        url = endpoint.url
+        with self._mutex, self.pool.connection() as conn:
+            if url in self.expected:
+                if not catalog.remove_endpoint(conn, self.plugin_id, url):
+                    self._conflict(f"{url} registered", f"{url} removed by another writer")
+                self.expected.discard(url)
+            elif any(e.endpoint == url for e in catalog.endpoints(conn, self.plugin_id)):
+                self._conflict(f"{url} not registered", f"{url} registered by another writer")
+
+    def sync(self, ready: list[Endpoint], running: set[str]) -> None:
+        """The registry lists exactly the live replicas (see `_sync_endpoints`) — if it is
+        still the expected one."""
+        self.context.check_lock()
+        with self._mutex, self.pool.connection() as conn, conn.transaction():
+            found = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT endpoint FROM plexica.route_endpoints WHERE plugin_id = %s FOR UPDATE",
+                    (self.plugin_id,),
+                )
+            }
+            extra, missing = found - self.expected, self.expected - found
+            if extra or missing:
+                differences = [f"also {_endpoints(extra)}"] if extra else []
+                differences += [f"without {_endpoints(missing)}"] if missing else []
+                self._conflict("the endpoints of this rollout", " and ".join(differences))
+            self.finish()
+            _sync_endpoints(conn, self.plugin_id, ready, running)
+        self.expected = {e.url for e in ready} | (found & running)
+
+    def finish(self) -> None:
+        """The first conflict the step met, if any."""
+        if self.conflicts:
+            raise self.conflicts[0]
+
+    def _conflict(self, expected: str, found: str) -> None:
+        address = f"plugin.{self.plugin_id}.routes"
+        self.conflicts.append(catalog.ConflictError(address, expected, found))
+
+
+def _endpoints(urls: set[str]) -> str:
+    shown = sorted(urls)
+    more = f" and {len(shown) - 3} more" if len(shown) > 3 else ""
+    return ", ".join(shown[:3]) + more
 
 
 Executor = Callable[[Action, StepContext], str]
@@ -172,10 +262,20 @@ Executor = Callable[[Action, StepContext], str]
 def run_step(action: Action, context: StepContext) -> str:
     """Carry out one action; the detail for the journal, or StepFailed."""
     executor = _executor_for(action)
+    if context.lost.is_set():
+        raise StepFailed(
+            "not started: this apply lost its lock", "run plan once the other apply is done"
+        )
     try:
         return executor(action, context)
     except StepFailed:
         raise
+    except Cancelled as error:
+        raise StepFailed(
+            f"{error.message}; the step stopped where it was (replicas that never served were "
+            "removed)",
+            error.hint,
+        ) from None
     except RolloutFailed as error:
         raise StepFailed(error.message, error.hint, rolled_back=error.rolled_back) from None
     except EnvResolutionError as error:
@@ -217,6 +317,8 @@ def _lifecycle(action: Action, context: StepContext) -> str:
         return _register(context, pid)
     start = S(action.before["status"]) if action.before else None
     assert start is not None, f"{action.id} has no starting status"
+    if action.step in ("uninstall", "deregister"):
+        _require_leaving(action, context, pid)
     _move(context, pid, start, target)
     if action.step == "install":
         _pull_or_fail_install(context, action, pid)
@@ -272,28 +374,42 @@ def _catalog_update(action: Action, context: StepContext) -> str:
     pid = action.plugin or action.address.split(".")[1]
     entry = context.plugin_entry(pid)
     manifest = entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
+    before = action.before or {}
+    expected = (before["version"], before["manifest_hash"]) if "manifest_hash" in before else None
     with context.pool.connection() as conn:
-        catalog.update_plugin(conn, pid, entry.manifest.version, manifest, manifest_hash(entry))
+        catalog.update_plugin(
+            conn, pid, entry.manifest.version, manifest, manifest_hash(entry), expected=expected
+        )
     return f"catalog records {pid} {entry.manifest.version}"
 
 
 def _spec(action: Action, context: StepContext, pid: str) -> WorkloadSpec:
+    """A replace step replaces every replica, even one that matches the spec (a changed
+    secret's, `apply --replace`): its replicas carry the apply's replace id."""
     running = bool(action.after.get("running", True)) if action.after else True
     return workload_spec(
-        context.plugin_entry(pid), context.desired, running=running, environ=context.environ
+        context.plugin_entry(pid),
+        context.desired,
+        running=running,
+        environ=context.environ,
+        digest_key=context.digest_key,
+        replace_id=context.replace_id if action.step == "replace" else "",
     )
 
 
 def _workload(action: Action, context: StepContext) -> str:
     pid = action.plugin or action.address.split(".")[1]
     provider = context.require_provider(action)
-    routes = StoreRouteRegistry(context.pool, pid)
+    routes = StoreRouteRegistry(context, pid)
     try:
         if action.step == "delete":
+            _require_uninstalled(action, context, pid)
             provider.remove(pid, routes)
+            routes.finish()
             return "containers removed"
         if action.step == "stop":
             provider.stop(pid, routes, _grace_period(context, pid))
+            routes.finish()
             return "stopped (containers kept)"
         spec = _spec(action, context, pid)
         if action.step == "create":
@@ -309,11 +425,12 @@ def _workload(action: Action, context: StepContext) -> str:
             provider.start(spec, routes)
             detail = f"{spec.replicas} replicas running and ready"
         if spec.running:
-            _refresh_endpoints(context, provider, pid)
+            _refresh_endpoints(context, provider, pid, routes)
+        routes.finish()
         return detail
     except ProviderError as error:
-        if isinstance(error, RolloutFailed) or error.transient:
-            raise  # RolloutFailed: run_step reports it; transient: the engine retries
+        if isinstance(error, RolloutFailed | Cancelled) or error.transient:
+            raise  # RolloutFailed, Cancelled: run_step reports it; transient: the engine retries
         raise StepFailed(error.message, error.hint) from None
 
 
@@ -332,6 +449,8 @@ def _create_workload(
         provider.ensure_image(spec.image)
         provider.deploy(spec, routes)
     except ProviderError as error:
+        if isinstance(error, Cancelled):
+            raise
         if error.transient and not isinstance(error, RolloutFailed):
             raise  # the engine retries it; deploy picks up what the first attempt created
         _record_failed_install(context, spec.plugin_id, error.message)
@@ -355,6 +474,7 @@ def _permissions(action: Action, context: StepContext) -> str:
     pid = action.plugin or action.address.split(".")[1]
     with context.pool.connection() as conn:
         if action.step == "delete":
+            _require_uninstalled(action, context, pid, conn)
             count = catalog.deregister_permissions(conn, pid)
             return f"{count} permissions deregistered"
         manifest = context.plugin_entry(pid).manifest
@@ -377,14 +497,21 @@ def _routes(action: Action, context: StepContext) -> str:
             f"plugin {pid!r} has no ready replica to route traffic to",
             "check the workload (`plexica-gitops plan` shows its ready replicas), then apply again",
         )
+    base_path = manifest.api.base_path.rstrip("/")
+    want = {
+        "base_path": base_path,
+        "frontend_prefix": frontend.route_prefix.rstrip("/") if frontend else None,
+        "remote_entry": frontend.remote_entry if frontend else None,
+    }
     with context.pool.connection() as conn, conn.transaction():
-        catalog.register_routes(
-            conn,
-            pid,
-            manifest.api.base_path.rstrip("/"),
-            frontend.route_prefix.rstrip("/") if frontend else None,
-            frontend.remote_entry if frontend else None,
-        )
+        row = conn.execute(
+            "SELECT backend_prefix, frontend_prefix, remote_entry FROM plexica.routes"
+            " WHERE plugin_id = %s FOR UPDATE",
+            (pid,),
+        ).fetchone()
+        found = dict(zip(want, row, strict=True)) if row else None
+        _expect(action, action.before, found, want)
+        catalog.register_routes(conn, pid, base_path, want["frontend_prefix"], want["remote_entry"])
         _sync_endpoints(conn, pid, ready, running)
     return f"routes registered with {len(ready)} ready endpoints"
 
@@ -426,14 +553,15 @@ def _live_endpoints(provider: Provider, pid: str) -> tuple[list[Endpoint], set[s
     return ready, running | {e.url for e in ready}
 
 
-def _refresh_endpoints(context: StepContext, provider: Provider, pid: str) -> None:
+def _refresh_endpoints(
+    context: StepContext, provider: Provider, pid: str, routes: StoreRouteRegistry
+) -> None:
     """After a workload step, the registry of a routed plugin lists its live replicas."""
     with context.pool.connection() as conn:
         if not _routed(conn, pid):
             return
     ready, running = _live_endpoints(provider, pid)
-    with context.pool.connection() as conn, conn.transaction():
-        _sync_endpoints(conn, pid, ready, running)
+    routes.sync(ready, running)
 
 
 def _purge(action: Action, context: StepContext) -> str:
@@ -444,7 +572,9 @@ def _purge(action: Action, context: StepContext) -> str:
     pid = action.plugin or action.address.split(".")[1]
     prefix = _table_prefix(pid)
     dropped = 0
+    _require_purge(action, context, pid)
     with context.pool.connection() as conn:
+        _require_uninstalled(action, context, pid, conn)
         others = [
             _table_prefix(row[0])
             for row in conn.execute("SELECT id FROM plexica.plugins WHERE id <> %s", (pid,))
@@ -480,6 +610,85 @@ def _table_prefix(plugin_id: str) -> str:
     return plugin_id.replace("-", "_") + "_"
 
 
+# --- destructive steps: their preconditions, checked when they run --------------------------
+# A plan is checked against a fresh plan before it applies (planfile.check_justified); these
+# checks hold whatever the plan says, at the moment the step runs.
+
+_UNINSTALLED = frozenset({S.UNINSTALLING, S.UNINSTALLED})
+
+
+def _refuse(action: Action, why: str) -> StepFailed:
+    return StepFailed(
+        f"refusing {action.id}: {why}; nothing was changed",
+        "a step that destroys something runs only while git and the platform still ask for "
+        "it: run plan again and review it",
+    )
+
+
+def _require_leaving(action: Action, context: StepContext, pid: str) -> None:
+    """Uninstall only a plugin git wants gone: absent (or only registered), or not in git
+    with platform.prune."""
+    entry = context.desired.plugins.get(pid)
+    if entry is None:
+        _require_prune(action, context, f"plugin {pid!r}")
+        return
+    state = entry.document.spec.state
+    if TARGET_STATUS[state] in DEPLOYED:
+        raise _refuse(action, f"git wants plugin {pid!r} {state.value}")
+
+
+def _require_prune(action: Action, context: StepContext, what: str) -> None:
+    """What git does not declare goes only with platform.prune."""
+    platform = context.desired.platform
+    if platform is None or not platform.document.spec.prune:
+        raise _refuse(action, f"{what} is not in git and platform.prune is not true")
+
+
+def _require_uninstalled(
+    action: Action,
+    context: StepContext,
+    pid: str,
+    conn: psycopg.Connection[Any] | None = None,
+) -> None:
+    """A plugin's workload, permissions and data go only once it is being uninstalled."""
+    with contextlib.ExitStack() as stack:
+        if conn is None:
+            conn = stack.enter_context(context.pool.connection())
+        status = catalog.plugin_status(conn, pid)
+    if status not in _UNINSTALLED:
+        found = status.value if status else "not registered"
+        raise _refuse(action, f"plugin {pid!r} is {found}, not UNINSTALLING or UNINSTALLED")
+
+
+def _require_purge(action: Action, context: StepContext, pid: str) -> None:
+    entry = context.desired.plugins.get(pid)
+    if entry is None or not entry.document.spec.purge_data_on_uninstall:
+        raise _refuse(action, f"git does not set purgeDataOnUninstall: true for plugin {pid!r}")
+
+
+def _require_topic_purge(action: Action, context: StepContext, name: str) -> None:
+    """Delete only a topic this reconciler created for a plugin that git uninstalls with
+    purgeDataOnUninstall."""
+    with context.pool.connection() as conn:
+        owner = catalog.topic_owners(conn).get(name)
+        status = catalog.plugin_status(conn, owner) if owner else None
+    if owner is None or owner != action.plugin:
+        raise _refuse(action, f"plexica-gitops did not create topic {name!r} for {action.plugin}")
+    _require_purge(action, context, owner)
+    if status is not None and (status in DEPLOYED or status is S.INSTALLING):
+        raise _refuse(action, f"its plugin {owner!r} is {status.value}")
+
+
+def _require_tenant_deletion(action: Action, context: StepContext, slug: str) -> None:
+    tenant = context.desired.tenants.get(slug)
+    if tenant is None:
+        _require_prune(action, context, f"tenant {slug!r}")
+        return
+    status = tenant.document.spec.status.value
+    if status != "deleted":
+        raise _refuse(action, f"git wants tenant {slug!r} {status}")
+
+
 # --- topics -------------------------------------------------------------------------------
 
 
@@ -494,6 +703,7 @@ def _topic(action: Action, context: StepContext) -> str:
     name = action.address[len("topic.") :]
     try:
         if action.step == "delete":
+            _require_topic_purge(action, context, name)
             context.broker.delete_topic(name)
             with context.pool.connection() as conn:
                 catalog.forget_topic(conn, name)
@@ -552,6 +762,8 @@ def _tenant(action: Action, context: StepContext) -> str:
                 if row != (spec.id, spec.schema_name):
                     raise
         return f"schema {spec.schema_name} created"
+    if action.step == "delete":
+        _require_tenant_deletion(action, context, slug)
     tenant_id = context.tenant_id(slug)  # before taking a connection: the pool is bounded
     with context.pool.connection() as conn:
         catalog.set_tenant_status(conn, tenant_id, after["status"])
@@ -559,21 +771,58 @@ def _tenant(action: Action, context: StepContext) -> str:
 
 
 def _binding(action: Action, context: StepContext) -> str:
+    """Compare-and-set against the binding the plan observed (`before`, masked as the plan
+    shows it): one changed by another writer meanwhile is a ConflictError."""
     slug = action.tenant or action.address.split(".")[1]
     pid = action.plugin or action.address.split(".")[3]
     tenant_id = context.tenant_id(slug)
     tenant = context.desired.tenants.get(slug)
     binding = tenant.document.spec.plugins.get(pid) if tenant else None
-    with context.pool.connection() as conn:
+    with context.pool.connection() as conn, conn.transaction():
+        current = catalog.binding_for_update(conn, tenant_id, pid)
+        found = {"enabled": current[0], "configuration": current[1]} if current else None
         if binding is None:  # not declared in git: only ever disabled, configuration kept
+            kept = found["configuration"] if found else {}
+            _expect(action, action.before, found, {"enabled": False, "configuration": kept})
             conn.execute(
                 "UPDATE plexica.tenant_plugins SET enabled = false, updated_at = now()"
                 " WHERE tenant_id = %s AND plugin_id = %s",
                 (tenant_id, pid),
             )
             return "disabled"
+        want = {"enabled": binding.enabled, "configuration": binding.configuration}
+        _expect(action, action.before, found, want)
         catalog.upsert_tenant_plugin(conn, tenant_id, pid, binding.enabled, binding.configuration)
     return "enabled" if binding.enabled else "disabled"
+
+
+def _expect(
+    action: Action,
+    expected: dict[str, Any] | None,
+    found: dict[str, Any] | None,
+    want: dict[str, Any],
+) -> None:
+    """Compare-and-set: the store must still hold what the plan observed (`expected`, whose
+    values may be masked: compared masked, field by field) — or already what the step
+    writes (a retry after a lost reply, or another writer that did the same)."""
+    if found == want:
+        return
+    if expected is None:
+        if found is None:
+            return
+    elif found is not None:
+        seen = mask(found)
+        if all(seen.get(key) == value for key, value in expected.items()):
+            return
+    raise catalog.ConflictError(action.address, _shown(expected), _shown(found))
+
+
+def _shown(value: dict[str, Any] | None) -> str:
+    """For a conflict message: masked, and short."""
+    if value is None:
+        return "nothing"
+    text = json.dumps(mask(value), sort_keys=True, default=str)
+    return text if len(text) <= 160 else text[:159] + "…"
 
 
 def _migrations(action: Action, context: StepContext) -> str:
@@ -590,6 +839,7 @@ def _migrations(action: Action, context: StepContext) -> str:
         lock_timeout_ms=context.lock_timeout_ms,
         statement_timeout_ms=context.statement_timeout_ms,
         application_name=STEP_APPLICATION_NAME,
+        epoch=context.pool.epoch,
     )
     result = report.results[0]
     if result.failure is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+import threading
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ import psycopg
 from typer.testing import CliRunner
 
 from plexica_gitops.cli import app
+from plexica_gitops.store import catalog
 
 SCOPE_LABEL = "io.plexica.scope"
 FAST_ROLLOUT = """\
@@ -44,10 +47,23 @@ def scoped_platform(text: str, scope: str) -> str:
     return re.sub(r"  rollout:\n(    .*\n)+", FAST_ROLLOUT, text)
 
 
+def install_example(root: Path, scope: str, environment: dict[str, str]) -> tuple[str, str]:
+    """Init the store and apply a copy of the example desired state in this test's scope;
+    (its root, the apply's output)."""
+    platform = root / "platform.yaml"
+    platform.write_text(scoped_platform(platform.read_text(encoding="utf-8"), scope))
+    assert run_cli(environment, "init")[0] == 0
+    code, output = run_cli(environment, "apply", str(root), "--auto-approve", "--parallelism", "6")
+    assert code == 0, output
+    assert "Apply complete!" in output
+    return str(root), output
+
+
 def containers_of(client: docker.DockerClient, scope: str, plugin: str) -> list[Any]:
     return client.containers.list(
         all=True,
         filters={"label": [f"{SCOPE_LABEL}={scope}", f"io.plexica.plugin={plugin}"]},
+        ignore_removed=True,  # removed between the listing and its inspection: gone
     )
 
 
@@ -75,9 +91,13 @@ class EchoPlatform:
         topics: dict[str, Any] | None = None,
         purge: bool = False,
         tenants: Sequence[str] = ("acme",),
+        timeout_seconds: float = 5,
+        env: dict[str, Any] | None = None,
     ) -> str:
         """Write the desired state; `publishes`/`topics` give echo events and per-event
-        topic settings (the platform default is 1 partition, retention 1 day)."""
+        topic settings (the platform default is 1 partition, retention 1 day);
+        `timeout_seconds` is the rollout's readiness timeout; `env` echo's env (references
+        like `{"fromEnv": "NAME"}`)."""
         image = image or f"{ECHO_IMAGE}:{version}"
         bindings = "{echo: {enabled: true}}" if state == "active" else "{}"
         files = {
@@ -92,7 +112,7 @@ class EchoPlatform:
                     strategy: rolling
                     readyProbes: 2
                     probeIntervalSeconds: 0.2
-                    timeoutSeconds: 5
+                    timeoutSeconds: {timeout_seconds:g}
                     gracePeriodSeconds: 1
                   events:
                     defaults: {{partitions: 1, config: {{retention.ms: "86400000"}}}}
@@ -106,6 +126,7 @@ class EchoPlatform:
                   replicas: {replicas}
                   purgeDataOnUninstall: {json.dumps(purge)}
                   topics: {json.dumps(topics or {})}
+                  env: {json.dumps(env or {})}
                   manifest:
                     id: echo
                     name: Echo
@@ -140,3 +161,39 @@ class EchoPlatform:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
         return str(self.root)
+
+    def install(self, environment: dict[str, str], version: str, **options: Any) -> str:
+        """Init the store and apply `write(version, **options)`; returns the root."""
+        assert run_cli(environment, "init")[0] == 0
+        root = self.write(version, **options)
+        code, output = run_cli(environment, "apply", root, "--auto-approve")
+        assert code == 0, output
+        return root
+
+
+class TrafficLoop(threading.Thread):
+    """A client that keeps requesting the plugin the way the gateway does: it reads the
+    registered endpoints from the service registry and sends each request to one of them."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(daemon=True)
+        self.dsn = dsn
+        self.stop = threading.Event()
+        self.requests = 0
+        self.failures: list[str] = []
+        self.versions: set[str] = set()
+
+    def run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                registered = catalog.endpoints(conn, "echo")
+                if not registered:
+                    self.failures.append("no endpoint registered")
+                    continue
+                endpoint = registered[self.requests % len(registered)].endpoint
+                self.requests += 1
+                try:
+                    with urllib.request.urlopen(endpoint + "/index.html", timeout=5) as answer:
+                        self.versions.add(json.loads(answer.read())["version"])
+                except Exception as error:
+                    self.failures.append(f"{endpoint}: {error}")

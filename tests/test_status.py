@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from apply_support import EchoPlatform, run_cli
 from conftest import EXAMPLE_DESIRED_STATE
 
@@ -82,11 +81,6 @@ def test_status_from_anywhere_as_json_and_as_whole_lines(
     assert "Topics: (not observed)" in done.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apply records its runtime once it calls cli._record_runtime (issue 10: the apply "
-    "side); then remove this mark",
-)
 def test_apply_records_the_runtime_for_status(
     echo: EchoPlatform, environment: dict[str, str], tmp_path: Path
 ) -> None:

@@ -178,8 +178,8 @@ def test_connect_sets_application_name_and_autocommit(postgres_database: str) ->
 def test_init_creates_the_schema_and_is_idempotent(postgres_database: str) -> None:
     with connect(postgres_database) as conn:
         assert store_version(conn) is None
-        assert init_store(conn) == [1, 2, 3]
-        assert store_version(conn) == LATEST_VERSION == 3
+        assert init_store(conn) == [v for v, _, _ in DDL_VERSIONS]
+        assert store_version(conn) == LATEST_VERSION
         assert init_store(conn) == []
         tables = {
             f"{r[0]}.{r[1]}"
@@ -203,8 +203,12 @@ def test_init_creates_the_schema_and_is_idempotent(postgres_database: str) -> No
             "plexica_gitops.topics",
             "plexica_gitops.last_applied",
             "plexica_gitops.runtime",
+            "plexica_gitops.apply_lease",
+            "plexica_gitops.env_digest_key",
         }
-        assert row(conn, "SELECT count(*) FROM plexica_gitops.schema_version") == (3,)
+        assert row(conn, "SELECT count(*) FROM plexica_gitops.schema_version") == (
+            len(DDL_VERSIONS),
+        )
         assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
@@ -229,10 +233,12 @@ def test_concurrent_inits_apply_each_version_once(postgres_database: str) -> Non
         thread.join(timeout=60)
     assert not failures
     # each version is applied by exactly one of them (not necessarily the same one)
-    assert sorted(v for applied in results for v in applied) == [1, 2, 3]
+    assert sorted(v for applied in results for v in applied) == [v for v, _, _ in DDL_VERSIONS]
     assert len(results) == runners
     with connect(postgres_database) as conn:
-        assert row(conn, "SELECT count(*) FROM plexica_gitops.schema_version") == (3,)
+        assert row(conn, "SELECT count(*) FROM plexica_gitops.schema_version") == (
+            len(DDL_VERSIONS),
+        )
 
 
 def test_init_refuses_tables_it_did_not_create(postgres_database: str) -> None:

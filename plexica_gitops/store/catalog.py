@@ -64,6 +64,21 @@ class TransitionError(StoreError):
         self.wanted = wanted
 
 
+class ConflictError(StoreError):
+    """A compare-and-set write found the store other than the plan observed it: another
+    writer changed it while this apply ran. Nothing was written."""
+
+    def __init__(self, address: str, expected: str, found: str) -> None:
+        super().__init__(
+            f"conflict at {address}: expected {expected}, found {found} (another writer "
+            "changed it while this apply ran); nothing was written",
+            "re-plan: run `plexica-gitops plan`, review what changed, then apply again",
+        )
+        self.address = address
+        self.expected = expected
+        self.found = found
+
+
 class PermissionConflict(StoreError):
     """Spec 004 edge case 6: permission keys already registered by another plugin."""
 
@@ -208,25 +223,52 @@ def update_plugin(
     version: str,
     manifest: Mapping[str, Any],
     manifest_hash: str,
+    *,
+    expected: tuple[str, str] | None = None,
 ) -> None:
     """Record a new version / manifest of a registered plugin (its status is unchanged).
-    The display name follows the manifest's `name` when it has one."""
+    The display name follows the manifest's `name` when it has one. With `expected`
+    (version, manifest hash), compare-and-set: ConflictError when the catalog records
+    neither that nor the new version (a retry finds the new one: success)."""
     name = manifest.get("name")
     row = conn.execute(
         """
         UPDATE plexica.plugins
-        SET version = %s, manifest = %s, manifest_hash = %s, name = COALESCE(%s, name),
-            updated_at = now()
-        WHERE id = %s
+        SET version = %(version)s, manifest = %(manifest)s, manifest_hash = %(hash)s,
+            name = COALESCE(%(name)s, name), updated_at = now()
+        WHERE id = %(id)s
+          AND (NOT %(check)s OR (version, manifest_hash) = (%(was_version)s, %(was_hash)s))
         RETURNING id
         """,
-        (version, Jsonb(dict(manifest)), manifest_hash, name, plugin_id),
+        {
+            "version": version,
+            "manifest": Jsonb(dict(manifest)),
+            "hash": manifest_hash,
+            "name": name,
+            "id": plugin_id,
+            "check": expected is not None,
+            "was_version": expected[0] if expected else None,
+            "was_hash": expected[1] if expected else None,
+        },
     ).fetchone()
-    if row is None:
+    if row is not None:
+        return
+    found = conn.execute(
+        "SELECT version, manifest_hash FROM plexica.plugins WHERE id = %s", (plugin_id,)
+    ).fetchone()
+    if found is None:
         raise StoreError(
             f"cannot update plugin {plugin_id!r}: it is not registered",
             "re-run `plexica-gitops plan`: the live state changed since this plan was made",
         )
+    if tuple(found) == (version, manifest_hash):
+        return  # a retry after a reply lost in transit
+    assert expected is not None
+    raise ConflictError(
+        f"plugin.{plugin_id}",
+        f"version {expected[0]} (manifest {expected[1][:16]})",
+        f"version {found[0]} (manifest {str(found[1])[:16]})",
+    )
 
 
 # --- permissions --------------------------------------------------------------------------
@@ -361,6 +403,25 @@ def add_endpoint(
         ) from None
 
 
+def add_own_endpoint(
+    conn: Connection, plugin_id: str, endpoint: str, instance: str, version: str
+) -> bool:
+    """Register a replica's endpoint unless another instance holds that URL (a row another
+    writer made): then nothing is written, and False returned."""
+    row = conn.execute(
+        """
+        INSERT INTO plexica.route_endpoints AS e (plugin_id, endpoint, instance, version)
+        VALUES (%s, %s, %s, %s)
+        ON CONFLICT (plugin_id, endpoint) DO UPDATE
+            SET version = EXCLUDED.version, registered_at = now()
+            WHERE e.instance = EXCLUDED.instance
+        RETURNING 1
+        """,
+        (plugin_id, endpoint, instance, version),
+    ).fetchone()
+    return row is not None
+
+
 def remove_endpoint(conn: Connection, plugin_id: str, endpoint: str) -> bool:
     """Deregister one endpoint; False when it was not registered."""
     cursor = conn.execute(
@@ -483,6 +544,19 @@ def set_tenant_status(conn: Connection, tenant_id: str, status: str) -> None:
         raise StoreError(f"tenant {tenant_id} does not exist", "create the tenant first")
 
 
+def binding_for_update(
+    conn: Connection, tenant_id: str, plugin_id: str
+) -> tuple[bool, dict[str, Any]] | None:
+    """A tenant's binding (enabled, configuration), row-locked until the caller's
+    transaction ends: the base of a compare-and-set. None when there is none."""
+    row = conn.execute(
+        "SELECT enabled, configuration FROM plexica.tenant_plugins"
+        " WHERE tenant_id = %s AND plugin_id = %s FOR UPDATE",
+        (tenant_id, plugin_id),
+    ).fetchone()
+    return (bool(row[0]), dict(row[1] or {})) if row else None
+
+
 def upsert_tenant_plugin(
     conn: Connection,
     tenant_id: str,
@@ -531,6 +605,17 @@ def record_migration(
 
 
 # --- the reconciler's bookkeeping ---------------------------------------------------------
+
+
+def env_digest_key(conn: Connection) -> bytes | None:
+    """The installation's key of the env-value digests (workload.env_digest); None when
+    this database role may not read it."""
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT key FROM plexica_gitops.env_digest_key").fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return bytes(row[0]) if row else None
 
 
 def record_last_applied(

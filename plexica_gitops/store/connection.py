@@ -12,9 +12,11 @@ a transaction open already, so callers own the outer transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
+from collections.abc import Iterator
 from urllib.parse import quote, unquote
 
 import psycopg
@@ -24,6 +26,9 @@ from psycopg.rows import TupleRow
 ENV_DATABASE_URL = "PLEXICA_DATABASE_URL"
 CONNECT_TIMEOUT_S = 5
 DEFAULT_APPLICATION_NAME = "plexica-gitops"
+# The session setting that carries an apply's fencing token (its lease epoch): the store's
+# trigger refuses the writes of a session whose epoch no longer holds the lease (lock.py).
+FENCE_SETTING = "plexica_gitops.epoch"
 
 _EXAMPLE_URL = "postgresql://plexica@db.example.com:5432/plexica"
 _URI_USERINFO = re.compile(
@@ -147,9 +152,10 @@ def _check_uri_shape(url: str) -> None:
 
 
 def connect(
-    url: str, *, application_name: str = DEFAULT_APPLICATION_NAME
+    url: str, *, application_name: str = DEFAULT_APPLICATION_NAME, epoch: int | None = None
 ) -> psycopg.Connection[TupleRow]:
-    """Open an autocommit connection to the store, giving up after CONNECT_TIMEOUT_S."""
+    """Open an autocommit connection to the store, giving up after CONNECT_TIMEOUT_S. With
+    `epoch` (an apply's fencing token), every write it makes is fenced."""
     _check_uri_shape(url)
     try:
         conninfo.conninfo_to_dict(url)
@@ -163,12 +169,25 @@ def connect(
     where, dbname, user, password = describe_target(url)
     target = redact(f"PostgreSQL at {where}, database {dbname!r} as user {user!r}", password)
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             url,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name=application_name,
         )
+        if epoch is not None:
+            with _closed_on_error(conn):
+                conn.execute("SELECT set_config(%s, %s, false)", (FENCE_SETTING, str(epoch)))
+        return conn
     except psycopg.Error as error:
         reason = " ".join(redact(str(error), password).split())
         raise StoreError(f"cannot connect to {target}: {reason}", _hint_for(reason)) from None
+
+
+@contextlib.contextmanager
+def _closed_on_error(conn: psycopg.Connection[TupleRow]) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        conn.close()
+        raise

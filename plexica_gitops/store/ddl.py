@@ -159,4 +159,85 @@ CREATE TABLE plexica_gitops.runtime (
 );
 """,
     ),
+    (
+        4,
+        "apply lease and fencing of apply writes, key of the env-value digests",
+        """
+-- The apply lease (store/lock.py): one row, the apply allowed to drive the platform. The
+-- holder of the advisory lock takes it (epoch + 1) once the previous holder's lease ran
+-- out, and renews it every second on the lock's own session; `epoch` is the fencing token
+-- every write of that apply carries (the session setting plexica_gitops.epoch).
+CREATE TABLE plexica_gitops.apply_lease (
+    singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    epoch        bigint NOT NULL DEFAULT 0,
+    host         varchar(255),
+    pid          integer,
+    apply_id     bigint,
+    acquired_at  timestamptz,
+    heartbeat_at timestamptz,
+    lease_until  timestamptz
+);
+INSERT INTO plexica_gitops.apply_lease DEFAULT VALUES;
+
+ALTER TABLE plexica_gitops.applies ADD COLUMN epoch bigint;
+
+-- A session that carries an epoch (an apply's) may write only while that epoch holds an
+-- unexpired lease. FOR KEY SHARE: a takeover (SELECT ... FOR UPDATE of the lease) waits
+-- for the writes in flight, and every later write of the old holder fails. Sessions
+-- without an epoch (the platform's own writers) are not fenced.
+CREATE FUNCTION plexica_gitops.check_fence() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    token text := current_setting('plexica_gitops.epoch', true);
+    holder bigint;
+    valid boolean;
+BEGIN
+    IF token IS NULL OR token = '' THEN
+        RETURN NULL;
+    END IF;
+    SELECT epoch, lease_until > clock_timestamp() INTO holder, valid
+      FROM plexica_gitops.apply_lease FOR KEY SHARE;
+    IF holder IS DISTINCT FROM token::bigint OR NOT coalesce(valid, false) THEN
+        RAISE EXCEPTION 'fenced: the apply with lease epoch % no longer holds the apply lease '
+                        '(the lease is at epoch %)', token, holder
+              USING ERRCODE = 'PX001',
+                    HINT = 'this apply lost the apply lock; nothing it writes from now on is kept';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- On every table of both schemas there is now (a table a later version adds gets its own
+-- trigger there): whatever apply writes is fenced; the lease and the key are not.
+DO $$
+DECLARE
+    target regclass;
+BEGIN
+    FOR target IN
+        SELECT c.oid::regclass FROM pg_catalog.pg_class c
+          JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname IN ('plexica', 'plexica_gitops') AND c.relkind = 'r'
+           AND c.relname NOT IN ('schema_version', 'apply_lease')
+         ORDER BY 1
+    LOOP
+        EXECUTE format('CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON %s'
+                       ' FOR EACH STATEMENT EXECUTE FUNCTION plexica_gitops.check_fence()',
+                       target);
+    END LOOP;
+END
+$$;
+
+-- The key of the HMAC-SHA256 digest of each workload's resolved env values, labelled on
+-- its replicas so a changed secret is seen (workload.py). Random (two v4 UUIDs: 244 bits
+-- from the server's strong random source), made once here; only the role that owns the
+-- store reads it: never grant it to the platform's roles.
+CREATE TABLE plexica_gitops.env_digest_key (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    key        bytea NOT NULL CHECK (length(key) >= 16),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON plexica_gitops.env_digest_key FROM PUBLIC;
+INSERT INTO plexica_gitops.env_digest_key (key)
+VALUES (decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'));
+""",
+    ),
 ]

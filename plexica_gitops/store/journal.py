@@ -80,14 +80,19 @@ def _read(
 
 
 def start_apply(
-    conn: psycopg.Connection[Any], desired_revision: str, plan_hash: str, host: str, pid: int
+    conn: psycopg.Connection[Any],
+    desired_revision: str,
+    plan_hash: str,
+    host: str,
+    pid: int,
+    epoch: int | None = None,
 ) -> int:
-    """Record a new apply as 'running'; return its id."""
+    """Record a new apply as 'running' (with the lease epoch it holds); return its id."""
     rows = _write(
         conn,
-        "INSERT INTO plexica_gitops.applies (desired_revision, plan_hash, host, pid)"
-        " VALUES (%s, %s, %s, %s) RETURNING id",
-        (desired_revision, plan_hash, host, pid),
+        "INSERT INTO plexica_gitops.applies (desired_revision, plan_hash, host, pid, epoch)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        (desired_revision, plan_hash, host, pid, epoch),
     )
     return int(rows[0][0])
 

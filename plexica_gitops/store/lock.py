@@ -1,12 +1,26 @@
-"""The apply lock: at most one `apply` per store at a time.
+"""The apply lock: at most one `apply` drives the platform at a time, whatever PostgreSQL does.
 
-It is a SESSION-level PostgreSQL advisory lock (`pg_try_advisory_lock` on a fixed 64-bit
-key) held by a dedicated connection for the whole apply. Because it belongs to the
-session, it cannot outlive the process: when an apply dies — even by SIGKILL — its
-connection closes and the server drops the lock at once. A host that vanishes without
-closing its TCP connection is noticed by the server's TCP keepalives, which this module
-sets on the lock's session (about a minute), so a dead runner never blocks the next one
-for long.
+Two layers:
+
+1. A SESSION-level PostgreSQL advisory lock (`pg_try_advisory_lock` on a fixed 64-bit key)
+   held by a dedicated connection for the whole apply. It cannot outlive the process: when
+   an apply dies (even by SIGKILL) its connection closes and the server drops the lock. A
+   host that vanishes without closing its TCP connection is noticed by the server's TCP
+   keepalives, set on the lock's session (about a minute).
+2. A LEASE with a fencing token, because the advisory lock alone is lost while its holder
+   runs on (a PostgreSQL restart drops every session, and with it the lock, while a rolling
+   update is half done). The holder of the advisory lock takes the lease (the one row of
+   `plexica_gitops.apply_lease`): it waits until the previous holder's lease has run out,
+   then moves the lease to the next `epoch`, valid for `LEASE_SECONDS`. A heartbeat renews
+   it every `RENEW_SECONDS`, on the lock's own session and only while that session still
+   holds the advisory lock, so a holder that lost the lock can never renew. The holder is
+   *fenced* — `ApplyLock.lost` is set and its `on_lost` callbacks run — at once when a
+   renewal fails, or when none has been acknowledged for four `RENEW_SECONDS`. From then on
+   it must start nothing and stop what runs; by `stop_deadline()` (the lease's end minus a
+   margin, on this process's clock) everything must have stopped: `on_deadline` runs then
+   (the CLI exits the process). Every connection of an apply carries its epoch
+   (`connect(..., epoch=)`), and the store's trigger `plexica_gitops.check_fence` refuses any
+   write from a session whose epoch no longer holds an unexpired lease.
 
 The lock connection's `application_name` is `plexica-gitops apply host=<host> pid=<pid>`,
 so whoever finds the lock taken can tell who holds it (`pg_locks` joined with
@@ -16,8 +30,10 @@ a live holder.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +56,15 @@ _APPLICATION_NAME = re.compile(r"^plexica-gitops apply host=(?P<host>\S*) pid=(?
 _KEEPALIVE_IDLE_S = 30
 _KEEPALIVE_INTERVAL_S = 10
 _KEEPALIVE_COUNT = 3
+
+# The lease (see the module docstring). A takeover waits at most one lease: nobody can
+# renew a lease without the advisory lock, which the waiting apply holds.
+LEASE_SECONDS = 10.0
+RENEW_SECONDS = 1.0
+_FENCE_AFTER_RENEWALS = 4  # renewals missed in a row before the holder fences itself
+_STOP_MARGIN = 0.2  # of the lease: the holder stops this long before its lease ends
+_TAKEOVER_LOCK_TIMEOUT = "5s"  # waiting for the old holder's writes in flight
+_LONGEST_LEASE_WAIT = 10 * LEASE_SECONDS  # beyond this a lease row was edited by hand
 
 ConnectionFactory = Callable[[], psycopg.Connection[Any]]
 
@@ -142,6 +167,42 @@ class LockHeldError(StoreError):
 class LockLostError(StoreError):
     """The session holding the apply lock is gone (or no longer holds it)."""
 
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"the apply lock was lost: {reason}",
+            "this apply stopped: no new step started, the steps in flight were cancelled. "
+            "Another apply may run now: run plan (or apply) again once it is done",
+        )
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """The lease as the store records it: who had it last and until when."""
+
+    epoch: int
+    host: str | None
+    pid: int | None
+    apply_id: int | None
+    heartbeat_at: dt.datetime | None
+    lease_until: dt.datetime | None
+    now: dt.datetime  # the server's clock when it was read
+
+    @property
+    def seconds_left(self) -> float:
+        if self.lease_until is None:
+            return 0.0
+        return max(0.0, (self.lease_until - self.now).total_seconds())
+
+    def describe(self) -> str:
+        apply = f"apply {self.apply_id}, " if self.apply_id is not None else ""
+        until = f"{self.lease_until.astimezone(dt.UTC):%H:%M:%S} UTC" if self.lease_until else "?"
+        return (
+            f"the previous apply ({apply}lease epoch {self.epoch}, host {self.host or '?'}, "
+            f"pid {self.pid if self.pid is not None else '?'}) lost the apply lock and may "
+            f"still be stopping: its lease runs until {until} ({self.seconds_left:.1f} s)"
+        )
+
 
 _HOLDER = """
 SELECT a.pid, a.application_name, a.usename, host(a.client_addr), a.backend_start,
@@ -152,13 +213,15 @@ SELECT a.pid, a.application_name, a.usename, host(a.client_addr), a.backend_star
    AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
    AND l.classid = %(classid)s AND l.objid = %(objid)s AND l.objsubid = 1
 """
-_HELD_BY_ME = """
-SELECT EXISTS (
+_HELD_BY_ME_CONDITION = """EXISTS (
   SELECT FROM pg_catalog.pg_locks l
    WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid()
      AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-     AND l.classid = %(classid)s AND l.objid = %(objid)s AND l.objsubid = 1)
-"""
+     AND l.classid = %(classid)s AND l.objid = %(objid)s AND l.objsubid = 1)"""
+_HELD_BY_ME = "SELECT " + _HELD_BY_ME_CONDITION
+_LEASE = """
+SELECT epoch, host, pid, apply_id, heartbeat_at, lease_until, clock_timestamp()
+  FROM plexica_gitops.apply_lease"""
 # how pg_locks shows a bigint advisory key: high and low 32 bits, objsubid 1
 _KEY_PARTS = {"classid": APPLY_LOCK_KEY >> 32, "objid": APPLY_LOCK_KEY & 0xFFFFFFFF}
 
@@ -172,9 +235,29 @@ def lock_holder(conn: psycopg.Connection[Any]) -> LockHolder | None:
     return LockHolder(int(pid), name, user, client, backend_start, xact_start, now)
 
 
+class _LeaseLost(threading.Event):
+    """Set once the lease is lost — and reads as set as soon as no renewal was acknowledged
+    in time, before the watchdog has noticed: a process that was frozen (SIGSTOP, a paused
+    VM) past its lease must not act on its first instant back."""
+
+    def __init__(self, lock: ApplyLock) -> None:
+        super().__init__()
+        self._lock = lock
+
+    def is_set(self) -> bool:
+        if not self.flag() and self._lock.overdue():
+            self._lock.lose(self._lock.overdue_reason())
+        return self.flag()
+
+    def flag(self) -> bool:
+        """Set already, without looking at the clock."""
+        return super().is_set()
+
+
 class ApplyLock:
-    """The held apply lock. `conn` is the lock's own autocommit session: closing it
-    releases the lock, so use it for nothing that could close or break it."""
+    """The held apply lock and lease. `conn` is the lock's own autocommit session: closing
+    it releases the lock, so use it for nothing that could close or break it. `epoch` is
+    the fencing token; `lost` is set once this apply may drive nothing any more."""
 
     def __init__(
         self,
@@ -184,6 +267,12 @@ class ApplyLock:
         application_name: str,
         acquired_at: dt.datetime,
         waited_seconds: float,
+        *,
+        epoch: int = 0,
+        renewed: float | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        renew_seconds: float = RENEW_SECONDS,
+        reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
     ) -> None:
         self.conn = conn
         self.host = host
@@ -192,34 +281,161 @@ class ApplyLock:
         self.acquired_at = acquired_at
         self.waited_seconds = waited_seconds
         self.backend_pid = conn.info.backend_pid
+        self.epoch = epoch
+        self.lease_seconds = lease_seconds
+        self.renew_seconds = renew_seconds
+        self._lost = _LeaseLost(self)
+        self.lost: threading.Event = self._lost
+        self.lost_reason = ""
+        self._renewed = time.monotonic() if renewed is None else renewed
+        self._reconnect = reconnect
+        self._on_lost: list[Callable[[str], None]] = []
+        self._on_deadline: Callable[[], None] | None = None
+        self._closing = threading.Event()
+        self._guard = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # --- the lease ------------------------------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        """Renew the lease every `renew_seconds`, and watch that renewals keep coming."""
+        for target, name in ((self._heartbeat, "lease-renew"), (self._watch, "lease-watch")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def on_lost(self, callback: Callable[[str], None]) -> None:
+        """Run `callback(reason)` once when the lease is lost (at once if it is)."""
+        with self._guard:
+            if not self._lost.flag():
+                self._on_lost.append(callback)
+                return
+        callback(self.lost_reason)
+
+    def on_deadline(self, callback: Callable[[], None]) -> None:
+        """Run `callback` if the lock is still held (not released) at `stop_deadline()`
+        after it was lost: work still running then would overlap the next holder."""
+        self._on_deadline = callback
+
+    def stop_deadline(self) -> float:
+        """The monotonic time by which everything must have stopped once the lease is
+        lost: the lease's end as this process can be sure of it, minus a margin."""
+        return self._renewed + self.lease_seconds * (1 - _STOP_MARGIN)
+
+    def attach_apply(self, apply_id: int) -> None:
+        """Name the apply record in the lease, so a waiting apply can say whose it is."""
+        with contextlib.suppress(psycopg.Error):
+            self.conn.execute(
+                "UPDATE plexica_gitops.apply_lease SET apply_id = %s WHERE epoch = %s",
+                (apply_id, self.epoch),
+            )
+
+    def _renew(self) -> bool:
+        row = self.conn.execute(
+            "UPDATE plexica_gitops.apply_lease SET heartbeat_at = clock_timestamp(),"
+            " lease_until = clock_timestamp() + make_interval(secs => %(lease)s)"
+            " WHERE epoch = %(epoch)s AND lease_until IS NOT NULL AND "
+            + _HELD_BY_ME_CONDITION
+            + " RETURNING epoch",
+            {"lease": self.lease_seconds, "epoch": self.epoch, **_KEY_PARTS},
+        ).fetchone()
+        return row is not None
+
+    def _heartbeat(self) -> None:
+        while not self._closing.wait(self.renew_seconds):
+            sent = time.monotonic()
+            try:
+                renewed = self._renew()
+            except psycopg.Error as error:
+                reason = " ".join(str(error).split()) or type(error).__name__
+                self.lose(f"the connection holding it failed ({reason})")
+                return
+            if not renewed:
+                self.lose("its session no longer holds the lock, or another apply took the lease")
+                return
+            self._renewed = sent  # the server set the lease from a moment after this one
+
+    def overdue(self) -> bool:
+        """No renewal acknowledged for too long: the lease may be running out unseen."""
+        return time.monotonic() - self._renewed > self.renew_seconds * _FENCE_AFTER_RENEWALS
+
+    def overdue_reason(self) -> str:
+        patience = self.renew_seconds * _FENCE_AFTER_RENEWALS
+        return f"no renewal of its lease was acknowledged for {patience:g} s"
+
+    def _watch(self) -> None:
+        tick = min(0.1, self.renew_seconds / 2)
+        while not self._closing.wait(tick):
+            if self.lost.is_set() and time.monotonic() >= self.stop_deadline():
+                if self._on_deadline is not None:
+                    self._on_deadline()
+                return
+
+    def lose(self, reason: str) -> None:
+        """Fence this holder (idempotent): `lost` is set and the callbacks run."""
+        with self._guard:
+            if self._lost.flag():
+                return
+            self.lost_reason = reason
+            self.lost.set()
+            callbacks, self._on_lost = self._on_lost, []
+        for callback in callbacks:
+            with contextlib.suppress(Exception):  # each must run, whatever another does
+                callback(reason)
 
     def verify(self) -> None:
-        """Raise LockLostError unless this session still holds the lock (call it between
-        apply phases: if the lock connection died, another apply may have started)."""
+        """Raise LockLostError unless this apply still holds the lock and its lease (call
+        it between apply phases: if the lock connection died, another apply may start)."""
+        if self.lost.is_set():
+            raise LockLostError(self.lost_reason)
         try:
             row = self.conn.execute(_HELD_BY_ME, _KEY_PARTS).fetchone()
         except psycopg.Error as error:
-            raise LockLostError(
-                f"the connection holding the apply lock failed: {' '.join(str(error).split())}",
-                "another apply may have started since: stop this one and run plan again",
-            ) from None
+            self.lose(f"the connection holding it failed ({' '.join(str(error).split())})")
+            raise LockLostError(self.lost_reason) from None
         if not row or not row[0]:
-            raise LockLostError(
-                "this apply no longer holds the apply lock",
-                "another apply may have started since: stop this one and run plan again",
-            )
+            self.lose("its session no longer holds the lock")
+            raise LockLostError(self.lost_reason)
 
     def release(self) -> None:
-        """Release the lock and close its connection (idempotent)."""
-        if self.conn.closed:
+        """Give up the lease, release the lock and close its connection (idempotent). Call
+        it once every step has stopped: a lost lease is given up on a new connection, so
+        a waiting apply need not wait it out."""
+        if self._closing.is_set():
             return
+        self._closing.set()
         try:
-            if not self.conn.broken:
+            if not self.lost.is_set() and not self.conn.broken:
+                self.conn.execute(_GIVE_UP, (self.epoch,))
                 self.conn.execute("SELECT pg_advisory_unlock(%s)", (APPLY_LOCK_KEY,))
+            else:
+                self._give_up_elsewhere()
         except psycopg.Error:
-            pass  # closing the session below releases it anyway
+            pass  # closing the session below releases the lock; the lease runs out alone
         finally:
             self.conn.close()
+
+    def _give_up_elsewhere(self) -> None:
+        if self._reconnect is None:
+            return
+        with contextlib.suppress(psycopg.Error, StoreError), self._reconnect() as conn:
+            conn.execute(_GIVE_UP, (self.epoch,))
+
+
+_GIVE_UP = (
+    "UPDATE plexica_gitops.apply_lease SET lease_until = NULL, heartbeat_at = clock_timestamp()"
+    " WHERE epoch = %s"
+)
+
+
+def read_lease(conn: psycopg.Connection[Any]) -> LeaseHolder | None:
+    """The lease row; None on a store without one (older than schema version 3)."""
+    try:
+        with conn.transaction():
+            row = conn.execute(_LEASE + ";").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return LeaseHolder(*row) if row else None
 
 
 def _open(target: str | ConnectionFactory, application_name: str) -> psycopg.Connection[Any]:
@@ -257,39 +473,119 @@ def acquire_apply_lock(
     host: str,
     pid: int,
     poll_seconds: float = 0.5,
+    lease_seconds: float = LEASE_SECONDS,
+    renew_seconds: float = RENEW_SECONDS,
+    on_wait: Callable[[LeaseHolder], None] | None = None,
 ) -> ApplyLock:
     """Take the apply lock on a new dedicated connection, waiting up to `wait_seconds`
-    (0: not at all); LockHeldError naming the holder when it stays taken. Prefer the
-    `apply_lock` context manager; with this, call `release()` yourself."""
+    (0: not at all) for the advisory lock — LockHeldError naming the holder when it stays
+    taken — then the lease, waiting out (whatever `wait_seconds` says: at most one lease)
+    a previous holder that lost the lock; `on_wait` is told whom it waits for. The
+    heartbeat runs from then on. Prefer the `apply_lock` context manager; with this, call
+    `release()` yourself."""
     if wait_seconds < 0:
         raise ValueError("wait_seconds must be 0 or positive")
+    if renew_seconds * _FENCE_AFTER_RENEWALS >= lease_seconds * (1 - _STOP_MARGIN):
+        raise ValueError("the lease must outlast several renewals")
     name = lock_application_name(host, pid)
     conn = _open(conn_factory_or_dsn, name)
     try:
         _prepare_session(conn, name)
         started = time.monotonic()
-        deadline = started + wait_seconds
-        delay = min(0.1, poll_seconds)
-        last_chance = False
-        while True:
-            row = conn.execute(
-                "SELECT pg_try_advisory_lock(%s), now()", (APPLY_LOCK_KEY,)
-            ).fetchone()
-            assert row is not None
-            if row[0]:
-                return ApplyLock(conn, host, pid, name, row[1], time.monotonic() - started)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                holder = lock_holder(conn)
-                if holder is None and not last_chance:
-                    last_chance = True  # released between the two queries: try once more
-                    continue
-                raise LockHeldError(holder, time.monotonic() - started if wait_seconds else 0.0)
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, poll_seconds)
+        acquired_at = _advisory_lock(conn, started + wait_seconds, poll_seconds, wait_seconds)
+        epoch, renewed = _take_lease(conn, host, pid, lease_seconds, poll_seconds, on_wait)
+        lock = ApplyLock(
+            conn,
+            host,
+            pid,
+            name,
+            acquired_at,
+            time.monotonic() - started,
+            epoch=epoch,
+            renewed=renewed,
+            lease_seconds=lease_seconds,
+            renew_seconds=renew_seconds,
+            reconnect=lambda: _open(conn_factory_or_dsn, name),
+        )
     except BaseException:
         conn.close()
         raise
+    lock.start_heartbeat()
+    return lock
+
+
+def _advisory_lock(
+    conn: psycopg.Connection[Any], deadline: float, poll_seconds: float, wait_seconds: float
+) -> dt.datetime:
+    started = time.monotonic()
+    delay = min(0.1, poll_seconds)
+    last_chance = False
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s), now()", (APPLY_LOCK_KEY,)).fetchone()
+        assert row is not None
+        if row[0]:
+            return row[1]  # type: ignore[no-any-return]
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            holder = lock_holder(conn)
+            if holder is None and not last_chance:
+                last_chance = True  # released between the two queries: try once more
+                continue
+            raise LockHeldError(holder, time.monotonic() - started if wait_seconds else 0.0)
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, poll_seconds)
+
+
+def _take_lease(
+    conn: psycopg.Connection[Any],
+    host: str,
+    pid: int,
+    lease_seconds: float,
+    poll_seconds: float,
+    on_wait: Callable[[LeaseHolder], None] | None,
+) -> tuple[int, float]:
+    """Move the lease to the next epoch once nobody's lease runs; (epoch, the monotonic
+    time the lease was granted from)."""
+    told = False
+    while True:
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = '{_TAKEOVER_LOCK_TIMEOUT}'")
+                row = conn.execute(_LEASE + " FOR UPDATE").fetchone()
+                if row is None:
+                    raise StoreError(
+                        "the store has no apply lease row", "run `plexica-gitops init`"
+                    )
+                holder = LeaseHolder(*row)
+                if holder.seconds_left <= 0:
+                    sent = time.monotonic()
+                    taken = conn.execute(
+                        "UPDATE plexica_gitops.apply_lease SET epoch = epoch + 1, host = %s,"
+                        " pid = %s, apply_id = NULL, acquired_at = clock_timestamp(),"
+                        " heartbeat_at = clock_timestamp(),"
+                        " lease_until = clock_timestamp() + make_interval(secs => %s)"
+                        " RETURNING epoch",
+                        (host, pid, lease_seconds),
+                    ).fetchone()
+                    assert taken is not None
+                    return int(taken[0]), sent
+        except psycopg.errors.LockNotAvailable:
+            continue  # the previous holder's writes in flight: they end, or time out
+        except psycopg.errors.UndefinedTable:
+            raise StoreError(
+                "the store has no apply lease (its schema is older than this plexica-gitops)",
+                "run `plexica-gitops init` to upgrade the store",
+            ) from None
+        if holder.seconds_left > _LONGEST_LEASE_WAIT:
+            raise StoreError(
+                f"{holder.describe()}, longer than any lease this plexica-gitops grants",
+                "if no apply is running, clear it: UPDATE plexica_gitops.apply_lease SET "
+                "lease_until = NULL",
+            )
+        if on_wait is not None and not told:
+            on_wait(holder)
+            told = True
+        time.sleep(min(poll_seconds, max(0.05, holder.seconds_left)))
 
 
 @contextmanager
@@ -300,6 +596,9 @@ def apply_lock(
     host: str,
     pid: int,
     poll_seconds: float = 0.5,
+    lease_seconds: float = LEASE_SECONDS,
+    renew_seconds: float = RENEW_SECONDS,
+    on_wait: Callable[[LeaseHolder], None] | None = None,
 ) -> Iterator[ApplyLock]:
     """Hold the apply lock for the `with` block (see `acquire_apply_lock`).
 
@@ -311,6 +610,9 @@ def apply_lock(
         host=host,
         pid=pid,
         poll_seconds=poll_seconds,
+        lease_seconds=lease_seconds,
+        renew_seconds=renew_seconds,
+        on_wait=on_wait,
     )
     try:
         yield lock

@@ -181,6 +181,7 @@ class _Settings:
     application_name: str
     lock_timeout_ms: int
     statement_timeout_ms: int
+    epoch: int | None = None  # the apply's fencing token (store/lock.py)
 
 
 @dataclass
@@ -203,6 +204,7 @@ def run_migrations(
     statement_timeout_ms: int = 300000,
     on_result: Callable[[TenantMigrationResult], None] | None = None,
     application_name: str = MIGRATE_APPLICATION_NAME,
+    epoch: int | None = None,
 ) -> MigrationReport:
     """Run every job, each in its own transaction, at most `parallelism` at a time.
 
@@ -214,7 +216,8 @@ def run_migrations(
     exception propagates.
 
     `lock_timeout_ms` / `statement_timeout_ms` apply to every statement of a job (0: no
-    limit)."""
+    limit). With `epoch` (an apply's fencing token) a job whose apply lost its lease
+    fails and rolls back."""
     if parallelism < 1:
         raise ValueError("parallelism must be at least 1")
     if lock_timeout_ms < 0 or statement_timeout_ms < 0:
@@ -223,7 +226,7 @@ def run_migrations(
     started = time.perf_counter()
     if not job_list:
         return MigrationReport((), 0.0, parallelism)
-    settings = _Settings(dsn, application_name, lock_timeout_ms, statement_timeout_ms)
+    settings = _Settings(dsn, application_name, lock_timeout_ms, statement_timeout_ms, epoch)
 
     first = _connect(settings)  # StoreError when the store cannot be reached
     try:
@@ -280,7 +283,7 @@ def run_migrations(
 
 
 def _connect(settings: _Settings) -> psycopg.Connection[Any]:
-    conn = connect(settings.dsn, application_name=settings.application_name)
+    conn = connect(settings.dsn, application_name=settings.application_name, epoch=settings.epoch)
     # No automatic prepared statements: migration files run once per tenant with another
     # search_path each time, and their DDL would make psycopg discard its cache anyway.
     conn.prepare_threshold = None

@@ -6,6 +6,8 @@ Each container carries what the reconciler needs to read it back without the spe
 
     io.plexica.managed-by=plexica-gitops   io.plexica.scope=<scope>
     io.plexica.plugin, .version, .image, .manifest-hash, .env-hash
+    io.plexica.env-digest                  keyed HMAC of the env values (never the values)
+    io.plexica.replace-id                  the replacement that made it (`apply --replace`)
     io.plexica.cpu, .memory                the desired quantities, as written in the manifest
     io.plexica.port, .readiness-path, .liveness-path, .generation, .replica
 
@@ -56,6 +58,7 @@ from plexica_gitops.live import LiveReplica, LiveResources, LiveWorkload
 from plexica_gitops.model import RolloutStrategy
 from plexica_gitops.provider import (
     MANAGED_BY,
+    Cancelled,
     Endpoint,
     ImagePullError,
     Provider,
@@ -82,6 +85,9 @@ LABEL_VERSION = "io.plexica.version"
 LABEL_IMAGE = "io.plexica.image"
 LABEL_MANIFEST_HASH = "io.plexica.manifest-hash"
 LABEL_ENV_HASH = "io.plexica.env-hash"
+LABEL_ENV_DIGEST = "io.plexica.env-digest"
+LABEL_REPLACE_ID = "io.plexica.replace-id"
+MIXED = "mixed"  # observed env digest of replicas that run with different env values
 LABEL_CPU = "io.plexica.cpu"
 LABEL_MEMORY = "io.plexica.memory"
 LABEL_PORT = "io.plexica.port"
@@ -217,6 +223,7 @@ class DockerProvider(Provider):
         self._network_ready = False
         self._network: str | None = self.settings.network
         self._network_lock = threading.Lock()  # apply runs steps of several plugins at once
+        self._cancelled = threading.Event()  # see cancel_on()
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> DockerProvider:
@@ -369,6 +376,18 @@ class DockerProvider(Provider):
             return [r.endpoint for r in running if r.endpoint is not None]
         answers = self._probe_now(running)
         return [r.endpoint for r in running if _ok(answers, r) and r.endpoint is not None]
+
+    def cancel_on(self, cancelled: threading.Event) -> None:
+        """Checked before every container is created or started, and by every wait for
+        readiness: the replicas being waited for never served, so they are removed."""
+        self._cancelled = cancelled
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise Cancelled(
+                "the runtime work was cancelled: this apply lost its lock",
+                "nothing more is started; the next apply continues from what runs",
+            )
 
     def close(self) -> None:
         if self._docker is not None:
@@ -574,6 +593,7 @@ class DockerProvider(Provider):
         return created
 
     def _create(self, spec: WorkloadSpec, generation: str, index: int) -> _Replica:
+        self._check_cancelled()
         name = f"plexica-{spec.plugin_id}-{generation}-{index}"
         labels = {**_spec_labels(spec), LABEL_SCOPE: self.settings.scope}
         labels.update({LABEL_GENERATION: generation, LABEL_REPLICA: str(index)})
@@ -629,6 +649,7 @@ class DockerProvider(Provider):
         return limits
 
     def _start(self, replica: _Replica) -> _Replica:
+        self._check_cancelled()
         with self._engine_errors(f"starting container {replica.name}"):
             replica.container.start()
             replica.container.reload()
@@ -663,18 +684,24 @@ class DockerProvider(Provider):
     def _await_ready(
         self, replicas: Sequence[_Replica], spec: WorkloadSpec
     ) -> dict[str, ProbeResult]:
-        """Wait for every replica at once; each gets the full rollout timeout."""
+        """Wait for every replica at once; each gets the full rollout timeout. Cancelled
+        meanwhile: they never served (nobody registers a replica before it is ready), so
+        they are removed, and Cancelled raised."""
 
         def wait(replica: _Replica) -> ProbeResult:
             url = replica.readiness_url
             if url is None:
                 return ProbeResult(False, "the container has no published port")
-            result = wait_ready(url, spec.rollout)
+            result = wait_ready(url, spec.rollout, cancelled=self._cancelled)
             if result.ok:
                 crash_point("ready")
             return result
 
-        return dict(zip((r.name for r in replicas), _parallel(wait, replicas), strict=True))
+        results = dict(zip((r.name for r in replicas), _parallel(wait, replicas), strict=True))
+        if self._cancelled.is_set():
+            self._discard_quietly(replicas, None)
+            self._check_cancelled()
+        return results
 
     def _probe_now(self, replicas: Sequence[_Replica]) -> dict[str, ProbeResult]:
         timeout = self.settings.probe_timeout_seconds
@@ -758,6 +785,7 @@ class DockerProvider(Provider):
                 )
                 for r in sorted(group, key=lambda r: r.name)
             ),
+            env_digest=_common(group, LABEL_ENV_DIGEST),
         )
 
     # --- the engine -------------------------------------------------------------------------
@@ -903,6 +931,10 @@ def _spec_labels(spec: WorkloadSpec) -> dict[str, str]:
         labels[LABEL_CPU] = spec.cpu
     if spec.memory is not None:
         labels[LABEL_MEMORY] = spec.memory
+    if spec.env_digest:
+        labels[LABEL_ENV_DIGEST] = spec.env_digest
+    if spec.replace_id:  # compared only while a replacement asks for it
+        labels[LABEL_REPLACE_ID] = spec.replace_id
     return labels
 
 
@@ -922,6 +954,12 @@ def _most_common_build(group: list[_Replica]) -> list[_Replica]:
 
 def _image(replica: _Replica) -> str:
     return replica.labels.get(LABEL_IMAGE) or str(replica.container.attrs["Config"].get("Image"))
+
+
+def _common(group: list[_Replica], label: str) -> str:
+    """The label's value on every replica; MIXED when they differ (two keys at once)."""
+    values = {r.labels.get(label, "") for r in group}
+    return values.pop() if len(values) == 1 else MIXED
 
 
 def _resources(group: list[_Replica]) -> tuple[str | None, str | None]:
