@@ -790,10 +790,13 @@ def _binding(action: Action, context: StepContext) -> str:
                 (tenant_id, pid),
             )
             return "disabled"
-        want = {"enabled": binding.enabled, "configuration": binding.configuration}
+        # A binding held off while its plugin is not active (PGP109): the plan's `after`
+        # says disabled although git keeps the tenant's intent (enabled).
+        enabled = binding.enabled and bool((action.after or {}).get("enabled", True))
+        want = {"enabled": enabled, "configuration": binding.configuration}
         _expect(action, action.before, found, want)
-        catalog.upsert_tenant_plugin(conn, tenant_id, pid, binding.enabled, binding.configuration)
-    return "enabled" if binding.enabled else "disabled"
+        catalog.upsert_tenant_plugin(conn, tenant_id, pid, enabled, binding.configuration)
+    return "enabled" if enabled else "disabled"
 
 
 def _expect(
