@@ -716,11 +716,8 @@ def _parse_text(
     except ReaderError as exc:
         sink.items.append(_reader_finding(rel, text, exc))
     except MarkedYAMLError as exc:
-        if "maximum nesting level" in (exc.problem or "").lower():
-            # libyaml after 0.2.5 has its own nesting limit (1,000 levels by default)
-            _, hint = _depth_message(limits.max_depth)
-            message = "mappings and lists are nested deeper than the YAML parser allows"
-            sink.items.append(_limit_finding(rel, _LimitError(message, hint, exc.problem_mark)))
+        if _is_parser_nesting_limit(exc):
+            sink.items.append(_parser_nesting_finding(rel, text, exc, limits.max_depth))
         else:
             sink.items.append(_syntax_finding(rel, text, exc))
     except yaml.YAMLError as exc:  # pragma: no cover - the parsers raise the two above
@@ -736,6 +733,36 @@ def _parse_text(
     if sink.items:
         return [], sink.items
     return documents, []
+
+
+# libyaml's own nesting limit (1,000 levels unless an application changes it), which stops
+# the parser before our composer sees the level over `max_depth`: its scanner reports
+# "exceeded maximum nesting depth" (while increasing flow/block level; the libyaml in
+# PyYAML 6.0.4's wheels), its parser "Maximum nesting level reached" (libyaml 0.2.6).
+# Older builds have no limit, and the composer's own stops first.
+_LIBYAML_NESTING_LIMIT = 1_000
+
+
+def _is_parser_nesting_limit(exc: MarkedYAMLError) -> bool:
+    text = f"{exc.context or ''} {exc.problem or ''}".lower()
+    return "nest" in text and any(word in text for word in ("maximum", "max ", "exceed"))
+
+
+def _parser_nesting_finding(
+    rel: str, text: str, exc: MarkedYAMLError, max_depth: int
+) -> Finding:
+    """The same finding (PGL004, our limit in the message) whichever parser stopped first;
+    only the position is the parser's, further in than the level that crossed ours."""
+    message, hint = _depth_message(max_depth)
+    if max_depth >= _LIBYAML_NESTING_LIMIT:
+        message = "mappings and lists are nested deeper than the YAML parser allows"
+    line, column = _error_position(text, exc.problem_mark or exc.context_mark)
+    return error(
+        DEPTH_OR_ALIAS_LIMIT,
+        f"{rel}: {message} (the parser stopped at line {line}, column {column})",
+        hint,
+        Location(rel, line, column),
+    )
 
 
 def _document(
