@@ -30,7 +30,8 @@ from plexica_gitops.model import (
 )
 from plexica_gitops.schema import kind_validator
 
-MIGRATION_FILE = re.compile(r"^(?P<number>\d{4})_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$")
+# The whole name, ASCII digits only: `٠٠٠٤_x.sql` is not migration 4, `0004_x.sql\n` no file.
+MIGRATION_FILE = re.compile(r"(?P<number>[0-9]{4})_(?P<name>[a-z0-9][a-z0-9_]*)\.sql", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -446,7 +447,7 @@ class _Builder:
                 continue
             relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
             where = Location(relative)
-            match = MIGRATION_FILE.match(path.name)
+            match = MIGRATION_FILE.fullmatch(path.name)
             if match is None:
                 self.findings.append(
                     error(

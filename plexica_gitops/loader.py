@@ -748,9 +748,7 @@ def _is_parser_nesting_limit(exc: MarkedYAMLError) -> bool:
     return "nest" in text and any(word in text for word in ("maximum", "max ", "exceed"))
 
 
-def _parser_nesting_finding(
-    rel: str, text: str, exc: MarkedYAMLError, max_depth: int
-) -> Finding:
+def _parser_nesting_finding(rel: str, text: str, exc: MarkedYAMLError, max_depth: int) -> Finding:
     """The same finding (PGL004, our limit in the message) whichever parser stopped first;
     only the position is the parser's, further in than the level that crossed ours."""
     message, hint = _depth_message(max_depth)

@@ -12,7 +12,7 @@ SECRET_KEY = re.compile(
 )
 
 
-SHORT_SECRET_KEY = re.compile(r"(^|[_.-])(pass|pwd)$")  # DB_PASS, smtp.pwd; not "bypass"
+SHORT_SECRET_KEY = re.compile(r"(^|[_.-])(pass|pwd)\Z")  # DB_PASS, smtp.pwd; not "bypass"
 
 
 def looks_secret(key: str) -> bool:

@@ -24,6 +24,7 @@ from referencing.exceptions import Unresolvable
 from plexica_gitops.desired import BuildResult, DesiredState, PluginEntry, build_desired_state
 from plexica_gitops.findings import Finding, Location, error, warning
 from plexica_gitops.model import PluginState
+from plexica_gitops.quantities import MAX_CPU_CORES, QuantityError, parse_cpu, parse_memory
 from plexica_gitops.sensitive import is_reference, looks_secret, names_secret
 from plexica_gitops.versions import (
     RangeSyntaxError,
@@ -33,13 +34,34 @@ from plexica_gitops.versions import (
     parse_version,
 )
 
-KEBAB_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-SAFE_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]*$")
-CPU = re.compile(r"^(?:[1-9]\d*m|\d+(?:\.\d+)?)$")
-MEMORY = re.compile(r"^(?:[1-9]\d*|\d+\.\d*[1-9]\d*)(?:Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
-CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-PERMISSION_KEY = re.compile(r"^[a-z][a-z0-9-]*(?::[a-z0-9*-]+)+$")
-EVENT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,248}$")
+# Every pattern is matched against the WHOLE text (`fullmatch`; `$` would accept a trailing
+# newline) with ASCII classes: an identifier is exactly these characters, nothing else.
+KEBAB_ID = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", re.ASCII)
+SAFE_SCHEMA = re.compile(r"[a-z_][a-z0-9_]*", re.ASCII)
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+PERMISSION_KEY = re.compile(r"[a-z][a-z0-9-]*(?::[a-z0-9*-]+)+", re.ASCII)
+EVENT_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{0,248}", re.ASCII)
+# Docker's reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}(?:\.{_DOMAIN})*(?::[0-9]{{1,5}})?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::\w[\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+    r":[0-9a-fA-F]{32,})?",
+    re.ASCII,
+)
+MAX_IMAGE_LENGTH = 512
+# An HTTP path on the plugin's port: RFC 3986 path characters (and a query), nothing that
+# could end the request line.
+HTTP_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*", re.ASCII)
+URL_TEXT = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no space
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}", re.ASCII)
+# A secretRef names a file `<dir>/<name>/<key>`: each one path component, never `..`.
+SECRET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}", re.ASCII)
+SECRET_KEY = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,253}", re.ASCII)
+TOPIC_CONFIG_NAME = re.compile(r"[a-z][a-z0-9.]{0,253}", re.ASCII)
+MAX_TOPIC_CONFIG_VALUE = 1024
+MIN_MEMORY_BYTES = 6 * 2**20  # Docker refuses a memory limit under 6 MiB
 MAX_NAME_LENGTH = 63  # DNS label: plugin ids and slugs become container and k8s names
 # Schema names the platform owns or PostgreSQL reserves; a tenant must never be given one.
 RESERVED_SCHEMAS = {"public", "information_schema", "plexica", "plexica_gitops"}
@@ -58,6 +80,11 @@ REQUIRED_DEPENDENCY_STATES: dict[PluginState, set[PluginState]] = {
     PluginState.INSTALLED: {PluginState.INSTALLED, PluginState.ACTIVE, PluginState.DISABLED},
     PluginState.DISABLED: {PluginState.INSTALLED, PluginState.ACTIVE, PluginState.DISABLED},
 }
+
+
+JsonPathParts = tuple[str | int, ...]
+Subjects = tuple[str, ...]
+_Place = tuple[Callable[..., Location], JsonPathParts, Any, Subjects]
 
 
 @dataclass
@@ -86,12 +113,17 @@ def validate_build(built: BuildResult) -> ValidationReport:
     return ValidationReport(built.desired, sorted(unique.values(), key=Finding.sort_key))
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    """At most `limit` characters of `text` for a message (a value may be megabytes)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 # --- identities --------------------------------------------------------------------------
 
 
 def check_plugin_ids(desired: DesiredState) -> Iterator[Finding]:
     for plugin in desired.plugins.values():
-        if not KEBAB_ID.match(plugin.id) or len(plugin.id) > MAX_NAME_LENGTH:
+        if not KEBAB_ID.fullmatch(plugin.id) or len(plugin.id) > MAX_NAME_LENGTH:
             yield error(
                 "PGV201",
                 f"plugin id {plugin.id!r} is not kebab-case",
@@ -107,7 +139,7 @@ def check_tenant_identities(desired: DesiredState) -> Iterator[Finding]:
     schemas: dict[str, str] = {}
     for slug, tenant in sorted(desired.tenants.items()):
         spec = tenant.document.spec
-        if not KEBAB_ID.match(slug) or len(slug) > MAX_NAME_LENGTH:
+        if not KEBAB_ID.fullmatch(slug) or len(slug) > MAX_NAME_LENGTH:
             yield error(
                 "PGV208",
                 f"tenant slug {slug!r} is not kebab-case",
@@ -130,7 +162,7 @@ def check_tenant_identities(desired: DesiredState) -> Iterator[Finding]:
 
 def _tenant_id(slug: str, raw: str, where: Location, seen: dict[str, str]) -> Iterator[Finding]:
     canonical = raw.lower()
-    if not CANONICAL_UUID.match(canonical):
+    if not CANONICAL_UUID.fullmatch(canonical):
         yield error(
             "PGV207",
             f"tenant {slug!r} has id {raw!r}, which is not a UUID",
@@ -152,7 +184,7 @@ def _tenant_id(slug: str, raw: str, where: Location, seen: dict[str, str]) -> It
 
 def _tenant_schema(slug: str, name: str, where: Location) -> Iterator[Finding]:
     unsafe = (
-        not SAFE_SCHEMA.match(name)
+        not SAFE_SCHEMA.fullmatch(name)
         or len(name) > MAX_NAME_LENGTH
         or name.startswith("pg_")
         or name in RESERVED_SCHEMAS
@@ -203,6 +235,16 @@ def _image(plugin: PluginEntry) -> Iterator[Finding]:
     image = plugin.manifest.runtime.image
     where = plugin.manifest_location("runtime", "image")
     subjects = (plugin.id,)
+    if len(image) > MAX_IMAGE_LENGTH or not IMAGE_REFERENCE.fullmatch(image):
+        yield error(
+            "PGV309",
+            f"plugin {plugin.id!r} image {_clip(image)!r} is not an image reference",
+            "Write [registry[:port]/]path[:tag][@sha256:digest] in lowercase, e.g. "
+            f"`registry.example.com/plexica/{plugin.id}:{_clip(plugin.manifest.version)}`.",
+            where,
+            subjects,
+        )
+        return
     if "@" in image:  # pinned by digest: the tag, if any, is informational
         return
     last = image.rsplit("/", 1)[-1]
@@ -400,11 +442,14 @@ def check_routes(desired: DesiredState) -> Iterator[Finding]:
             ("openapi", "openapi"),
         ]:
             path = getattr(api, field_name)
-            if path is not None and not path.startswith("/"):
+            problem = None if path is None else _http_path_problem(path)
+            if problem is not None:
                 yield error(
                     "PGV509",
-                    f"plugin {plugin.id!r} api.{alias} {path!r} is not an absolute path",
-                    f"Write it as a path on the plugin's port, e.g. `/{path.lstrip('/')}`.",
+                    f"plugin {plugin.id!r} api.{alias} {_clip(path)!r} {problem}",
+                    "Write it as a path on the plugin's port, e.g. `/health/ready`: it starts "
+                    "with `/` and holds no spaces, line breaks or non-ASCII characters "
+                    "(percent-encode them).",
                     plugin.manifest_location("api", alias),
                     (plugin.id,),
                 )
@@ -420,11 +465,16 @@ def check_routes(desired: DesiredState) -> Iterator[Finding]:
                 (plugin.id,),
             )
         entry = urlsplit(frontend.remote_entry)
-        if entry.scheme not in ("http", "https") or not entry.netloc:
+        if (
+            entry.scheme not in ("http", "https")
+            or not entry.netloc
+            or len(frontend.remote_entry) > 2048
+            or not URL_TEXT.fullmatch(frontend.remote_entry)
+        ):
             yield error(
                 "PGV510",
-                f"plugin {plugin.id!r} frontend.remoteEntry {frontend.remote_entry!r} is not "
-                "an http(s) URL",
+                f"plugin {plugin.id!r} frontend.remoteEntry {_clip(frontend.remote_entry)!r} "
+                "is not an http(s) URL",
                 "Module Federation loads remoteEntry.js by URL, e.g. "
                 f"https://cdn.example.com/plugins/{plugin.id}/remoteEntry.js.",
                 plugin.manifest_location("frontend", "remoteEntry"),
@@ -432,29 +482,49 @@ def check_routes(desired: DesiredState) -> Iterator[Finding]:
             )
 
 
+def _http_path_problem(path: str) -> str | None:
+    if not path.startswith("/"):
+        return "is not an absolute path"
+    if len(path) > 2048 or not HTTP_PATH.fullmatch(path):
+        return "holds characters an HTTP request path cannot (spaces, line breaks, non-ASCII)"
+    return None
+
+
 def check_resources(desired: DesiredState) -> Iterator[Finding]:
     for plugin in desired.plugins.values():
         resources = plugin.manifest.runtime.resources
-        if resources.cpu is not None and (
-            not CPU.match(resources.cpu) or float(resources.cpu.rstrip("m")) == 0
-        ):
-            yield error(
-                "PGV503",
-                f"plugin {plugin.id!r} runtime.resources.cpu {resources.cpu!r} is not a CPU "
-                "quantity",
-                "Use millicores (`500m`), whole cores (`2`) or fractional cores (`1.5`).",
-                plugin.manifest_location("runtime", "resources", "cpu"),
-                (plugin.id,),
-            )
-        if resources.memory is not None and not MEMORY.match(resources.memory):
-            yield error(
-                "PGV504",
-                f"plugin {plugin.id!r} runtime.resources.memory {resources.memory!r} is not a "
-                "memory quantity",
-                "Use `512Mi`, `1Gi` (binary) or `500M`, `2G` (decimal).",
-                plugin.manifest_location("runtime", "resources", "memory"),
-                (plugin.id,),
-            )
+        if resources.cpu is not None:
+            problem = _quantity_problem(parse_cpu, resources.cpu)
+            if problem is not None:
+                yield error(
+                    "PGV503",
+                    f"plugin {plugin.id!r} runtime.resources.cpu: {problem}",
+                    "Use millicores (`500m`), whole cores (`2`) or fractional cores (`1.5`), "
+                    f"at most {MAX_CPU_CORES} cores.",
+                    plugin.manifest_location("runtime", "resources", "cpu"),
+                    (plugin.id,),
+                )
+        if resources.memory is not None:
+            problem = _quantity_problem(parse_memory, resources.memory)
+            if problem is None and parse_memory(resources.memory) < MIN_MEMORY_BYTES:
+                problem = f"memory quantity {resources.memory!r} is under 6Mi"
+            if problem is not None:
+                yield error(
+                    "PGV504",
+                    f"plugin {plugin.id!r} runtime.resources.memory: {problem}",
+                    "Use `512Mi`, `1Gi` (binary) or `500M`, `2G` (decimal), from 6Mi (the "
+                    "least a container engine starts a container with) to 1Ti.",
+                    plugin.manifest_location("runtime", "resources", "memory"),
+                    (plugin.id,),
+                )
+
+
+def _quantity_problem(parse: Callable[[str], int], text: str) -> str | None:
+    try:
+        parse(text)
+    except QuantityError as exc:
+        return str(exc)
+    return None
 
 
 def check_permissions(desired: DesiredState) -> Iterator[Finding]:
@@ -464,7 +534,7 @@ def check_permissions(desired: DesiredState) -> Iterator[Finding]:
         for index, permission in enumerate(plugin.manifest.permissions):
             where = plugin.manifest_location("permissions", index, "key")
             key = permission.key
-            if not PERMISSION_KEY.match(key):
+            if not PERMISSION_KEY.fullmatch(key):
                 yield error(
                     "PGV506",
                     f"plugin {plugin_id!r} permission key {key!r} is malformed",
@@ -500,6 +570,15 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
     platform_topics = (
         set(desired.platform.document.spec.events.platform_topics) if desired.platform else set()
     )
+    if desired.platform is not None:
+        for index, topic in enumerate(desired.platform.document.spec.events.platform_topics):
+            if not EVENT_NAME.fullmatch(topic):
+                yield error(
+                    "PGV511",
+                    f"platform topic {_clip(topic)!r} is not a valid topic name",
+                    "Use letters, digits, `.`, `_` and `-`, e.g. `core.tenant.created`.",
+                    desired.platform.location("spec", "events", "platformTopics", index),
+                )
     publishers: dict[str, str] = {}
     for plugin_id in sorted(desired.plugins):
         plugin = desired.plugins[plugin_id]
@@ -555,14 +634,93 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
 
 
 def _event_name(event: str, where: Location, plugin_id: str) -> Iterator[Finding]:
-    if not EVENT_NAME.match(event):
+    if not EVENT_NAME.fullmatch(event):
         yield error(
             "PGV511",
-            f"plugin {plugin_id!r} publishes {event!r}, which is not a valid topic name",
+            f"plugin {plugin_id!r} publishes {_clip(event)!r}, which is not a valid topic name",
             "Use letters, digits, `.`, `_` and `-`, e.g. `crm.deal.won`.",
             where,
             (plugin_id,),
         )
+
+
+# Kafka topic configs whose value is a number or one of a few words (Kafka's TopicConfig):
+# checked here, so a typo fails `validate` instead of the topic's create at apply.
+_LONG = (-1, 2**63 - 1)  # -1: unlimited
+_TOPIC_NUMBERS: dict[str, tuple[int, int]] = {
+    "retention.ms": _LONG,
+    "retention.bytes": _LONG,
+    "local.retention.ms": (-2, 2**63 - 1),
+    "local.retention.bytes": (-2, 2**63 - 1),
+    "segment.ms": (1, 2**63 - 1),
+    "segment.jitter.ms": (0, 2**63 - 1),
+    "delete.retention.ms": (0, 2**63 - 1),
+    "min.compaction.lag.ms": (0, 2**63 - 1),
+    "max.compaction.lag.ms": (1, 2**63 - 1),
+    "file.delete.delay.ms": (0, 2**63 - 1),
+    "flush.messages": (1, 2**63 - 1),
+    "flush.ms": (0, 2**63 - 1),
+    "message.timestamp.difference.max.ms": (0, 2**63 - 1),
+    "message.timestamp.before.max.ms": (0, 2**63 - 1),
+    "message.timestamp.after.max.ms": (0, 2**63 - 1),
+    "segment.bytes": (14, 2**31 - 1),
+    "segment.index.bytes": (4, 2**31 - 1),
+    "index.interval.bytes": (0, 2**31 - 1),
+    "max.message.bytes": (0, 2**31 - 1),
+    "min.insync.replicas": (1, 2**31 - 1),
+}
+_TOPIC_WORDS: dict[str, frozenset[str]] = {
+    "cleanup.policy": frozenset({"delete", "compact", "compact,delete", "delete,compact"}),
+    "compression.type": frozenset({"uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"}),
+    "message.timestamp.type": frozenset({"CreateTime", "LogAppendTime"}),
+    "unclean.leader.election.enable": frozenset({"true", "false"}),
+    "preallocate": frozenset({"true", "false"}),
+    "message.downconversion.enable": frozenset({"true", "false"}),
+}
+_INTEGER = re.compile(r"-?[0-9]{1,19}", re.ASCII)
+
+
+def check_topic_configs(desired: DesiredState) -> Iterator[Finding]:
+    places: list[tuple[dict[str, str], Callable[..., Location], JsonPathParts, Subjects]] = []
+    if desired.platform is not None:
+        defaults = desired.platform.document.spec.events.defaults
+        base: JsonPathParts = ("spec", "events", "defaults", "config")
+        places.append((defaults.config, desired.platform.location, base, ()))
+    for plugin_id in sorted(desired.plugins):
+        plugin = desired.plugins[plugin_id]
+        for event, overrides in plugin.document.spec.topics.items():
+            base = ("spec", "topics", event, "config")
+            places.append((overrides.config, plugin.location, base, (plugin_id,)))
+    for config, locate, base, subjects in places:
+        for name, value in config.items():
+            problem = _topic_config_problem(name, value)
+            if problem is None:
+                continue
+            yield error(
+                "PGV513",
+                f"topic config `{_clip(name)}` {problem}",
+                "Use Kafka's topic config names (lowercase, dotted) and values as Kafka "
+                "writes them: numbers in plain ASCII digits (`604800000`), "
+                "`cleanup.policy: delete`.",
+                locate(*base, name),
+                subjects,
+            )
+
+
+def _topic_config_problem(name: str, value: str) -> str | None:
+    if not TOPIC_CONFIG_NAME.fullmatch(name):
+        return "is not a topic config name"
+    if len(value) > MAX_TOPIC_CONFIG_VALUE or not value.isprintable():
+        return "has a value with line breaks or control characters, or over 1,024 characters"
+    bounds = _TOPIC_NUMBERS.get(name)
+    if bounds is not None:
+        low, high = bounds
+        if not _INTEGER.fullmatch(value) or not low <= int(value) <= high:
+            return f"is {_clip(value)!r}; it takes a whole number from {low} to {high:,}"
+    words = _TOPIC_WORDS.get(name)
+    if words is not None and value not in words:
+        return f"is {_clip(value)!r}; it takes one of: {', '.join(sorted(words))}"
+    return None
 
 
 # --- tenants -----------------------------------------------------------------------------
@@ -760,19 +918,23 @@ def _credential_urls(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[
             yield from _credential_urls(item, (*path, index))
 
 
-def check_secrets(desired: DesiredState) -> Iterator[Finding]:
-    places: list[tuple[Callable[..., Location], tuple[str | int, ...], Any, tuple[str, ...]]] = []
+def _env_places(desired: DesiredState) -> Iterator[_Place]:
+    """Where values that may be references live: the platform's and each plugin's env (as
+    written), each tenant binding's configuration."""
     if desired.platform is not None:
         env = desired.platform.source.data.get("spec", {}).get("env", {})
-        places.append((desired.platform.location, ("spec", "env"), env, ()))
+        yield desired.platform.location, ("spec", "env"), env, ()
     for plugin in desired.plugins.values():
         env = plugin.source.data.get("spec", {}).get("env", {})
-        places.append((plugin.location, ("spec", "env"), env, (plugin.id,)))
+        yield plugin.location, ("spec", "env"), env, (plugin.id,)
     for slug, tenant in desired.tenants.items():
         for plugin_id, binding in tenant.document.spec.plugins.items():
             config_path = ("spec", "plugins", plugin_id, "configuration")
-            places.append((tenant.location, config_path, binding.configuration, (slug, plugin_id)))
-    for locate, base, value, subjects in places:
+            yield tenant.location, config_path, binding.configuration, (slug, plugin_id)
+
+
+def check_secrets(desired: DesiredState) -> Iterator[Finding]:
+    for locate, base, value, subjects in _env_places(desired):
         for path in _secret_literals(value, ()):
             yield error(
                 "PGV701",
@@ -794,6 +956,70 @@ def check_secrets(desired: DesiredState) -> Iterator[Finding]:
             )
 
 
+def check_env(desired: DesiredState) -> Iterator[Finding]:
+    """Env names go to the container as `NAME=value`; a `fromEnv` names a variable of the
+    apply process; a `secretRef` names the file `<secrets dir>/<name>/<key>`. Each must be
+    exactly a name: never a path that leaves the secrets directory."""
+    for locate, base, value, subjects in _env_places(desired):
+        if isinstance(value, dict):
+            for name in value:
+                if not ENV_NAME.fullmatch(name):
+                    yield error(
+                        "PGV703",
+                        f"env variable name {_clip(name)!r} is not a valid name",
+                        "Use letters, digits and `_`, not starting with a digit "
+                        "(e.g. `SMTP_HOST`).",
+                        locate(*base, name),
+                        subjects,
+                    )
+        for path, reference in _references(value):
+            yield from _reference_problems(reference, locate(*base, *path), subjects)
+
+
+def _reference_problems(
+    reference: dict[str, Any], where: Location, subjects: Subjects
+) -> Iterator[Finding]:
+    if "fromEnv" in reference:
+        name = reference["fromEnv"]
+        if not ENV_NAME.fullmatch(name):
+            yield error(
+                "PGV703",
+                f"`fromEnv: {_clip(name)!r}` is not a valid environment variable name",
+                "Name a variable of the apply process: letters, digits and `_`, not starting "
+                "with a digit.",
+                where,
+                subjects,
+            )
+        return
+    secret = reference["secretRef"]
+    if not SECRET_NAME.fullmatch(secret["name"]) or not SECRET_KEY.fullmatch(secret["key"]):
+        yield error(
+            "PGV704",
+            f"`secretRef` {{name: {_clip(secret['name'])!r}, key: {_clip(secret['key'])!r}}} "
+            "is not a secret name and key",
+            "A secret is read from <secrets dir>/<name>/<key>: name and key are each one "
+            "name of letters, digits, `.`, `_` and `-` (no `/`, not `.` or `..`).",
+            where,
+            subjects,
+        )
+
+
+def _references(value: Any) -> Iterator[tuple[JsonPathParts, dict[str, Any]]]:
+    """Every `{fromEnv}` / `{secretRef}` in `value`, with its path; iterative, since a
+    configuration may be nested as deep as the loader allows."""
+    stack: list[tuple[JsonPathParts, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if is_reference(item):
+            yield path, item
+        elif isinstance(item, dict):
+            stack.extend(((*path, key), child) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend(
+                ((*path, index), child) for index, child in reversed(list(enumerate(item)))
+            )
+
+
 RULES: list[Callable[[DesiredState], Iterator[Finding]]] = [
     check_plugin_ids,
     check_tenant_identities,
@@ -806,6 +1032,8 @@ RULES: list[Callable[[DesiredState], Iterator[Finding]]] = [
     check_resources,
     check_permissions,
     check_events,
+    check_topic_configs,
     check_tenant_plugins,
     check_secrets,
+    check_env,
 ]

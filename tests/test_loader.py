@@ -939,6 +939,9 @@ def test_syntax_errors_name_the_character_and_the_anchor(tmp_path: Path) -> None
     assert "'nowhere'" in result.findings[0].message
 
 
+LIBYAML_SCANNER_LIMIT = "exceeded maximum nesting depth"
+
+
 @pytest.mark.parametrize(
     ("error", "context", "problem"),
     [
@@ -947,8 +950,8 @@ def test_syntax_errors_name_the_character_and_the_anchor(tmp_path: Path) -> None
             "while parsing",
             "Maximum nesting level reached, set with yaml_set_max_nest_level())",
         ),
-        (yaml.scanner.ScannerError, "while increasing flow level", "exceeded maximum nesting depth"),
-        (yaml.scanner.ScannerError, "while increasing block level", "exceeded maximum nesting depth"),
+        (yaml.scanner.ScannerError, "while increasing flow level", LIBYAML_SCANNER_LIMIT),
+        (yaml.scanner.ScannerError, "while increasing block level", LIBYAML_SCANNER_LIMIT),
     ],
     ids=["libyaml-0.2.6-parser", "pyyaml-6.0.4-flow", "pyyaml-6.0.4-block"],
 )

@@ -1317,7 +1317,16 @@ def test_pgv801_migration_file_is_a_symlink_to_outside(
     assert [m.version for m in report.desired.plugins["inventory"].migrations] == ["0001", "0002"]
 
 
-@pytest.mark.parametrize("name", ["3_add_things.sql", "0003_Add-Things.sql", "0003-add.sql"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "3_add_things.sql",
+        "0003_Add-Things.sql",
+        "0003-add.sql",
+        "\u0660\u0660\u0660\u0663_arabic_digits.sql",  # not migration 3
+        "\uff10\uff10\uff10\uff13_fullwidth.sql",
+    ],
+)
 def test_pgv802_bad_migration_file_name(desired_state_copy: DesiredStateCopy, name: str) -> None:
     repo = desired_state_copy
     repo.write(f"{MIGRATIONS}/{name}", "SELECT 1;\n")
@@ -1453,3 +1462,187 @@ def test_a_numeric_secret_failing_the_schema_is_not_echoed(
     report = repo.validate()
     assert {"PGV602", "PGV701"} <= codes(report)
     assert_secret_not_shown(report, "98765432")
+
+
+# --------------------------------------------------------------------------- holes, as classes
+
+ACME = "tenants/acme.yaml"
+NL = "\\n"  # a YAML escape: the value ends with a newline
+
+# (file, old text, new text, code, offset of the finding from where the new text starts)
+WHOLE_TEXT_AND_ASCII_DIGITS = {
+    "schema-newline": (HOOLI, "schema: tenant_hooli", f'schema: "tenant_hooli{NL}"', "PGV206", 0),
+    "schema-public-newline": (HOOLI, "schema: tenant_hooli", f'schema: "public{NL}"', "PGV206", 0),
+    "slug-newline": (HOOLI, "name: hooli", f'name: "hooli{NL}"', "PGV208", 0),
+    "uuid-newline": (
+        HOOLI,
+        "id: deb11b4d-6355-4379-b0a2-d69759655852",
+        f'id: "deb11b4d-6355-4379-b0a2-d69759655852{NL}"',
+        "PGV207",
+        0,
+    ),
+    "permission-newline": (
+        INVENTORY,
+        "key: inventory:items:read",
+        f'key: "inventory:items:read{NL}"',
+        "PGV506",
+        0,
+    ),
+    "event-newline": (
+        INVENTORY,
+        "- inventory.stock.low",
+        f'- "inventory.stock.low{NL}"',
+        "PGV511",
+        2,
+    ),
+    "platform-topic-newline": (
+        PLATFORM,
+        "- core.tenant.deleted",
+        f'- "core.tenant.deleted{NL}"',
+        "PGV511",
+        2,
+    ),
+    "cpu-newline": (INVENTORY, "cpu: 250m", f'cpu: "250m{NL}"', "PGV503", 0),
+    "cpu-arabic-digits": (INVENTORY, "cpu: 250m", "cpu: 2\u0665\u0660m", "PGV503", 0),
+    "cpu-over-1024-cores": (INVENTORY, "cpu: 250m", 'cpu: "2048"', "PGV503", 0),
+    "cpu-huge": (INVENTORY, "cpu: 250m", "cpu: " + "9" * 5000 + "m", "PGV503", 0),
+    "memory-newline": (INVENTORY, "memory: 384Mi", f'memory: "384Mi{NL}"', "PGV504", 0),
+    "memory-fullwidth-digits": (
+        INVENTORY,
+        "memory: 384Mi",
+        "memory: \uff13\uff18\uff14Mi",
+        "PGV504",
+        0,
+    ),
+    "memory-over-1Ti": (INVENTORY, "memory: 384Mi", "memory: 2Ti", "PGV504", 0),
+    "memory-under-6Mi": (INVENTORY, "memory: 384Mi", 'memory: "1024"', "PGV504", 0),
+    "image-newline": (
+        INVENTORY,
+        "image: localhost/plexica/inventory:0.9.0",
+        f'image: "localhost/plexica/inventory@{DIGEST}{NL}"',
+        "PGV309",
+        0,
+    ),
+    "image-space": (
+        INVENTORY,
+        "image: localhost/plexica/inventory:0.9.0",
+        'image: "localhost/plexica/inventory:0.9.0 --privileged"',
+        "PGV309",
+        0,
+    ),
+    "probe-path-newline": (
+        INVENTORY,
+        "readiness: /health/ready",
+        f'readiness: "/health/ready{NL}Host: elsewhere"',
+        "PGV509",
+        0,
+    ),
+    "remote-entry-newline": (
+        INVENTORY,
+        "remoteEntry: http://localhost:3000/plugins/inventory/remoteEntry.js",
+        f'remoteEntry: "http://localhost:3000/plugins/inventory/remoteEntry.js{NL}"',
+        "PGV510",
+        0,
+    ),
+    "topic-config-unicode-digits": (
+        CRM,
+        'retention.ms: "2592000000"',
+        'retention.ms: "259200\u0660\u0660\u0660\u0660"',
+        "PGV513",
+        0,
+    ),
+    "topic-config-not-a-number": (
+        CRM,
+        'retention.ms: "2592000000"',
+        'retention.ms: "30d"',
+        "PGV513",
+        0,
+    ),
+    "topic-config-over-a-long": (
+        CRM,
+        'retention.ms: "2592000000"',
+        'retention.ms: "99999999999999999999"',
+        "PGV513",
+        0,
+    ),
+    "topic-config-word": (
+        PLATFORM,
+        "cleanup.policy: delete",
+        "cleanup.policy: remove",
+        "PGV513",
+        0,
+    ),
+    "topic-config-newline": (
+        PLATFORM,
+        "cleanup.policy: delete",
+        f'cleanup.policy: "delete{NL}"',
+        "PGV513",
+        0,
+    ),
+    "env-name": (INVENTORY, "LOG_LEVEL: debug", f'"LOG_LEVEL{NL}": debug', "PGV703", 0),
+    "env-name-with-equals": (INVENTORY, "LOG_LEVEL: debug", '"A=B": debug', "PGV703", 0),
+    "from-env-name": (
+        PLATFORM,
+        "fromEnv: PLEXICA_PLUGIN_DATABASE_URL",
+        f'fromEnv: "PLEXICA_PLUGIN_DATABASE_URL{NL}"',
+        "PGV703",
+        -2,  # the reference mapping, on the line before
+    ),
+    "secret-name-leaves-the-directory": (
+        ACME,
+        "secretRef: {name: acme-smtp, key: password}",
+        "secretRef: {name: ../../etc, key: shadow}",
+        "PGV704",
+        -2,  # `password:` on the line before
+    ),
+    "secret-key-dot-dot": (
+        ACME,
+        "secretRef: {name: acme-smtp, key: password}",
+        "secretRef: {name: acme-smtp, key: ..}",
+        "PGV704",
+        -2,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WHOLE_TEXT_AND_ASCII_DIGITS))
+def test_identifiers_and_numbers_are_whole_ascii_text(
+    desired_state_copy: DesiredStateCopy, case: str
+) -> None:
+    """Every pattern is a full match of ASCII text: a trailing newline, a Unicode digit, an
+    out-of-range quantity is the rule's finding (not a pass, never a traceback)."""
+    rel, old, new, code, offset = WHOLE_TEXT_AND_ASCII_DIGITS[case]
+    repo = desired_state_copy
+    where = repo.replace(rel, old, new)
+    report = repo.validate()
+    finding = the(report, code)
+    if offset >= 0:
+        expected = Location(rel, where.line, (where.column or 1) + offset)
+    else:  # the finding is on the mapping that holds the reference, a line up
+        expected = Location(rel, where.line - 1, (where.column or 1) + offset)
+    assert_finding(finding, code, expected)
+    assert finding.subjects or rel == PLATFORM
+    assert all(f.code in {code, "PGV302"} for f in report.findings), [
+        (f.code, f.message) for f in report.findings
+    ]  # PGV302: an image tag no longer matching the version
+
+
+@pytest.mark.parametrize(
+    ("rel", "old", "new"),
+    [
+        (CRM, "partitions: 6", "partitions: 99999999999"),
+        (PLATFORM, "replicationFactor: 1 ", "replicationFactor: 40000 "),
+        (PLATFORM, "readyProbes: 3", "readyProbes: 100000"),
+        (PLATFORM, "timeoutSeconds: 120", "timeoutSeconds: .inf"),
+        (PLATFORM, "probeIntervalSeconds: 1", "probeIntervalSeconds: 0.000001"),
+        (PLATFORM, "gracePeriodSeconds: 10", "gracePeriodSeconds: 1.0e+12"),
+        ("plugins/billing/plugin.yaml", "timeoutSeconds: 180", "timeoutSeconds: 1.0e+9"),
+    ],
+)
+def test_numbers_the_runtime_or_broker_receive_are_bounded(
+    desired_state_copy: DesiredStateCopy, rel: str, old: str, new: str
+) -> None:
+    repo = desired_state_copy
+    where = repo.replace(rel, old, new)
+    report = repo.validate()
+    assert_finding(the(report, "PGS113"), "PGS113", where)
