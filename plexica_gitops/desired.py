@@ -7,6 +7,7 @@ migration-file problems (PGV8xx); the semantic rules run afterwards in `validate
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import re
@@ -19,7 +20,15 @@ from jsonschema import ValidationError as SchemaError
 
 from plexica_gitops.findings import Finding, Location, error
 from plexica_gitops.live import SharedValues
-from plexica_gitops.loader import JsonPath, LoadResult, SourceDocument, load_directory, load_file
+from plexica_gitops.loader import (
+    JsonPath,
+    LoadLimits,
+    LoadResult,
+    SourceDocument,
+    load_directory,
+    load_file,
+    read_regular_file,
+)
 from plexica_gitops.model import (
     API_VERSION,
     DOCUMENT_MODELS,
@@ -348,7 +357,7 @@ class _Builder:
         path = self._inside_root(PurePosixPath(doc.file).parent, relative, where, plugin_id)
         if path is None:
             return None
-        if not path.is_file():
+        if not path.exists():
             self.findings.append(
                 error(
                     "PGS132",
@@ -359,8 +368,8 @@ class _Builder:
                 )
             )
             return None
-        documents, load_findings = load_file(path, self.root)
-        self.findings.extend(load_findings)
+        documents, load_findings = load_file(path, self.root)  # a FIFO is never opened
+        self.findings.extend(_about(plugin_id, load_findings))
         if load_findings:
             return None
         if len(documents) != 1:
@@ -494,7 +503,10 @@ class _Builder:
     def _read_migration(
         self, path: Path, relative: str, match: re.Match[str], plugin_id: str
     ) -> MigrationFile | None:
-        raw = path.read_bytes()
+        raw = read_regular_file(str(path), relative, LoadLimits().max_file_bytes)
+        if isinstance(raw, Finding):  # a directory or FIFO named NNNN_x.sql, too large, ...
+            self.findings.extend(_about(plugin_id, [raw]))
+            return None
         try:
             sql = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -633,13 +645,17 @@ def _has_errors(findings: list[Finding]) -> bool:
     return any(f.is_error for f in findings)
 
 
+def _about(plugin_id: str, findings: list[Finding]) -> list[Finding]:
+    """Findings in a plugin's own files (its manifest file, its migrations) name it."""
+    return [f if f.subjects else dataclasses.replace(f, subjects=(plugin_id,)) for f in findings]
+
+
 def _content_hash(root: Path, files: list[str]) -> str:
     digest = hashlib.sha256()
+    limit = LoadLimits().max_file_bytes
     for relative in files:
         digest.update(relative.encode() + b"\0")
-        try:
-            digest.update((root / relative).read_bytes())
-        except OSError:
-            digest.update(b"<unreadable>")
+        raw = read_regular_file(str(root / relative), relative, limit)  # never a FIFO
+        digest.update(b"<unreadable>" if isinstance(raw, Finding) else raw)
         digest.update(b"\0")
     return "sha256:" + digest.hexdigest()

@@ -57,11 +57,14 @@ PGL007  A symlink (file or directory) resolves outside the root; it is not follo
         This is an ERROR, not a warning: silently skipping it would shrink the desired
         state, and a reconciler turns missing resources into deletions. Content outside
         the reviewed tree cannot be trusted either.
-PGL008  A file or directory cannot be read (permissions, broken symlink, not a regular
-        file) or the file is not valid UTF-8.
+PGL008  A file or directory cannot be read (permissions, broken symlink) or the file is
+        not valid UTF-8.
 PGL009  The root directory does not exist or is not a directory.
 PGL010  WARNING: more than ``MAX_FINDINGS_PER_FILE`` problems in one file; the rest are
         not reported (the file has already failed with the errors that are reported).
+PGL011  A path named like a desired-state file (``*.yaml``, a ``manifestFile``, a
+        migration) is not a regular file: a FIFO, socket, device or directory. It is
+        skipped without being opened (opening a FIFO blocks). An ERROR, as for PGL007.
 ======  ====================================================================================
 
 Directory walk
@@ -108,6 +111,7 @@ __all__ = [
     "DUPLICATE_KEY",
     "MAX_FINDINGS_PER_FILE",
     "NOT_A_MAPPING",
+    "NOT_REGULAR",
     "ROOT_MISSING",
     "SIZE_LIMIT",
     "SYMLINK_ESCAPE",
@@ -121,6 +125,7 @@ __all__ = [
     "SourceDocument",
     "load_directory",
     "load_file",
+    "read_regular_file",
 ]
 
 YAML_SYNTAX = "PGL001"
@@ -133,6 +138,7 @@ SYMLINK_ESCAPE = "PGL007"
 UNREADABLE = "PGL008"
 ROOT_MISSING = "PGL009"
 TOO_MANY_PROBLEMS = "PGL010"
+NOT_REGULAR = "PGL011"
 
 MAX_FINDINGS_PER_FILE = 100
 
@@ -251,7 +257,7 @@ def load_file(
     if rel is None or not _is_within(real, real_root):
         name = rel if rel is not None else path.as_posix()
         return [], [_escape_finding(name, real, is_symlink=rel is not None)]
-    raw = _read(real, rel, limits.max_file_bytes)
+    raw = read_regular_file(real, rel, limits.max_file_bytes)
     if isinstance(raw, Finding):
         return [], [raw]
     return _parse(raw, rel, limits, json_mode=path.name.lower().endswith(".json"))
@@ -339,15 +345,65 @@ def _walk(root: Path, real_root: str) -> tuple[list[tuple[str, str]], list[Findi
                 continue
             if is_dir:
                 subdirs.append((real, entry.path, rel + "/"))
-            else:
+                continue
+            try:
+                mode = os.stat(real).st_mode
+            except OSError:
+                mode = stat.S_IFREG  # dangling or unreadable: reading it says so (PGL008)
+            if stat.S_ISREG(mode):
                 found.append((rel, real))
+            else:
+                findings.append(_not_regular(rel, mode))
         stack.extend(reversed(subdirs))
     found.sort()
     return found, findings
 
 
+def _kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _not_regular(rel: str, mode: int) -> Finding:
+    return error(
+        NOT_REGULAR,
+        f"{rel}: is {_kind_of(mode)}, not a regular file; it was skipped (never opened)",
+        "Replace it with a regular file (the desired state is files committed to git), or "
+        "remove it.",
+        Location(rel),
+    )
+
+
+def read_regular_file(path: str, rel: str, max_bytes: int) -> bytes | Finding:
+    """The bytes of the regular file at `path` (at most `max_bytes`), or the finding that
+    says why not: PGL011 for anything but a regular file (a FIFO, socket, device or
+    directory is never opened: opening a FIFO blocks, opening a device may act), PGL008
+    when unreadable, PGL003 when too large. `rel` names it in the finding."""
+    try:
+        info = os.stat(path)  # follows symlinks; callers check where they lead
+    except OSError as exc:
+        return error(
+            UNREADABLE,
+            f"{rel}: cannot read file ({exc.strerror or exc})",
+            "Make the file readable (or fix the broken symlink), or remove it.",
+            Location(rel),
+        )
+    if not stat.S_ISREG(info.st_mode):
+        return _not_regular(rel, info.st_mode)
+    return _read(path, rel, max_bytes)
+
+
 def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
-    """Read at most `max_bytes`; refuse non-regular files (a FIFO would block)."""
+    """Read at most `max_bytes`; refuse non-regular files. Callers stat first, so this
+    check after opening (non-blocking, so a FIFO swapped in since cannot hang) only
+    catches a race."""
     flags = (
         os.O_RDONLY
         | getattr(os, "O_NOFOLLOW", 0)
@@ -367,12 +423,7 @@ def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
-                return error(
-                    UNREADABLE,
-                    f"{rel}: not a regular file",
-                    "Replace it with a regular YAML file, or remove it.",
-                    Location(rel),
-                )
+                return _not_regular(rel, info.st_mode)
             raw = handle.read(max_bytes + 1)
     except OSError as exc:
         return error(

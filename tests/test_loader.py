@@ -705,8 +705,58 @@ def test_load_file_refuses_files_outside_the_root(tmp_path: Path) -> None:
 def test_fifo_named_yaml_does_not_block(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.yaml")
     result = load_directory(tmp_path)
-    assert codes(result) == ["PGL008"]
+    assert codes(result) == ["PGL011"]
+    assert "named pipe" in result.findings[0].message
     assert "regular file" in result.findings[0].message
+    assert result.files == []  # nothing that reads the listed files later opens it
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_non_regular_files_are_never_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO (also behind a symlink), a socket, a device: a finding each, and not one
+    `open` of them - opening a FIFO blocks, opening a device may act."""
+    import socket
+
+    os.mkfifo(tmp_path / "pipe.yaml")
+    os.symlink(tmp_path / "pipe.yaml", tmp_path / "link.yml")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock.yaml"))
+    write(tmp_path, "ok.yaml", "a: 1\n")
+    opened: list[str] = []
+    real_open = os.open
+
+    def spying_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(loader_module.os, "open", spying_open)
+    try:
+        result = load_directory(tmp_path)
+        documents, findings = load_file(tmp_path / "pipe.yaml", tmp_path)
+    finally:
+        server.close()
+    assert codes(result) == ["PGL011", "PGL011", "PGL011"]
+    assert [f.location for f in result.findings] == [
+        Location("link.yml"),
+        Location("pipe.yaml"),
+        Location("sock.yaml"),
+    ]
+    assert "socket" in result.findings[2].message
+    assert (documents, [f.code for f in findings]) == ([], ["PGL011"])
+    assert opened == [os.path.realpath(tmp_path / "ok.yaml")]
+    assert [doc.file for doc in result.documents] == ["ok.yaml"]
+
+
+def test_a_device_named_yaml_is_never_opened(tmp_path: Path) -> None:
+    devnull = "/dev/null"
+    if not os.path.exists(devnull):
+        pytest.skip("needs /dev/null")
+    documents, findings = load_file(Path(devnull), Path("/dev"))
+    assert documents == []
+    assert [f.code for f in findings] == ["PGL011"]
+    assert "device" in findings[0].message
 
 
 # --------------------------------------------------------------------------- load_file

@@ -1646,3 +1646,52 @@ def test_numbers_the_runtime_or_broker_receive_are_bounded(
     where = repo.replace(rel, old, new)
     report = repo.validate()
     assert_finding(the(report, "PGS113"), "PGS113", where)
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+
+
+@needs_fifo
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_pgl011_a_migration_that_is_not_a_regular_file_is_skipped(
+    desired_state_copy: DesiredStateCopy, kind: str
+) -> None:
+    repo = desired_state_copy
+    rel = f"{MIGRATIONS}/0003_not_a_file.sql"
+    if kind == "fifo":
+        os.mkfifo(repo.path(rel))
+    else:
+        repo.path(rel).mkdir()
+    report = repo.validate()  # neither blocks nor raises IsADirectoryError
+    only_codes(report, "PGL011")
+    finding = the(report, "PGL011")
+    assert_finding(finding, "PGL011", Location(rel))
+    assert finding.subjects == ("inventory",)
+    assert [m.version for m in report.desired.plugins["inventory"].migrations] == ["0001", "0002"]
+
+
+@needs_fifo
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_pgl011_a_manifest_file_that_is_not_a_regular_file(
+    desired_state_copy: DesiredStateCopy, kind: str
+) -> None:
+    repo = desired_state_copy
+    target = move_manifest_to_file(repo, "inventory", "manifest.json")
+    repo.path(target).unlink()
+    if kind == "fifo":
+        os.mkfifo(repo.path(target))
+    else:
+        repo.path(target).mkdir()
+    report = repo.validate()
+    finding = the(report, "PGL011")
+    assert_finding(finding, "PGL011", Location(target))
+    assert finding.subjects == ("inventory",)
+
+
+@needs_fifo
+def test_pgl011_a_fifo_named_yaml_in_the_repository(desired_state_copy: DesiredStateCopy) -> None:
+    repo = desired_state_copy
+    os.mkfifo(repo.path("tenants/pipe.yaml"))
+    report = repo.validate()
+    only_codes(report, "PGL011")
+    assert_finding(the(report, "PGL011"), "PGL011", Location("tenants/pipe.yaml"))
