@@ -24,6 +24,7 @@ from referencing.exceptions import Unresolvable
 from plexica_gitops.desired import BuildResult, DesiredState, PluginEntry, build_desired_state
 from plexica_gitops.findings import Finding, Location, error, warning
 from plexica_gitops.model import PluginState
+from plexica_gitops.provider import check_provider_settings
 from plexica_gitops.quantities import MAX_CPU_CORES, QuantityError, parse_cpu, parse_memory
 from plexica_gitops.sensitive import is_reference, looks_secret, names_secret
 from plexica_gitops.versions import (
@@ -620,8 +621,8 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
                 (plugin_id,),
             )
         for index, event in enumerate(plugin.manifest.events.subscribes):
-            if event in publishers or event in platform_topics:
-                continue
+            if event in publishers or event in platform_topics or desired.platform is None:
+                continue  # without the platform (missing, or rejected) its topics are unknown
             yield error(
                 "PGV507",
                 f"plugin {plugin_id!r} subscribes to {event!r}, which no plugin publishes "
@@ -956,6 +957,34 @@ def check_secrets(desired: DesiredState) -> Iterator[Finding]:
             )
 
 
+def check_runtime_settings(desired: DesiredState) -> Iterator[Finding]:
+    """The runtime provider's own settings, checked by the provider's settings hook at
+    `validate` time (a finding at the setting's line, not a failure at apply)."""
+    platform = desired.platform
+    if platform is None:
+        return
+    runtime = platform.document.spec.runtime
+    settings = {key: value for key, value in (runtime.model_extra or {}).items()}
+    problems = check_provider_settings(runtime.provider, settings)
+    if problems is None:
+        yield warning(
+            "PGV515",
+            f"runtime provider {_clip(runtime.provider)!r} is not installed here, so its "
+            "settings were not checked",
+            "Install the package that provides it where `validate` runs (apply needs it "
+            "too), or fix spec.runtime.provider.",
+            platform.location("spec", "runtime", "provider"),
+        )
+        return
+    for problem in problems:
+        yield error(
+            "PGV514",
+            problem.message,
+            problem.hint,
+            platform.location("spec", "runtime", problem.key),
+        )
+
+
 def check_env(desired: DesiredState) -> Iterator[Finding]:
     """Env names go to the container as `NAME=value`; a `fromEnv` names a variable of the
     apply process; a `secretRef` names the file `<secrets dir>/<name>/<key>`. Each must be
@@ -1036,4 +1065,5 @@ RULES: list[Callable[[DesiredState], Iterator[Finding]]] = [
     check_tenant_plugins,
     check_secrets,
     check_env,
+    check_runtime_settings,
 ]

@@ -1695,3 +1695,54 @@ def test_pgl011_a_fifo_named_yaml_in_the_repository(desired_state_copy: DesiredS
     report = repo.validate()
     only_codes(report, "PGL011")
     assert_finding(the(report, "PGL011"), "PGL011", Location("tenants/pipe.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ("pidsLimit: -1", "pidsLimit must be a whole number from 1"),  # -1 lifts the limit
+        ("pidsLimit: 0", "pidsLimit must be a whole number from 1"),
+        ("pidsLimit: true", "pidsLimit must be a whole number from 1"),
+        ('tmpfsSize: "1m,exec,suid,dev"', "tmpfsSize must be a size"),  # options are ours
+        ('tmpfsSize: "64m\\n"', "tmpfsSize must be a size"),
+        ("tmpfsSize: 2048g", "tmpfsSize must be a size"),
+        ("drainSeconds: 1.0e+12", "drainSeconds must be a number of seconds"),
+        ("drainSeconds: .nan", "drainSeconds must be a number of seconds"),
+        ("probeTimeoutSeconds: 0", "probeTimeoutSeconds must be a number of seconds"),
+        ("stopTimeoutSeconds: -1", "stopTimeoutSeconds must be a number of seconds"),
+        ("restartPolicy: always", "restartPolicy must be one of"),
+        ('scope: "prod\\n"', "scope must be a scope name"),
+        ("baseUrl: unix:///run/docker sock", "baseUrl must be an engine address"),
+        ("netwrok: plexica", "unknown docker runtime setting `netwrok`"),
+    ],
+)
+def test_pgv514_runtime_settings_checked_by_the_provider_at_validate_time(
+    desired_state_copy: DesiredStateCopy, setting: str, fragment: str
+) -> None:
+    repo = desired_state_copy
+    where = repo.replace(
+        PLATFORM, "    endpointMode: loopback\n", f"    endpointMode: loopback\n    {setting}\n"
+    )
+    report = repo.validate()
+    only_codes(report, "PGV514")
+    finding = the(report, "PGV514")
+    assert_finding(finding, "PGV514", Location(PLATFORM, where.line + 1, 5))
+    assert fragment in finding.message
+
+
+def test_the_docker_provider_refuses_the_same_settings_when_it_is_built() -> None:
+    from plexica_gitops.provider import ProviderError, load_provider
+
+    for settings in ({"pidsLimit": -1}, {"tmpfsSize": "1m,exec,suid,dev"}):
+        with pytest.raises(ProviderError, match="must be"):
+            load_provider("docker", settings)  # builds no client: no engine needed
+
+
+def test_pgv515_runtime_provider_not_installed(desired_state_copy: DesiredStateCopy) -> None:
+    repo = desired_state_copy
+    where = repo.replace(PLATFORM, "provider: docker", "provider: kubernetes")
+    report = repo.validate()
+    only_codes(report, "PGV515")
+    finding = the(report, "PGV515")
+    assert_finding(finding, "PGV515", where, Severity.WARNING)
+    assert report.valid
