@@ -7,11 +7,12 @@ lifecycle consistency, routes, resources, permissions, events, tenants and secre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -108,10 +109,30 @@ def validate_directory(root: Path) -> ValidationReport:
 
 def validate_build(built: BuildResult) -> ValidationReport:
     findings = list(built.findings)
+    repaired = built.repaired
     for rule in RULES:
-        findings.extend(rule(built.desired))
+        findings.extend(f for f in rule(built.desired) if f.location not in repaired)
+    findings = [_with_owner(f) for f in findings]
     unique = {(f.code, f.location, f.message): f for f in findings}
     return ValidationReport(built.desired, sorted(unique.values(), key=Finding.sort_key))
+
+
+def _with_owner(finding: Finding) -> Finding:
+    """A finding in a plugin's or a tenant's file that names nobody (a YAML error, a
+    document that is not even a Plugin) names the file's owner by the layout convention:
+    `plugins/<id>/…` is plugin <id>, `tenants/<slug>.yaml` tenant <slug>."""
+    if finding.subjects or finding.location is None:
+        return finding
+    parts = PurePosixPath(finding.location.file).parts
+    owner = ""
+    if len(parts) > 2 and parts[0] == "plugins":
+        owner = parts[1]
+    elif len(parts) == 2 and parts[0] == "tenants" and parts[1].lower().endswith(_YAML):
+        owner = parts[1].rsplit(".", 1)[0]
+    return dataclasses.replace(finding, subjects=(owner,)) if owner else finding
+
+
+_YAML = (".yaml", ".yml")
 
 
 def _clip(text: str, limit: int = 80) -> str:
@@ -311,6 +332,8 @@ def check_dependencies(desired: DesiredState) -> Iterator[Finding]:
             )
             yield from found
             target = desired.plugins.get(dependency.plugin)
+            if target is None and dependency.plugin in desired.unbuilt_plugins:
+                continue  # declared; the finding that rejected it is what to fix
             if target is None:
                 yield error(
                     "PGV306",
@@ -621,8 +644,8 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
                 (plugin_id,),
             )
         for index, event in enumerate(plugin.manifest.events.subscribes):
-            if event in publishers or event in platform_topics or desired.platform is None:
-                continue  # without the platform (missing, or rejected) its topics are unknown
+            if event in publishers or event in platform_topics or _publishers_unknown(desired):
+                continue
             yield error(
                 "PGV507",
                 f"plugin {plugin_id!r} subscribes to {event!r}, which no plugin publishes "
@@ -632,6 +655,11 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
                 plugin.manifest_location("events", "subscribes", index),
                 (plugin_id,),
             )
+
+
+def _publishers_unknown(desired: DesiredState) -> bool:
+    """A platform or plugin that was declared but not built may publish anything."""
+    return desired.platform_unbuilt or bool(desired.unbuilt_plugins)
 
 
 def _event_name(event: str, where: Location, plugin_id: str) -> Iterator[Finding]:
@@ -762,6 +790,8 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
         for plugin_id, binding in bindings.items():
             where = tenant.location("spec", "plugins", plugin_id)
             plugin = desired.plugins.get(plugin_id)
+            if plugin is None and plugin_id in desired.unbuilt_plugins:
+                continue  # declared; the finding that rejected it is what to fix
             if plugin is None:
                 yield error(
                     "PGV603",

@@ -307,7 +307,9 @@ def test_pgs121_is_not_reported_when_the_platform_file_failed_to_load(
     where = repo.replace(PLATFORM, "  version: 2.4.0", "  version: [2.4.0")
     report = repo.validate()
     assert "PGS121" not in codes(report)
-    assert codes(report) == {"PGL001", "PGV507"}  # platform topics are gone too
+    # not PGV507 for subscribers of platform topics: the platform declares them, it only
+    # failed to load, and that is what to fix
+    assert codes(report) == {"PGL001"}
     assert the(report, "PGL001").location.file == PLATFORM
     assert where.line <= the(report, "PGL001").location.line
 
@@ -1746,3 +1748,118 @@ def test_pgv515_runtime_provider_not_installed(desired_state_copy: DesiredStateC
     finding = the(report, "PGV515")
     assert_finding(finding, "PGV515", where, Severity.WARNING)
     assert report.valid
+
+
+# --------------------------------------------------------------------------- one error, all errors
+
+
+def test_a_tenant_typo_does_not_hide_the_tenant_s_other_errors(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    """An unknown field (PGS110) in a tenant file; the same run still reports that
+    tenant's configuration error (PGV602) and its undeclared plugin (PGV603)."""
+    repo = desired_state_copy
+    repo.replace(ACME, "  displayName: Acme Corporation", "  displayNme: Acme Corporation")
+    typo = repo.locate(ACME, "displayNme")
+    config = repo.replace(ACME, "staleDealDays: 21", "staleDealDays: 0")
+    repo.write(ACME, repo.text(ACME) + "    payroll:\n      enabled: true\n")
+    report = repo.validate()
+    only_codes(report, "PGS110", "PGV602", "PGV603")
+    assert_finding(the(report, "PGS110"), "PGS110", typo)
+    assert_finding(the(report, "PGV602"), "PGV602", config)
+    assert the(report, "PGV603").subjects == ("acme", "payroll")
+
+
+def test_a_tenant_with_a_broken_required_field_is_still_checked(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    where = repo.replace(HOOLI, "id: deb11b4d-6355-4379-b0a2-d69759655852", "id: [1, 2]")
+    add_hooli_plugin(repo, "    payroll:\n      enabled: true\n")
+    report = repo.validate()
+    only_codes(report, "PGS111", "PGV603")  # not PGV207 about the placeholder id
+    assert_finding(the(report, "PGS111"), "PGS111", where)
+    assert the(report, "PGS111").subjects == ("hooli",)
+
+
+def test_a_typo_in_a_binding_does_not_add_guesses_about_the_binding(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    """`enabeld: true` under inventory (desired installed): the typo is reported; nothing
+    is said about the binding it would have enabled or disabled."""
+    repo = desired_state_copy
+    where = add_hooli_plugin(repo, "    inventory:\n      enabeld: true\n")
+    report = repo.validate()
+    only_codes(report, "PGS110")
+    assert the(report, "PGS110").location == Location(HOOLI, where.line + 1, 7)
+
+
+def test_a_plugin_rejected_beyond_repair_is_not_called_undeclared(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    """contacts loses its whole `api` mapping (required): contacts cannot be built, but
+    the tenants enabling it and the plugins depending on it are not told it is missing."""
+    repo = desired_state_copy
+    rel = "plugins/contacts/plugin.yaml"
+    text = repo.text(rel)
+    start = text.index("    api:\n")
+    end = text.index("\n    ", text.index("port:", start))
+    repo.write(rel, text[:start] + text[end + 1 :])
+    report = repo.validate()
+    only_codes(report, "PGS112")
+    assert the(report, "PGS112").subjects == ("contacts",)
+
+
+def test_a_platform_schema_error_does_not_hide_the_platform_s_other_errors(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(PLATFORM, "  prune: false\n", '  prune: "no"\n')
+    topic = repo.replace(PLATFORM, "- core.tenant.deleted", '- "core tenant deleted"')
+    report = repo.validate()
+    only_codes(report, "PGS111", "PGV511")
+    assert_finding(the(report, "PGV511"), "PGV511", Location(PLATFORM, topic.line, topic.column + 2))
+
+
+BREAKAGES = [
+    (HOOLI, "  displayName: Hooli\n", "  displayNme: Hooli\n"),  # PGS110
+    (HOOLI, "kind: Tenant", "kind: Tennant"),  # PGS102
+    (HOOLI, "kind: Tenant\n", ""),  # PGS101
+    (HOOLI, "apiVersion: plexica.io/v1alpha1", "apiVersion: plexica.io/v1"),  # PGS103
+    (HOOLI, "  status: active", "  status: paused"),  # PGS113
+    (HOOLI, "      enabled: true\n      configuration: {}", "      enabled: yes please"),
+    (HOOLI, "spec:\n", "spec:\n  [\n"),  # PGL001
+    (HOOLI, "  schema: tenant_hooli\n", "  schema: tenant_hooli\n  schema: again\n"),  # PGL002
+    (INVENTORY, "  replicas: 1", "  replicas: 0"),
+    (INVENTORY, "    id: inventory", "    id: stock"),  # PGS131
+    (INVENTORY, "  manifest:\n", "  manifestFile: nowhere.yaml\n  manifest:\n"),  # PGS130
+    (INVENTORY, "      port: 8080", "      port: eighty"),
+    (INVENTORY, "      type: node", "      type: deno"),
+    (INVENTORY, "    version: 0.9.0", "    version: 0.9"),
+    (INVENTORY, "      path: migrations", "      path: ../migrations"),  # PGV801
+    (INVENTORY, "      path: migrations", "      path: nowhere"),  # PGV804
+    (INVENTORY, "kind: Plugin", "kind: !!python/object:os.system Plugin"),  # PGL006
+    (CRM, "        retention.ms: \"2592000000\"", "        retention.ms: 2592000000"),
+    (ACME, "        staleDealDays: 21", "        staleDealDays: many"),
+    (PLATFORM, "  version: 2.4.0", "  version: [2.4.0"),
+]
+
+
+@pytest.mark.parametrize(("rel", "old", "new"), BREAKAGES)
+def test_every_finding_in_a_plugin_or_tenant_file_names_its_subjects(
+    desired_state_copy: DesiredStateCopy, rel: str, old: str, new: str
+) -> None:
+    repo = desired_state_copy
+    repo.replace(rel, old, new)
+    repo.write(f"{MIGRATIONS}/0003_Bad-Name.sql", "SELECT 1;\n")  # PGV802 as well
+    report = repo.validate()
+    assert not report.valid
+    assert_subjects_named(report)
+
+
+def assert_subjects_named(report: ValidationReport) -> None:
+    """Every finding located in plugins/… or tenants/… names a plugin or tenant."""
+    for finding in report.findings:
+        file = finding.location.file if finding.location else ""
+        if file.startswith(("plugins/", "tenants/")):
+            assert finding.subjects, (finding.code, str(finding.location), finding.message)
