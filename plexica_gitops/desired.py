@@ -289,8 +289,7 @@ class _Builder:
                         error(
                             "PGS113",
                             f"`{_dotted(loc)}`: {first['msg']}",
-                            "Fix the value to match the schema (schemas/ documents every "
-                            "field).",
+                            "Fix the value to match the schema (schemas/ documents every field).",
                             doc.location(loc[len(wrapper) :]),
                             subjects,
                         )
@@ -302,6 +301,7 @@ class _Builder:
             self.repaired.update(doc.location(path[len(wrapper) :]) for path in repair.places())
             return model, frozenset(path[len(wrapper) :] for path in repair.paths)
         return None, frozenset()
+
     def _add_platform(self, model: PlatformDocument, doc: SourceDocument) -> None:
         if self.platform is not None:
             first = self.platform.location()
@@ -613,12 +613,11 @@ class _Repair:
         path: list[str | int] = []
         node: Any = self.data
         for part in loc:
-            if isinstance(node, dict) and isinstance(part, str) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                node = node[part]
-            else:
+            in_mapping = isinstance(node, dict) and isinstance(part, str) and part in node
+            in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+            if not (in_mapping or in_list):
                 break
+            node = node[part]
             path.append(part)
         if not self._drop(tuple(path)):
             return False

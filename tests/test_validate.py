@@ -1818,7 +1818,8 @@ def test_a_platform_schema_error_does_not_hide_the_platform_s_other_errors(
     topic = repo.replace(PLATFORM, "- core.tenant.deleted", '- "core tenant deleted"')
     report = repo.validate()
     only_codes(report, "PGS111", "PGV511")
-    assert_finding(the(report, "PGV511"), "PGV511", Location(PLATFORM, topic.line, topic.column + 2))
+    where = Location(PLATFORM, topic.line, (topic.column or 1) + 2)
+    assert_finding(the(report, "PGV511"), "PGV511", where)
 
 
 BREAKAGES = [
@@ -1839,7 +1840,7 @@ BREAKAGES = [
     (INVENTORY, "      path: migrations", "      path: ../migrations"),  # PGV801
     (INVENTORY, "      path: migrations", "      path: nowhere"),  # PGV804
     (INVENTORY, "kind: Plugin", "kind: !!python/object:os.system Plugin"),  # PGL006
-    (CRM, "        retention.ms: \"2592000000\"", "        retention.ms: 2592000000"),
+    (CRM, '        retention.ms: "2592000000"', "        retention.ms: 2592000000"),
     (ACME, "        staleDealDays: 21", "        staleDealDays: many"),
     (PLATFORM, "  version: 2.4.0", "  version: [2.4.0"),
 ]
