@@ -27,7 +27,13 @@ from plexica_gitops.findings import Finding, Location, error, warning
 from plexica_gitops.model import PluginState
 from plexica_gitops.provider import check_provider_settings
 from plexica_gitops.quantities import MAX_CPU_CORES, QuantityError, parse_cpu, parse_memory
-from plexica_gitops.sensitive import is_reference, looks_secret, names_secret
+from plexica_gitops.sensitive import (
+    has_credentials,
+    is_reference,
+    looks_secret,
+    mask,
+    names_secret,
+)
 from plexica_gitops.versions import (
     RangeSyntaxError,
     VersionRange,
@@ -488,7 +494,10 @@ def check_routes(desired: DesiredState) -> Iterator[Finding]:
                 plugin.manifest_location("frontend", "routePrefix"),
                 (plugin.id,),
             )
-        entry = urlsplit(frontend.remote_entry)
+        try:
+            entry = urlsplit(frontend.remote_entry)
+        except ValueError:  # "http://[x": an address no browser could load either
+            entry = urlsplit("")
         if (
             entry.scheme not in ("http", "https")
             or not entry.netloc
@@ -896,14 +905,23 @@ def _reference_accepted(validator: Draft202012Validator, problem: SchemaValidati
 
 
 def _redacted_message(problem: SchemaValidationError) -> str:
-    """jsonschema quotes the offending value; it may be, or hold, a secret typed by mistake.
-    Under a secret-looking key nothing of the value is shown, whatever its type."""
-    if any(isinstance(part, str) and looks_secret(part) for part in problem.absolute_path):
+    """jsonschema's message, which quotes the offending value: shown (clipped) so the user
+    sees what is wrong, but never a secret - nothing of a value under a secret-looking key
+    or one the schema marks secret (`writeOnly`, `format: password`), and values under
+    secret-looking keys or URLs with a password inside a shown mapping or list masked."""
+    schema: Any = problem.schema
+    marked = isinstance(schema, dict) and (
+        schema.get("writeOnly") is True or schema.get("format") == "password"
+    )
+    if marked or any(
+        isinstance(part, str) and looks_secret(part) for part in problem.absolute_path
+    ):
         return f"the value (not shown) fails the schema's `{problem.validator}` rule"
     instance = problem.instance
-    if isinstance(instance, str | dict | list) and instance:
-        return problem.message.replace(repr(instance), "(value)")
-    return problem.message
+    written = repr(instance)
+    if written not in problem.message:
+        return problem.message
+    return problem.message.replace(written, _clip(repr(mask(instance, credentials=True))))
 
 
 def _secret_literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
@@ -938,8 +956,7 @@ def _holds_literal(key: str, value: Any) -> bool:
 
 def _credential_urls(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
     if isinstance(value, str):
-        parts = urlsplit(value)
-        if parts.scheme and parts.password:
+        if has_credentials(value):
             yield path
     elif isinstance(value, dict) and not is_reference(value):
         for key, item in value.items():

@@ -1864,3 +1864,88 @@ def assert_subjects_named(report: ValidationReport) -> None:
         file = finding.location.file if finding.location else ""
         if file.startswith(("plugins/", "tenants/")):
             assert finding.subjects, (finding.code, str(finding.location), finding.message)
+
+
+# --------------------------------------------------------------------------- PGV602 shows the value
+
+
+def test_pgv602_shows_the_offending_value_when_it_is_not_secret(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(ACME, "timezone: America/New_York", "timezone: America/New York")
+    report = repo.validate()
+    finding = the(report, "PGV602")
+    assert "'America/New York' does not match" in finding.message
+
+
+def test_pgv602_clips_a_long_value(desired_state_copy: DesiredStateCopy) -> None:
+    repo = desired_state_copy
+    repo.replace(ACME, "timezone: America/New_York", "timezone: " + "x y" * 20_000)
+    finding = the(repo.validate(), "PGV602")
+    assert "'x yx yx y" in finding.message
+    assert len(finding.message) < 400
+
+
+def test_pgv602_masks_secrets_inside_a_shown_value(desired_state_copy: DesiredStateCopy) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        ACME,
+        "dashboards: [pipeline, win-rate, revenue, overdue-invoices]",
+        "dashboards: [pipeline, {apiToken: tok-SECRET-1, feed: 'https://u:pw-SECRET-2@h/x'}]",
+    )
+    report = repo.validate()
+    shown = [f for f in all_with(report, "PGV602") if "dashboards.1" in f.message]
+    assert shown and all("(sensitive)" in f.message for f in shown)
+    assert_secret_not_shown(report, "tok-SECRET-1")
+    assert_secret_not_shown(report, "pw-SECRET-2")
+
+
+def test_pgv602_never_shows_a_value_the_schema_marks_secret(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        "plugins/analytics/plugin.yaml",
+        '            pattern: "^[A-Za-z_]+(/[A-Za-z_]+)*$"',
+        '            pattern: "^[A-Za-z_]+(/[A-Za-z_]+)*$"\n            writeOnly: true',
+    )
+    repo.replace(ACME, "timezone: America/New_York", "timezone: hunter 2")
+    report = repo.validate()
+    assert "not shown" in the(report, "PGV602").message
+    assert_secret_not_shown(report, "hunter 2")
+
+
+@pytest.mark.parametrize("url", ["http://[x", "http://u:p@[::1"])
+def test_an_unreadable_url_is_a_finding_not_a_traceback(
+    desired_state_copy: DesiredStateCopy, url: str
+) -> None:
+    repo = desired_state_copy
+    repo.replace(ACME, "timezone: America/New_York", f"timezone: '{url}'")
+    repo.replace(
+        INVENTORY,
+        "remoteEntry: http://localhost:3000/plugins/inventory/remoteEntry.js",
+        f"remoteEntry: '{url}'",
+    )
+    report = repo.validate()
+    assert {"PGV602", "PGV510"} <= codes(report)
+
+
+def test_mask_copes_with_any_depth() -> None:
+    """A configuration nested 600 levels (from the store, say) is masked, not a
+    RecursionError; what is masked is as before."""
+    from plexica_gitops.sensitive import SENSITIVE, mask
+
+    deep: object = {"apiToken": "s3cr3t", "ok": 1}
+    for _ in range(600):
+        deep = {"a": [deep]}
+    masked = mask(deep)
+    for _ in range(600):
+        assert isinstance(masked, dict)
+        masked = masked["a"][0]
+    assert masked == {"apiToken": SENSITIVE, "ok": 1}
+    reference = {"secretRef": {"name": "n", "key": "k"}}
+    assert mask({"password": reference, "list": [reference, 2]}) == {
+        "password": reference,
+        "list": [reference, 2],
+    }
