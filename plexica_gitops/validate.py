@@ -82,6 +82,10 @@ RESERVED_WORDS = {
     "table", "then", "to", "trailing", "true", "union", "unique", "user", "using", "when",
     "where", "window", "with",
 }  # fmt: skip
+# What a tenant may enable. `disabled` is a pause: the tenants' intent stays in git and the
+# plan holds their bindings off until the plugin is active again. A plugin that never
+# served (registered, installed) or is going away (absent) cannot be enabled: PGV604.
+ENABLEABLE_STATES = frozenset({PluginState.ACTIVE, PluginState.DISABLED})
 # What a plugin's own desired state requires of each plugin it depends on.
 REQUIRED_DEPENDENCY_STATES: dict[PluginState, set[PluginState]] = {
     PluginState.ACTIVE: {PluginState.ACTIVE},
@@ -818,12 +822,13 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
             if not binding.enabled:
                 continue
             state = plugin.document.spec.state
-            if state is not PluginState.ACTIVE:
+            if state not in ENABLEABLE_STATES:
                 yield error(
                     "PGV604",
                     f"tenant {slug!r} enables plugin {plugin_id!r}, which is desired "
                     f"{state.value}, not active",
-                    f"Set plugins/{plugin_id} to `state: active`, or set `enabled: false`.",
+                    f"Set plugins/{plugin_id} to `state: active` (or `disabled`, to hold it "
+                    "off for now), or set `enabled: false`.",
                     where,
                     (slug, plugin_id),
                 )

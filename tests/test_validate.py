@@ -1121,6 +1121,34 @@ def test_pgv604_a_disabled_binding_of_such_a_plugin_is_fine(
     assert repo.validate().findings == []
 
 
+def test_a_plugin_desired_disabled_may_stay_enabled_in_its_tenants(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    """Disabling a plugin is one edit: the tenants that enable it keep their intent (the
+    plan holds their bindings off until it is active again), no PGV604 in each."""
+    repo = desired_state_copy
+    repo.replace("plugins/analytics/plugin.yaml", "  state: active", "  state: disabled")
+    report = repo.validate()
+    assert report.findings == []
+    enabling = [
+        s for s, t in report.desired.tenants.items() if "analytics" in t.document.spec.plugins
+    ]
+    assert len(enabling) >= 2
+
+
+@pytest.mark.parametrize("state", ["registered", "absent"])
+def test_pgv604_plugins_that_never_served_or_are_going_away_cannot_be_enabled(
+    desired_state_copy: DesiredStateCopy, state: str
+) -> None:
+    repo = desired_state_copy
+    repo.replace(INVENTORY, "  state: installed", f"  state: {state}")
+    where = add_hooli_plugin(repo, "    inventory:\n      enabled: true\n")
+    report = repo.validate()
+    only_codes(report, "PGV604")
+    assert_finding(the(report, "PGV604"), "PGV604", where)
+    assert f"desired {state}" in the(report, "PGV604").message
+
+
 def test_pgv605_tenant_enables_a_plugin_without_its_dependency(
     desired_state_copy: DesiredStateCopy,
 ) -> None:
