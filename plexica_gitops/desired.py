@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -23,10 +23,10 @@ from plexica_gitops.findings import Finding, Location, error
 from plexica_gitops.live import SharedValues
 from plexica_gitops.loader import (
     JsonPath,
+    LoadedFile,
     LoadLimits,
-    LoadResult,
     SourceDocument,
-    load_directory,
+    iter_directory,
     load_file,
     read_regular_file,
 )
@@ -88,6 +88,9 @@ class PluginEntry:
 
 @dataclass
 class TenantEntry:
+    """One tenant. Its `source` keeps the positions but not the parsed data (None): the
+    model is the tenant, and a desired state holds many thousands of them."""
+
     document: TenantDocument
     source: SourceDocument
 
@@ -146,16 +149,20 @@ class BuildResult:
 
 
 def build_desired_state(root: Path) -> BuildResult:
-    loaded = load_directory(root)
-    builder = _Builder(loaded)
-    return BuildResult(builder.build(), builder.findings, frozenset(builder.repaired))
+    """Load and build `root` one file at a time: each file's documents are built (and
+    their parsed data dropped where the model replaces it) before the next file is read,
+    so memory follows what the desired state keeps, not its text."""
+    builder = _Builder(root)
+    desired = builder.build(iter_directory(root))
+    return BuildResult(desired, builder.findings, frozenset(builder.repaired))
 
 
 class _Builder:
-    def __init__(self, loaded: LoadResult) -> None:
-        self.loaded = loaded
-        self.root = loaded.root
-        self.findings: list[Finding] = list(loaded.findings)
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.findings: list[Finding] = []
+        self.files: list[str] = []  # the YAML files read (or tried)
+        self.failed: set[str] = set()  # files with a loading error: contributed nothing
         self.extra_files: set[str] = set()
         self.platform: PlatformEntry | None = None
         self.platform_seen = False  # a Platform document exists, even if it was rejected
@@ -164,14 +171,28 @@ class _Builder:
         self.shared = SharedValues()
         self.repaired: set[Location] = set()
         self.unbuilt_plugins: set[str] = set()
+        self.manifest_files: set[str] = set()  # named by a Plugin's `manifestFile:`
 
-    def build(self) -> DesiredState:
-        manifest_files = self._referenced_manifest_files()
-        for doc in self.loaded.documents:
-            if doc.file in manifest_files and "kind" not in doc.data:
-                continue
-            self._add_document(doc)
-        if not self.platform_seen and not _has_errors(self.loaded.findings):
+    def build(self, stream: Iterable[LoadedFile]) -> DesiredState:
+        # A document without `kind` is an error unless it is a manifest file's, and the
+        # Plugin naming that file may come later: such documents wait for the end.
+        waiting: list[SourceDocument] = []
+        for loaded in stream:
+            if loaded.listed:
+                self.files.append(loaded.file)
+            self.findings.extend(loaded.findings)
+            if any(f.is_error for f in loaded.findings):
+                self.failed.add(loaded.file)  # "" for the root itself
+            for doc in loaded.documents:
+                self._note_manifest_file(doc)
+                if "kind" in doc.data:
+                    self._add_document(doc)
+                else:
+                    waiting.append(doc)
+        for doc in waiting:
+            if doc.file not in self.manifest_files:
+                self._add_document(doc)
+        if not self.platform_seen and not self.failed:
             self.findings.append(
                 error(
                     "PGS121",
@@ -180,9 +201,8 @@ class _Builder:
                     Location("."),
                 )
             )
-        files = sorted({*self.loaded.files, *self.extra_files})
-        failed = {f.location.file for f in self.loaded.findings if f.is_error and f.location}
-        self.unbuilt_plugins.update(_plugin_of(file) for file in failed)
+        files = sorted({*self.files, *self.extra_files})
+        self.unbuilt_plugins.update(_plugin_of(file) for file in self.failed)
         self.unbuilt_plugins.discard("")
         return DesiredState(
             root=self.root,
@@ -192,22 +212,19 @@ class _Builder:
             revision=_content_hash(self.root, files),
             files=files,
             unbuilt_plugins=frozenset(self.unbuilt_plugins - set(self.plugins)),
-            platform_unbuilt=self.platform is None and (self.platform_seen or bool(failed)),
+            platform_unbuilt=self.platform is None and (self.platform_seen or bool(self.failed)),
         )
 
     # --- dispatch ------------------------------------------------------------------------
 
-    def _referenced_manifest_files(self) -> set[str]:
-        """Files named by `manifestFile:` are manifests, not envelopes: skip them in dispatch."""
-        referenced = set()
-        for doc in self.loaded.documents:
-            spec = doc.data.get("spec")
-            if doc.data.get("kind") != "Plugin" or not isinstance(spec, dict):
-                continue
-            target = spec.get("manifestFile")
-            if isinstance(target, str):
-                referenced.add(str(PurePosixPath(doc.file).parent / target))
-        return {str(PurePosixPath(p)) for p in referenced}
+    def _note_manifest_file(self, doc: SourceDocument) -> None:
+        """Files named by `manifestFile:` are manifests, not envelopes: not dispatched."""
+        spec = doc.data.get("spec")
+        if doc.data.get("kind") != "Plugin" or not isinstance(spec, dict):
+            return
+        target = spec.get("manifestFile")
+        if isinstance(target, str):
+            self.manifest_files.add(str(PurePosixPath(PurePosixPath(doc.file).parent / target)))
 
     def _add_document(self, doc: SourceDocument) -> None:
         kind = doc.data.get("kind")
@@ -331,7 +348,7 @@ class _Builder:
             )
             return
         share_tenant_values(model, self.shared)
-        self.tenants[slug] = TenantEntry(model, doc)
+        self.tenants[slug] = TenantEntry(model, dataclasses.replace(doc, data=None))
 
     # --- plugins -------------------------------------------------------------------------
 
@@ -799,10 +816,6 @@ def _dotted(path: JsonPath) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text
-
-
-def _has_errors(findings: list[Finding]) -> bool:
-    return any(f.is_error for f in findings)
 
 
 def _about(plugin_id: str, findings: list[Finding]) -> list[Finding]:

@@ -8,6 +8,8 @@ lifecycle consistency, routes, resources, permissions, events, tenants and secre
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -776,9 +778,8 @@ def _configuration_checkers(
     findings = []
     for pid, entry in sorted(desired.plugins.items()):
         schema = entry.manifest.configuration.schema_
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
+        exc = _schema_error(json.dumps(schema, sort_keys=True, default=str))
+        if exc is not None:
             checkers[pid] = None
             findings.append(
                 error(
@@ -793,6 +794,18 @@ def _configuration_checkers(
             continue
         checkers[pid] = _ConfigurationChecker(schema)
     return checkers, findings
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_error(schema_text: str) -> SchemaError | None:
+    """The meta-schema check of one configuration schema (by its canonical JSON): the
+    slowest part of validating a small desired state, and the same schemas come back on
+    every run in one process (tests, a language server)."""
+    try:
+        Draft202012Validator.check_schema(json.loads(schema_text))
+    except SchemaError as exc:
+        return exc
+    return None
 
 
 def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
@@ -851,19 +864,26 @@ class _ConfigurationChecker:
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.validator = Draft202012Validator(schema)
-        self.seen: dict[str, list[SchemaValidationError]] = {}
+        self.broken = False  # cannot be evaluated: reported once, then skipped
+        # digest of a configuration's canonical JSON -> its problems: a digest, not the
+        # text, so that remembering a configuration costs bytes, not its size again
+        self.seen: dict[bytes, list[SchemaValidationError]] = {}
 
     def problems(self, configuration: dict[str, Any]) -> list[SchemaValidationError]:
-        key = json.dumps(configuration, sort_keys=True, default=str)
+        text = json.dumps(configuration, sort_keys=True, default=str)
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
         found = self.seen.get(key)
         if found is None:
             found = [
                 problem
                 for problem in self.validator.iter_errors(configuration)
                 if not _reference_accepted(self.validator, problem)
-            ]
+            ] or _NO_PROBLEMS
             self.seen[key] = found
         return found
+
+
+_NO_PROBLEMS: list[SchemaValidationError] = []  # shared, never changed
 
 
 def _tenant_configuration(
@@ -873,14 +893,22 @@ def _tenant_configuration(
     checker: _ConfigurationChecker,
     configuration: dict[str, Any],
 ) -> Iterator[Finding]:
+    if checker.broken:
+        return
     try:
         problems = checker.problems(configuration)
-    except (UnknownType, Unresolvable) as exc:
-        # Schemas that pass the meta-schema but cannot be evaluated (a $ref to nowhere).
+    except (UnknownType, Unresolvable, RecursionError) as exc:
+        checker.broken = True
+        # Schemas that pass the meta-schema but cannot be evaluated: a $ref to nowhere, or
+        # one that refers to itself without consuming the value (`$ref: "#"`).
+        reason = (
+            "a $ref refers back to itself"
+            if isinstance(exc, RecursionError)
+            else str(exc).splitlines()[0]
+        )
         yield error(
             "PGV601",
-            f"plugin {plugin.id!r} configuration.schema cannot be evaluated: "
-            f"{str(exc).splitlines()[0]}",
+            f"plugin {plugin.id!r} configuration.schema cannot be evaluated: {reason}",
             "Fix the schema (JSON Schema draft 2020-12): every $ref must resolve inside it.",
             plugin.manifest_location("configuration", "schema"),
             (plugin.id,),

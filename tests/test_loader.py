@@ -1073,3 +1073,55 @@ def test_agrees_with_pyyaml_safe_load_on_dumped_data(tmp_path: Path, data: dict[
     result = load_directory(tmp_path)
     assert result.findings == []
     assert result.documents[0].data == yaml.safe_load(text)
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def all_paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    paths = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            paths += all_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            paths += all_paths(item, (*path, index))
+    return paths
+
+
+def test_positions_hold_every_value_and_nothing_else(tmp_path: Path) -> None:
+    text = "a: 1\nb: [x, {c: [1, [2, 3]], d: {}}, []]\ne: {f: {g: h}}\n"
+    doc = only_document(load_text(tmp_path, text))
+    assert sorted(map(str, doc.positions)) == sorted(map(str, all_paths(doc.data)))
+    assert len(doc.positions) == len(all_paths(doc.data))
+    assert doc.positions[("b", 1, "c", 1, 0)] == (2, 17)
+    for missing in [("z",), ("b", 3), ("b", "0"), ("a", "x"), ("b", True), ("e", "f", "g", "h")]:
+        assert missing not in doc.positions
+    assert doc.location(("b", 1, "zz")) == Location("doc.yaml", 2, 8)  # nearest ancestor
+
+
+def test_a_large_mapping_is_looked_up_by_key(tmp_path: Path) -> None:
+    text = "".join(f"k{n}: {n}\n" for n in range(500))
+    doc = only_document(load_text(tmp_path, text))
+    assert doc.location(("k377",)) == Location("doc.yaml", 378, 1)
+    assert ("k500",) not in doc.positions
+
+
+def test_positions_cost_a_few_bytes_a_value(tmp_path: Path) -> None:
+    """Every value has a position, and a desired state may hold millions of values: the
+    positions must stay a small part of what the data itself takes."""
+    rows = "".join(f"  - {{id: {n}, name: n{n}, tags: [a, b], on: true}}\n" for n in range(20_000))
+    write(tmp_path, "big.yaml", "items:\n" + rows)
+    tracemalloc.start()
+    try:
+        result = load_directory(tmp_path)
+        kept, _ = tracemalloc.get_traced_memory()
+        data_only = sys.getsizeof(result.documents[0].data)  # the root dict
+        result.documents[0].positions = {}
+        gc.collect()
+        without_positions, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    values = len(all_paths(result.documents[0].data))
+    assert data_only > 0 and values > 100_000
+    assert (kept - without_positions) / values < 48  # a dict of path tuples: ~230 bytes

@@ -1025,6 +1025,28 @@ def test_pgv601_invalid_schema_of_a_plugin_tenants_configure(
     assert_finding(the(report, "PGV601"), "PGV601", where)
 
 
+@pytest.mark.parametrize(
+    ("ref", "reason"),
+    [('"#"', "refers back to itself"), ('"#/$defs/nowhere"', "nowhere")],
+)
+def test_pgv601_a_schema_that_cannot_be_evaluated_is_reported_once(
+    desired_state_copy: DesiredStateCopy, ref: str, reason: str
+) -> None:
+    """`$ref: "#"` passes the meta-schema but recurses forever on any value: one PGV601,
+    not a RecursionError (nor one per tenant)."""
+    repo = desired_state_copy
+    repo.replace(
+        CRM,
+        "        type: object\n        additionalProperties: false",
+        f"        $ref: {ref}\n        type: object\n        additionalProperties: false",
+    )
+    report = repo.validate()
+    only_codes(report, "PGV601")
+    finding = the(report, "PGV601")
+    assert reason in finding.message
+    assert finding.subjects == ("crm",)
+
+
 def test_pgv602_tenant_configuration_violates_the_schema(
     desired_state_copy: DesiredStateCopy,
 ) -> None:
