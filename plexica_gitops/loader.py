@@ -65,6 +65,8 @@ PGL010  WARNING: more than ``MAX_FINDINGS_PER_FILE`` problems in one file; the r
 PGL011  A path named like a desired-state file (``*.yaml``, a ``manifestFile``, a
         migration) is not a regular file: a FIFO, socket, device or directory. It is
         skipped without being opened (opening a FIFO blocks). An ERROR, as for PGL007.
+PGL012  Not enough memory to load and validate the desired state (``validate`` reports
+        it instead of a MemoryError traceback; nothing was checked).
 ======  ====================================================================================
 
 Directory walk
@@ -113,6 +115,7 @@ __all__ = [
     "MAX_FINDINGS_PER_FILE",
     "NOT_A_MAPPING",
     "NOT_REGULAR",
+    "OUT_OF_MEMORY",
     "ROOT_MISSING",
     "SIZE_LIMIT",
     "SYMLINK_ESCAPE",
@@ -142,6 +145,7 @@ UNREADABLE = "PGL008"
 ROOT_MISSING = "PGL009"
 TOO_MANY_PROBLEMS = "PGL010"
 NOT_REGULAR = "PGL011"
+OUT_OF_MEMORY = "PGL012"
 
 MAX_FINDINGS_PER_FILE = 100
 

@@ -26,6 +26,7 @@ from referencing.exceptions import Unresolvable
 
 from plexica_gitops.desired import BuildResult, DesiredState, PluginEntry, build_desired_state
 from plexica_gitops.findings import Finding, Location, error, warning
+from plexica_gitops.loader import OUT_OF_MEMORY
 from plexica_gitops.model import PluginState
 from plexica_gitops.provider import check_provider_settings
 from plexica_gitops.quantities import MAX_CPU_CORES, QuantityError, parse_cpu, parse_memory
@@ -115,8 +116,32 @@ class ValidationReport:
         return [f for f in self.findings if f.is_error]
 
 
+# Peak memory of `validate` (RSS, interpreter included) over the size of the desired state,
+# as measured on a 250 MB state (README); the out-of-memory finding quotes it.
+MEMORY_FACTOR = 6
+
+
 def validate_directory(root: Path) -> ValidationReport:
-    return validate_build(build_desired_state(root))
+    try:
+        return validate_build(build_desired_state(root))
+    except MemoryError:
+        pass  # leave the handler first: its traceback still holds what filled the memory
+    return _out_of_memory(root)
+
+
+def _out_of_memory(root: Path) -> ValidationReport:
+    """A report with one finding, so that every command says what happened and what to
+    do, instead of printing a MemoryError traceback."""
+    finding = error(
+        OUT_OF_MEMORY,
+        "not enough memory to validate this desired state; nothing was checked",
+        f"validate needs about {MEMORY_FACTOR}x the size of the desired state in memory: "
+        "run it where more memory is available (a larger runner, a higher container "
+        "memory limit), or split the desired state into several repositories.",
+        Location("."),
+    )
+    empty = DesiredState(root, None, {}, {}, revision="", files=[])
+    return ValidationReport(empty, [finding])
 
 
 def validate_build(built: BuildResult) -> ValidationReport:
