@@ -489,15 +489,19 @@ def read_regular_file(path: str, rel: str, max_bytes: int) -> bytes | Finding:
     try:
         info = os.stat(path)  # follows symlinks; callers check where they lead
     except OSError as exc:
-        return error(
-            UNREADABLE,
-            f"{rel}: cannot read file ({exc.strerror or exc})",
-            "Make the file readable (or fix the broken symlink), or remove it.",
-            Location(rel),
-        )
+        return _unreadable(rel, exc)
     if not stat.S_ISREG(info.st_mode):
         return _not_regular(rel, info.st_mode)
     return _read(path, rel, max_bytes)
+
+
+def _unreadable(rel: str, exc: OSError) -> Finding:
+    return error(
+        UNREADABLE,
+        f"{rel}: cannot read file ({exc.strerror or exc})",
+        "Make the file readable (or fix the broken symlink), or remove it.",
+        Location(rel),
+    )
 
 
 def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
@@ -513,12 +517,7 @@ def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
     try:
         fd = os.open(real, flags)
     except OSError as exc:
-        return error(
-            UNREADABLE,
-            f"{rel}: cannot read file ({exc.strerror or exc})",
-            "Make the file readable (or fix the broken symlink), or remove it.",
-            Location(rel),
-        )
+        return _unreadable(rel, exc)
     try:
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
