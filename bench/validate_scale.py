@@ -791,12 +791,26 @@ def child_measure(root: Path, mode: str, top: int) -> None:
     def stages(around: Any) -> tuple[Any, int, int]:
         """validate_directory's three stages; `around(name, call)` runs each one."""
         loaded = around("load", lambda: load_directory(root))
-        original = desired_module.load_directory
-        desired_module.load_directory = lambda _root, *a, _loaded=loaded, **k: _loaded
+
+        def replay(_root: Path, *_: Any, _loaded: Any = loaded, **__: Any) -> Any:
+            """The build reads files one at a time: hand it the loaded ones, per file."""
+            from plexica_gitops.loader import LoadedFile
+
+            by_file: dict[str, tuple[list[Any], list[Any]]] = {f: ([], []) for f in _loaded.files}
+            for document in _loaded.documents:
+                by_file[document.file][0].append(document)
+            for finding in _loaded.findings:
+                if finding.location and finding.location.file in by_file:
+                    by_file[finding.location.file][1].append(finding)
+            for file, (documents, findings) in by_file.items():
+                yield LoadedFile(file, documents, findings, listed=True)
+
+        original = desired_module.iter_directory
+        desired_module.iter_directory = replay  # type: ignore[assignment]
         try:
             built = around("build", lambda: build_desired_state(root))
         finally:
-            desired_module.load_directory = original
+            desired_module.iter_directory = original  # type: ignore[assignment]
         documents, yaml_files = len(loaded.documents), len(loaded.files)
         del loaded  # as in validate_directory, only what the build kept stays alive
         report = around("rules", lambda: validate_build(built))

@@ -444,6 +444,8 @@ def _unobserved_parts(values: list[str] | None) -> frozenset[ObservedPart]:
                     "Use runtime, broker, or both (--unobserved runtime,broker).",
                 ) from None
     return frozenset(parts)
+
+
 def _secret_rotations(
     desired: DesiredState, live: LiveState, live_source: str | None, database_url: str | None
 ) -> tuple[dict[str, str], list[Finding]]:

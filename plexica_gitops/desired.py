@@ -7,9 +7,11 @@ migration-file problems (PGV8xx); the semantic rules run afterwards in `validate
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,7 +21,15 @@ from jsonschema import ValidationError as SchemaError
 
 from plexica_gitops.findings import Finding, Location, error
 from plexica_gitops.live import SharedValues
-from plexica_gitops.loader import JsonPath, LoadResult, SourceDocument, load_directory, load_file
+from plexica_gitops.loader import (
+    JsonPath,
+    LoadedFile,
+    LoadLimits,
+    SourceDocument,
+    iter_directory,
+    load_file,
+    read_regular_file,
+)
 from plexica_gitops.model import (
     API_VERSION,
     DOCUMENT_MODELS,
@@ -30,7 +40,8 @@ from plexica_gitops.model import (
 )
 from plexica_gitops.schema import kind_validator
 
-MIGRATION_FILE = re.compile(r"^(?P<number>\d{4})_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$")
+# The whole name, ASCII digits only: `٠٠٠٤_x.sql` is not migration 4, `0004_x.sql\n` no file.
+MIGRATION_FILE = re.compile(r"(?P<number>[0-9]{4})_(?P<name>[a-z0-9][a-z0-9_]*)\.sql", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,9 @@ class PluginEntry:
 
 @dataclass
 class TenantEntry:
+    """One tenant. Its `source` keeps the positions but not the parsed data (None): the
+    model is the tenant, and a desired state holds many thousands of them."""
+
     document: TenantDocument
     source: SourceDocument
 
@@ -118,39 +132,67 @@ class DesiredState:
     tenants: dict[str, TenantEntry]
     revision: str  # "sha256:<hex>" over every file that makes up the desired state
     files: list[str]
+    # Declared but not built (its document failed the schema beyond repair, its file did
+    # not load): rules about references to them stay silent instead of calling them "not
+    # declared" - the finding that rejected them is what to fix.
+    unbuilt_plugins: frozenset[str] = frozenset()
+    platform_unbuilt: bool = False
 
 
 @dataclass
 class BuildResult:
     desired: DesiredState
     findings: list[Finding]
+    # Where an invalid value was dropped or replaced to check the rest of its document
+    # (and the mapping that held it): rule findings there would only echo that error.
+    repaired: frozenset[Location] = frozenset()
 
 
 def build_desired_state(root: Path) -> BuildResult:
-    loaded = load_directory(root)
-    builder = _Builder(loaded)
-    return BuildResult(builder.build(), builder.findings)
+    """Load and build `root` one file at a time: each file's documents are built (and
+    their parsed data dropped where the model replaces it) before the next file is read,
+    so memory follows what the desired state keeps, not its text."""
+    builder = _Builder(root)
+    desired = builder.build(iter_directory(root))
+    return BuildResult(desired, builder.findings, frozenset(builder.repaired))
 
 
 class _Builder:
-    def __init__(self, loaded: LoadResult) -> None:
-        self.loaded = loaded
-        self.root = loaded.root
-        self.findings: list[Finding] = list(loaded.findings)
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.findings: list[Finding] = []
+        self.files: list[str] = []  # the YAML files read (or tried)
+        self.failed: set[str] = set()  # files with a loading error: contributed nothing
         self.extra_files: set[str] = set()
         self.platform: PlatformEntry | None = None
         self.platform_seen = False  # a Platform document exists, even if it was rejected
         self.plugins: dict[str, PluginEntry] = {}
         self.tenants: dict[str, TenantEntry] = {}
         self.shared = SharedValues()
+        self.repaired: set[Location] = set()
+        self.unbuilt_plugins: set[str] = set()
+        self.manifest_files: set[str] = set()  # named by a Plugin's `manifestFile:`
 
-    def build(self) -> DesiredState:
-        manifest_files = self._referenced_manifest_files()
-        for doc in self.loaded.documents:
-            if doc.file in manifest_files and "kind" not in doc.data:
-                continue
-            self._add_document(doc)
-        if not self.platform_seen and not _has_errors(self.loaded.findings):
+    def build(self, stream: Iterable[LoadedFile]) -> DesiredState:
+        # A document without `kind` is an error unless it is a manifest file's, and the
+        # Plugin naming that file may come later: such documents wait for the end.
+        waiting: list[SourceDocument] = []
+        for loaded in stream:
+            if loaded.listed:
+                self.files.append(loaded.file)
+            self.findings.extend(loaded.findings)
+            if any(f.is_error for f in loaded.findings):
+                self.failed.add(loaded.file)  # "" for the root itself
+            for doc in loaded.documents:
+                self._note_manifest_file(doc)
+                if "kind" in doc.data:
+                    self._add_document(doc)
+                else:
+                    waiting.append(doc)
+        for doc in waiting:
+            if doc.file not in self.manifest_files:
+                self._add_document(doc)
+        if not self.platform_seen and not self.failed:
             self.findings.append(
                 error(
                     "PGS121",
@@ -159,7 +201,9 @@ class _Builder:
                     Location("."),
                 )
             )
-        files = sorted({*self.loaded.files, *self.extra_files})
+        files = sorted({*self.files, *self.extra_files})
+        self.unbuilt_plugins.update(_plugin_of(file) for file in self.failed)
+        self.unbuilt_plugins.discard("")
         return DesiredState(
             root=self.root,
             platform=self.platform,
@@ -167,21 +211,20 @@ class _Builder:
             tenants=self.tenants,
             revision=_content_hash(self.root, files),
             files=files,
+            unbuilt_plugins=frozenset(self.unbuilt_plugins - set(self.plugins)),
+            platform_unbuilt=self.platform is None and (self.platform_seen or bool(self.failed)),
         )
 
     # --- dispatch ------------------------------------------------------------------------
 
-    def _referenced_manifest_files(self) -> set[str]:
-        """Files named by `manifestFile:` are manifests, not envelopes: skip them in dispatch."""
-        referenced = set()
-        for doc in self.loaded.documents:
-            spec = doc.data.get("spec")
-            if doc.data.get("kind") != "Plugin" or not isinstance(spec, dict):
-                continue
-            target = spec.get("manifestFile")
-            if isinstance(target, str):
-                referenced.add(str(PurePosixPath(doc.file).parent / target))
-        return {str(PurePosixPath(p)) for p in referenced}
+    def _note_manifest_file(self, doc: SourceDocument) -> None:
+        """Files named by `manifestFile:` are manifests, not envelopes: not dispatched."""
+        spec = doc.data.get("spec")
+        if doc.data.get("kind") != "Plugin" or not isinstance(spec, dict):
+            return
+        target = spec.get("manifestFile")
+        if isinstance(target, str):
+            self.manifest_files.add(str(PurePosixPath(PurePosixPath(doc.file).parent / target)))
 
     def _add_document(self, doc: SourceDocument) -> None:
         kind = doc.data.get("kind")
@@ -219,39 +262,62 @@ class _Builder:
             )
             return
         self.platform_seen |= kind == "Platform"
-        model = self._parse(doc, kind, doc.data)
+        model, repaired = self._parse(doc, kind, doc.data)
         if isinstance(model, PlatformDocument):
             self._add_platform(model, doc)
         elif isinstance(model, PluginDocument):
-            self._add_plugin(model, doc)
+            if not self._add_plugin(model, doc, repaired):
+                self.unbuilt_plugins.add(model.metadata.name)
         elif isinstance(model, TenantDocument):
             self._add_tenant(model, doc)
+        elif kind == "Plugin":
+            self.unbuilt_plugins.add(_declared_name(doc.data))
 
     def _parse(
         self, doc: SourceDocument, kind: str, data: dict[str, Any], wrapper: JsonPath = ()
-    ) -> pydantic.BaseModel | None:
+    ) -> tuple[pydantic.BaseModel | None, frozenset[JsonPath]]:
         """Schema-check then model-parse `data`. `wrapper` is the path at which `doc`'s own
-        content sits inside `data` (a manifest file is checked wrapped in a Plugin)."""
+        content sits inside `data` (a manifest file is checked wrapped in a Plugin).
+
+        A document with errors is reported, then REPAIRED to check the rest of it: each
+        invalid value is dropped (a required text becomes empty), so that one typo does
+        not hide the document's other problems; what cannot be repaired (a required
+        mapping, the document itself) rejects it, as before. The places repaired are
+        remembered, so that rules do not report them a second time; the paths repaired
+        (inside `doc`) are returned with the model."""
+        subjects = _document_subjects(kind, data)
         errors = sorted(kind_validator(kind).iter_errors(data), key=lambda e: list(e.path))
-        if errors:
-            for schema_error in errors:
-                self.findings.extend(_schema_findings(schema_error, doc, wrapper))
-            return None
-        try:
-            return DOCUMENT_MODELS[kind].model_validate(data)
-        except pydantic.ValidationError as exc:
-            # Values JSON Schema cannot express, such as .nan for a positive number.
-            first = exc.errors()[0]
-            path = tuple(first["loc"])[len(wrapper) :]
-            self.findings.append(
-                error(
-                    "PGS113",
-                    f"`{_dotted(tuple(first['loc']))}`: {first['msg']}",
-                    "Fix the value to match the schema (schemas/ documents every field).",
-                    doc.location(path),
-                )
-            )
-            return None
+        for schema_error in errors:
+            for finding in _schema_findings(schema_error, doc, wrapper):
+                self.findings.append(dataclasses.replace(finding, subjects=subjects))
+        repair = _Repair(kind, data)
+        if not repair.fix_schema(errors):
+            return None, frozenset()
+        reported = bool(errors)
+        for _ in range(_MAX_REPAIRS):
+            try:
+                model = DOCUMENT_MODELS[kind].model_validate(repair.data)
+            except pydantic.ValidationError as exc:
+                # Values JSON Schema cannot express, such as .nan for a positive number.
+                first = exc.errors()[0]
+                loc: JsonPath = tuple(first["loc"])
+                if not reported:
+                    self.findings.append(
+                        error(
+                            "PGS113",
+                            f"`{_dotted(loc)}`: {first['msg']}",
+                            "Fix the value to match the schema (schemas/ documents every field).",
+                            doc.location(loc[len(wrapper) :]),
+                            subjects,
+                        )
+                    )
+                    reported = True
+                if not repair.drop(loc):
+                    return None, frozenset()
+                continue
+            self.repaired.update(doc.location(path[len(wrapper) :]) for path in repair.places())
+            return model, frozenset(path[len(wrapper) :] for path in repair.paths)
+        return None, frozenset()
 
     def _add_platform(self, model: PlatformDocument, doc: SourceDocument) -> None:
         if self.platform is not None:
@@ -282,15 +348,19 @@ class _Builder:
             )
             return
         share_tenant_values(model, self.shared)
-        self.tenants[slug] = TenantEntry(model, doc)
+        self.tenants[slug] = TenantEntry(model, dataclasses.replace(doc, data=None))
 
     # --- plugins -------------------------------------------------------------------------
 
-    def _add_plugin(self, model: PluginDocument, doc: SourceDocument) -> None:
+    def _add_plugin(
+        self, model: PluginDocument, doc: SourceDocument, repaired: frozenset[JsonPath]
+    ) -> bool:
         plugin_id = model.metadata.name
+        if {("spec", "manifest"), ("spec", "manifestFile")} & repaired:
+            return False  # the manifest itself was invalid: reported, nothing to build
         located = self._plugin_manifest(model, doc)
         if located is None:
-            return
+            return False
         manifest, manifest_doc, prefix = located
         entry = PluginEntry(model, doc, manifest, manifest_doc, prefix)
         if manifest.id != plugin_id:
@@ -303,7 +373,7 @@ class _Builder:
                     (plugin_id, manifest.id),
                 )
             )
-            return
+            return False
         if plugin_id in self.plugins:
             first = self.plugins[plugin_id].location("metadata", "name")
             self.findings.append(
@@ -315,9 +385,10 @@ class _Builder:
                     (plugin_id,),
                 )
             )
-            return
+            return False
         entry.migrations = self._migrations(entry)
         self.plugins[plugin_id] = entry
+        return True
 
     def _plugin_manifest(
         self, model: PluginDocument, doc: SourceDocument
@@ -347,7 +418,7 @@ class _Builder:
         path = self._inside_root(PurePosixPath(doc.file).parent, relative, where, plugin_id)
         if path is None:
             return None
-        if not path.is_file():
+        if not path.exists():
             self.findings.append(
                 error(
                     "PGS132",
@@ -358,8 +429,8 @@ class _Builder:
                 )
             )
             return None
-        documents, load_findings = load_file(path, self.root)
-        self.findings.extend(load_findings)
+        documents, load_findings = load_file(path, self.root)  # a FIFO is never opened
+        self.findings.extend(_about(plugin_id, load_findings))
         if load_findings:
             return None
         if len(documents) != 1:
@@ -388,7 +459,7 @@ class _Builder:
         self.extra_files.add(manifest_doc.file)
         wrapped = {"apiVersion": API_VERSION, "kind": "Plugin", "metadata": {"name": plugin_id}}
         wrapped["spec"] = {"state": "active", "manifest": manifest_doc.data}
-        parsed = self._parse(manifest_doc, "Plugin", wrapped, wrapper=("spec", "manifest"))
+        parsed, _ = self._parse(manifest_doc, "Plugin", wrapped, wrapper=("spec", "manifest"))
         if not isinstance(parsed, PluginDocument) or parsed.spec.manifest is None:
             return None
         return parsed.spec.manifest, manifest_doc, ()
@@ -446,7 +517,7 @@ class _Builder:
                 continue
             relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
             where = Location(relative)
-            match = MIGRATION_FILE.match(path.name)
+            match = MIGRATION_FILE.fullmatch(path.name)
             if match is None:
                 self.findings.append(
                     error(
@@ -493,7 +564,10 @@ class _Builder:
     def _read_migration(
         self, path: Path, relative: str, match: re.Match[str], plugin_id: str
     ) -> MigrationFile | None:
-        raw = path.read_bytes()
+        raw = read_regular_file(str(path), relative, LoadLimits().max_file_bytes)
+        if isinstance(raw, Finding):  # a directory or FIFO named NNNN_x.sql, too large, ...
+            self.findings.extend(_about(plugin_id, [raw]))
+            return None
         try:
             sql = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -514,6 +588,122 @@ class _Builder:
             checksum=hashlib.sha256(raw).hexdigest(),
             sql=sql,
         )
+
+
+# --- repairing a document that failed its schema ----------------------------------------
+
+_MAX_REPAIRS = 16  # rounds; each drops or fills at least one value
+_DROP = object()
+
+
+class _Repair:
+    """Copy-on-write repairs of one document's data (the loaded data is never changed):
+    the value at each error's path is dropped, an unknown key removed, a missing required
+    text filled with "". A value inside a list drops the whole list, so that the indexes
+    of the items kept still point at their lines."""
+
+    def __init__(self, kind: str, data: dict[str, Any]) -> None:
+        self.kind = kind
+        self.data = data
+        self.paths: list[JsonPath] = []
+
+    def places(self) -> Iterator[JsonPath]:
+        """Each repaired path and the mapping that held it."""
+        for path in self.paths:
+            yield path
+            yield path[:-1]
+
+    def fix_schema(self, errors: list[SchemaError]) -> bool:
+        """Repair until the data passes the schema; False when it cannot."""
+        for _ in range(_MAX_REPAIRS):
+            if not errors:
+                return True
+            for schema_error in errors:
+                if not self._fix(schema_error):
+                    return False
+            errors = list(kind_validator(self.kind).iter_errors(self.data))
+        return False
+
+    def drop(self, loc: JsonPath) -> bool:
+        """Drop the value at a model error's `loc` (cut to the part that is in the data),
+        then repair the schema again."""
+        path: list[str | int] = []
+        node: Any = self.data
+        for part in loc:
+            in_mapping = isinstance(node, dict) and isinstance(part, str) and part in node
+            in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+            if not (in_mapping or in_list):
+                break
+            node = node[part]
+            path.append(part)
+        if not self._drop(tuple(path)):
+            return False
+        return self.fix_schema(list(kind_validator(self.kind).iter_errors(self.data)))
+
+    def _fix(self, schema_error: SchemaError) -> bool:
+        path: JsonPath = tuple(schema_error.absolute_path)
+        instance = schema_error.instance
+        schema: Any = schema_error.schema
+        required: Any = schema_error.validator_value
+        if schema_error.validator == "additionalProperties" and isinstance(instance, dict):
+            known = schema.get("properties", {})
+            return all(self._drop((*path, key)) for key in instance if key not in known)
+        if schema_error.validator == "required" and isinstance(instance, dict):
+            properties = schema.get("properties", {})
+            for key in required:
+                if key in instance:
+                    continue
+                if properties.get(key, {}).get("type") != "string":
+                    return False  # a required mapping or choice: nothing to check without it
+                self._replace((*path, key), "")
+            return True
+        return self._drop(path)
+
+    def _drop(self, path: JsonPath) -> bool:
+        cut = next((i for i, part in enumerate(path) if isinstance(part, int)), len(path))
+        path = path[:cut]
+        if not path:
+            return False  # the document itself
+        self._replace(path, _DROP)
+        return True
+
+    def _replace(self, path: JsonPath, value: Any) -> None:
+        def rebuilt(node: Any, rest: JsonPath) -> Any:
+            head = rest[0]
+            present = (isinstance(node, dict) and head in node) or (
+                isinstance(node, list) and isinstance(head, int) and head < len(node)
+            )
+            if not present and (len(rest) > 1 or value is _DROP or not isinstance(node, dict)):
+                return node  # already gone with an earlier repair
+            copy: Any = dict(node) if isinstance(node, dict) else list(node)
+            if len(rest) > 1:
+                copy[head] = rebuilt(node[head], rest[1:])
+            elif value is _DROP:
+                del copy[head]
+            else:
+                copy[head] = value
+            return copy
+
+        self.data = rebuilt(self.data, path)
+        self.paths.append(path)
+
+
+def _document_subjects(kind: str, data: dict[str, Any]) -> tuple[str, ...]:
+    """Who a Plugin's or Tenant's findings are about: its metadata.name, as written."""
+    name = _declared_name(data) if kind in ("Plugin", "Tenant") else ""
+    return (name,) if name else ()
+
+
+def _declared_name(data: dict[str, Any]) -> str:
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _plugin_of(file: str) -> str:
+    """The plugin id a file belongs to by the layout convention (plugins/<id>/...)."""
+    parts = PurePosixPath(file).parts
+    return parts[1] if len(parts) > 2 and parts[0] == "plugins" else ""
 
 
 # --- schema errors -> findings -----------------------------------------------------------
@@ -628,17 +818,17 @@ def _dotted(path: JsonPath) -> str:
     return text
 
 
-def _has_errors(findings: list[Finding]) -> bool:
-    return any(f.is_error for f in findings)
+def _about(plugin_id: str, findings: list[Finding]) -> list[Finding]:
+    """Findings in a plugin's own files (its manifest file, its migrations) name it."""
+    return [f if f.subjects else dataclasses.replace(f, subjects=(plugin_id,)) for f in findings]
 
 
 def _content_hash(root: Path, files: list[str]) -> str:
     digest = hashlib.sha256()
+    limit = LoadLimits().max_file_bytes
     for relative in files:
         digest.update(relative.encode() + b"\0")
-        try:
-            digest.update((root / relative).read_bytes())
-        except OSError:
-            digest.update(b"<unreadable>")
+        raw = read_regular_file(str(root / relative), relative, limit)  # never a FIFO
+        digest.update(b"<unreadable>" if isinstance(raw, Finding) else raw)
         digest.update(b"\0")
     return "sha256:" + digest.hexdigest()

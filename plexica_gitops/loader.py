@@ -57,11 +57,16 @@ PGL007  A symlink (file or directory) resolves outside the root; it is not follo
         This is an ERROR, not a warning: silently skipping it would shrink the desired
         state, and a reconciler turns missing resources into deletions. Content outside
         the reviewed tree cannot be trusted either.
-PGL008  A file or directory cannot be read (permissions, broken symlink, not a regular
-        file) or the file is not valid UTF-8.
+PGL008  A file or directory cannot be read (permissions, broken symlink) or the file is
+        not valid UTF-8.
 PGL009  The root directory does not exist or is not a directory.
 PGL010  WARNING: more than ``MAX_FINDINGS_PER_FILE`` problems in one file; the rest are
         not reported (the file has already failed with the errors that are reported).
+PGL011  A path named like a desired-state file (``*.yaml``, a ``manifestFile``, a
+        migration) is not a regular file: a FIFO, socket, device or directory. It is
+        skipped without being opened (opening a FIFO blocks). An ERROR, as for PGL007.
+PGL012  Not enough memory to load and validate the desired state (``validate`` reports
+        it instead of a MemoryError traceback; nothing was checked).
 ======  ====================================================================================
 
 Directory walk
@@ -80,7 +85,8 @@ import gc
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +114,8 @@ __all__ = [
     "DUPLICATE_KEY",
     "MAX_FINDINGS_PER_FILE",
     "NOT_A_MAPPING",
+    "NOT_REGULAR",
+    "OUT_OF_MEMORY",
     "ROOT_MISSING",
     "SIZE_LIMIT",
     "SYMLINK_ESCAPE",
@@ -118,9 +126,12 @@ __all__ = [
     "JsonPath",
     "LoadLimits",
     "LoadResult",
+    "LoadedFile",
     "SourceDocument",
+    "iter_directory",
     "load_directory",
     "load_file",
+    "read_regular_file",
 ]
 
 YAML_SYNTAX = "PGL001"
@@ -133,6 +144,8 @@ SYMLINK_ESCAPE = "PGL007"
 UNREADABLE = "PGL008"
 ROOT_MISSING = "PGL009"
 TOO_MANY_PROBLEMS = "PGL010"
+NOT_REGULAR = "PGL011"
+OUT_OF_MEMORY = "PGL012"
 
 MAX_FINDINGS_PER_FILE = 100
 
@@ -149,13 +162,88 @@ class LoadLimits:
     max_depth: int = 64
 
 
+# One mapping's or list's positions: (its keys - one tuple shared by every mapping with
+# the same keys - or, for a list, its length; where its entries start in the document's
+# packed marks; then, only when some entry is a mapping or list, each entry's own node or
+# None).
+_PositionNode = tuple[Any, ...]
+
+
+class Positions(Mapping[JsonPath, tuple[int, int]]):
+    """Where each value of one document was written: JSON path -> (line, column), 1-based.
+
+    Compact, because a desired state may hold millions of values, each with a position:
+    one small tuple per mapping or list (keys shared with every mapping of the same keys)
+    and one 8-byte entry per value, packed into one array for the document - 20 to 40
+    bytes a value, where a dict of path tuples took about 230. A lookup walks the tree
+    (a large mapping builds its key index once)."""
+
+    __slots__ = ("_indexes", "_marks", "_root", "_start")
+
+    def __init__(self, start: tuple[int, int], root: _PositionNode | None, marks: array[int]):
+        self._start = start  # the document's root mapping
+        self._root = root
+        self._marks = marks
+        self._indexes: dict[int, dict[str, int]] = {}  # id(keys) -> key -> entry
+
+    def __getitem__(self, path: JsonPath) -> tuple[int, int]:
+        if not path:
+            return self._start
+        node = self._root
+        last = len(path) - 1
+        for depth, part in enumerate(path):
+            if node is None:
+                break
+            entry = self._entry(node[0], part)
+            if entry is None:
+                break
+            if depth == last:
+                packed = self._marks[node[1] + entry]
+                return (packed >> 32, packed & 0xFFFFFFFF)
+            node = node[2 + entry] if len(node) > 2 else None
+        raise KeyError(path)
+
+    def _entry(self, keys: tuple[str, ...] | int, part: str | int) -> int | None:
+        if isinstance(keys, int):  # a list of `keys` items
+            if isinstance(part, int) and not isinstance(part, bool) and 0 <= part < keys:
+                return part
+            return None
+        if not isinstance(part, str):
+            return None
+        if len(keys) <= 8:
+            return keys.index(part) if part in keys else None
+        index = self._indexes.get(id(keys))
+        if index is None:
+            index = self._indexes[id(keys)] = {key: n for n, key in enumerate(keys)}
+        return index.get(part)
+
+    def __iter__(self) -> Iterator[JsonPath]:
+        yield ()
+        stack: list[tuple[JsonPath, _PositionNode]] = []
+        if self._root is not None:
+            stack.append(((), self._root))
+        while stack:
+            path, node = stack.pop()
+            keys = node[0]
+            parts: Sequence[str | int] = range(keys) if isinstance(keys, int) else keys
+            for entry, part in enumerate(parts):
+                yield (*path, part)
+                child = node[2 + entry] if len(node) > 2 else None
+                if child is not None:
+                    stack.append(((*path, part), child))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 @dataclass
 class SourceDocument:
     file: str  # posix path relative to the root directory
     index: int  # 0-based document index in a multi-document file
     line: int  # 1-based line where the document's content starts
     data: Any  # JSON-shaped: dict[str, ...], list, str, int, float, bool, None
-    positions: dict[JsonPath, tuple[int, int]]  # JSON path -> (line, column), 1-based
+    # JSON path -> (line, column), 1-based: a `Positions` when loaded (any mapping will do)
+    positions: Mapping[JsonPath, tuple[int, int]]
 
     def location(self, path: Sequence[str | int] = ()) -> Location:
         """Position of `path`, else of its nearest ancestor that has one, else the
@@ -182,60 +270,78 @@ class LoadResult:
 # --------------------------------------------------------------------------- public API
 
 
+@dataclass
+class LoadedFile:
+    """What `iter_directory` yields: one file's documents and findings (a walk problem,
+    such as a symlink escape, comes as a LoadedFile of its own that is not `listed`)."""
+
+    file: str  # relative posix path; "" for a problem with the root itself
+    documents: list[SourceDocument]
+    findings: list[Finding]
+    listed: bool  # one of LoadResult.files: a YAML file that was read (or tried)
+
+
 def load_directory(root: Path, limits: LoadLimits = LoadLimits()) -> LoadResult:
     """Load every ``*.yaml`` / ``*.yml`` file under `root` (see the module docstring)."""
     result = LoadResult(root=root)
-    if not root.exists():
-        result.findings.append(
-            error(
-                ROOT_MISSING,
-                f"desired-state directory {root} does not exist",
-                "Pass the directory that holds the desired-state YAML files.",
-            )
-        )
-        return result
-    if not root.is_dir():
-        result.findings.append(
-            error(
-                ROOT_MISSING,
-                f"desired-state root {root} is a file, not a directory",
-                "Pass the directory that holds the desired-state YAML files, not one file.",
-            )
-        )
-        return result
+    for loaded in iter_directory(root, limits):
+        if loaded.listed:
+            result.files.append(loaded.file)
+        result.documents.extend(loaded.documents)
+        result.findings.extend(loaded.findings)
+    # walk problems (symlinks, unreadable directories) in file order; stable within a file
+    result.findings.sort(key=lambda finding: finding.location.file if finding.location else "")
+    return result
 
+
+def iter_directory(root: Path, limits: LoadLimits = LoadLimits()) -> Iterator[LoadedFile]:
+    """`load_directory` one file at a time, so that a caller can use and drop each file's
+    documents before the next is parsed: memory then follows what is kept, not the size
+    of the whole desired state. Walk problems come first, then the files in order."""
+    if not root.exists():
+        problem = f"desired-state directory {root} does not exist"
+        hint = "Pass the directory that holds the desired-state YAML files."
+        yield LoadedFile("", [], [error(ROOT_MISSING, problem, hint)], listed=False)
+        return
+    if not root.is_dir():
+        problem = f"desired-state root {root} is a file, not a directory"
+        hint = "Pass the directory that holds the desired-state YAML files, not one file."
+        yield LoadedFile("", [], [error(ROOT_MISSING, problem, hint)], listed=False)
+        return
     real_root = os.path.realpath(root)
     candidates, walk_findings = _walk(root, real_root)
-    result.findings.extend(walk_findings)
+    for finding in walk_findings:
+        yield LoadedFile(finding.location.file if finding.location else "", [], [finding], False)
+    shared = _Shared()
     total = 0
     for position, (rel, real) in enumerate(candidates):
         raw = _read(real, rel, limits.max_file_bytes)
         if isinstance(raw, Finding):
-            result.files.append(rel)
-            result.findings.append(raw)
+            yield LoadedFile(rel, [], [raw], listed=True)
             continue
         total += len(raw)
         if total > limits.max_total_bytes:
             not_loaded = len(candidates) - position
-            result.findings.append(
-                error(
-                    SIZE_LIMIT,
-                    f"{rel}: the desired state exceeds the total size limit of "
-                    f"{limits.max_total_bytes:,} bytes; loading stopped at this file "
-                    f"({not_loaded} file(s) not loaded)",
-                    "Remove files that do not belong to the desired state, or split it "
-                    "into several roots.",
-                    Location(rel),
-                )
+            yield LoadedFile(
+                rel,
+                [],
+                [
+                    error(
+                        SIZE_LIMIT,
+                        f"{rel}: the desired state exceeds the total size limit of "
+                        f"{limits.max_total_bytes:,} bytes; loading stopped at this file "
+                        f"({not_loaded} file(s) not loaded)",
+                        "Remove files that do not belong to the desired state, or split "
+                        "it into several roots.",
+                        Location(rel),
+                    )
+                ],
+                listed=False,
             )
-            break
-        result.files.append(rel)
-        documents, findings = _parse(raw, rel, limits, json_mode=False)
-        result.documents.extend(documents)
-        result.findings.extend(findings)
-    # walk problems (symlinks, unreadable directories) in file order; stable within a file
-    result.findings.sort(key=lambda finding: finding.location.file if finding.location else "")
-    return result
+            return
+        documents, findings = _parse(raw, rel, limits, json_mode=False, shared=shared)
+        del raw
+        yield LoadedFile(rel, documents, findings, listed=True)
 
 
 def load_file(
@@ -251,7 +357,7 @@ def load_file(
     if rel is None or not _is_within(real, real_root):
         name = rel if rel is not None else path.as_posix()
         return [], [_escape_finding(name, real, is_symlink=rel is not None)]
-    raw = _read(real, rel, limits.max_file_bytes)
+    raw = read_regular_file(real, rel, limits.max_file_bytes)
     if isinstance(raw, Finding):
         return [], [raw]
     return _parse(raw, rel, limits, json_mode=path.name.lower().endswith(".json"))
@@ -339,15 +445,69 @@ def _walk(root: Path, real_root: str) -> tuple[list[tuple[str, str]], list[Findi
                 continue
             if is_dir:
                 subdirs.append((real, entry.path, rel + "/"))
-            else:
+                continue
+            try:
+                mode = os.stat(real).st_mode
+            except OSError:
+                mode = stat.S_IFREG  # dangling or unreadable: reading it says so (PGL008)
+            if stat.S_ISREG(mode):
                 found.append((rel, real))
+            else:
+                findings.append(_not_regular(rel, mode))
         stack.extend(reversed(subdirs))
     found.sort()
     return found, findings
 
 
+def _kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _not_regular(rel: str, mode: int) -> Finding:
+    return error(
+        NOT_REGULAR,
+        f"{rel}: is {_kind_of(mode)}, not a regular file; it was skipped (never opened)",
+        "Replace it with a regular file (the desired state is files committed to git), or "
+        "remove it.",
+        Location(rel),
+    )
+
+
+def read_regular_file(path: str, rel: str, max_bytes: int) -> bytes | Finding:
+    """The bytes of the regular file at `path` (at most `max_bytes`), or the finding that
+    says why not: PGL011 for anything but a regular file (a FIFO, socket, device or
+    directory is never opened: opening a FIFO blocks, opening a device may act), PGL008
+    when unreadable, PGL003 when too large. `rel` names it in the finding."""
+    try:
+        info = os.stat(path)  # follows symlinks; callers check where they lead
+    except OSError as exc:
+        return _unreadable(rel, exc)
+    if not stat.S_ISREG(info.st_mode):
+        return _not_regular(rel, info.st_mode)
+    return _read(path, rel, max_bytes)
+
+
+def _unreadable(rel: str, exc: OSError) -> Finding:
+    return error(
+        UNREADABLE,
+        f"{rel}: cannot read file ({exc.strerror or exc})",
+        "Make the file readable (or fix the broken symlink), or remove it.",
+        Location(rel),
+    )
+
+
 def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
-    """Read at most `max_bytes`; refuse non-regular files (a FIFO would block)."""
+    """Read at most `max_bytes`; refuse non-regular files. Callers stat first, so this
+    check after opening (non-blocking, so a FIFO swapped in since cannot hang) only
+    catches a race."""
     flags = (
         os.O_RDONLY
         | getattr(os, "O_NOFOLLOW", 0)
@@ -357,22 +517,12 @@ def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
     try:
         fd = os.open(real, flags)
     except OSError as exc:
-        return error(
-            UNREADABLE,
-            f"{rel}: cannot read file ({exc.strerror or exc})",
-            "Make the file readable (or fix the broken symlink), or remove it.",
-            Location(rel),
-        )
+        return _unreadable(rel, exc)
     try:
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
-                return error(
-                    UNREADABLE,
-                    f"{rel}: not a regular file",
-                    "Replace it with a regular YAML file, or remove it.",
-                    Location(rel),
-                )
+                return _not_regular(rel, info.st_mode)
             raw = handle.read(max_bytes + 1)
     except OSError as exc:
         return error(
@@ -659,15 +809,23 @@ def _position(mark: Mark | None) -> tuple[int, int]:
 
 
 def _parse(
-    raw: bytes, rel: str, limits: LoadLimits, *, json_mode: bool
+    raw: bytes,
+    rel: str,
+    limits: LoadLimits,
+    *,
+    json_mode: bool,
+    shared: _Shared | None = None,
 ) -> tuple[list[SourceDocument], list[Finding]]:
     text = _decode(raw, rel)
+    del raw  # the text is what is parsed; do not hold both
     if isinstance(text, Finding):
         return [], [text]
     if json_mode:
         text = text.replace("\t", " ")  # valid JSON has tabs only as whitespace
     with _gc_paused():
-        return _parse_text(text, rel, limits, json_mode=json_mode)
+        return _parse_text(
+            text, rel, limits, _Shared() if shared is None else shared, json_mode=json_mode
+        )
 
 
 @contextmanager
@@ -690,7 +848,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _parse_text(
-    text: str, rel: str, limits: LoadLimits, *, json_mode: bool
+    text: str, rel: str, limits: LoadLimits, shared: _Shared, *, json_mode: bool
 ) -> tuple[list[SourceDocument], list[Finding]]:
     sink = _Sink()
     documents: list[SourceDocument] = []
@@ -699,7 +857,7 @@ def _parse_text(
         _check_printable(text)
         events = _event_source(text)
         for index, node in enumerate(_compose(events, limits)):
-            document = _document(node, rel, index, sink, json_mode=json_mode)
+            document = _document(node, rel, index, sink, shared, json_mode=json_mode)
             if document is not None:
                 documents.append(document)
     except _TooManyProblems:
@@ -716,11 +874,8 @@ def _parse_text(
     except ReaderError as exc:
         sink.items.append(_reader_finding(rel, text, exc))
     except MarkedYAMLError as exc:
-        if "maximum nesting level" in (exc.problem or "").lower():
-            # libyaml after 0.2.5 has its own nesting limit (1,000 levels by default)
-            _, hint = _depth_message(limits.max_depth)
-            message = "mappings and lists are nested deeper than the YAML parser allows"
-            sink.items.append(_limit_finding(rel, _LimitError(message, hint, exc.problem_mark)))
+        if _is_parser_nesting_limit(exc):
+            sink.items.append(_parser_nesting_finding(rel, text, exc, limits.max_depth))
         else:
             sink.items.append(_syntax_finding(rel, text, exc))
     except yaml.YAMLError as exc:  # pragma: no cover - the parsers raise the two above
@@ -738,8 +893,36 @@ def _parse_text(
     return documents, []
 
 
+# libyaml's own nesting limit (1,000 levels unless an application changes it), which stops
+# the parser before our composer sees the level over `max_depth`: its scanner reports
+# "exceeded maximum nesting depth" (while increasing flow/block level; the libyaml in
+# PyYAML 6.0.4's wheels), its parser "Maximum nesting level reached" (libyaml 0.2.6).
+# Older builds have no limit, and the composer's own stops first.
+_LIBYAML_NESTING_LIMIT = 1_000
+
+
+def _is_parser_nesting_limit(exc: MarkedYAMLError) -> bool:
+    text = f"{exc.context or ''} {exc.problem or ''}".lower()
+    return "nest" in text and any(word in text for word in ("maximum", "max ", "exceed"))
+
+
+def _parser_nesting_finding(rel: str, text: str, exc: MarkedYAMLError, max_depth: int) -> Finding:
+    """The same finding (PGL004, our limit in the message) whichever parser stopped first;
+    only the position is the parser's, further in than the level that crossed ours."""
+    message, hint = _depth_message(max_depth)
+    if max_depth >= _LIBYAML_NESTING_LIMIT:
+        message = "mappings and lists are nested deeper than the YAML parser allows"
+    line, column = _error_position(text, exc.problem_mark or exc.context_mark)
+    return error(
+        DEPTH_OR_ALIAS_LIMIT,
+        f"{rel}: {message} (the parser stopped at line {line}, column {column})",
+        hint,
+        Location(rel, line, column),
+    )
+
+
 def _document(
-    node: Node, rel: str, index: int, sink: _Sink, *, json_mode: bool
+    node: Node, rel: str, index: int, sink: _Sink, shared: _Shared, *, json_mode: bool
 ) -> SourceDocument | None:
     line, column = _position(node.start_mark)
     if isinstance(node, ScalarNode) and node.tag == _NULL and node.value == "" and not node.style:
@@ -755,13 +938,13 @@ def _document(
             )
         )
         return None
-    builder = _Builder(rel, sink, json_mode=json_mode)
+    builder = _Builder(rel, sink, shared, json_mode=json_mode)
     before = len(sink.items)
-    builder.positions[()] = (line, column)
-    data = builder.value(node, ())
+    data, tree = builder.value(node)
     if len(sink.items) > before:
         return None
-    return SourceDocument(rel, index, line, data, builder.positions)
+    positions = Positions((line, column), tree, array("Q", builder.marks))  # exact size
+    return SourceDocument(rel, index, line, data, positions)
 
 
 def _limit_finding(rel: str, exc: _LimitError) -> Finding:
@@ -822,12 +1005,24 @@ class _Sink:
 _Entry = tuple[str, Node, Node]  # key text, key node, value node
 
 
+class _Shared:
+    """What the documents of one load share: each key text once, each set of keys once."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, str] = {}
+        self.key_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 class _Builder:
-    def __init__(self, rel: str, sink: _Sink, *, json_mode: bool) -> None:
+    def __init__(self, rel: str, sink: _Sink, shared: _Shared, *, json_mode: bool) -> None:
         self.rel = rel
         self.sink = sink
         self.json_mode = json_mode
-        self.positions: dict[JsonPath, tuple[int, int]] = {}
+        # mapping keys repeat across documents and files: one string object per key text,
+        # one tuple per set of keys (the positions' nodes hold them)
+        self.share = shared.strings.setdefault
+        self.key_sets = shared.key_sets
+        self.marks = array("Q")  # (line << 32 | column) of every value, a block per container
 
     def _problem(self, code: str, message: str, hint: str, mark: Mark | None) -> None:
         line, column = _position(mark)
@@ -840,10 +1035,11 @@ class _Builder:
             )
         )
 
-    def value(self, node: Node, path: JsonPath) -> Any:
+    def value(self, node: Node) -> tuple[Any, _PositionNode | None]:
+        """The data of `node` and, for a mapping or list, its positions node."""
         target = node.target if node.__class__ is _AliasNode else node
         if target.__class__ is ScalarNode:
-            return self._scalar(target)
+            return self._scalar(target), None
         expected = _MAP if isinstance(target, MappingNode) else _SEQ
         if target.tag != expected:
             self._problem(
@@ -852,24 +1048,40 @@ class _Builder:
                 _UNSUPPORTED_HINT,
                 target.start_mark,
             )
-            return None
-        positions = self.positions
+            return None, None
         if isinstance(target, SequenceNode):
+            starts = [item.start_mark for item in target.value]
+            offset = self._block(starts)
+            children: list[_PositionNode | None] | None = None
             items: list[Any] = []
             for number, item in enumerate(target.value):
-                item_path = (*path, number)
-                mark = item.start_mark
-                positions[item_path] = (mark.line + 1, mark.column + 1)
-                items.append(self.value(item, item_path))
-            return items
+                data, child = self.value(item)
+                items.append(data)
+                if child is not None:
+                    children = children or [None] * len(starts)
+                    children[number] = child
+            return items, (len(starts), offset, *(children or ()))
         assert isinstance(target, MappingNode)
+        entries = self._entries(target)
+        share = self.share
+        keys = tuple(share(entry[0], entry[0]) for entry in entries)
+        keys = self.key_sets.setdefault(keys, keys)
+        offset = self._block([entry[1].start_mark for entry in entries])
+        children = None
         result: dict[str, Any] = {}
-        for key, key_node, value_node in self._entries(target):
-            entry_path = (*path, key)
-            mark = key_node.start_mark
-            positions[entry_path] = (mark.line + 1, mark.column + 1)
-            result[key] = self.value(value_node, entry_path)
-        return result
+        for number, (key, (_, _, value_node)) in enumerate(zip(keys, entries, strict=True)):
+            data, child = self.value(value_node)
+            result[key] = data
+            if child is not None:
+                children = children or [None] * len(keys)
+                children[number] = child
+        return result, (keys, offset, *(children or ()))
+
+    def _block(self, marks: list[Mark]) -> int:
+        """Record one container's entry positions together; where they start."""
+        offset = len(self.marks)
+        self.marks.extend(((mark.line + 1) << 32) | (mark.column + 1) for mark in marks)
+        return offset
 
     def _entries(self, node: MappingNode) -> list[_Entry]:
         """Entries in source order, the `<<` entry replaced by the merged entries that

@@ -86,9 +86,18 @@ class RuntimeSettings(BaseModel):
     provider: str = Field(description="Runtime provider name, e.g. docker or kubernetes.")
 
 
+# Bounds on every number the runtime or the broker receives, so an out-of-range value fails
+# `validate` at its line instead of `apply` halfway. Kafka's wire allows 2^31-1 partitions
+# and 2^15-1 replicas; no topic needs more than 10,000 partitions (a broker serves a few
+# thousand in all) nor a cluster more than 32 copies of a partition.
+MAX_PARTITIONS = 10_000
+MAX_REPLICATION_FACTOR = 32
+MAX_SECONDS = 86_400  # a day: longer waits are typos (a timeout in milliseconds, say)
+
+
 class TopicDefaults(_Model):
-    partitions: int = Field(default=3, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    partitions: int = Field(default=3, ge=1, le=MAX_PARTITIONS)
+    replication_factor: int = Field(default=1, ge=1, le=MAX_REPLICATION_FACTOR)
     config: dict[str, str] = Field(
         default_factory=dict, description="Topic configs, e.g. retention.ms, cleanup.policy."
     )
@@ -104,21 +113,21 @@ class EventSettings(_Model):
 class Rollout(_Model):
     strategy: RolloutStrategy = RolloutStrategy.ROLLING
     ready_probes: int = Field(
-        default=3, ge=1, description="Consecutive ready answers before a replica serves."
+        default=3, ge=1, le=100, description="Consecutive ready answers before a replica serves."
     )
-    probe_interval_seconds: float = Field(default=1.0, gt=0)
-    timeout_seconds: float = Field(default=120.0, gt=0)
-    grace_period_seconds: float = Field(default=10.0, ge=0)
+    probe_interval_seconds: float = Field(default=1.0, ge=0.05, le=3600)
+    timeout_seconds: float = Field(default=120.0, ge=1, le=MAX_SECONDS)
+    grace_period_seconds: float = Field(default=10.0, ge=0, le=3600)
 
 
 class RolloutOverrides(_Model):
     """Per-plugin overrides of the platform's rollout defaults; unset fields inherit."""
 
     strategy: RolloutStrategy | SkipJsonSchema[None] = None
-    ready_probes: int | SkipJsonSchema[None] = Field(default=None, ge=1)
-    probe_interval_seconds: float | SkipJsonSchema[None] = Field(default=None, gt=0)
-    timeout_seconds: float | SkipJsonSchema[None] = Field(default=None, gt=0)
-    grace_period_seconds: float | SkipJsonSchema[None] = Field(default=None, ge=0)
+    ready_probes: int | SkipJsonSchema[None] = Field(default=None, ge=1, le=100)
+    probe_interval_seconds: float | SkipJsonSchema[None] = Field(default=None, ge=0.05, le=3600)
+    timeout_seconds: float | SkipJsonSchema[None] = Field(default=None, ge=1, le=MAX_SECONDS)
+    grace_period_seconds: float | SkipJsonSchema[None] = Field(default=None, ge=0, le=3600)
 
 
 class PlatformSpec(_Model):
@@ -228,9 +237,14 @@ class TopicOverrides(_Model):
     """Per-event overrides of the platform's topic defaults (`events.defaults`)."""
 
     partitions: int | SkipJsonSchema[None] = Field(
-        default=None, ge=1, description="Partitions can only ever grow on a live topic."
+        default=None,
+        ge=1,
+        le=MAX_PARTITIONS,
+        description="Partitions can only ever grow on a live topic.",
     )
-    replication_factor: int | SkipJsonSchema[None] = Field(default=None, ge=1)
+    replication_factor: int | SkipJsonSchema[None] = Field(
+        default=None, ge=1, le=MAX_REPLICATION_FACTOR
+    )
     config: dict[str, str] = Field(
         default_factory=dict, description="Merged over the defaults' config, key by key."
     )

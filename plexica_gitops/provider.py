@@ -17,8 +17,9 @@ The contract, per method, is in the docstrings below. Two rules hold everywhere:
 from __future__ import annotations
 
 import abc
+import importlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
@@ -181,6 +182,41 @@ class ProviderNotFound(ProviderError):
 
 def available_providers() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+@dataclass(frozen=True, slots=True)
+class SettingProblem:
+    """One unusable runtime setting: `key` is its key in platform.yaml `spec.runtime`."""
+
+    key: str
+    message: str
+    hint: str
+
+
+SettingsCheck = Callable[[Mapping[str, Any]], list[SettingProblem]]
+
+
+def check_provider_settings(name: str, settings: Mapping[str, Any]) -> list[SettingProblem] | None:
+    """The problems the provider `name` finds in its settings, or None when no provider of
+    that name is installed. A provider package opts in with a module-level
+    `check_settings` (a `SettingsCheck`) beside its factory, so `validate` reports bad
+    settings at their line without building the provider or reaching its runtime."""
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name != name:
+            continue
+        try:
+            check = getattr(importlib.import_module(entry_point.module), "check_settings", None)
+        except Exception as error:  # a broken third-party package must not crash validate
+            return [
+                SettingProblem(
+                    "provider",
+                    f"provider {name!r} ({entry_point.value}) failed to load: "
+                    f"{type(error).__name__}: {error}",
+                    "reinstall the provider package",
+                )
+            ]
+        return [] if check is None else list(check(settings))
+    return None
 
 
 def load_provider(name: str, settings: Mapping[str, Any]) -> Provider:

@@ -7,11 +7,14 @@ lifecycle consistency, routes, resources, permissions, events, tenants and secre
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,8 +26,17 @@ from referencing.exceptions import Unresolvable
 
 from plexica_gitops.desired import BuildResult, DesiredState, PluginEntry, build_desired_state
 from plexica_gitops.findings import Finding, Location, error, warning
+from plexica_gitops.loader import OUT_OF_MEMORY
 from plexica_gitops.model import PluginState
-from plexica_gitops.sensitive import is_reference, looks_secret, names_secret
+from plexica_gitops.provider import check_provider_settings
+from plexica_gitops.quantities import MAX_CPU_CORES, QuantityError, parse_cpu, parse_memory
+from plexica_gitops.sensitive import (
+    has_credentials,
+    is_reference,
+    looks_secret,
+    mask,
+    names_secret,
+)
 from plexica_gitops.versions import (
     RangeSyntaxError,
     VersionRange,
@@ -33,13 +45,34 @@ from plexica_gitops.versions import (
     parse_version,
 )
 
-KEBAB_ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-SAFE_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]*$")
-CPU = re.compile(r"^(?:[1-9]\d*m|\d+(?:\.\d+)?)$")
-MEMORY = re.compile(r"^(?:[1-9]\d*|\d+\.\d*[1-9]\d*)(?:Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
-CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-PERMISSION_KEY = re.compile(r"^[a-z][a-z0-9-]*(?::[a-z0-9*-]+)+$")
-EVENT_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,248}$")
+# Every pattern is matched against the WHOLE text (`fullmatch`; `$` would accept a trailing
+# newline) with ASCII classes: an identifier is exactly these characters, nothing else.
+KEBAB_ID = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", re.ASCII)
+SAFE_SCHEMA = re.compile(r"[a-z_][a-z0-9_]*", re.ASCII)
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+PERMISSION_KEY = re.compile(r"[a-z][a-z0-9-]*(?::[a-z0-9*-]+)+", re.ASCII)
+EVENT_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{0,248}", re.ASCII)
+# Docker's reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}(?:\.{_DOMAIN})*(?::[0-9]{{1,5}})?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::\w[\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+    r":[0-9a-fA-F]{32,})?",
+    re.ASCII,
+)
+MAX_IMAGE_LENGTH = 512
+# An HTTP path on the plugin's port: RFC 3986 path characters (and a query), nothing that
+# could end the request line.
+HTTP_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*", re.ASCII)
+URL_TEXT = re.compile(r"[!-~]+", re.ASCII)  # printable ASCII, no space
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}", re.ASCII)
+# A secretRef names a file `<dir>/<name>/<key>`: each one path component, never `..`.
+SECRET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}", re.ASCII)
+SECRET_KEY = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,253}", re.ASCII)
+TOPIC_CONFIG_NAME = re.compile(r"[a-z][a-z0-9.]{0,253}", re.ASCII)
+MAX_TOPIC_CONFIG_VALUE = 1024
+MIN_MEMORY_BYTES = 6 * 2**20  # Docker refuses a memory limit under 6 MiB
 MAX_NAME_LENGTH = 63  # DNS label: plugin ids and slugs become container and k8s names
 # Schema names the platform owns or PostgreSQL reserves; a tenant must never be given one.
 RESERVED_SCHEMAS = {"public", "information_schema", "plexica", "plexica_gitops"}
@@ -52,12 +85,21 @@ RESERVED_WORDS = {
     "table", "then", "to", "trailing", "true", "union", "unique", "user", "using", "when",
     "where", "window", "with",
 }  # fmt: skip
+# What a tenant may enable. `disabled` is a pause: the tenants' intent stays in git and the
+# plan holds their bindings off until the plugin is active again. A plugin that never
+# served (registered, installed) or is going away (absent) cannot be enabled: PGV604.
+ENABLEABLE_STATES = frozenset({PluginState.ACTIVE, PluginState.DISABLED})
 # What a plugin's own desired state requires of each plugin it depends on.
 REQUIRED_DEPENDENCY_STATES: dict[PluginState, set[PluginState]] = {
     PluginState.ACTIVE: {PluginState.ACTIVE},
     PluginState.INSTALLED: {PluginState.INSTALLED, PluginState.ACTIVE, PluginState.DISABLED},
     PluginState.DISABLED: {PluginState.INSTALLED, PluginState.ACTIVE, PluginState.DISABLED},
 }
+
+
+JsonPathParts = tuple[str | int, ...]
+Subjects = tuple[str, ...]
+_Place = tuple[Callable[..., Location], JsonPathParts, Any, Subjects]
 
 
 @dataclass
@@ -74,16 +116,65 @@ class ValidationReport:
         return [f for f in self.findings if f.is_error]
 
 
+# Peak memory of `validate` (RSS, interpreter included) over the size of the desired state,
+# as measured on a 250 MB state (README); the out-of-memory finding quotes it.
+MEMORY_FACTOR = 6
+
+
 def validate_directory(root: Path) -> ValidationReport:
-    return validate_build(build_desired_state(root))
+    try:
+        return validate_build(build_desired_state(root))
+    except MemoryError:
+        pass  # leave the handler first: its traceback still holds what filled the memory
+    return _out_of_memory(root)
+
+
+def _out_of_memory(root: Path) -> ValidationReport:
+    """A report with one finding, so that every command says what happened and what to
+    do, instead of printing a MemoryError traceback."""
+    finding = error(
+        OUT_OF_MEMORY,
+        "not enough memory to validate this desired state; nothing was checked",
+        f"validate needs about {MEMORY_FACTOR}x the size of the desired state in memory: "
+        "run it where more memory is available (a larger runner, a higher container "
+        "memory limit), or split the desired state into several repositories.",
+        Location("."),
+    )
+    empty = DesiredState(root, None, {}, {}, revision="", files=[])
+    return ValidationReport(empty, [finding])
 
 
 def validate_build(built: BuildResult) -> ValidationReport:
     findings = list(built.findings)
+    repaired = built.repaired
     for rule in RULES:
-        findings.extend(rule(built.desired))
+        findings.extend(f for f in rule(built.desired) if f.location not in repaired)
+    findings = [_with_owner(f) for f in findings]
     unique = {(f.code, f.location, f.message): f for f in findings}
     return ValidationReport(built.desired, sorted(unique.values(), key=Finding.sort_key))
+
+
+def _with_owner(finding: Finding) -> Finding:
+    """A finding in a plugin's or a tenant's file that names nobody (a YAML error, a
+    document that is not even a Plugin) names the file's owner by the layout convention:
+    `plugins/<id>/…` is plugin <id>, `tenants/<slug>.yaml` tenant <slug>."""
+    if finding.subjects or finding.location is None:
+        return finding
+    parts = PurePosixPath(finding.location.file).parts
+    owner = ""
+    if len(parts) > 2 and parts[0] == "plugins":
+        owner = parts[1]
+    elif len(parts) == 2 and parts[0] == "tenants" and parts[1].lower().endswith(_YAML):
+        owner = parts[1].rsplit(".", 1)[0]
+    return dataclasses.replace(finding, subjects=(owner,)) if owner else finding
+
+
+_YAML = (".yaml", ".yml")
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """At most `limit` characters of `text` for a message (a value may be megabytes)."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 # --- identities --------------------------------------------------------------------------
@@ -91,7 +182,7 @@ def validate_build(built: BuildResult) -> ValidationReport:
 
 def check_plugin_ids(desired: DesiredState) -> Iterator[Finding]:
     for plugin in desired.plugins.values():
-        if not KEBAB_ID.match(plugin.id) or len(plugin.id) > MAX_NAME_LENGTH:
+        if not KEBAB_ID.fullmatch(plugin.id) or len(plugin.id) > MAX_NAME_LENGTH:
             yield error(
                 "PGV201",
                 f"plugin id {plugin.id!r} is not kebab-case",
@@ -107,7 +198,7 @@ def check_tenant_identities(desired: DesiredState) -> Iterator[Finding]:
     schemas: dict[str, str] = {}
     for slug, tenant in sorted(desired.tenants.items()):
         spec = tenant.document.spec
-        if not KEBAB_ID.match(slug) or len(slug) > MAX_NAME_LENGTH:
+        if not KEBAB_ID.fullmatch(slug) or len(slug) > MAX_NAME_LENGTH:
             yield error(
                 "PGV208",
                 f"tenant slug {slug!r} is not kebab-case",
@@ -130,7 +221,7 @@ def check_tenant_identities(desired: DesiredState) -> Iterator[Finding]:
 
 def _tenant_id(slug: str, raw: str, where: Location, seen: dict[str, str]) -> Iterator[Finding]:
     canonical = raw.lower()
-    if not CANONICAL_UUID.match(canonical):
+    if not CANONICAL_UUID.fullmatch(canonical):
         yield error(
             "PGV207",
             f"tenant {slug!r} has id {raw!r}, which is not a UUID",
@@ -152,7 +243,7 @@ def _tenant_id(slug: str, raw: str, where: Location, seen: dict[str, str]) -> It
 
 def _tenant_schema(slug: str, name: str, where: Location) -> Iterator[Finding]:
     unsafe = (
-        not SAFE_SCHEMA.match(name)
+        not SAFE_SCHEMA.fullmatch(name)
         or len(name) > MAX_NAME_LENGTH
         or name.startswith("pg_")
         or name in RESERVED_SCHEMAS
@@ -203,6 +294,16 @@ def _image(plugin: PluginEntry) -> Iterator[Finding]:
     image = plugin.manifest.runtime.image
     where = plugin.manifest_location("runtime", "image")
     subjects = (plugin.id,)
+    if len(image) > MAX_IMAGE_LENGTH or not IMAGE_REFERENCE.fullmatch(image):
+        yield error(
+            "PGV309",
+            f"plugin {plugin.id!r} image {_clip(image)!r} is not an image reference",
+            "Write [registry[:port]/]path[:tag][@sha256:digest] in lowercase, e.g. "
+            f"`registry.example.com/plexica/{plugin.id}:{_clip(plugin.manifest.version)}`.",
+            where,
+            subjects,
+        )
+        return
     if "@" in image:  # pinned by digest: the tag, if any, is informational
         return
     last = image.rsplit("/", 1)[-1]
@@ -268,6 +369,8 @@ def check_dependencies(desired: DesiredState) -> Iterator[Finding]:
             )
             yield from found
             target = desired.plugins.get(dependency.plugin)
+            if target is None and dependency.plugin in desired.unbuilt_plugins:
+                continue  # declared; the finding that rejected it is what to fix
             if target is None:
                 yield error(
                     "PGV306",
@@ -400,11 +503,14 @@ def check_routes(desired: DesiredState) -> Iterator[Finding]:
             ("openapi", "openapi"),
         ]:
             path = getattr(api, field_name)
-            if path is not None and not path.startswith("/"):
+            problem = None if path is None else _http_path_problem(path)
+            if problem is not None:
                 yield error(
                     "PGV509",
-                    f"plugin {plugin.id!r} api.{alias} {path!r} is not an absolute path",
-                    f"Write it as a path on the plugin's port, e.g. `/{path.lstrip('/')}`.",
+                    f"plugin {plugin.id!r} api.{alias} {_clip(path)!r} {problem}",
+                    "Write it as a path on the plugin's port, e.g. `/health/ready`: it starts "
+                    "with `/` and holds no spaces, line breaks or non-ASCII characters "
+                    "(percent-encode them).",
                     plugin.manifest_location("api", alias),
                     (plugin.id,),
                 )
@@ -419,12 +525,20 @@ def check_routes(desired: DesiredState) -> Iterator[Finding]:
                 plugin.manifest_location("frontend", "routePrefix"),
                 (plugin.id,),
             )
-        entry = urlsplit(frontend.remote_entry)
-        if entry.scheme not in ("http", "https") or not entry.netloc:
+        try:
+            entry = urlsplit(frontend.remote_entry)
+        except ValueError:  # "http://[x": an address no browser could load either
+            entry = urlsplit("")
+        if (
+            entry.scheme not in ("http", "https")
+            or not entry.netloc
+            or len(frontend.remote_entry) > 2048
+            or not URL_TEXT.fullmatch(frontend.remote_entry)
+        ):
             yield error(
                 "PGV510",
-                f"plugin {plugin.id!r} frontend.remoteEntry {frontend.remote_entry!r} is not "
-                "an http(s) URL",
+                f"plugin {plugin.id!r} frontend.remoteEntry {_clip(frontend.remote_entry)!r} "
+                "is not an http(s) URL",
                 "Module Federation loads remoteEntry.js by URL, e.g. "
                 f"https://cdn.example.com/plugins/{plugin.id}/remoteEntry.js.",
                 plugin.manifest_location("frontend", "remoteEntry"),
@@ -432,29 +546,49 @@ def check_routes(desired: DesiredState) -> Iterator[Finding]:
             )
 
 
+def _http_path_problem(path: str) -> str | None:
+    if not path.startswith("/"):
+        return "is not an absolute path"
+    if len(path) > 2048 or not HTTP_PATH.fullmatch(path):
+        return "holds characters an HTTP request path cannot (spaces, line breaks, non-ASCII)"
+    return None
+
+
 def check_resources(desired: DesiredState) -> Iterator[Finding]:
     for plugin in desired.plugins.values():
         resources = plugin.manifest.runtime.resources
-        if resources.cpu is not None and (
-            not CPU.match(resources.cpu) or float(resources.cpu.rstrip("m")) == 0
-        ):
-            yield error(
-                "PGV503",
-                f"plugin {plugin.id!r} runtime.resources.cpu {resources.cpu!r} is not a CPU "
-                "quantity",
-                "Use millicores (`500m`), whole cores (`2`) or fractional cores (`1.5`).",
-                plugin.manifest_location("runtime", "resources", "cpu"),
-                (plugin.id,),
-            )
-        if resources.memory is not None and not MEMORY.match(resources.memory):
-            yield error(
-                "PGV504",
-                f"plugin {plugin.id!r} runtime.resources.memory {resources.memory!r} is not a "
-                "memory quantity",
-                "Use `512Mi`, `1Gi` (binary) or `500M`, `2G` (decimal).",
-                plugin.manifest_location("runtime", "resources", "memory"),
-                (plugin.id,),
-            )
+        if resources.cpu is not None:
+            problem = _quantity_problem(parse_cpu, resources.cpu)
+            if problem is not None:
+                yield error(
+                    "PGV503",
+                    f"plugin {plugin.id!r} runtime.resources.cpu: {problem}",
+                    "Use millicores (`500m`), whole cores (`2`) or fractional cores (`1.5`), "
+                    f"at most {MAX_CPU_CORES} cores.",
+                    plugin.manifest_location("runtime", "resources", "cpu"),
+                    (plugin.id,),
+                )
+        if resources.memory is not None:
+            problem = _quantity_problem(parse_memory, resources.memory)
+            if problem is None and parse_memory(resources.memory) < MIN_MEMORY_BYTES:
+                problem = f"memory quantity {resources.memory!r} is under 6Mi"
+            if problem is not None:
+                yield error(
+                    "PGV504",
+                    f"plugin {plugin.id!r} runtime.resources.memory: {problem}",
+                    "Use `512Mi`, `1Gi` (binary) or `500M`, `2G` (decimal), from 6Mi (the "
+                    "least a container engine starts a container with) to 1Ti.",
+                    plugin.manifest_location("runtime", "resources", "memory"),
+                    (plugin.id,),
+                )
+
+
+def _quantity_problem(parse: Callable[[str], int], text: str) -> str | None:
+    try:
+        parse(text)
+    except QuantityError as exc:
+        return str(exc)
+    return None
 
 
 def check_permissions(desired: DesiredState) -> Iterator[Finding]:
@@ -464,7 +598,7 @@ def check_permissions(desired: DesiredState) -> Iterator[Finding]:
         for index, permission in enumerate(plugin.manifest.permissions):
             where = plugin.manifest_location("permissions", index, "key")
             key = permission.key
-            if not PERMISSION_KEY.match(key):
+            if not PERMISSION_KEY.fullmatch(key):
                 yield error(
                     "PGV506",
                     f"plugin {plugin_id!r} permission key {key!r} is malformed",
@@ -500,6 +634,15 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
     platform_topics = (
         set(desired.platform.document.spec.events.platform_topics) if desired.platform else set()
     )
+    if desired.platform is not None:
+        for index, topic in enumerate(desired.platform.document.spec.events.platform_topics):
+            if not EVENT_NAME.fullmatch(topic):
+                yield error(
+                    "PGV511",
+                    f"platform topic {_clip(topic)!r} is not a valid topic name",
+                    "Use letters, digits, `.`, `_` and `-`, e.g. `core.tenant.created`.",
+                    desired.platform.location("spec", "events", "platformTopics", index),
+                )
     publishers: dict[str, str] = {}
     for plugin_id in sorted(desired.plugins):
         plugin = desired.plugins[plugin_id]
@@ -541,7 +684,7 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
                 (plugin_id,),
             )
         for index, event in enumerate(plugin.manifest.events.subscribes):
-            if event in publishers or event in platform_topics:
+            if event in publishers or event in platform_topics or _publishers_unknown(desired):
                 continue
             yield error(
                 "PGV507",
@@ -554,15 +697,99 @@ def check_events(desired: DesiredState) -> Iterator[Finding]:
             )
 
 
+def _publishers_unknown(desired: DesiredState) -> bool:
+    """A platform or plugin that was declared but not built may publish anything."""
+    return desired.platform_unbuilt or bool(desired.unbuilt_plugins)
+
+
 def _event_name(event: str, where: Location, plugin_id: str) -> Iterator[Finding]:
-    if not EVENT_NAME.match(event):
+    if not EVENT_NAME.fullmatch(event):
         yield error(
             "PGV511",
-            f"plugin {plugin_id!r} publishes {event!r}, which is not a valid topic name",
+            f"plugin {plugin_id!r} publishes {_clip(event)!r}, which is not a valid topic name",
             "Use letters, digits, `.`, `_` and `-`, e.g. `crm.deal.won`.",
             where,
             (plugin_id,),
         )
+
+
+# Kafka topic configs whose value is a number or one of a few words (Kafka's TopicConfig):
+# checked here, so a typo fails `validate` instead of the topic's create at apply.
+_LONG = (-1, 2**63 - 1)  # -1: unlimited
+_TOPIC_NUMBERS: dict[str, tuple[int, int]] = {
+    "retention.ms": _LONG,
+    "retention.bytes": _LONG,
+    "local.retention.ms": (-2, 2**63 - 1),
+    "local.retention.bytes": (-2, 2**63 - 1),
+    "segment.ms": (1, 2**63 - 1),
+    "segment.jitter.ms": (0, 2**63 - 1),
+    "delete.retention.ms": (0, 2**63 - 1),
+    "min.compaction.lag.ms": (0, 2**63 - 1),
+    "max.compaction.lag.ms": (1, 2**63 - 1),
+    "file.delete.delay.ms": (0, 2**63 - 1),
+    "flush.messages": (1, 2**63 - 1),
+    "flush.ms": (0, 2**63 - 1),
+    "message.timestamp.difference.max.ms": (0, 2**63 - 1),
+    "message.timestamp.before.max.ms": (0, 2**63 - 1),
+    "message.timestamp.after.max.ms": (0, 2**63 - 1),
+    "segment.bytes": (14, 2**31 - 1),
+    "segment.index.bytes": (4, 2**31 - 1),
+    "index.interval.bytes": (0, 2**31 - 1),
+    "max.message.bytes": (0, 2**31 - 1),
+    "min.insync.replicas": (1, 2**31 - 1),
+}
+_TOPIC_WORDS: dict[str, frozenset[str]] = {
+    "cleanup.policy": frozenset({"delete", "compact", "compact,delete", "delete,compact"}),
+    "compression.type": frozenset({"uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"}),
+    "message.timestamp.type": frozenset({"CreateTime", "LogAppendTime"}),
+    "unclean.leader.election.enable": frozenset({"true", "false"}),
+    "preallocate": frozenset({"true", "false"}),
+    "message.downconversion.enable": frozenset({"true", "false"}),
+}
+_INTEGER = re.compile(r"-?[0-9]{1,19}", re.ASCII)
+
+
+def check_topic_configs(desired: DesiredState) -> Iterator[Finding]:
+    places: list[tuple[dict[str, str], Callable[..., Location], JsonPathParts, Subjects]] = []
+    if desired.platform is not None:
+        defaults = desired.platform.document.spec.events.defaults
+        base: JsonPathParts = ("spec", "events", "defaults", "config")
+        places.append((defaults.config, desired.platform.location, base, ()))
+    for plugin_id in sorted(desired.plugins):
+        plugin = desired.plugins[plugin_id]
+        for event, overrides in plugin.document.spec.topics.items():
+            base = ("spec", "topics", event, "config")
+            places.append((overrides.config, plugin.location, base, (plugin_id,)))
+    for config, locate, base, subjects in places:
+        for name, value in config.items():
+            problem = _topic_config_problem(name, value)
+            if problem is None:
+                continue
+            yield error(
+                "PGV513",
+                f"topic config `{_clip(name)}` {problem}",
+                "Use Kafka's topic config names (lowercase, dotted) and values as Kafka "
+                "writes them: numbers in plain ASCII digits (`604800000`), "
+                "`cleanup.policy: delete`.",
+                locate(*base, name),
+                subjects,
+            )
+
+
+def _topic_config_problem(name: str, value: str) -> str | None:
+    if not TOPIC_CONFIG_NAME.fullmatch(name):
+        return "is not a topic config name"
+    if len(value) > MAX_TOPIC_CONFIG_VALUE or not value.isprintable():
+        return "has a value with line breaks or control characters, or over 1,024 characters"
+    bounds = _TOPIC_NUMBERS.get(name)
+    if bounds is not None:
+        low, high = bounds
+        if not _INTEGER.fullmatch(value) or not low <= int(value) <= high:
+            return f"is {_clip(value)!r}; it takes a whole number from {low} to {high:,}"
+    words = _TOPIC_WORDS.get(name)
+    if words is not None and value not in words:
+        return f"is {_clip(value)!r}; it takes one of: {', '.join(sorted(words))}"
+    return None
 
 
 # --- tenants -----------------------------------------------------------------------------
@@ -576,9 +803,8 @@ def _configuration_checkers(
     findings = []
     for pid, entry in sorted(desired.plugins.items()):
         schema = entry.manifest.configuration.schema_
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
+        exc = _schema_error(json.dumps(schema, sort_keys=True, default=str))
+        if exc is not None:
             checkers[pid] = None
             findings.append(
                 error(
@@ -595,6 +821,18 @@ def _configuration_checkers(
     return checkers, findings
 
 
+@functools.lru_cache(maxsize=256)
+def _schema_error(schema_text: str) -> SchemaError | None:
+    """The meta-schema check of one configuration schema (by its canonical JSON): the
+    slowest part of validating a small desired state, and the same schemas come back on
+    every run in one process (tests, a language server)."""
+    try:
+        Draft202012Validator.check_schema(json.loads(schema_text))
+    except SchemaError as exc:
+        return exc
+    return None
+
+
 def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
     validators, findings = _configuration_checkers(desired)
     yield from findings
@@ -603,6 +841,8 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
         for plugin_id, binding in bindings.items():
             where = tenant.location("spec", "plugins", plugin_id)
             plugin = desired.plugins.get(plugin_id)
+            if plugin is None and plugin_id in desired.unbuilt_plugins:
+                continue  # declared; the finding that rejected it is what to fix
             if plugin is None:
                 yield error(
                     "PGV603",
@@ -620,12 +860,13 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
             if not binding.enabled:
                 continue
             state = plugin.document.spec.state
-            if state is not PluginState.ACTIVE:
+            if state not in ENABLEABLE_STATES:
                 yield error(
                     "PGV604",
                     f"tenant {slug!r} enables plugin {plugin_id!r}, which is desired "
                     f"{state.value}, not active",
-                    f"Set plugins/{plugin_id} to `state: active`, or set `enabled: false`.",
+                    f"Set plugins/{plugin_id} to `state: active` (or `disabled`, to hold it "
+                    "off for now), or set `enabled: false`.",
                     where,
                     (slug, plugin_id),
                 )
@@ -648,19 +889,26 @@ class _ConfigurationChecker:
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.validator = Draft202012Validator(schema)
-        self.seen: dict[str, list[SchemaValidationError]] = {}
+        self.broken = False  # cannot be evaluated: reported once, then skipped
+        # digest of a configuration's canonical JSON -> its problems: a digest, not the
+        # text, so that remembering a configuration costs bytes, not its size again
+        self.seen: dict[bytes, list[SchemaValidationError]] = {}
 
     def problems(self, configuration: dict[str, Any]) -> list[SchemaValidationError]:
-        key = json.dumps(configuration, sort_keys=True, default=str)
+        text = json.dumps(configuration, sort_keys=True, default=str)
+        key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
         found = self.seen.get(key)
         if found is None:
             found = [
                 problem
                 for problem in self.validator.iter_errors(configuration)
                 if not _reference_accepted(self.validator, problem)
-            ]
+            ] or _NO_PROBLEMS
             self.seen[key] = found
         return found
+
+
+_NO_PROBLEMS: list[SchemaValidationError] = []  # shared, never changed
 
 
 def _tenant_configuration(
@@ -670,14 +918,22 @@ def _tenant_configuration(
     checker: _ConfigurationChecker,
     configuration: dict[str, Any],
 ) -> Iterator[Finding]:
+    if checker.broken:
+        return
     try:
         problems = checker.problems(configuration)
-    except (UnknownType, Unresolvable) as exc:
-        # Schemas that pass the meta-schema but cannot be evaluated (a $ref to nowhere).
+    except (UnknownType, Unresolvable, RecursionError) as exc:
+        checker.broken = True
+        # Schemas that pass the meta-schema but cannot be evaluated: a $ref to nowhere, or
+        # one that refers to itself without consuming the value (`$ref: "#"`).
+        reason = (
+            "a $ref refers back to itself"
+            if isinstance(exc, RecursionError)
+            else str(exc).splitlines()[0]
+        )
         yield error(
             "PGV601",
-            f"plugin {plugin.id!r} configuration.schema cannot be evaluated: "
-            f"{str(exc).splitlines()[0]}",
+            f"plugin {plugin.id!r} configuration.schema cannot be evaluated: {reason}",
             "Fix the schema (JSON Schema draft 2020-12): every $ref must resolve inside it.",
             plugin.manifest_location("configuration", "schema"),
             (plugin.id,),
@@ -707,14 +963,23 @@ def _reference_accepted(validator: Draft202012Validator, problem: SchemaValidati
 
 
 def _redacted_message(problem: SchemaValidationError) -> str:
-    """jsonschema quotes the offending value; it may be, or hold, a secret typed by mistake.
-    Under a secret-looking key nothing of the value is shown, whatever its type."""
-    if any(isinstance(part, str) and looks_secret(part) for part in problem.absolute_path):
+    """jsonschema's message, which quotes the offending value: shown (clipped) so the user
+    sees what is wrong, but never a secret - nothing of a value under a secret-looking key
+    or one the schema marks secret (`writeOnly`, `format: password`), and values under
+    secret-looking keys or URLs with a password inside a shown mapping or list masked."""
+    schema: Any = problem.schema
+    marked = isinstance(schema, dict) and (
+        schema.get("writeOnly") is True or schema.get("format") == "password"
+    )
+    if marked or any(
+        isinstance(part, str) and looks_secret(part) for part in problem.absolute_path
+    ):
         return f"the value (not shown) fails the schema's `{problem.validator}` rule"
     instance = problem.instance
-    if isinstance(instance, str | dict | list) and instance:
-        return problem.message.replace(repr(instance), "(value)")
-    return problem.message
+    written = repr(instance)
+    if written not in problem.message:
+        return problem.message
+    return problem.message.replace(written, _clip(repr(mask(instance, credentials=True))))
 
 
 def _secret_literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
@@ -749,8 +1014,7 @@ def _holds_literal(key: str, value: Any) -> bool:
 
 def _credential_urls(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
     if isinstance(value, str):
-        parts = urlsplit(value)
-        if parts.scheme and parts.password:
+        if has_credentials(value):
             yield path
     elif isinstance(value, dict) and not is_reference(value):
         for key, item in value.items():
@@ -760,19 +1024,23 @@ def _credential_urls(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[
             yield from _credential_urls(item, (*path, index))
 
 
-def check_secrets(desired: DesiredState) -> Iterator[Finding]:
-    places: list[tuple[Callable[..., Location], tuple[str | int, ...], Any, tuple[str, ...]]] = []
+def _env_places(desired: DesiredState) -> Iterator[_Place]:
+    """Where values that may be references live: the platform's and each plugin's env (as
+    written), each tenant binding's configuration."""
     if desired.platform is not None:
         env = desired.platform.source.data.get("spec", {}).get("env", {})
-        places.append((desired.platform.location, ("spec", "env"), env, ()))
+        yield desired.platform.location, ("spec", "env"), env, ()
     for plugin in desired.plugins.values():
         env = plugin.source.data.get("spec", {}).get("env", {})
-        places.append((plugin.location, ("spec", "env"), env, (plugin.id,)))
+        yield plugin.location, ("spec", "env"), env, (plugin.id,)
     for slug, tenant in desired.tenants.items():
         for plugin_id, binding in tenant.document.spec.plugins.items():
             config_path = ("spec", "plugins", plugin_id, "configuration")
-            places.append((tenant.location, config_path, binding.configuration, (slug, plugin_id)))
-    for locate, base, value, subjects in places:
+            yield tenant.location, config_path, binding.configuration, (slug, plugin_id)
+
+
+def check_secrets(desired: DesiredState) -> Iterator[Finding]:
+    for locate, base, value, subjects in _env_places(desired):
         for path in _secret_literals(value, ()):
             yield error(
                 "PGV701",
@@ -794,6 +1062,98 @@ def check_secrets(desired: DesiredState) -> Iterator[Finding]:
             )
 
 
+def check_runtime_settings(desired: DesiredState) -> Iterator[Finding]:
+    """The runtime provider's own settings, checked by the provider's settings hook at
+    `validate` time (a finding at the setting's line, not a failure at apply)."""
+    platform = desired.platform
+    if platform is None:
+        return
+    runtime = platform.document.spec.runtime
+    settings = {key: value for key, value in (runtime.model_extra or {}).items()}
+    problems = check_provider_settings(runtime.provider, settings)
+    if problems is None:
+        yield warning(
+            "PGV515",
+            f"runtime provider {_clip(runtime.provider)!r} is not installed here, so its "
+            "settings were not checked",
+            "Install the package that provides it where `validate` runs (apply needs it "
+            "too), or fix spec.runtime.provider.",
+            platform.location("spec", "runtime", "provider"),
+        )
+        return
+    for problem in problems:
+        yield error(
+            "PGV514",
+            problem.message,
+            problem.hint,
+            platform.location("spec", "runtime", problem.key),
+        )
+
+
+def check_env(desired: DesiredState) -> Iterator[Finding]:
+    """Env names go to the container as `NAME=value`; a `fromEnv` names a variable of the
+    apply process; a `secretRef` names the file `<secrets dir>/<name>/<key>`. Each must be
+    exactly a name: never a path that leaves the secrets directory."""
+    for locate, base, value, subjects in _env_places(desired):
+        if isinstance(value, dict):
+            for name in value:
+                if not ENV_NAME.fullmatch(name):
+                    yield error(
+                        "PGV703",
+                        f"env variable name {_clip(name)!r} is not a valid name",
+                        "Use letters, digits and `_`, not starting with a digit "
+                        "(e.g. `SMTP_HOST`).",
+                        locate(*base, name),
+                        subjects,
+                    )
+        for path, reference in _references(value):
+            yield from _reference_problems(reference, locate(*base, *path), subjects)
+
+
+def _reference_problems(
+    reference: dict[str, Any], where: Location, subjects: Subjects
+) -> Iterator[Finding]:
+    if "fromEnv" in reference:
+        name = reference["fromEnv"]
+        if not ENV_NAME.fullmatch(name):
+            yield error(
+                "PGV703",
+                f"`fromEnv: {_clip(name)!r}` is not a valid environment variable name",
+                "Name a variable of the apply process: letters, digits and `_`, not starting "
+                "with a digit.",
+                where,
+                subjects,
+            )
+        return
+    secret = reference["secretRef"]
+    if not SECRET_NAME.fullmatch(secret["name"]) or not SECRET_KEY.fullmatch(secret["key"]):
+        yield error(
+            "PGV704",
+            f"`secretRef` {{name: {_clip(secret['name'])!r}, key: {_clip(secret['key'])!r}}} "
+            "is not a secret name and key",
+            "A secret is read from <secrets dir>/<name>/<key>: name and key are each one "
+            "name of letters, digits, `.`, `_` and `-` (no `/`, not `.` or `..`).",
+            where,
+            subjects,
+        )
+
+
+def _references(value: Any) -> Iterator[tuple[JsonPathParts, dict[str, Any]]]:
+    """Every `{fromEnv}` / `{secretRef}` in `value`, with its path; iterative, since a
+    configuration may be nested as deep as the loader allows."""
+    stack: list[tuple[JsonPathParts, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        if is_reference(item):
+            yield path, item
+        elif isinstance(item, dict):
+            stack.extend(((*path, key), child) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend(
+                ((*path, index), child) for index, child in reversed(list(enumerate(item)))
+            )
+
+
 RULES: list[Callable[[DesiredState], Iterator[Finding]]] = [
     check_plugin_ids,
     check_tenant_identities,
@@ -806,6 +1166,9 @@ RULES: list[Callable[[DesiredState], Iterator[Finding]]] = [
     check_resources,
     check_permissions,
     check_events,
+    check_topic_configs,
     check_tenant_plugins,
     check_secrets,
+    check_env,
+    check_runtime_settings,
 ]

@@ -50,6 +50,7 @@ class _Problem(Exception):
 
 _NUMBER = re.compile(r"[0-9]+")
 _WHITESPACE = re.compile(r"\s")
+_LINE_BREAK = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")  # what str.splitlines splits on
 _IDENTIFIER = re.compile(r"[0-9A-Za-z-]+")
 _WILDCARDS = frozenset({"x", "X", "*"})
 _COMPONENTS = ("major", "minor", "patch")
@@ -329,6 +330,11 @@ class _Fail:
 
 def _parse_sets(text: str) -> tuple[_ComparatorSet, ...]:
     fail = _Fail(text)
+    line_break = _LINE_BREAK.search(text)
+    if line_break is not None:
+        # npm splits on any whitespace; a line break in a range is a slip (a YAML block
+        # scalar, a stray quote), and the text would be shown and stored with it
+        fail(line_break.group(), "a range is one line: only spaces or tabs separate its parts")
     alternatives = text.split("||")
     if len(alternatives) == 1 and not text.strip():
         return ((),)  # "" means any version, as in npm

@@ -287,6 +287,10 @@ INVALID_RANGES = [
     ("=>1.2.3", "'=>1.2.3'", "two operators"),
     ("~x.1", "'~x.1'", "write 'x'"),
     ("<=1.0.9007199254740992", "'<=1.0.9007199254740992'", "larger than npm allows"),
+    ("^1.2.3\n", "'\\n'", "a range is one line"),
+    (">=1.0.0\r\n<2.0.0", "'\\r'", "a range is one line"),
+    ("^1.2.3 ||\u2028 2.x", "'\\u2028'", "a range is one line"),
+    ("^\u0661.2.3", "'^\u0661.2.3'", "is not a number"),
 ]
 
 
