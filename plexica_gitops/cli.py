@@ -408,13 +408,13 @@ _MAKE_OBSERVABLE = {
 }
 
 
-def _not_observed(part: ObservedPart, problem: str | None) -> typer.Exit:
+def _not_observed(part: ObservedPart, problem: str | None, verb: str = "plan") -> typer.Exit:
     """A plan never claims what it did not see: fail, saying how to see it or to plan
-    explicitly without it."""
+    (or apply) explicitly without it."""
     return _fail(
-        f"cannot plan: {part.label} was not observed ({problem or _NOT_CONFIGURED[part]}), "
-        f"and {_NEEDED_FOR[part]}",
-        f"{_MAKE_OBSERVABLE[part]} and plan again, or plan without it: --unobserved "
+        f"cannot {verb}: {part.label} was not observed "
+        f"({problem or _NOT_CONFIGURED[part]}), and {_NEEDED_FOR[part]}",
+        f"{_MAKE_OBSERVABLE[part]} and {verb} again, or {verb} without it: --unobserved "
         f"{part.value} ({part.holds} are then not compared, and the plan says so).",
     )
 
@@ -640,6 +640,7 @@ def _plan_for_apply(
     output_format: LogFormat,
     key: bytes | None,
     forced: dict[str, str],
+    skip: frozenset[ObservedPart],
 ) -> Plan:
     """The saved plan when `source` is a plan file — refused when altered, stale, or not
     exactly what planning its desired revision against the live platform gives — else a
@@ -653,13 +654,16 @@ def _plan_for_apply(
         try:
             saved = load_plan(source)
             check_current(saved, desired.revision, live.fingerprint())
-            check_justified(saved, _fresh_plan(desired, live, saved.targets, replace))
+            replanned = _fresh_plan(desired, live, saved.targets, replace)
+            _refuse_unobserved(replanned, skip)
+            check_justified(saved, replanned)
         except PlanFileError as exc:
             raise _fail(str(exc), "Make a new plan with `plexica-gitops plan --out`.") from None
         except StalePlanError as exc:
             raise _fail(str(exc), "Nothing was applied.") from None
         return saved
     fresh = _fresh_plan(desired, live, [], replace)
+    _refuse_unobserved(fresh, skip)
     fresh.warnings = [*unsure, *fresh.warnings]
     for pid in sorted(forced):
         if not any(a.address == f"plugin.{pid}.workload" for a in fresh.actions):
@@ -671,6 +675,15 @@ def _plan_for_apply(
     if output_format is not LogFormat.JSON:
         print_plan(fresh, _stdout())
     return fresh
+
+
+def _refuse_unobserved(plan: Plan, skip: frozenset[ObservedPart]) -> None:
+    """Apply never acts on what it did not see: a part the plan needs that was not
+    observed stops it, unless the user asked to apply without it (said in the plan)."""
+    needed = {ObservedPart(p) for p in plan.unobserved}
+    for part in sorted(needed - skip):
+        raise _not_observed(part, None, verb="apply")
+    plan.unobserved = sorted(needed | skip)
 
 
 def _forced_replacements(addresses: list[str], desired: DesiredState) -> dict[str, str]:
@@ -749,6 +762,17 @@ def apply(
             "unchanged. Repeatable.",
         ),
     ] = None,
+    unobserved: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--unobserved",
+            metavar="PART",
+            help="Apply without the event broker (`--unobserved broker`): topics are then "
+            "neither compared nor changed, and the plan says so. Without it, an apply whose "
+            "plan needs the broker refuses to start when it is not observed.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Carry out a plan: walk its graph, journal each step, roll back failed updates.
 
@@ -765,6 +789,12 @@ def apply(
         raise _usage(
             "--replace changes what is planned: it cannot be added to a saved plan",
             "Apply the desired-state directory with --replace, and review the plan it shows.",
+        )
+    skip = _unobserved_parts(unobserved)
+    if ObservedPart.RUNTIME in skip:
+        raise _usage(
+            "--unobserved runtime: apply cannot run without the runtime provider",
+            "Only the broker can be left out of an apply (--unobserved broker).",
         )
     directory = source if source.is_dir() else desired_state
     desired = _load_desired(directory)
@@ -785,12 +815,12 @@ def apply(
             with connect(url, epoch=lock.epoch) as conn:
                 mark_interrupted(conn)
                 _record_runtime(conn, desired)
+            if ObservedPart.BROKER in skip:
+                broker = None
             live = _observe(url, provider, broker, strict=True)
-            plan = _plan_for_apply(source, desired, live, log_format, key, forced)
+            plan = _plan_for_apply(source, desired, live, log_format, key, forced, skip)
             if plan.has_errors:
                 raise _fail("the plan has errors: nothing was applied", "Fix them in git.")
-            for part in map(ObservedPart, plan.unobserved):
-                raise _not_observed(part, None)  # apply never acts on what it did not see
             if not plan.has_changes:
                 _say_no_changes(log_format, shown=not source.is_file())
                 raise typer.Exit(0)

@@ -145,6 +145,15 @@ class LivePlugin(_Live):
 UNREADABLE = "(unreadable)"
 
 
+def not_read(why: str) -> str:
+    """What a plan shows for a stored value it did not read (out of bounds): apply's
+    compare-and-set accepts whatever is stored there, since the plan overwrites it."""
+    return f"{NOT_READ_PREFIX}{why})"
+
+
+NOT_READ_PREFIX = "(not read: "
+
+
 class LiveTopic(_Live):
     owner: str | None = None  # plugin id that created it; None: not created by us
     partitions: int = Field(ge=1)

@@ -33,6 +33,7 @@ from plexica_gitops.live import (
     LiveTopic,
     LiveWorkload,
     ObservedPart,
+    not_read,
     stable_hash,
 )
 from plexica_gitops.model import (
@@ -1405,7 +1406,7 @@ class Planner:
         shown = current.configuration if current else None
         if unreadable is not None:
             reason = f"drift: the stored {unreadable}: write git's configuration over it"
-            shown = f"(not read: {unreadable})"
+            shown = not_read(unreadable)
         self.add(
             Action(
                 address,
