@@ -603,11 +603,17 @@ def test_stop_scales_to_zero_keeping_the_objects_and_start_brings_it_back(
     assert (workload.running, workload.replicas, workload.ready_replicas) == (False, 2, 0)
     assert provider.endpoints("crm", ready_only=False) == []
 
-    provider.start(spec, routes)
+    # An update while disabled changes the template, and still runs nothing.
+    provider.update(dataclasses.replace(version(spec, "1.1.0"), running=False), routes)
+    workload = provider.observe()["crm"]
+    assert (workload.version, workload.running, workload.replicas) == ("1.1.0", False, 2)
+    assert pods(kube_api, provider) == []
+
+    provider.start(version(spec, "1.1.0"), routes)
     assert [verb for verb, _, _ in routes.calls] == ["deregister", "register"]
     workload = provider.observe()["crm"]
     assert (workload.running, workload.replicas, workload.ready_replicas) == (True, 2, 2)
-    assert provider.drift(spec) == []
+    assert provider.drift(version(spec, "1.1.0")) == []
 
 
 @integration
@@ -757,3 +763,20 @@ def test_blue_green_switches_the_service_once_the_new_deployment_is_ready(
     assert selected["plexica.io/deployment"] == "plexica-crm-green"
     assert not exists(lambda: apps.read_namespaced_deployment("plexica-crm-blue", namespace))
     assert provider.observe()["crm"].version == "1.1.0"
+    assert provider.drift(version(spec, "1.1.0")) == []  # the companions are 1.1.0's again
+
+
+@integration
+@kube_only
+def test_a_fresh_install_that_never_gets_ready_leaves_nothing(
+    provider: KubernetesProvider, kube_api: Any
+) -> None:
+    routes = RecordingRoutes()
+    with pytest.raises(RolloutFailed) as failed:
+        provider.deploy(plugin_spec(image="plexica/echo:1.0.0-crashloop"), routes)
+    assert failed.value.rolled_back is True
+    assert "CrashLoopBackOff" in failed.value.message
+    assert "nothing was serving yet" in failed.value.message
+    assert routes.calls == []
+    assert read(kube_api, provider) == {}
+    assert provider.observe() == {}

@@ -466,11 +466,21 @@ class KubernetesProvider(Provider):
         objects: PluginObjects,
     ) -> bool:
         """Re-apply what served before (kept in the inventory: not `rollout undo`): the
-        Service, NetworkPolicy, PDB and HPA as last applied (the ones the update added are
-        deleted), then the previous template; wait until it is healthy; whether it is.
-        (Env Secrets are immutable and named by their values: the previous template
-        refers to its own, which is still there.)"""
+        companions, then the previous template; wait until it is healthy; whether it is."""
         inventory = work.inventory
+        self._restore_companions(work, applied_before, objects)
+        answer = self._apply_recorded(before, work)
+        inventory.deployment, inventory.previous = before, None
+        self._write_inventory(inventory, work)
+        return self._wait(name, answer, work.spec).healthy
+
+    def _restore_companions(
+        self, work: _Rollout, applied_before: Mapping[str, Any], objects: PluginObjects
+    ) -> None:
+        """The Service, NetworkPolicy, PDB and HPA as they were last applied before a
+        failed update (what the inventory kept of them is a manifest of exactly our
+        fields); the ones the update added are deleted. Env Secrets stay: they are
+        immutable and named by their values, so the previous template's is still there."""
         added = []
         for companion in objects.companions():
             ref = ssa.ref(companion)
@@ -481,16 +491,13 @@ class KubernetesProvider(Provider):
             else:
                 added.append(ref)
         self._delete_refs(work, added)
-        answer = self._apply_recorded(before, work)
-        inventory.deployment, inventory.previous = before, None
-        self._write_inventory(inventory, work)
-        return self._wait(name, answer, work.spec).healthy
 
     def _cut_over(self, work: _Rollout, routes: RouteRegistry, target: str) -> None:
         """Blue-green: the new Deployment first (the Service and HPA still on the old one),
         switched to once it is healthy, then the old Deployment(s) deleted; if it never
         gets healthy, it is deleted and the old one never stopped serving."""
         spec = work.spec
+        applied_before = dict(work.inventory.applied)
         objects = self._desired(work, target)
         new = [ssa.ref(objects.deployment)]
         try:
@@ -503,6 +510,7 @@ class KubernetesProvider(Provider):
         if not health.healthy:
             reasons = self._reasons(target, health, work)
             self._delete_refs(work, new)
+            self._restore_companions(work, applied_before, objects)
             raise self._failed(
                 spec, target, health, reasons, "the old Deployment kept serving", True
             )
