@@ -25,6 +25,7 @@ Secret) and `inventory` (the record of them). How it is applied:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -393,7 +394,9 @@ class KubernetesProvider(Provider):
             self._ensure_namespace()
         plugin = self._snapshot(spec.plugin_id).get(spec.plugin_id) or _Plugin(spec.plugin_id)
         inventory = plugin.inventory or Inventory(spec.plugin_id)
+        # What an API message must never show: the values, and their base64 (Secret data).
         values = [v for v in spec.env.values() if len(v) >= 3]
+        values += [base64.b64encode(v.encode()).decode() for v in values]
         return _Rollout(spec, inventory, plugin, plugin.active(), values)
 
     def _first_color(self, spec: WorkloadSpec) -> str | None:
