@@ -483,8 +483,10 @@ def test_kubectl_scale_an_edited_image_and_a_deleted_service_are_drift_and_heale
     assert (drift.desired, drift.live, drift.managers) == (2, 4, ("kubectl",))
 
     core.delete_namespaced_service("plexica-crm", namespace)
+    networking = k8s.NetworkingV1Api(kube_api)
+    networking.delete_namespaced_network_policy("plexica-crm", namespace)
     workload = provider.observe()["crm"]
-    assert workload.stale_endpoints == 1  # the planner plans `start`, which re-applies
+    assert workload.stale_endpoints == 2  # the planner plans `start`, which re-applies
     assert provider.endpoints("crm", ready_only=False) == []
     assert ("Service/plexica-crm", DriftKind.MISSING) in [
         (d.object, d.kind) for d in provider.drift(spec)
@@ -500,6 +502,7 @@ def test_kubectl_scale_an_edited_image_and_a_deleted_service_are_drift_and_heale
     ]
     assert owners == ["plexica-gitops"]  # taken back from kubectl
     assert exists(lambda: core.read_namespaced_service("plexica-crm", namespace))
+    assert exists(lambda: networking.read_namespaced_network_policy("plexica-crm", namespace))
     assert provider.drift(spec) == []
     assert provider.observe()["crm"].stale_endpoints == 0
 

@@ -349,6 +349,9 @@ def watch(
             raise _Status(response.status, body, f"watching {kind.kind} {name}").error()
         yield from _events(raw, kind, name)
     finally:
+        # A watch left early still has a stream coming: close the connection rather than
+        # give it back to the pool half read (the next request would read the rest).
+        raw.close()
         raw.release_conn()
 
 
