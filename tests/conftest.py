@@ -16,7 +16,7 @@ from devenv.postgres import PostgresServer
 from plexica_gitops.findings import Location
 from plexica_gitops.validate import ValidationReport, validate_directory
 
-pytest_plugins = ["docker_engine", "kafka_broker"]
+pytest_plugins = ["docker_engine", "kafka_broker", "kube_cluster"]
 
 EXAMPLE_DESIRED_STATE = Path(__file__).resolve().parent.parent / "desired-state"
 
