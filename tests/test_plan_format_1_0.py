@@ -17,13 +17,13 @@ from apply_support import run_cli
 from docker_engine import remove_scope
 from rich.console import Console
 
-from plexica_gitops.live import LiveState
-from plexica_gitops.planfile import check_current, check_justified, load_plan
-from plexica_gitops.planner import build_plan
-from plexica_gitops.render_json import render_json
-from plexica_gitops.render_markdown import render_markdown
-from plexica_gitops.render_text import print_plan
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.live.model import LiveState
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
+from plexica_gitops.render.json import render_json
+from plexica_gitops.render.markdown import render_markdown
+from plexica_gitops.render.text import print_plan
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ECHO_SCOPE = "plan-1-0-fixture"  # the scope the echo fixture's platform.yaml names

@@ -10,7 +10,7 @@ assigns waves.
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -20,12 +20,27 @@ from operator import attrgetter, methodcaller, ne
 from types import SimpleNamespace
 from typing import Any
 
-from plexica_gitops.actions import Action, ActionKind, Plan
-from plexica_gitops.desired import DesiredState, PluginEntry, TenantEntry
+from plexica_gitops.desired.build import DesiredState, TenantEntry
+from plexica_gitops.desired.model import TenantStatus
+from plexica_gitops.desired.view import (
+    DesiredPlugin,
+    consumer_group,
+    desired_plugin,
+    env_hash,
+    topic_settings,
+)
 from plexica_gitops.findings import Finding, Location, error, warning
-from plexica_gitops.graph import order
-from plexica_gitops.live import (
+from plexica_gitops.hashing import stable_hash
+from plexica_gitops.lifecycle import (
+    DEPLOYED,
+    MAY_RUN,
+    NEEDED_BY,
+    RUNNING,
     LifecycleStatus,
+    S,
+    lifecycle_path,
+)
+from plexica_gitops.live.model import (
     LivePlugin,
     LiveState,
     LiveTenant,
@@ -34,175 +49,20 @@ from plexica_gitops.live import (
     LiveWorkload,
     ObservedPart,
     not_read,
-    stable_hash,
 )
-from plexica_gitops.model import (
-    PluginState,
-    RolloutStrategy,
-    TenantStatus,
-    TopicDefaults,
-    TopicOverrides,
-)
+from plexica_gitops.plan.graph import order
+from plexica_gitops.plan.model import Action, ActionKind, Plan
 from plexica_gitops.sensitive import mask
 
-S = LifecycleStatus
-TARGET_STATUS: dict[PluginState, LifecycleStatus] = {
-    PluginState.REGISTERED: S.REGISTERED,
-    PluginState.INSTALLED: S.INSTALLED,
-    PluginState.ACTIVE: S.ACTIVE,
-    PluginState.DISABLED: S.DISABLED,
-    PluginState.ABSENT: S.UNINSTALLED,
-}
-# Spec 004 FR-003 edges, plus three the spec leaves implicit: an INSTALLED plugin that never
-# served can be disabled (stopped) directly, a DISABLED one can be started without routes,
-# and a REGISTERED one that was never installed can be dropped.
-LIFECYCLE_EDGES: dict[LifecycleStatus | None, list[tuple[LifecycleStatus, str]]] = {
-    None: [(S.REGISTERED, "register")],
-    S.UNINSTALLED: [(S.REGISTERED, "register")],
-    S.REGISTERED: [(S.INSTALLING, "install"), (S.UNINSTALLED, "deregister")],
-    S.INSTALLING: [(S.INSTALLED, "mark-installed")],
-    S.INSTALLED: [(S.ACTIVE, "activate"), (S.DISABLED, "disable")],
-    S.ACTIVE: [(S.DISABLED, "disable")],
-    S.DISABLED: [(S.ACTIVE, "activate"), (S.INSTALLED, "start"), (S.UNINSTALLING, "uninstall")],
-    S.UNINSTALLING: [(S.UNINSTALLED, "mark-uninstalled")],
-}
-DEPLOYED = {S.INSTALLED, S.ACTIVE, S.DISABLED}  # workload, permissions, data and topics exist
-RUNNING = {S.INSTALLED, S.ACTIVE}
-MAY_RUN = {S.INSTALLING, *DEPLOYED, S.UNINSTALLING}  # statuses in which containers may exist
-# What a plugin in a live status needs of its dependencies (validate.REQUIRED_DEPENDENCY_STATES).
-NEEDED_BY = {
-    S.ACTIVE: {S.ACTIVE},
-    S.INSTALLED: DEPLOYED,
-    S.DISABLED: DEPLOYED,
-    S.INSTALLING: DEPLOYED,
-}
-
-Edge = tuple[LifecycleStatus | None, LifecycleStatus, str]
 _BINDING_VALUES = attrgetter("enabled", "configuration")
 _NO_BINDING = SimpleNamespace(enabled=None, configuration=None)  # not on the platform
 HELD_NAMES_SHOWN = 5  # tenants named in a PGP109 warning; the rest are counted
-
-
-def lifecycle_path(start: LifecycleStatus | None, target: LifecycleStatus | None) -> list[Edge]:
-    """Shortest walk along lifecycle edges; [] when already there (or absent and gone)."""
-    if target is None or start == target:
-        return []
-    if target is S.UNINSTALLED and start is None:
-        return []
-    previous: dict[LifecycleStatus | None, Edge] = {}
-    queue: deque[LifecycleStatus | None] = deque([start])
-    seen = {start}
-    while queue:
-        state = queue.popleft()
-        for following, verb in LIFECYCLE_EDGES.get(state, []):
-            if following in seen:
-                continue
-            seen.add(following)
-            previous[following] = (state, following, verb)
-            if following == target:
-                path = []
-                node: LifecycleStatus | None = following
-                while node != start:
-                    edge = previous[node]
-                    path.append(edge)
-                    node = edge[0]
-                return path[::-1]
-            queue.append(following)
-    raise ValueError(f"no lifecycle path from {start} to {target}")
-
-
-@dataclass(frozen=True, slots=True)
-class DesiredPlugin:
-    """The attributes of a plugin the planner compares, derived once from its entry."""
-
-    id: str
-    target: LifecycleStatus
-    version: str
-    manifest_hash: str
-    name: str
-    stored_manifest_hash: str  # of the manifest as the catalog row holds it
-    dependencies: tuple[str, ...]
-    workload: dict[str, Any]
-    permissions: dict[str, dict[str, str]]
-    routes: dict[str, Any]
-    publishes: tuple[str, ...]
-    subscribes: tuple[str, ...]
-    migrations: tuple[tuple[int, str, str], ...]  # (version, name, checksum)
-    purge_data: bool
-
-
-def desired_plugin(entry: PluginEntry, desired: DesiredState) -> DesiredPlugin:
-    manifest = entry.manifest
-    spec = entry.document.spec
-    platform_env: dict[str, Any] = {}
-    strategy = RolloutStrategy.ROLLING
-    if desired.platform is not None:
-        platform_spec = desired.platform.document.spec
-        platform_env = {k: _env_value(v) for k, v in platform_spec.env.items()}
-        strategy = platform_spec.rollout.strategy
-    env = {**platform_env, **{k: _env_value(v) for k, v in spec.env.items()}}
-    frontend = manifest.frontend
-    return DesiredPlugin(
-        id=entry.id,
-        target=TARGET_STATUS[spec.state],
-        version=manifest.version,
-        manifest_hash=manifest_hash(entry),
-        name=manifest.name,
-        stored_manifest_hash=stable_hash(catalog_manifest(entry)),
-        dependencies=tuple(sorted(d.plugin for d in manifest.dependencies)),
-        workload={
-            "image": manifest.runtime.image,
-            "version": manifest.version,
-            "replicas": spec.replicas,
-            "cpu": manifest.runtime.resources.cpu,
-            "memory": manifest.runtime.resources.memory,
-            "env": env,
-            "strategy": (spec.rollout.strategy or strategy).value,
-        },
-        permissions={
-            p.key: {"name": p.name, "description": p.description} for p in manifest.permissions
-        },
-        routes={
-            "base_path": manifest.api.base_path.rstrip("/"),
-            "frontend_prefix": frontend.route_prefix.rstrip("/") if frontend else None,
-            "remote_entry": frontend.remote_entry if frontend else None,
-        },
-        publishes=tuple(manifest.events.publishes),
-        subscribes=tuple(manifest.events.subscribes),
-        migrations=tuple((m.number, m.name, m.checksum) for m in entry.migrations),
-        purge_data=spec.purge_data_on_uninstall,
-    )
-
-
-def consumer_group(plugin_id: str) -> str:
-    """The documented consumer group of a subscribing plugin (one per plugin: its replicas
-    share the partitions)."""
-    return f"plugin-{plugin_id}"
-
-
-def manifest_hash(entry: PluginEntry) -> str:
-    return stable_hash(entry.manifest.model_dump(mode="json", by_alias=True))
-
-
-def catalog_manifest(entry: PluginEntry) -> dict[str, Any]:
-    """The manifest as apply writes it into the catalog row (steps._register,
-    steps._catalog_update)."""
-    return entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def env_hash(env: dict[str, Any]) -> str:
-    """Hash of the env *specification*; the provider labels workloads with it."""
-    return stable_hash(env)
 
 
 def fingerprint_of(value: Any) -> str:
     """What apply records as last-applied at an address. Secret-looking values are masked
     first: a short unsalted hash of a short secret could be brute-forced from a plan."""
     return stable_hash(mask(value))
-
-
-def _env_value(value: Any) -> Any:
-    return value if isinstance(value, str) else value.model_dump(by_alias=True)
 
 
 @dataclass
@@ -1464,25 +1324,6 @@ class Planner:
             deps,
         )
         self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
-
-
-def topic_settings(
-    defaults: TopicDefaults | None, override: TopicOverrides | None
-) -> dict[str, Any]:
-    """The platform's topic defaults with one event's overrides applied."""
-    settings: dict[str, Any] = {
-        "partitions": defaults.partitions if defaults else 1,
-        "replication_factor": defaults.replication_factor if defaults else 1,
-        "config": dict(defaults.config) if defaults else {},
-    }
-    if override is None:
-        return settings
-    if override.partitions is not None:
-        settings["partitions"] = override.partitions
-    if override.replication_factor is not None:
-        settings["replication_factor"] = override.replication_factor
-    settings["config"].update(override.config)
-    return settings
 
 
 def _workload_view(current: LiveWorkload) -> dict[str, Any]:

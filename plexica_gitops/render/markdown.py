@@ -18,9 +18,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from plexica_gitops.actions import Action, ActionKind, Plan
 from plexica_gitops.findings import Finding
-from plexica_gitops.render_text import (
+from plexica_gitops.plan.model import Action, ActionKind, Plan
+from plexica_gitops.render.text import (
     AttributeLine,
     Collapsed,
     Section,

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from plexica_gitops.provider import RolloutSettings
+from plexica_gitops.runtime.provider import RolloutSettings
 
 BODY_EXCERPT = 200  # characters of an error answer kept in the detail
 

@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from plexica_gitops.live import LivePlugin, LiveState, LiveWorkload
+from plexica_gitops.live.model import LivePlugin, LiveState, LiveWorkload
 from plexica_gitops.store.catalog import Endpoint
 
 FORMAT_VERSION = "1.0"

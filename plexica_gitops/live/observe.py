@@ -7,9 +7,9 @@ from typing import Any
 
 import psycopg
 
-from plexica_gitops.events import BrokerError, EventBroker
-from plexica_gitops.live import LiveState, LiveWorkload, ObservedPart
-from plexica_gitops.provider import Provider, ProviderError
+from plexica_gitops.broker.kafka import BrokerError, EventBroker
+from plexica_gitops.live.model import LiveState, LiveWorkload, ObservedPart
+from plexica_gitops.runtime.provider import Provider, ProviderError
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import connect
 from plexica_gitops.store.observe import observe_store

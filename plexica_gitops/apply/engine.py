@@ -29,9 +29,9 @@ from typing import Protocol
 
 import psycopg
 
-from plexica_gitops.actions import Action
+from plexica_gitops.apply.steps import StepFailed
 from plexica_gitops.errors import ActionableError
-from plexica_gitops.steps import StepFailed
+from plexica_gitops.plan.model import Action
 
 
 class StepStatus(StrEnum):

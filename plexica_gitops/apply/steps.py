@@ -19,18 +19,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from plexica_gitops.actions import Action
-from plexica_gitops.desired import DesiredState, PluginEntry
-from plexica_gitops.events import BrokerError, EventBroker
-from plexica_gitops.live import NOT_READ_PREFIX, LifecycleStatus
-from plexica_gitops.planner import (
-    DEPLOYED,
-    TARGET_STATUS,
-    consumer_group,
-    manifest_hash,
-    topic_settings,
-)
-from plexica_gitops.provider import (
+from plexica_gitops.broker.kafka import BrokerError, EventBroker
+from plexica_gitops.desired.build import DesiredState, PluginEntry
+from plexica_gitops.desired.view import consumer_group, manifest_hash, topic_settings
+from plexica_gitops.lifecycle import DEPLOYED, TARGET_STATUS, LifecycleStatus
+from plexica_gitops.live.model import NOT_READ_PREFIX
+from plexica_gitops.plan.model import Action
+from plexica_gitops.runtime.provider import (
     Cancelled,
     Endpoint,
     ImagePullError,
@@ -39,11 +34,11 @@ from plexica_gitops.provider import (
     RolloutFailed,
     WorkloadSpec,
 )
+from plexica_gitops.runtime.spec import EnvResolutionError, rollout_settings, workload_spec
 from plexica_gitops.sensitive import mask
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import StoreError, connect
 from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations
-from plexica_gitops.workload import EnvResolutionError, rollout_settings, workload_spec
 
 S = LifecycleStatus
 STEP_APPLICATION_NAME = "plexica-gitops apply"

@@ -34,7 +34,7 @@ from confluent_kafka.admin import (
 )
 
 from plexica_gitops.errors import ActionableError
-from plexica_gitops.live import LiveTopic
+from plexica_gitops.live.model import LiveTopic
 
 _LOG = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from plexica_gitops.model import DOCUMENT_MODELS
+from plexica_gitops.desired.model import DOCUMENT_MODELS
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID_BASE = "https://plexica.io/schemas/v1alpha1/"

@@ -9,8 +9,8 @@ from itertools import groupby
 from rich.console import Console
 from rich.markup import escape
 
+from plexica_gitops.desired.validate import ValidationReport
 from plexica_gitops.findings import Finding, Severity
-from plexica_gitops.validate import ValidationReport
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow"}
 

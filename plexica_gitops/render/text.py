@@ -31,9 +31,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from plexica_gitops.actions import SYMBOLS, Action, ActionKind, Plan, Summary
 from plexica_gitops.findings import Finding
-from plexica_gitops.live import ObservedPart
+from plexica_gitops.live.model import ObservedPart
+from plexica_gitops.plan.model import SYMBOLS, Action, ActionKind, Plan, Summary
 from plexica_gitops.sensitive import SENSITIVE, mask
 
 COLLAPSE_OVER = 5  # tenant actions of one step collapse when more tenants than this

@@ -1,4 +1,4 @@
-"""The action graph: ordering, waves, targeting, and drawings (dot, mermaid).
+"""The action graph: ordering, waves and targeting (drawings: render/graph.py).
 
 A wave is the longest chain of dependencies before an action: everything in one wave is
 independent of everything else in it, so apply may run a wave's actions concurrently.
@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import networkx as nx
 
-from plexica_gitops.actions import SYMBOLS, Action
+from plexica_gitops.plan.model import Action
 
 
 class PlanCycleError(RuntimeError):
@@ -88,27 +88,3 @@ def _is_plugin_address(target: str) -> bool:
     return len(parts) == 2 and parts[0] == "plugin" and ":" not in target
 
 
-def to_dot(actions: Sequence[Action]) -> str:
-    lines = [
-        "digraph plan {",
-        "  rankdir=LR;",
-        '  node [shape=box, fontname="monospace"];',
-    ]
-    for action in actions:
-        label = f"{SYMBOLS[action.kind]} {action.id}\\nwave {action.wave}"
-        lines.append(f'  "{action.id}" [label="{label}"];')
-    for action in actions:
-        lines.extend(f'  "{dep}" -> "{action.id}";' for dep in action.depends_on)
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def to_mermaid(actions: Sequence[Action]) -> str:
-    ids = {action.id: f"n{index}" for index, action in enumerate(actions)}
-    lines = ["flowchart LR"]
-    for action in actions:
-        label = f"{SYMBOLS[action.kind]} {action.id}".replace('"', "'")
-        lines.append(f'  {ids[action.id]}["{label}"]')
-    for action in actions:
-        lines.extend(f"  {ids[dep]} --> {ids[action.id]}" for dep in action.depends_on)
-    return "\n".join(lines) + "\n"

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from plexica_gitops.actions import Action
-from plexica_gitops.apply import ApplyReport, StepResult, StepStatus
+from plexica_gitops.apply.engine import ApplyReport, StepResult, StepStatus
+from plexica_gitops.plan.model import Action
 
 MARKS = {
     StepStatus.SUCCEEDED: "[green]✓[/green]",

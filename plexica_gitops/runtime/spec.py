@@ -23,12 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from plexica_gitops.desired import DesiredState, PluginEntry
+from plexica_gitops.desired.build import DesiredState, PluginEntry
+from plexica_gitops.desired.model import RolloutStrategy
+from plexica_gitops.desired.view import desired_plugin, env_hash
 from plexica_gitops.findings import Finding, warning
-from plexica_gitops.live import LiveState
-from plexica_gitops.model import RolloutStrategy
-from plexica_gitops.planner import DEPLOYED, TARGET_STATUS, desired_plugin, env_hash
-from plexica_gitops.provider import RolloutSettings, WorkloadSpec
+from plexica_gitops.lifecycle import DEPLOYED, TARGET_STATUS
+from plexica_gitops.live.model import LiveState
+from plexica_gitops.runtime.provider import RolloutSettings, WorkloadSpec
 
 SECRET_VALUE_CHANGED = "secret value changed"
 NOT_COMPARED = "PGP206"

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
+from plexica_gitops.desired.model import RolloutStrategy
 from plexica_gitops.errors import ActionableError
-from plexica_gitops.live import LiveWorkload
-from plexica_gitops.model import RolloutStrategy
+from plexica_gitops.live.model import LiveWorkload
 
 ENTRY_POINT_GROUP = "plexica_gitops.providers"
 MANAGED_BY = "plexica-gitops"

@@ -14,13 +14,13 @@ from typing import Any
 
 import psycopg
 
-from plexica_gitops.actions import Action, Plan
-from plexica_gitops.apply import ApplyReport, Reporter, StepResult, StepStatus, execute
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.events import EventBroker
-from plexica_gitops.planfile import plan_hash
-from plexica_gitops.provider import Provider
-from plexica_gitops.steps import ConnectionPool, StepContext, run_step
+from plexica_gitops.apply.engine import ApplyReport, Reporter, StepResult, StepStatus, execute
+from plexica_gitops.apply.steps import ConnectionPool, StepContext, run_step
+from plexica_gitops.broker.kafka import EventBroker
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.plan.model import Action, Plan
+from plexica_gitops.plan.planfile import plan_hash
+from plexica_gitops.runtime.provider import Provider
 from plexica_gitops.store import catalog, journal
 from plexica_gitops.store.connection import StoreError, connect
 from plexica_gitops.store.lock import ApplyLock

@@ -19,9 +19,18 @@ from typing import Any
 import pydantic
 from jsonschema import ValidationError as SchemaError
 
+from plexica_gitops.desired.model import (
+    API_VERSION,
+    DOCUMENT_MODELS,
+    Manifest,
+    PlatformDocument,
+    PluginDocument,
+    TenantDocument,
+)
+from plexica_gitops.desired.schemas import kind_validator
 from plexica_gitops.findings import Finding, Location, error
-from plexica_gitops.live import SharedValues
-from plexica_gitops.loader import (
+from plexica_gitops.interning import SharedValues
+from plexica_gitops.source.loader import (
     JsonPath,
     LoadedFile,
     LoadLimits,
@@ -30,15 +39,6 @@ from plexica_gitops.loader import (
     load_file,
     read_regular_file,
 )
-from plexica_gitops.model import (
-    API_VERSION,
-    DOCUMENT_MODELS,
-    Manifest,
-    PlatformDocument,
-    PluginDocument,
-    TenantDocument,
-)
-from plexica_gitops.schema import kind_validator
 
 # The whole name, ASCII digits only: `٠٠٠٤_x.sql` is not migration 4, `0004_x.sql\n` no file.
 MIGRATION_FILE = re.compile(r"(?P<number>[0-9]{4})_(?P<name>[a-z0-9][a-z0-9_]*)\.sql", re.ASCII)

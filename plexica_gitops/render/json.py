@@ -69,9 +69,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from plexica_gitops.actions import PLAN_FORMAT_VERSION, Action, Plan
 from plexica_gitops.findings import Finding, Location, Severity
-from plexica_gitops.live import ObservedPart
+from plexica_gitops.live.model import ObservedPart
+from plexica_gitops.plan.model import PLAN_FORMAT_VERSION, Action, Plan
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:

@@ -24,12 +24,19 @@ from jsonschema.exceptions import SchemaError, UnknownType
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 from referencing.exceptions import Unresolvable
 
-from plexica_gitops.desired import BuildResult, DesiredState, PluginEntry, build_desired_state
+from plexica_gitops.desired.build import BuildResult, DesiredState, PluginEntry, build_desired_state
+from plexica_gitops.desired.model import PluginState
+from plexica_gitops.desired.versions import (
+    RangeSyntaxError,
+    VersionRange,
+    VersionSyntaxError,
+    parse_range,
+    parse_version,
+)
 from plexica_gitops.findings import Finding, Location, error, warning
-from plexica_gitops.loader import OUT_OF_MEMORY
-from plexica_gitops.model import PluginState
-from plexica_gitops.provider import check_provider_settings
+from plexica_gitops.lifecycle import NEEDED_BY, TARGET_STATUS
 from plexica_gitops.quantities import MAX_CPU_CORES, QuantityError, parse_cpu, parse_memory
+from plexica_gitops.runtime.provider import check_provider_settings
 from plexica_gitops.sensitive import (
     has_credentials,
     is_reference,
@@ -37,13 +44,7 @@ from plexica_gitops.sensitive import (
     mask,
     names_secret,
 )
-from plexica_gitops.versions import (
-    RangeSyntaxError,
-    VersionRange,
-    VersionSyntaxError,
-    parse_range,
-    parse_version,
-)
+from plexica_gitops.source.loader import OUT_OF_MEMORY
 
 # Every pattern is matched against the WHOLE text (`fullmatch`; `$` would accept a trailing
 # newline) with ASCII classes: an identifier is exactly these characters, nothing else.
@@ -89,11 +90,12 @@ RESERVED_WORDS = {
 # plan holds their bindings off until the plugin is active again. A plugin that never
 # served (registered, installed) or is going away (absent) cannot be enabled: PGV604.
 ENABLEABLE_STATES = frozenset({PluginState.ACTIVE, PluginState.DISABLED})
-# What a plugin's own desired state requires of each plugin it depends on.
+# What a plugin's own desired state requires of each plugin it depends on: the lifecycle's
+# NEEDED_BY, read in desired states.
 REQUIRED_DEPENDENCY_STATES: dict[PluginState, set[PluginState]] = {
-    PluginState.ACTIVE: {PluginState.ACTIVE},
-    PluginState.INSTALLED: {PluginState.INSTALLED, PluginState.ACTIVE, PluginState.DISABLED},
-    PluginState.DISABLED: {PluginState.INSTALLED, PluginState.ACTIVE, PluginState.DISABLED},
+    state: {other for other in PluginState if TARGET_STATUS[other] in NEEDED_BY[target]}
+    for state in PluginState
+    if (target := TARGET_STATUS[state]) in NEEDED_BY
 }
 
 
