@@ -1792,7 +1792,7 @@ def test_the_docker_provider_refuses_the_same_settings_when_it_is_built() -> Non
 
 def test_pgv515_runtime_provider_not_installed(desired_state_copy: DesiredStateCopy) -> None:
     repo = desired_state_copy
-    where = repo.replace(PLATFORM, "provider: docker", "provider: kubernetes")
+    where = repo.replace(PLATFORM, "provider: docker", "provider: nomad")
     report = repo.validate()
     only_codes(report, "PGV515")
     finding = the(report, "PGV515")
