@@ -115,7 +115,8 @@ def test_values_that_cannot_be_compared_are_said_not_compared(
     assert "--replace plugin.echo.workload" in finding["hint"]
 
     # a snapshot has no key to digest with, whatever the environment holds
-    provider = load_provider("docker", {"endpointMode": "loopback", "scope": echo.scope})
+    settings = {"endpointMode": "loopback", "scope": echo.scope, "baseUrl": env["DOCKER_HOST"]}
+    provider = load_provider("docker", settings)
     try:
         live = observe_platform(env["PLEXICA_DATABASE_URL"], provider)
     finally:
