@@ -1,2 +1,2 @@
-"""The plan: its model (actions, causes), the builder and one planning module per resource
-kind, the action graph, and saved plan files. Pure: no I/O."""
+"""The plan: its model (actions), the planner (builder.py), the action graph, the plan's
+JSON form (wire.py) and saved plan files. Pure: no I/O but reading and writing plan files."""

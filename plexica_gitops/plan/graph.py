@@ -86,5 +86,3 @@ def select_targets(actions: Sequence[Action], targets: Iterable[str]) -> list[Ac
 def _is_plugin_address(target: str) -> bool:
     parts = target.split(".")
     return len(parts) == 2 and parts[0] == "plugin" and ":" not in target
-
-

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from plexica_gitops.plan.model import Plan
-from plexica_gitops.render.json import plan_from_json, plan_to_json
+from plexica_gitops.plan.wire import plan_from_json, plan_to_json
 
 FILE_KIND = "plexica-gitops-plan"
 SIGNING_KEY_ENV = "PLEXICA_PLAN_SIGNING_KEY"
