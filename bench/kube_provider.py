@@ -36,7 +36,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from devenv import kube
-from plexica_gitops.provider import Endpoint, RolloutSettings
+from plexica_gitops.runtime.provider import Endpoint, RolloutSettings
 from plexica_gitops_kubernetes.objects import KubeWorkloadSpec
 from plexica_gitops_kubernetes.provider import KubernetesProvider
 from plexica_gitops_kubernetes.settings import parse_settings

@@ -21,18 +21,21 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from plexica_gitops import report
-from plexica_gitops.actions import Plan
-from plexica_gitops.apply import Reporter
-from plexica_gitops.apply_session import run_apply
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.events import BrokerError, BrokerSettings, EventBroker
+from plexica_gitops.apply.engine import Reporter
+from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
+from plexica_gitops.apply.session import run_apply
+from plexica_gitops.broker.kafka import BrokerError, BrokerSettings, EventBroker
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.schemas import write_schemas
+from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.findings import Finding
-from plexica_gitops.graph import PlanCycleError, order, select_targets, to_dot, to_mermaid
-from plexica_gitops.live import LiveState, LiveStateError, ObservedPart
-from plexica_gitops.loader import ROOT_MISSING
-from plexica_gitops.observe import observe_platform
-from plexica_gitops.planfile import (
+from plexica_gitops.live.codec import LiveStateError
+from plexica_gitops.live.model import LiveState, ObservedPart
+from plexica_gitops.live.observe import observe_platform
+from plexica_gitops.plan.builder import address_exists, build_plan
+from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
+from plexica_gitops.plan.model import Plan
+from plexica_gitops.plan.planfile import (
     PlanFileError,
     StalePlanError,
     check_current,
@@ -40,19 +43,20 @@ from plexica_gitops.planfile import (
     load_plan,
     save_plan,
 )
-from plexica_gitops.planner import address_exists, build_plan
-from plexica_gitops.progress import JsonReporter, LineReporter, LiveReporter
-from plexica_gitops.provider import Provider, ProviderError, load_provider
-from plexica_gitops.render_json import render_json
-from plexica_gitops.render_markdown import render_markdown
-from plexica_gitops.render_status import (
+from plexica_gitops.render import findings as report
+from plexica_gitops.render.graph import to_dot, to_mermaid
+from plexica_gitops.render.json import render_json
+from plexica_gitops.render.markdown import render_markdown
+from plexica_gitops.render.status import (
     SettingsSource,
     StatusView,
     render_status_json,
     render_status_text,
 )
-from plexica_gitops.render_text import NO_CHANGES, print_plan
-from plexica_gitops.schema import write_schemas
+from plexica_gitops.render.text import NO_CHANGES, print_plan
+from plexica_gitops.runtime.provider import Provider, ProviderError, load_provider
+from plexica_gitops.runtime.spec import secret_rotations
+from plexica_gitops.source.loader import ROOT_MISSING
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connect
 from plexica_gitops.store.connection import database_url as store_database_url
@@ -61,8 +65,6 @@ from plexica_gitops.store.journal import mark_interrupted
 from plexica_gitops.store.lock import ApplyLock, LeaseHolder, apply_lock
 from plexica_gitops.store.runtime import record_runtime, recorded_runtime
 from plexica_gitops.store.schema import check_store, init_store, store_version
-from plexica_gitops.validate import validate_directory
-from plexica_gitops.workload import secret_rotations
 
 # How an option's value is named in --help, by typer's type label.
 _VALUE_NAMES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "FLOAT",

@@ -246,7 +246,7 @@ def test_literal_secrets_never_appear_in_any_output_format(repo: DesiredStateCop
 def test_out_of_memory_is_a_finding_not_a_traceback(
     repo: DesiredStateCopy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from plexica_gitops import desired
+    from plexica_gitops.desired import build as desired
 
     def exhausted(*_: object, **__: object) -> None:
         raise MemoryError

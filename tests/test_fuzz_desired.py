@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from rich.console import Console
 from typer.testing import CliRunner
 
-from plexica_gitops import report as render
 from plexica_gitops.cli import app
-from plexica_gitops.validate import ValidationReport, validate_directory
+from plexica_gitops.desired.validate import ValidationReport, validate_directory
+from plexica_gitops.render import findings as render
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "desired-state"
 FILES = sorted(

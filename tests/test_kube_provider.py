@@ -22,8 +22,8 @@ from kube_cluster import exists, wait_for
 from kubernetes import client as k8s
 
 from devenv import kube
-from plexica_gitops.model import RolloutStrategy
-from plexica_gitops.provider import (
+from plexica_gitops.desired.model import RolloutStrategy
+from plexica_gitops.runtime.provider import (
     Endpoint,
     ProviderError,
     RolloutFailed,

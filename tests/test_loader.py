@@ -1,4 +1,4 @@
-"""Tests for plexica_gitops.loader: what a user of `validate` would notice."""
+"""Tests for plexica_gitops.source.loader: what a user of `validate` would notice."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from plexica_gitops import loader as loader_module
 from plexica_gitops.findings import Location, Severity
-from plexica_gitops.loader import (
+from plexica_gitops.source import loader as loader_module
+from plexica_gitops.source.loader import (
     MAX_FINDINGS_PER_FILE,
     LoadLimits,
     LoadResult,

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from plexica_gitops.desired import MigrationFile
+from plexica_gitops.desired.build import MigrationFile
 from plexica_gitops.store.connection import StoreError
 from plexica_gitops.store.ddl import DDL_VERSIONS
 from plexica_gitops.store.journal import (

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from plexica_gitops import desired, validate
+from plexica_gitops.desired import build as desired
+from plexica_gitops.desired import validate
+from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.findings import Finding, Location, Severity
-from plexica_gitops.validate import ValidationReport, validate_directory
 
 if TYPE_CHECKING:
     from conftest import DesiredStateCopy
@@ -1783,7 +1784,7 @@ def test_pgv514_runtime_settings_checked_by_the_provider_at_validate_time(
 
 
 def test_the_docker_provider_refuses_the_same_settings_when_it_is_built() -> None:
-    from plexica_gitops.provider import ProviderError, load_provider
+    from plexica_gitops.runtime.provider import ProviderError, load_provider
 
     for settings in ({"pidsLimit": -1}, {"tmpfsSize": "1m,exec,suid,dev"}):
         with pytest.raises(ProviderError, match="must be"):

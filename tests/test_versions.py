@@ -1,4 +1,4 @@
-"""Tests for plexica_gitops.versions.
+"""Tests for plexica_gitops.desired.versions.
 
 Table tests come from node-semver's README ("Ranges" section); the property tests compare
 `VersionRange.contains` with a naive oracle that works on the range's syntax tree and plain
@@ -15,7 +15,7 @@ import semver
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plexica_gitops.versions import (
+from plexica_gitops.desired.versions import (
     RangeSyntaxError,
     VersionRange,
     VersionSyntaxError,

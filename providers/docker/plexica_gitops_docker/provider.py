@@ -19,7 +19,7 @@ no-new-privileges, read-only root with a small tmpfs at /tmp, uid/gid 65534, an 
 process (so SIGTERM reaches the plugin and a stop takes a fraction of a second), a pids
 limit, and the restart policy of the settings.
 
-Readiness is probed over HTTP by the provider itself (`plexica_gitops.health`): the
+Readiness is probed over HTTP by the provider itself (`plexica_gitops.runtime.health`): the
 engine's HEALTHCHECK does not run everywhere (not under Podman without systemd).
 
 Endpoint modes: `loopback` (the default, what tests and the demo use) publishes the plugin
@@ -53,10 +53,10 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from plexica_gitops.health import ProbeResult, probe, wait_ready
-from plexica_gitops.live import LiveReplica, LiveResources, LiveWorkload
-from plexica_gitops.model import RolloutStrategy
-from plexica_gitops.provider import (
+from plexica_gitops.desired.model import RolloutStrategy
+from plexica_gitops.live.model import LiveReplica, LiveResources, LiveWorkload
+from plexica_gitops.runtime.health import ProbeResult, probe, wait_ready
+from plexica_gitops.runtime.provider import (
     MANAGED_BY,
     Cancelled,
     Endpoint,

@@ -1,6 +1,6 @@
 """The Docker provider's settings (platform.yaml `spec.runtime`, beside `provider`), checked.
 
-`check_settings` is the provider's settings hook (`plexica_gitops.provider.SettingsCheck`):
+`check_settings` is the provider's settings hook (`plexica_gitops.runtime.provider.SettingsCheck`):
 `validate` calls it, so a bad setting is a finding at its line in platform.yaml (PGV514),
 and the provider calls it again when it is built, so nothing unchecked reaches the engine.
 It imports nothing of the docker SDK: validating stays fast.
@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from plexica_gitops.provider import SettingProblem
+from plexica_gitops.runtime.provider import SettingProblem
 
 ENDPOINT_MODES = ("loopback", "network")
 RESTART_POLICIES = ("unless-stopped", "on-failure")

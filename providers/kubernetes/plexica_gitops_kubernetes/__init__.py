@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from plexica_gitops.provider import Provider
+from plexica_gitops.runtime.provider import Provider
 from plexica_gitops_kubernetes.settings import check_settings
 
 __all__ = ["check_settings", "create_provider"]

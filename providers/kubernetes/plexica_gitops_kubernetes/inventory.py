@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from plexica_gitops.provider import ProviderError
+from plexica_gitops.runtime.provider import ProviderError
 from plexica_gitops_kubernetes.objects import (
     LABEL_NAME,
     LABEL_ROLE,

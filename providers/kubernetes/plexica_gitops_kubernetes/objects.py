@@ -29,8 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from plexica_gitops.model import RolloutStrategy
-from plexica_gitops.provider import MANAGED_BY, ProviderError, WorkloadSpec
+from plexica_gitops.desired.model import RolloutStrategy
+from plexica_gitops.runtime.provider import MANAGED_BY, ProviderError, WorkloadSpec
 from plexica_gitops_kubernetes.settings import DNS_LABEL, KubernetesSettings, Peer
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"

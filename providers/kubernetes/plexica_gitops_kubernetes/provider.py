@@ -42,9 +42,9 @@ from typing import Any
 import kubernetes
 from kubernetes.client import ApiClient, Configuration
 
-from plexica_gitops.live import LiveResources, LiveWorkload
-from plexica_gitops.model import RolloutStrategy
-from plexica_gitops.provider import (
+from plexica_gitops.desired.model import RolloutStrategy
+from plexica_gitops.live.model import LiveResources, LiveWorkload
+from plexica_gitops.runtime.provider import (
     MANAGED_BY,
     Endpoint,
     Provider,

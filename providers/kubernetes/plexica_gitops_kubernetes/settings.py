@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from plexica_gitops.provider import ProviderError
+from plexica_gitops.runtime.provider import ProviderError
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]", re.ASCII)
@@ -35,7 +35,7 @@ Protocol = Literal["TCP", "UDP", "SCTP"]
 @dataclass(frozen=True, slots=True)
 class SettingProblem:
     """One unusable runtime setting: `key` is its key in platform.yaml `spec.runtime`.
-    (The same shape as the core's `plexica_gitops.provider.SettingProblem` on the validate
+    (The same shape as the core's `plexica_gitops.runtime.provider.SettingProblem` on the validate
     branch; this one goes once that is merged.)"""
 
     key: str

@@ -23,7 +23,7 @@ from typing import Any
 import urllib3
 from kubernetes.client import ApiClient
 
-from plexica_gitops.provider import ProviderError
+from plexica_gitops.runtime.provider import ProviderError
 
 APPLY = "application/apply-patch+yaml"
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
