@@ -659,10 +659,10 @@ def _plan_for_apply(
             replanned = _fresh_plan(desired, live, saved.targets, replace)
             _refuse_unobserved(replanned, skip)
             check_justified(saved, replanned)
+        except StalePlanError as exc:  # a PlanFileError too: the more precise one first
+            raise _fail(str(exc), "Nothing was applied.") from None
         except PlanFileError as exc:
             raise _fail(str(exc), "Make a new plan with `plexica-gitops plan --out`.") from None
-        except StalePlanError as exc:
-            raise _fail(str(exc), "Nothing was applied.") from None
         return saved
     fresh = _fresh_plan(desired, live, [], replace)
     _refuse_unobserved(fresh, skip)
