@@ -31,7 +31,9 @@ UsageError). Anything else that escapes is a bug.
 
 The families' roots are defined here; their leaves live beside the code that raises them
 (importing this module only: nothing here imports a stage). Deliberately outside the tree:
-PlanCycleError (plan/graph.py), a planner bug and never the user's to fix, and the private
+PlanCycleError (plan/graph.py), a planner bug and never the user's to fix (the service
+reports it as an internal error); the parse errors that validation turns into findings
+(QuantityError, VersionSyntaxError, RangeSyntaxError: ValueErrors); and the private
 control-flow exceptions of the loader, the codec and the providers."""
 
 from __future__ import annotations
