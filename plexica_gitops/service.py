@@ -132,18 +132,26 @@ def plan(
         )
     rotations, unsure = _secret_rotations(result.desired, live, live_source)
     made = _build(result.desired, live, rotations)
+    _check_observed(made, problems, unobserved, warn)
+    made.warnings = [*warnings, *unsure, *made.warnings]
+    return _targeted(made, options.targets)
+
+
+def _check_observed(
+    made: Plan, problems: dict[ObservedPart, str], unobserved: frozenset[ObservedPart], warn: Warn
+) -> None:
+    """A part the plan needs but that was not observed fails it, unless `unobserved` names
+    it (the plan then says so); one the plan does not need is a warning only."""
     needed = {ObservedPart(p) for p in made.unobserved}
     for part, problem in problems.items():
         if part not in needed and not problem.startswith("the live-state snapshot"):
-            warn(_unobserved_warning(part, problem))  # not needed by this plan: a warning only
+            warn(_unobserved_warning(part, problem))
     missing = sorted(needed - unobserved)
     if missing:
         for part in missing:
             failure = _not_observed(part, problems.get(part))
         raise failure
     made.unobserved = sorted(needed | unobserved)
-    made.warnings = [*warnings, *unsure, *made.warnings]
-    return _targeted(made, options.targets)
 
 
 def read_live_state(
