@@ -15,9 +15,9 @@ import psycopg
 from apply_support import EchoPlatform, run_cli
 from conftest import EXAMPLE_DESIRED_STATE
 
-from plexica_gitops.cli import _record_runtime
 from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.desired.view import manifest_hash
+from plexica_gitops.service import _record_runtime
 from plexica_gitops.store import catalog
 from plexica_gitops.store.runtime import record_runtime, recorded_runtime
 

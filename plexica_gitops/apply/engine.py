@@ -14,7 +14,8 @@ the steps in flight are cancelled by the lease's own callbacks (steps.py, the pr
 and the apply ends interrupted with the reason.
 
 The engine knows nothing of what a step does: it is handed `run(action) -> detail`, which
-raises `StepFailed` (steps.py). That keeps it testable and keeps one job per module."""
+raises `StepFailed` (errors.py; the executors in steps.py raise it). That keeps it testable
+and keeps one job per module."""
 
 from __future__ import annotations
 
@@ -29,8 +30,7 @@ from typing import Protocol
 
 import psycopg
 
-from plexica_gitops.apply.steps import StepFailed
-from plexica_gitops.errors import ActionableError
+from plexica_gitops.errors import PlexicaError, StepFailed
 from plexica_gitops.plan.model import Action
 
 
@@ -115,7 +115,7 @@ class RetryPolicy:
 
 def is_transient(error: BaseException) -> bool:
     """Errors worth retrying: the step did not happen because something was briefly away."""
-    if isinstance(error, ActionableError):  # the runtime's and the broker's errors
+    if isinstance(error, PlexicaError):  # the runtime's, the broker's, a git server's
         return error.transient
     return isinstance(error, psycopg.OperationalError)
 

@@ -22,6 +22,7 @@ from psycopg import sql
 from plexica_gitops.broker.kafka import BrokerError, EventBroker
 from plexica_gitops.desired.build import DesiredState, PluginEntry
 from plexica_gitops.desired.view import consumer_group, manifest_hash, topic_settings
+from plexica_gitops.errors import StepFailed as StepFailed
 from plexica_gitops.lifecycle import DEPLOYED, TARGET_STATUS, LifecycleStatus
 from plexica_gitops.live.model import NOT_READ_PREFIX
 from plexica_gitops.plan.model import Action
@@ -42,20 +43,6 @@ from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations
 
 S = LifecycleStatus
 STEP_APPLICATION_NAME = "plexica-gitops apply"
-
-
-class StepFailed(Exception):
-    """The step did not do what it should. `rolled_back`: what it started was undone and the
-    previous state is serving again (a failed rolling update)."""
-
-    def __init__(self, message: str, hint: str = "", *, rolled_back: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.rolled_back = rolled_back
-
-    def __str__(self) -> str:
-        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
 
 class ConnectionPool:

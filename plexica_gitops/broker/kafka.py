@@ -33,7 +33,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from plexica_gitops.errors import ActionableError
+from plexica_gitops.errors import BrokerError as BrokerError
 from plexica_gitops.live.model import LiveTopic
 
 _LOG = logging.getLogger(__name__)
@@ -55,11 +55,6 @@ _UNREACHABLE_CODES = frozenset(
         KafkaError.REQUEST_TIMED_OUT,
     }
 )
-
-
-class BrokerError(ActionableError):
-    """A broker failure with what to do about it. `transient` errors (the broker down or
-    slow) may be retried; the others (a refused change) fail the step."""
 
 
 class BrokerUnreachable(BrokerError):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from plexica_gitops.desired.model import TenantStatus
+from plexica_gitops.errors import LiveStateError as LiveStateError
 from plexica_gitops.interning import MAX_JSON_DEPTH, SharedValues, TooDeep, json_depth
 from plexica_gitops.live.model import (
     AppliedMigration,
@@ -24,14 +25,6 @@ from plexica_gitops.live.model import (
 # tenant's entry at most MAX_TENANT_BYTES of JSON text. Checked as each part is decoded, before
 # pydantic, the planner or any recursive function sees it.
 MAX_TENANT_BYTES = 64 << 20
-
-
-class LiveStateError(Exception):
-    """A snapshot that cannot be read safely: `message` names where, never the value."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def check_bounds(state: LiveState) -> None:

@@ -21,24 +21,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from plexica_gitops.errors import PlanFileError as PlanFileError
+from plexica_gitops.errors import StalePlanError as StalePlanError
+from plexica_gitops.errors import UnjustifiedPlanError as UnjustifiedPlanError
 from plexica_gitops.plan.model import Plan
 from plexica_gitops.plan.wire import plan_from_json, plan_to_json
 
 FILE_KIND = "plexica-gitops-plan"
 SIGNING_KEY_ENV = "PLEXICA_PLAN_SIGNING_KEY"
-
-
-class PlanFileError(Exception):
-    """The plan file cannot be trusted or read; the message says why and what to do."""
-
-
-class StalePlanError(Exception):
-    """The world moved since the plan was made; the message says what changed."""
-
-
-class UnjustifiedPlanError(StalePlanError):
-    """The saved plan is not what its desired state and the live platform give; the message
-    names the first actions that differ."""
 
 
 def _canonical(plan_json: dict[str, Any]) -> bytes:

@@ -25,16 +25,11 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from plexica_gitops.desired.model import RolloutStrategy
-from plexica_gitops.errors import ActionableError
+from plexica_gitops.errors import ProviderError as ProviderError
 from plexica_gitops.live.model import LiveWorkload
 
 ENTRY_POINT_GROUP = "plexica_gitops.providers"
 MANAGED_BY = "plexica-gitops"
-
-
-class ProviderError(ActionableError):
-    """A runtime failure with what to do about it. `transient` errors (engine busy, a
-    connection reset) are retried by apply with backoff; the others fail the step."""
 
 
 class ImagePullError(ProviderError):

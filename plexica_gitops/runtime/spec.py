@@ -26,6 +26,7 @@ from typing import Any
 from plexica_gitops.desired.build import DesiredState, PluginEntry
 from plexica_gitops.desired.model import RolloutStrategy
 from plexica_gitops.desired.view import desired_plugin, env_hash
+from plexica_gitops.errors import EnvResolutionError as EnvResolutionError
 from plexica_gitops.findings import Finding, warning
 from plexica_gitops.lifecycle import DEPLOYED, TARGET_STATUS
 from plexica_gitops.live.model import LiveState
@@ -35,13 +36,6 @@ SECRET_VALUE_CHANGED = "secret value changed"
 NOT_COMPARED = "PGP206"
 
 SECRETS_DIR_ENV = "PLEXICA_SECRETS_DIR"
-
-
-class EnvResolutionError(Exception):
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 def rollout_settings(entry: PluginEntry, desired: DesiredState) -> RolloutSettings:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from plexica_gitops.errors import ActionableError
+from plexica_gitops.errors import SourceError as SourceError
 
 __all__ = [
     "MAX_SYMLINKS",
@@ -115,10 +115,6 @@ class LinkProblem:
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class SourceError(ActionableError):
-    """Base of every error reading a desired-state source (directory or git)."""
 
 
 class RootNotFound(SourceError):

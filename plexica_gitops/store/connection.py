@@ -23,6 +23,8 @@ import psycopg
 from psycopg import conninfo
 from psycopg.rows import TupleRow
 
+from plexica_gitops.errors import StoreError as StoreError
+
 ENV_DATABASE_URL = "PLEXICA_DATABASE_URL"
 CONNECT_TIMEOUT_S = 5
 DEFAULT_APPLICATION_NAME = "plexica-gitops"
@@ -39,19 +41,6 @@ _URI_PASSWORD_PARAM = re.compile(r"(?P<key>[?&]password=)[^&\s]*", re.I)
 _URI_SCHEME = re.compile(r"^postgres(?:ql)?://", re.I)
 _QUOTED = re.compile(r'"[^"]*"')
 REDACTED = "********"
-
-
-class StoreError(Exception):
-    """A store problem the operator can act on: `message` says what is wrong, `hint` what to
-    do about it. Neither ever contains a password."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
 
 
 def redact(text: str, *secrets: str | None) -> str:

@@ -1,0 +1,701 @@
+"""The operations — plan, apply, status — as functions: observe → plan → check → run.
+
+They return values and raise PlexicaError (errors.py) with what to do; they never print
+and know nothing of typer. What a caller should hear on the way (a warning, a lock being
+waited for, the plan to review, the question before applying) goes through the callbacks
+it passes. The CLI (cli.py) parses arguments, renders and maps errors to exit codes; the
+reconcile loop and `drift` call the same functions.
+
+A desired state is named by its root directory (`root`); where the live state comes from,
+by a `LiveSource`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pydantic
+
+from plexica_gitops.apply.engine import ApplyReport, Reporter
+from plexica_gitops.apply.session import run_apply
+from plexica_gitops.broker.kafka import BrokerError, BrokerSettings, EventBroker
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.validate import ValidationReport, validate_directory
+from plexica_gitops.errors import (
+    LiveStateError,
+    NotObserved,
+    PlanFileError,
+    PlexicaError,
+    ProviderError,
+    StalePlanError,
+    StoreError,
+    UsageError,
+)
+from plexica_gitops.findings import Finding
+from plexica_gitops.live.model import LiveState, ObservedPart
+from plexica_gitops.live.observe import observe_platform
+from plexica_gitops.plan.builder import address_exists, build_plan
+from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
+from plexica_gitops.plan.model import Plan
+from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
+from plexica_gitops.render.status import SettingsSource, StatusView
+from plexica_gitops.runtime.provider import Provider, load_provider
+from plexica_gitops.runtime.spec import secret_rotations
+from plexica_gitops.store import catalog
+from plexica_gitops.store.connection import ENV_DATABASE_URL, connect
+from plexica_gitops.store.connection import database_url as store_database_url
+from plexica_gitops.store.journal import mark_interrupted
+from plexica_gitops.store.lock import ApplyLock, LeaseHolder, apply_lock
+from plexica_gitops.store.runtime import record_runtime, recorded_runtime
+from plexica_gitops.store.schema import check_store
+
+DEFAULT_DESIRED_STATE = Path("desired-state")
+
+Warn = Callable[[str], None]
+
+
+def _ignore(*_: object) -> None:
+    pass
+
+
+class DesiredStateInvalid(PlexicaError):
+    """Validation found errors in the desired state (`result` holds the findings); nothing
+    was applied."""
+
+    def __init__(self, root: Path, result: ValidationReport) -> None:
+        super().__init__(
+            f"{root} is not valid: nothing was applied",
+            f"Fix the errors above (`plexica-gitops validate {root.as_posix()}`).",
+        )
+        self.root = root
+        self.result = result
+
+
+@dataclass(frozen=True)
+class LiveSource:
+    """Where the live state comes from: a JSON `snapshot` (a path; `-` reads standard
+    input), else the platform observed through `database_url` (default:
+    $PLEXICA_DATABASE_URL)."""
+
+    snapshot: str | None = None
+    database_url: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """`targets`: plan only these addresses (and what they depend on). `unobserved`: parts
+    of the platform planned without observing them (the plan says so)."""
+
+    targets: Sequence[str] = ()
+    unobserved: frozenset[ObservedPart] = frozenset()
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def plan(
+    root: Path, live_source: LiveSource, options: PlanOptions = PlanOptions(), warn: Warn = _ignore
+) -> Plan:
+    """The plan, or a plan holding only errors when the desired state is invalid (so JSON
+    and Markdown consumers in CI get a document either way). A part of the platform the
+    plan needs but could not observe fails it, unless `options.unobserved` names that part."""
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory", "Name the desired-state directory.")
+    result = validate_directory(root)
+    problems: dict[ObservedPart, str] = {}
+    desired = result.desired if result.valid else None
+    unobserved = options.unobserved
+    live = read_live_state(live_source, desired, unobserved, problems, warn)
+    warnings = [f for f in result.findings if not f.is_error]
+    if not result.valid:
+        return Plan(
+            desired_revision=result.desired.revision,
+            live_fingerprint=live.fingerprint(),
+            errors=result.errors,
+            warnings=warnings,
+            unobserved=sorted(unobserved),
+        )
+    unknown = [t for t in options.targets if not address_exists(t, result.desired, live)]
+    if unknown:
+        raise UsageError(
+            f"--target {unknown[0]} names nothing in git or on the platform",
+            "Use an address such as plugin.crm, plugin.crm.workload, tenant.acme or "
+            "tenant.acme.plugin.crm (see `plan --format json` for every address).",
+        )
+    rotations, unsure = _secret_rotations(result.desired, live, live_source)
+    made = _build(result.desired, live, rotations)
+    _check_observed(made, problems, unobserved, warn)
+    made.warnings = [*warnings, *unsure, *made.warnings]
+    return _targeted(made, options.targets)
+
+
+def _check_observed(
+    made: Plan, problems: dict[ObservedPart, str], unobserved: frozenset[ObservedPart], warn: Warn
+) -> None:
+    """A part the plan needs but that was not observed fails it, unless `unobserved` names
+    it (the plan then says so); one the plan does not need is a warning only."""
+    needed = {ObservedPart(p) for p in made.unobserved}
+    for part, problem in problems.items():
+        if part not in needed and not problem.startswith("the live-state snapshot"):
+            warn(_unobserved_warning(part, problem))
+    missing = sorted(needed - unobserved)
+    if missing:
+        for part in missing:
+            failure = _not_observed(part, problems.get(part))
+        raise failure
+    made.unobserved = sorted(needed | unobserved)
+
+
+def read_live_state(
+    source: LiveSource,
+    desired: DesiredState | None = None,
+    skip: frozenset[ObservedPart] = frozenset(),
+    problems: dict[ObservedPart, str] | None = None,
+    warn: Warn = _ignore,
+) -> LiveState:
+    """The platform observed (or the snapshot), without the parts in `skip`; why a part
+    could not be observed goes to `problems`."""
+    if source.snapshot is None:
+        if source.database_url or os.environ.get(ENV_DATABASE_URL):
+            with _platform_clients(desired, warn=warn) as (provider, broker):
+                return _observe(
+                    source.database_url,
+                    None if ObservedPart.RUNTIME in skip else provider,
+                    None if ObservedPart.BROKER in skip else broker,
+                    problems=problems,
+                    warn=warn,
+                )
+        raise LiveStateError(
+            "no live state to plan against",
+            f"Set {ENV_DATABASE_URL} (or --database-url) to observe the platform, or pass "
+            "--live-state FILE (a JSON snapshot; `echo '{}' | plexica-gitops plan "
+            "--live-state -` plans against an empty platform).",
+        )
+    live = _read_snapshot(source.snapshot)
+    for part, flag in (
+        (ObservedPart.RUNTIME, live.workloads_observed),
+        (ObservedPart.BROKER, live.topics_observed),
+    ):
+        if not flag and problems is not None:
+            problems[part] = (
+                f"the live-state snapshot {source.snapshot} has {part.holds}_observed: false"
+            )
+    return live.without(skip)
+
+
+def _read_snapshot(name: str) -> LiveState:
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        return LiveState.from_json(text)
+    except OSError as exc:
+        raise LiveStateError(
+            f"cannot read live state {name}: {exc.strerror}", "Check the path."
+        ) from None
+    except UnicodeDecodeError:
+        raise LiveStateError(f"live state {name} is not UTF-8 JSON", "Write it as UTF-8.") from None
+    except LiveStateError as exc:
+        raise LiveStateError(
+            f"live state {name}: {exc.message}",
+            "Values in a snapshot are bounded as in the store: use a file written by "
+            "plexica-gitops, and fix or drop that value.",
+        ) from None
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise LiveStateError(
+            f"live state {name} is malformed at {where}: {first['msg']}",
+            "Use a file written by plexica-gitops, or `{}` for an empty platform.",
+        ) from None
+
+
+def load_saved_plan(path: Path) -> Plan:
+    """A plan saved with `plan --out`, its checksum verified."""
+    try:
+        return load_plan(path)
+    except PlanFileError as exc:
+        raise PlanFileError(
+            exc.message, "Plan files are written by `plexica-gitops plan --out`."
+        ) from None
+
+
+def _build(desired: DesiredState, live: LiveState, replace: dict[str, str]) -> Plan:
+    try:
+        return build_plan(desired, live, replace)
+    except PlanCycleError as exc:  # a planner bug, never a user mistake
+        raise PlexicaError(
+            f"internal planner error: {exc}", "Please report it with the inputs."
+        ) from None
+
+
+def _targeted(made: Plan, targets: Sequence[str]) -> Plan:
+    if targets:
+        kept = select_targets(made.actions, list(targets))
+        made.actions = order({a.id: (a, a.depends_on) for a in kept})
+        made.targets = list(targets)
+    return made
+
+
+# --------------------------------------------------------------------------- observe
+
+
+def _provider(
+    desired: DesiredState | None, *, required: bool = False, warn: Warn = _ignore
+) -> Provider | None:
+    """The runtime provider platform.yaml names, built with its settings. None when there is
+    no platform (an invalid desired state) — or, unless `required`, when it is not
+    installed."""
+    platform = desired.platform if desired else None
+    if platform is None:
+        return None
+    runtime = platform.document.spec.runtime
+    try:
+        return load_provider(runtime.provider, runtime.model_extra or {})
+    except ProviderError as exc:
+        if required:
+            raise
+        warn(exc.message)
+        return None
+
+
+def _broker() -> EventBroker | None:
+    """The platform's broker from KAFKA_BOOTSTRAP_SERVERS (and the SASL/TLS settings beside
+    it); None when it is not set (topics are then left out of plans, which say so)."""
+    settings = BrokerSettings.from_env(os.environ)
+    return EventBroker(settings) if settings else None
+
+
+@contextmanager
+def _platform_clients(
+    desired: DesiredState | None, *, required: bool = False, warn: Warn = _ignore
+) -> Iterator[tuple[Provider | None, EventBroker | None]]:
+    provider = _provider(desired, required=required, warn=warn)
+    broker = _broker()
+    try:
+        yield provider, broker
+    finally:
+        if provider is not None:
+            provider.close()
+        if broker is not None:
+            broker.close()
+
+
+def _observe(
+    database_url: str | None,
+    provider: Provider | None,
+    broker: EventBroker | None,
+    *,
+    strict: bool = False,
+    problems: dict[ObservedPart, str] | None = None,
+    warn: Warn = _ignore,
+) -> LiveState:
+    """The live state from the platform's PostgreSQL, the runtime provider and the broker.
+    An unreachable runtime or broker makes `plan` leave workloads or topics out (why goes
+    to `problems`, or to `warn` without it); `apply` stops."""
+    found: dict[ObservedPart, str] = {}
+    try:
+        live = observe_platform(
+            store_database_url(database_url), provider, broker, strict=strict, problems=found
+        )
+    except ProviderError as exc:
+        raise ProviderError(f"cannot observe the runtime: {exc.message}", exc.hint) from None
+    except BrokerError as exc:
+        raise BrokerError(f"cannot observe the event broker: {exc.message}", exc.hint) from None
+    if problems is not None:
+        problems.update(found)
+        return live
+    for part, problem in found.items():
+        warn(_unobserved_warning(part, problem))
+    return live
+
+
+def _unobserved_warning(part: ObservedPart, problem: str) -> str:
+    return f"{part.label} was not observed: {problem}"
+
+
+_NOT_CONFIGURED = {
+    ObservedPart.RUNTIME: "no runtime provider could be loaded",
+    ObservedPart.BROKER: "KAFKA_BOOTSTRAP_SERVERS is not set",
+}
+_NEEDED_FOR = {
+    ObservedPart.RUNTIME: "plugins on the platform may run workloads",
+    ObservedPart.BROKER: "plugins in git publish events",
+}
+_MAKE_OBSERVABLE = {
+    ObservedPart.RUNTIME: "Make the container engine reachable (DOCKER_HOST, or "
+    "spec.runtime in platform.yaml)",
+    ObservedPart.BROKER: "Set KAFKA_BOOTSTRAP_SERVERS to the platform's broker, reachable "
+    "from here,",
+}
+
+
+def _not_observed(part: ObservedPart, problem: str | None, verb: str = "plan") -> NotObserved:
+    """A plan never claims what it did not see: fail, saying how to see it or to plan
+    (or apply) explicitly without it."""
+    return NotObserved(
+        f"cannot {verb}: {part.label} was not observed "
+        f"({problem or _NOT_CONFIGURED[part]}), and {_NEEDED_FOR[part]}",
+        f"{_MAKE_OBSERVABLE[part]} and {verb} again, or {verb} without it: --unobserved "
+        f"{part.value} ({part.holds} are then not compared, and the plan says so).",
+    )
+
+
+def _secret_rotations(
+    desired: DesiredState, live: LiveState, live_source: LiveSource
+) -> tuple[dict[str, str], list[Finding]]:
+    """The workloads to replace because a secret changed, and the warnings (PGP206) for the
+    ones whose values could not be compared. The key is the store's: a plan of a
+    snapshot has none."""
+    if live_source.snapshot is not None:
+        key, why = None, "no store was read: the live state came from --live-state"
+    else:
+        key, why = _digest_key(store_database_url(live_source.database_url))
+    return secret_rotations(desired, live, key, os.environ, no_key=why)
+
+
+def _digest_key(url: str) -> tuple[bytes | None, str]:
+    try:
+        with connect(url) as conn:
+            key = catalog.env_digest_key(conn)
+    except (StoreError, psycopg.Error) as exc:
+        return None, f"the store's digest key could not be read: {exc}".split("\n")[0]
+    return key, "" if key else "this database role may not read the store's digest key"
+
+
+# --------------------------------------------------------------------------- apply
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """`replace`: workload addresses to replace even if unchanged. `unobserved`: only the
+    broker may be left out of an apply. `lock_timeout`: seconds to wait for another apply's
+    lock."""
+
+    database_url: str | None = None
+    parallelism: int = 4
+    lock_timeout: float = 0
+    replace: Sequence[str] = ()
+    unobserved: frozenset[ObservedPart] = frozenset()
+
+
+def _go_ahead(plan: Plan) -> None:
+    pass
+
+
+def _exit_at_once() -> None:
+    os._exit(1)
+
+
+def _no_stop() -> threading.Event | None:
+    return None
+
+
+@dataclass(frozen=True)
+class ApplyHooks:
+    """How an apply talks to whoever runs it. `show_plan` gets a fresh plan once it is made
+    (a saved plan was reviewed when it was made); `confirm` returns to go ahead and raises
+    to stop (nothing has changed yet); `waiting` hears who holds the lock being waited for;
+    `lease_expired` runs when the lock was lost and work still ran as its lease ended: it
+    must end the process (the default does), so that it cannot overlap the next apply.
+    `stop` is called once the apply is confirmed, as its steps start: it gives the event
+    that, once set, lets the steps in flight finish and starts no new one (install signal
+    handlers there, so that Ctrl-C at the question still interrupts the question)."""
+
+    reporter: Reporter
+    stop: Callable[[], threading.Event | None] = _no_stop
+    show_plan: Callable[[Plan], None] = _ignore
+    confirm: Callable[[Plan], None] = _go_ahead
+    waiting: Callable[[LeaseHolder], None] = _ignore
+    lease_expired: Callable[[], None] = _exit_at_once
+    warn: Warn = _ignore
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """`report` is None when there was nothing to do (then nothing was journaled)."""
+
+    plan: Plan
+    apply_id: int | None = None
+    report: ApplyReport | None = None
+    fresh: bool = True  # planned now, not a saved plan
+
+    @property
+    def no_changes(self) -> bool:
+        return self.report is None
+
+
+def apply(
+    root: Path, options: ApplyOptions, hooks: ApplyHooks, *, saved_plan: Path | None = None
+) -> ApplyResult:
+    """Carry out `saved_plan` — refused when altered, stale, or not exactly what planning
+    `root` against the live platform gives — or a fresh plan of `root`: under the apply
+    lock, observe, plan, check, confirm, run."""
+    if options.replace and saved_plan is not None:
+        raise UsageError(
+            "--replace changes what is planned: it cannot be added to a saved plan",
+            "Apply the desired-state directory with --replace, and review the plan it shows.",
+        )
+    skip = options.unobserved
+    if ObservedPart.RUNTIME in skip:
+        raise UsageError(
+            "--unobserved runtime: apply cannot run without the runtime provider",
+            "Only the broker can be left out of an apply (--unobserved broker).",
+        )
+    desired = load_desired(root)
+    forced = _forced_replacements(options.replace, desired)
+    url = store_database_url(options.database_url)
+    host, pid = socket.gethostname(), os.getpid()
+    with connect(url) as conn:
+        check_store(conn)
+        key = catalog.env_digest_key(conn)
+    with (
+        _platform_clients(desired, required=True) as (provider, broker),
+        apply_lock(
+            url, wait_seconds=options.lock_timeout, host=host, pid=pid, on_wait=hooks.waiting
+        ) as lock,
+    ):
+        _fence(lock, provider, hooks.lease_expired)
+        with connect(url, epoch=lock.epoch) as conn:
+            mark_interrupted(conn)
+            _record_runtime(conn, desired)
+        if ObservedPart.BROKER in skip:
+            broker = None
+        live = _observe(url, provider, broker, strict=True, warn=hooks.warn)
+        if saved_plan is not None:
+            chosen = _checked_saved_plan(saved_plan, desired, live, key, skip)
+        else:
+            chosen = _plan_for_apply(desired, live, key, forced, skip)
+            hooks.show_plan(chosen)
+        if chosen.has_errors:
+            raise PlexicaError("the plan has errors: nothing was applied", "Fix them in git.")
+        if not chosen.has_changes:
+            return ApplyResult(chosen, fresh=saved_plan is None)
+        hooks.confirm(chosen)
+        lock.verify()  # the question may have taken long: is the lock still ours?
+        apply_id, report = run_apply(
+            chosen,
+            desired,
+            url,
+            provider,
+            hooks.reporter,
+            parallelism=options.parallelism,
+            stop=hooks.stop(),
+            broker=broker,
+            lease=lock,
+            digest_key=key,
+        )
+    return ApplyResult(chosen, apply_id, report, fresh=saved_plan is None)
+
+
+def load_desired(root: Path) -> DesiredState:
+    """The desired state at `root`; DesiredStateInvalid (with the findings) when it is not
+    valid."""
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory", "Name the desired-state directory.")
+    result = validate_directory(root)
+    if not result.valid:
+        raise DesiredStateInvalid(root, result)
+    return result.desired
+
+
+def _fence(lock: ApplyLock, provider: Provider | None, lease_expired: Callable[[], None]) -> None:
+    """Once the lock is lost, the runtime work in flight is cancelled; should anything still
+    run when the lease ends, `lease_expired` ends the process, so that it cannot overlap
+    the next apply."""
+    if provider is not None:
+        provider.cancel_on(lock.lost)
+    lock.on_deadline(lease_expired)
+
+
+def _record_runtime(conn: psycopg.Connection[Any], desired: DesiredState) -> None:
+    """Record the runtime provider and settings an apply uses, for `status` (call it once
+    the apply holds the lock, before its first step)."""
+    if desired.platform is None:
+        return
+    runtime = desired.platform.document.spec.runtime
+    record_runtime(conn, runtime.provider, runtime.model_extra or {})
+
+
+def _forced_replacements(addresses: Sequence[str], desired: DesiredState) -> dict[str, str]:
+    """`--replace` addresses as planner input (plugin id -> why); a usage error for any
+    address that is not the workload of a plugin in git."""
+    forced: dict[str, str] = {}
+    for address in addresses:
+        parts = address.split(".")
+        if len(parts) != 3 or parts[0] != "plugin" or parts[2] != "workload":
+            raise UsageError(
+                f"--replace {address}: not a workload address",
+                "Name a plugin's workload, e.g. --replace plugin.crm.workload.",
+            )
+        if parts[1] not in desired.plugins:
+            raise UsageError(
+                f"--replace {address}: git has no plugin {parts[1]!r}",
+                "Name the workload of a plugin in the desired state.",
+            )
+        forced[parts[1]] = "replacement requested with --replace"
+    return forced
+
+
+def _rotations(
+    desired: DesiredState, live: LiveState, key: bytes | None
+) -> tuple[dict[str, str], list[Finding]]:
+    return secret_rotations(
+        desired, live, key, os.environ, no_key="this database role may not read the digest key"
+    )
+
+
+def _checked_saved_plan(
+    path: Path,
+    desired: DesiredState,
+    live: LiveState,
+    key: bytes | None,
+    skip: frozenset[ObservedPart],
+) -> Plan:
+    """The saved plan, refused when altered, stale, or not exactly what planning its
+    desired revision against the live platform gives (secret rotations included)."""
+    replace, _ = _rotations(desired, live, key)
+    try:
+        saved = load_plan(path)
+        check_current(saved, desired.revision, live.fingerprint())
+        replanned = _targeted(_build(desired, live, replace), saved.targets)
+        _refuse_unobserved(replanned, skip)
+        check_justified(saved, replanned)
+    except StalePlanError as exc:
+        raise StalePlanError(exc.message, "Nothing was applied.") from None
+    except PlanFileError as exc:
+        raise PlanFileError(
+            exc.message, "Make a new plan with `plexica-gitops plan --out`."
+        ) from None
+    return saved
+
+
+def _plan_for_apply(
+    desired: DesiredState,
+    live: LiveState,
+    key: bytes | None,
+    forced: dict[str, str],
+    skip: frozenset[ObservedPart],
+) -> Plan:
+    """A fresh plan of the desired state, replacing the workloads whose secrets changed
+    since their replicas started, and the `forced` ones."""
+    rotations, unsure = _rotations(desired, live, key)
+    fresh = _build(desired, live, {**rotations, **forced})
+    _refuse_unobserved(fresh, skip)
+    fresh.warnings = [*unsure, *fresh.warnings]
+    for pid in sorted(forced):
+        if not any(a.address == f"plugin.{pid}.workload" for a in fresh.actions):
+            raise UsageError(
+                f"--replace plugin.{pid}.workload: there is no workload to replace (git wants "
+                f"plugin {pid!r} {desired.plugins[pid].document.spec.state.value})",
+                "Name the workload of a plugin that git wants installed, active or disabled.",
+            )
+    return fresh
+
+
+def _refuse_unobserved(made: Plan, skip: frozenset[ObservedPart]) -> None:
+    """Apply never acts on what it did not see: a part the plan needs that was not
+    observed stops it, unless the user asked to apply without it (said in the plan)."""
+    needed = {ObservedPart(p) for p in made.unobserved}
+    for part in sorted(needed - skip):
+        raise _not_observed(part, None, verb="apply")
+    made.unobserved = sorted(needed | skip)
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    """The runtime provider `status` observes the workloads through, and where its settings
+    came from."""
+
+    provider: str
+    settings: dict[str, Any]
+    source: SettingsSource
+
+
+def status(root: Path | None, database_url: str | None = None) -> StatusView:
+    """The live platform as it is, for `status`. `root`'s platform.yaml names the runtime
+    provider when given and valid; else what the last apply recorded; else
+    ./desired-state. An unreachable runtime or broker is a warning in the view, not an
+    error: an incident is no time to be unable to look at the platform."""
+    url = store_database_url(database_url)
+    warnings: list[str] = []
+    with connect(url) as conn:
+        runtime = _status_runtime(root, conn, warnings)
+        live = _observe_for_status(url, runtime, warnings)
+        routed = {pid: catalog.endpoints(conn, pid) for pid in live.plugins}
+    return StatusView(
+        live,
+        routed,
+        provider=runtime.provider if runtime else None,
+        settings_from=runtime.source if runtime else None,
+        warnings=warnings,
+    )
+
+
+def _status_runtime(
+    root: Path | None, conn: psycopg.Connection[Any], warnings: list[str]
+) -> _Runtime | None:
+    """ROOT's platform.yaml when ROOT is given and valid; else what the last apply recorded;
+    else ./desired-state when there is one. None (workloads not observed) otherwise."""
+    if root is not None:
+        if not root.is_dir():
+            raise UsageError(f"{root} is not a directory", "Name the desired-state directory.")
+        from_directory = _runtime_of(root)
+        if from_directory is not None:
+            return from_directory
+        # an incident is no time to be unable to look at the platform
+        warnings.append(
+            f"{root.as_posix()} is not valid, so the runtime settings in its "
+            "platform.yaml are not used"
+        )
+    recorded = recorded_runtime(conn)
+    if recorded is not None:
+        return _Runtime(recorded.provider, recorded.settings, SettingsSource.STORE)
+    if root is None and DEFAULT_DESIRED_STATE.is_dir():
+        from_directory = _runtime_of(DEFAULT_DESIRED_STATE)
+        if from_directory is not None:
+            return from_directory
+    warnings.append(
+        "workloads are not observed: no apply has recorded its runtime provider in this "
+        "store yet; name the desired-state directory (`plexica-gitops status DIR`)"
+    )
+    return None
+
+
+def _runtime_of(root: Path) -> _Runtime | None:
+    result = validate_directory(root)
+    platform = result.desired.platform if result.valid else None
+    if platform is None:
+        return None
+    runtime = platform.document.spec.runtime
+    return _Runtime(runtime.provider, dict(runtime.model_extra or {}), SettingsSource.DESIRED_STATE)
+
+
+def _observe_for_status(url: str, runtime: _Runtime | None, warnings: list[str]) -> LiveState:
+    """Whatever can be seen: an unreachable runtime or broker is a warning, not an error."""
+    provider: Provider | None = None
+    if runtime is not None:
+        try:
+            provider = load_provider(runtime.provider, runtime.settings)
+        except ProviderError as exc:
+            warnings.append(f"the runtime provider was not observed: {exc.message}")
+    broker = _broker()
+    problems: dict[ObservedPart, str] = {}
+    try:
+        live = observe_platform(url, provider, broker, problems=problems)
+        warnings.extend(f"{part.label} was not observed: {text}" for part, text in problems.items())
+        return live
+    finally:
+        if provider is not None:
+            provider.close()
+        if broker is not None:
+            broker.close()
