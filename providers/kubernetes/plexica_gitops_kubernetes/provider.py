@@ -57,6 +57,7 @@ from plexica_gitops_kubernetes import ssa
 from plexica_gitops_kubernetes.inventory import Entry, Inventory
 from plexica_gitops_kubernetes.objects import (
     ANNOTATION_CPU,
+    ANNOTATION_ENV_DIGEST,
     ANNOTATION_MEMORY,
     ANNOTATION_REPLICAS,
     ANNOTATION_VERSION,
@@ -974,6 +975,7 @@ class KubernetesProvider(Provider):
                 memory=_resource(container, applied, "memory", annotations.get(ANNOTATION_MEMORY)),
             ),
             env_hash=env_hash,
+            env_digest=annotations.get(ANNOTATION_ENV_DIGEST, ""),
             stale_endpoints=companions,
         )
 

@@ -1,5 +1,5 @@
 """The runtime provider contract: what every provider promises the apply engine, checked
-through the `Provider` interface only, against each provider of tests/contract/conftest.py
+through the `Provider` interface only, against each provider of tests/provider_contract.py
 (the in-memory fake, Docker on a real Podman, Kubernetes on a real control plane).
 
 Where providers legitimately differ the promise is the common one: an endpoint is what the
@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass, field, replace
 
 import pytest
-from contract_support import PLUGIN, Contract
+from provider_contract import PLUGIN, Contract
 
-from plexica_gitops.desired.model import RolloutStrategy
 from plexica_gitops.runtime.provider import (
     Cancelled,
     Endpoint,
@@ -28,7 +27,7 @@ from plexica_gitops.runtime.provider import (
 
 SECRET = "s3cr3t-contract-value"
 FAST = RolloutSettings(
-    ready_probes=1, probe_interval_seconds=0.1, timeout_seconds=3, grace_period_seconds=1
+    ready_probes=1, probe_interval_seconds=0.1, timeout_seconds=2, grace_period_seconds=1
 )
 
 
@@ -40,7 +39,7 @@ def spec_of(contract: Contract, version: str = "1.0.0", **changes: object) -> Wo
         version=number,
         image=image,
         manifest_hash=f"m-{number}",
-        replicas=2,
+        replicas=1,
         cpu="250m",
         memory="128Mi",
         port=8080,
@@ -159,7 +158,7 @@ def _url(endpoint: Endpoint) -> str:
 
 def test_deploy_serves_the_spec_and_observe_reads_it_back(contract: Contract) -> None:
     provider, routes = contract.provider, Routes()
-    spec = spec_of(contract)
+    spec = spec_of(contract, replicas=2)
     provider.ensure_image(spec.image)
 
     provider.deploy(spec, routes)
@@ -175,43 +174,38 @@ def test_deploy_serves_the_spec_and_observe_reads_it_back(contract: Contract) ->
     assert served(provider, routes, spec) == endpoints
 
 
-def test_deploy_of_a_stopped_workload_runs_nothing(contract: Contract) -> None:
+def test_stop_keeps_the_workload_and_start_brings_it_back(contract: Contract) -> None:
     provider, routes = contract.provider, Routes()
-    spec = spec_of(contract, running=False)
-
-    provider.deploy(spec, routes)
+    spec = spec_of(contract)
+    provider.deploy(replace(spec, running=False), routes)  # a plugin installed disabled
 
     assert_reads_back(provider, spec, running=False)
     assert provider.endpoints(PLUGIN, ready_only=False) == []
     assert routes.registered == []
 
-
-def test_stop_keeps_the_workload_and_start_brings_it_back(contract: Contract) -> None:
-    provider, routes = contract.provider, Routes()
-    spec = spec_of(contract)
-    provider.deploy(spec, routes)
+    provider.start(spec, routes)
+    assert_reads_back(provider, spec)
+    served(provider, routes, spec)
+    provider.start(spec, routes)  # idempotent
+    served(provider, routes, spec)
 
     provider.stop(PLUGIN, routes, grace_period_seconds=1)
-
     assert routes.snapshot() == []
     assert_reads_back(provider, spec, running=False)
     assert provider.endpoints(PLUGIN) == provider.endpoints(PLUGIN, ready_only=False) == []
     provider.stop(PLUGIN, routes, grace_period_seconds=1)  # idempotent
 
     provider.start(spec, routes)
-
     assert_reads_back(provider, spec)
-    served(provider, routes, spec)
-    provider.start(spec, routes)  # idempotent
     served(provider, routes, spec)
 
 
 def test_a_rolling_update_serves_throughout(contract: Contract) -> None:
     provider, first = contract.provider, Routes()
-    spec = spec_of(contract)
+    spec = spec_of(contract, replicas=2)
     provider.deploy(spec, first)
     routes = first.following()
-    new = spec_of(contract, "1.1.0")
+    new = spec_of(contract, "1.1.0", replicas=2)
 
     with Traffic(contract, routes) as traffic:
         provider.update(new, routes)
@@ -258,7 +252,7 @@ def test_a_fresh_deploy_that_never_gets_ready_leaves_nothing(contract: Contract)
 
 def test_scale_adds_and_retires_replicas_while_serving(contract: Contract) -> None:
     provider, first = contract.provider, Routes()
-    provider.deploy(spec_of(contract, replicas=1), first)
+    provider.deploy(spec_of(contract), first)
     routes = first.following()
 
     more = spec_of(contract, replicas=3)
@@ -275,7 +269,7 @@ def test_scale_adds_and_retires_replicas_while_serving(contract: Contract) -> No
 
 def test_remove_takes_away_one_plugin_only(contract: Contract) -> None:
     provider, routes, others = contract.provider, Routes(), Routes()
-    spec = spec_of(contract, replicas=1)
+    spec = spec_of(contract)
     other = replace(spec, plugin_id="other")
     provider.deploy(spec, routes)
     provider.deploy(other, others)
@@ -304,17 +298,3 @@ def test_cancelled_work_starts_nothing(contract: Contract) -> None:
 
     assert PLUGIN not in provider.observe()
 
-
-def test_blue_green_update_switches_once_the_new_replicas_serve(contract: Contract) -> None:
-    provider, first = contract.provider, Routes()
-    provider.deploy(spec_of(contract, strategy=RolloutStrategy.BLUE_GREEN), first)
-    routes = first.following()
-    new = spec_of(contract, "1.1.0", strategy=RolloutStrategy.BLUE_GREEN)
-
-    with Traffic(contract, routes) as traffic:
-        provider.update(new, routes)
-
-    assert_reads_back(provider, new)
-    served(provider, routes, new)
-    assert routes.fewest is not None and routes.fewest >= 1
-    assert traffic.failures == []

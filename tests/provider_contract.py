@@ -1,23 +1,37 @@
-"""The providers the contract suite runs against, one fixture each.
+"""Pytest fixtures: the runtime providers the contract suite (tests/test_provider_contract.py)
+runs against, loaded as a plugin (`pytest_plugins` in tests/conftest.py).
 
-A fixture returns a `Contract`: the provider, the images it runs (two healthy versions and
-one that never gets ready) and, when the tests can reach its endpoints, how to ask one
-which version it serves. Adding a provider = one fixture here + its name in `PROVIDERS`
-(with the marks of the servers it needs)."""
+`contract` (function, parametrised by provider) is a `Contract`: the provider, the images
+it runs (two healthy versions and one that never gets ready) and, when the tests can reach
+its endpoints, how to ask one which version it serves. Adding a provider = one
+`<name>_contract` fixture here + its name in `PROVIDERS` (with the marks of the servers it
+needs)."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from contract_support import PLUGIN, Contract
 
 from plexica_gitops.runtime.fake import FakeProvider
-from plexica_gitops.runtime.provider import Endpoint
+from plexica_gitops.runtime.provider import Endpoint, Provider
+
+PLUGIN = "echo"  # the test images answer as this plugin (devenv.images)
+
+
+@dataclass(frozen=True)
+class Contract:
+    provider: Provider
+    images: dict[str, str]  # "1.0.0", "1.1.0": healthy; "never-ready": never answers ready
+    # The version an endpoint answers with, for providers whose endpoints the tests can
+    # reach (None: e.g. a ClusterIP Service URL, reachable only inside the cluster).
+    reach: Callable[[Endpoint], str] | None = None
+
 
 PROVIDERS = [
     pytest.param("fake"),
