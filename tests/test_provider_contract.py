@@ -297,4 +297,3 @@ def test_cancelled_work_starts_nothing(contract: Contract) -> None:
         provider.deploy(spec_of(contract), Routes())
 
     assert PLUGIN not in provider.observe()
-

@@ -73,9 +73,7 @@ class FakeProvider(Provider):
 
     name = "fake"
 
-    def __init__(
-        self, *, never_ready: Iterable[str] = (), unpullable: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, *, never_ready: Iterable[str] = (), unpullable: Iterable[str] = ()) -> None:
         self.never_ready = set(never_ready)
         self.unpullable = set(unpullable)
         self.images: set[str] = set()
@@ -179,9 +177,7 @@ class FakeProvider(Provider):
         with self._lock:
             self._enter("endpoints", plugin_id, work=False)
             return [
-                r.endpoint
-                for r in self._of(plugin_id)
-                if r.running and (r.ready or not ready_only)
+                r.endpoint for r in self._of(plugin_id) if r.running and (r.ready or not ready_only)
             ]
 
     def cancel_on(self, cancelled: threading.Event) -> None:
