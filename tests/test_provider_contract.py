@@ -202,10 +202,10 @@ def test_stop_keeps_the_workload_and_start_brings_it_back(contract: Contract) ->
 
 def test_a_rolling_update_serves_throughout(contract: Contract) -> None:
     provider, first = contract.provider, Routes()
-    spec = spec_of(contract, replicas=2)
+    spec = spec_of(contract)  # one replica: its replacement must serve before it goes
     provider.deploy(spec, first)
     routes = first.following()
-    new = spec_of(contract, "1.1.0", replicas=2)
+    new = spec_of(contract, "1.1.0")
 
     with Traffic(contract, routes) as traffic:
         provider.update(new, routes)
