@@ -106,11 +106,6 @@ class FakeProvider(Provider):
                         return replica.spec.version
             return None
 
-    def replicas(self, plugin_id: str) -> list[FakeReplica]:
-        """The plugin's replicas as they are now (a copy)."""
-        with self._lock:
-            return list(self._of(plugin_id))
-
     # --- the Provider interface ----------------------------------------------------------
 
     def observe(self) -> dict[str, LiveWorkload]:
