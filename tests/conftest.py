@@ -16,7 +16,28 @@ from devenv.postgres import PostgresServer
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.findings import Location
 
-pytest_plugins = ["docker_engine", "kafka_broker", "kube_cluster"]
+pytest_plugins = ["docker_engine", "kafka_broker", "kube_cluster", "provider_contract"]
+
+# The fixtures that start (or reach) a real server: the shared ones, and those of test
+# modules that start servers of their own (test_demo, test_apply_lock_loss). A test using
+# one, directly or through another fixture, is marked `integration` (and `kube` for the
+# Kubernetes control plane), so `python -m pytest -m "not integration"` runs the pure
+# tests alone.
+INTEGRATION_FIXTURES = frozenset(
+    {"postgres_server", "docker_host", "kafka_broker", "kube_cluster"}
+    | {"demo_dir", "foreign_postgres", "restartable_postgres"}
+)
+KUBE_FIXTURES = frozenset({"kube_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & INTEGRATION_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        if used & KUBE_FIXTURES:
+            item.add_marker(pytest.mark.kube)
+
 
 EXAMPLE_DESIRED_STATE = Path(__file__).resolve().parent.parent / "desired-state"
 

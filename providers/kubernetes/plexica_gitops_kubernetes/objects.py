@@ -47,6 +47,9 @@ ANNOTATION_VERSION = "plexica.io/version"
 ANNOTATION_REPLICAS = "plexica.io/replicas"  # what git asked for (also while stopped)
 ANNOTATION_CPU = "plexica.io/cpu"  # the manifest's notation, as written
 ANNOTATION_MEMORY = "plexica.io/memory"
+# keyed digest of the env values (WorkloadSpec.env_digest; never the values): an annotation,
+# since "hmac-sha256:<64 hex>" is no valid label value
+ANNOTATION_ENV_DIGEST = "plexica.io/env-digest"
 ANNOTATION_ENV_KEYS = "plexica.io/env-keys"  # on a rendered Secret: the keys to fill in
 
 CONTAINER = "plugin"
@@ -428,6 +431,8 @@ def deployment_object(
         annotations[ANNOTATION_CPU] = spec.cpu
     if spec.memory is not None:
         annotations[ANNOTATION_MEMORY] = spec.memory
+    if spec.env_digest:
+        annotations[ANNOTATION_ENV_DIGEST] = spec.env_digest
     body: dict[str, Any] = {
         "selector": {"matchLabels": _deployment_selector(spec.plugin_id, name, settings)},
         "progressDeadlineSeconds": max(1, math.ceil(rollout.timeout_seconds)),

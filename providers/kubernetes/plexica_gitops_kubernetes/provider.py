@@ -57,6 +57,7 @@ from plexica_gitops_kubernetes import ssa
 from plexica_gitops_kubernetes.inventory import Entry, Inventory
 from plexica_gitops_kubernetes.objects import (
     ANNOTATION_CPU,
+    ANNOTATION_ENV_DIGEST,
     ANNOTATION_MEMORY,
     ANNOTATION_REPLICAS,
     ANNOTATION_VERSION,
@@ -475,7 +476,11 @@ class KubernetesProvider(Provider):
         answer = self._apply_recorded(before, work)
         inventory.deployment, inventory.previous = before, None
         self._write_inventory(inventory, work)
-        return self._wait(name, answer, work.spec).healthy
+        # The failed rollout's ProgressDeadlineExceeded stays on the Deployment until the
+        # controller sees progress; with one replica the re-applied template (its old
+        # ReplicaSet still available) shows none before the failed pod is gone, so that
+        # condition says nothing about the previous template: wait for kubectl's counts.
+        return self._wait(name, answer, work.spec, judge=_past_the_deadline).healthy
 
     def _restore_companions(
         self, work: _Rollout, applied_before: Mapping[str, Any], objects: PluginObjects
@@ -734,11 +739,17 @@ class KubernetesProvider(Provider):
 
     # --- waiting ---------------------------------------------------------------------------
 
-    def _wait(self, name: str, answer: dict[str, Any], spec: WorkloadSpec) -> Health:
+    def _wait(
+        self,
+        name: str,
+        answer: dict[str, Any],
+        spec: WorkloadSpec,
+        judge: Callable[[dict[str, Any]], Health] = deployment_health,
+    ) -> Health:
         """Watch the Deployment until it is healthy or failed; at most the rollout timeout
         plus `progressSlackSeconds`."""
         budget = spec.rollout.timeout_seconds + self.settings.progress_slack_seconds
-        health = self._watch(name, answer, budget, deployment_health)
+        health = self._watch(name, answer, budget, judge)
         if health.progress is Progress.PROGRESSING:
             return Health(Progress.FAILED, f"not healthy within {budget:g} s ({health.detail})")
         return health
@@ -974,6 +985,7 @@ class KubernetesProvider(Provider):
                 memory=_resource(container, applied, "memory", annotations.get(ANNOTATION_MEMORY)),
             ),
             env_hash=env_hash,
+            env_digest=annotations.get(ANNOTATION_ENV_DIGEST, ""),
             stale_endpoints=companions,
         )
 
@@ -1207,6 +1219,15 @@ def _resource(
 def _revision(replica_set: Mapping[str, Any]) -> int:
     annotations = replica_set["metadata"].get("annotations") or {}
     return _int(annotations.get("deployment.kubernetes.io/revision"), 0)
+
+
+def _past_the_deadline(deployment: dict[str, Any]) -> Health:
+    """`deployment_health`, with a ProgressDeadlineExceeded condition taken as progressing
+    (a rollback: the condition is the failed rollout's; the budget still bounds the wait)."""
+    health = deployment_health(deployment)
+    if health.progress is Progress.FAILED and health.detail.startswith("ProgressDeadline"):
+        return Health(Progress.PROGRESSING, health.detail)
+    return health
 
 
 def _scaled_down(deployment: dict[str, Any]) -> Health:
