@@ -57,6 +57,13 @@ from plexica_gitops.render.text import NO_CHANGES, print_plan
 from plexica_gitops.runtime.provider import Provider, ProviderError, load_provider
 from plexica_gitops.runtime.spec import secret_rotations
 from plexica_gitops.source.loader import ROOT_MISSING
+from plexica_gitops.source.select import (
+    SourceChoice,
+    SourceUsageError,
+    choose_source,
+    short_revision,
+)
+from plexica_gitops.source.tree import SourceError, SourceTree
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connect
 from plexica_gitops.store.connection import database_url as store_database_url
@@ -119,6 +126,51 @@ DirArgument = Annotated[
     Path,
     typer.Argument(help="Desired-state directory.", show_default=True),
 ]
+SourceDirArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Desired-state directory [default: desired-state]; not with --repo.",
+        show_default=False,
+    ),
+]
+RepoOption = Annotated[
+    str | None,
+    typer.Option(
+        "--repo",
+        metavar="PATH_OR_URL",
+        help="Read the desired state from this git repository at --ref, without a checkout: "
+        "a local path, file://, https:// or ssh URL (credentials from PLEXICA_GIT_* only).",
+        show_default=False,
+    ),
+]
+RefOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ref", metavar="REV", help="With --repo: a branch, tag or commit sha.", show_default=False
+    ),
+]
+SubdirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--path",
+        metavar="SUBDIR",
+        help="With --repo: the desired-state directory inside the repository.",
+        show_default=False,
+    ),
+]
+
+
+def _desired_source(
+    directory: Path | None, repo: str | None, ref: str | None, path: str | None
+) -> SourceChoice:
+    """The desired state the arguments name: a directory, or a git revision (source/select.py);
+    a usage error (exit 2) or a source that cannot be read (exit 1) as one error and a hint."""
+    try:
+        return choose_source(directory, repo, ref, path)
+    except SourceUsageError as exc:
+        raise _usage(exc.message, exc.hint) from None
+    except SourceError as exc:
+        raise _fail(exc.message, exc.hint) from None
 
 
 class ValidateFormat(StrEnum):
@@ -133,23 +185,26 @@ def _stdout() -> Console:
 
 @app.command()
 def validate(
-    directory: DirArgument = Path("desired-state"),
+    directory: SourceDirArgument = None,
     output_format: Annotated[
         ValidateFormat, typer.Option("--format", help="text, json or github annotations.")
     ] = ValidateFormat.TEXT,
+    repo: RepoOption = None,
+    ref: RefOption = None,
+    path: SubdirOption = None,
 ) -> None:
-    """Check a desired-state directory: YAML, schemas and cross-file rules.
+    """Check a desired-state directory (or a git revision): YAML, schemas and cross-file rules.
 
     Exit 0 when valid (warnings allowed), 1 on any error, 2 on usage errors.
     """
-    result = validate_directory(directory)
+    chosen = _desired_source(directory, repo, ref, path)
+    result = validate_directory(chosen.source)
     if output_format is ValidateFormat.JSON:
         sys.stdout.write(report.render_json(result) + "\n")
     elif output_format is ValidateFormat.GITHUB:
-        prefix = "" if directory == Path(".") else directory.as_posix().rstrip("/") + "/"
-        sys.stdout.write(report.render_github(result, prefix))
+        sys.stdout.write(report.render_github(result, chosen.prefix))
     else:
-        report.print_text(result, _stdout(), directory.as_posix())
+        report.print_text(result, _stdout(), chosen.label)
     if any(f.code == ROOT_MISSING for f in result.findings):
         raise typer.Exit(2)  # a usage error: the directory argument names no directory
     raise typer.Exit(0 if result.valid else 1)
@@ -340,7 +395,7 @@ def _read_live_state(
 
 
 def _make_plan(
-    directory: Path,
+    directory: Path | SourceTree,
     live_source: str | None,
     targets: list[str],
     database_url: str | None = None,
@@ -349,7 +404,7 @@ def _make_plan(
     """The plan, or a plan holding only errors when the desired state is invalid (so JSON
     and Markdown consumers in CI get a document either way). A part of the platform the
     plan needs but could not observe fails it, unless `unobserved` names that part."""
-    if not directory.is_dir():
+    if isinstance(directory, Path) and not directory.is_dir():
         raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
     result = validate_directory(directory)
     problems: dict[ObservedPart, str] = {}
@@ -363,6 +418,8 @@ def _make_plan(
             errors=result.errors,
             warnings=warnings,
             unobserved=sorted(unobserved),
+            desired_dirty=result.desired.work_tree_dirty,
+            desired_head=result.desired.work_tree_head,
         )
     unknown = [t for t in targets if not address_exists(t, result.desired, live)]
     if unknown:
@@ -496,7 +553,7 @@ def _render(plan: Plan, output_format: PlanFormat, verbose: bool) -> None:
 
 @app.command()
 def plan(
-    directory: DirArgument = Path("desired-state"),
+    directory: SourceDirArgument = None,
     live_state: LiveStateOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Save the plan for a later `apply`.")
@@ -514,11 +571,15 @@ def plan(
     ] = False,
     database_url: DatabaseUrlOption = None,
     unobserved: UnobservedOption = None,
+    repo: RepoOption = None,
+    ref: RefOption = None,
+    path: SubdirOption = None,
 ) -> None:
     """Compute the ordered actions that converge the live platform to the desired state."""
     _writable_plan_path(out)
     skip = _unobserved_parts(unobserved)
-    result = _make_plan(directory, live_state, target or [], database_url, skip)
+    chosen = _desired_source(directory, repo, ref, path)
+    result = _make_plan(chosen.source, live_state, target or [], database_url, skip)
     _render(result, output_format, verbose)
     if result.has_errors:
         raise typer.Exit(1)
@@ -584,15 +645,16 @@ def _reporter(log_format: LogFormat) -> Reporter:
     return LineReporter(console)
 
 
-def _load_desired(directory: Path) -> DesiredState:
-    if not directory.is_dir():
+def _load_desired(chosen: SourceChoice) -> DesiredState:
+    directory = chosen.source
+    if isinstance(directory, Path) and not directory.is_dir():
         raise _usage(f"{directory} is not a directory", "Name the desired-state directory.")
     result = validate_directory(directory)
     if not result.valid:
-        report.print_text(result, _stderr(), directory.as_posix())
+        report.print_text(result, _stderr(), chosen.label)
         raise _fail(
-            f"{directory} is not valid: nothing was applied",
-            f"Fix the errors above (`plexica-gitops validate {directory.as_posix()}`).",
+            f"{chosen.label} is not valid: nothing was applied",
+            f"Fix the errors above (`plexica-gitops validate {chosen.arguments}`).",
         )
     return result.desired
 
@@ -636,7 +698,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _plan_for_apply(
-    source: Path,
+    source: Path | None,
     desired: DesiredState,
     live: LiveState,
     output_format: LogFormat,
@@ -652,7 +714,7 @@ def _plan_for_apply(
         desired, live, key, os.environ, no_key="this database role may not read the digest key"
     )
     replace = {**rotations, **forced}
-    if source.is_file():
+    if source is not None:
         try:
             saved = load_plan(source)
             check_current(saved, desired.revision, live.fingerprint())
@@ -734,13 +796,22 @@ def _say_no_changes(log_format: LogFormat, shown: bool) -> None:
 @app.command()
 def apply(
     source: Annotated[
-        Path,
-        typer.Argument(help="A plan saved with `plan --out`, or a desired-state directory."),
-    ] = Path("desired-state"),
+        Path | None,
+        typer.Argument(
+            help="A plan saved with `plan --out`, or a desired-state directory "
+            "[default: desired-state, or --repo].",
+            show_default=False,
+        ),
+    ] = None,
     desired_state: Annotated[
-        Path,
-        typer.Option("--desired-state", help="With a plan file: the desired-state directory."),
-    ] = Path("desired-state"),
+        Path | None,
+        typer.Option(
+            "--desired-state",
+            help="With a plan file: the desired-state directory [default: desired-state, or "
+            "--repo].",
+            show_default=False,
+        ),
+    ] = None,
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Apply without asking (CI pipelines).")
     ] = False,
@@ -775,19 +846,25 @@ def apply(
             show_default=False,
         ),
     ] = None,
+    repo: RepoOption = None,
+    ref: RefOption = None,
+    path: SubdirOption = None,
 ) -> None:
     """Carry out a plan: walk its graph, journal each step, roll back failed updates.
 
     Exit 0 when every step succeeded; 1 when any failed (rolled back or not) or nothing
     could be applied; 130 when interrupted (the steps in flight finished first).
     """
-    if not source.exists():
+    if source is None and repo is None:
+        source = DEFAULT_DESIRED_STATE
+    if source is not None and not source.exists():
         # Never fall back to a fresh plan when the reviewed plan file is mistyped.
         raise _usage(
             f"{source} does not exist",
             "Name a plan file written by `plan --out`, or a desired-state directory.",
         )
-    if replace and source.is_file():
+    plan_file = source if source is not None and source.is_file() else None
+    if replace and plan_file:
         raise _usage(
             "--replace changes what is planned: it cannot be added to a saved plan",
             "Apply the desired-state directory with --replace, and review the plan it shows.",
@@ -798,8 +875,9 @@ def apply(
             "--unobserved runtime: apply cannot run without the runtime provider",
             "Only the broker can be left out of an apply (--unobserved broker).",
         )
-    directory = source if source.is_dir() else desired_state
-    desired = _load_desired(directory)
+    desired = _load_desired(
+        _desired_source(desired_state if plan_file else source, repo, ref, path)
+    )
     forced = _forced_replacements(replace or [], desired)
     url = _database_url(database_url)
     host, pid = socket.gethostname(), os.getpid()
@@ -820,11 +898,11 @@ def apply(
             if ObservedPart.BROKER in skip:
                 broker = None
             live = _observe(url, provider, broker, strict=True)
-            plan = _plan_for_apply(source, desired, live, log_format, key, forced, skip)
+            plan = _plan_for_apply(plan_file, desired, live, log_format, key, forced, skip)
             if plan.has_errors:
                 raise _fail("the plan has errors: nothing was applied", "Fix them in git.")
             if not plan.has_changes:
-                _say_no_changes(log_format, shown=not source.is_file())
+                _say_no_changes(log_format, shown=plan_file is None)
                 raise typer.Exit(0)
             _confirm(auto_approve)
             lock.verify()  # the prompt may have taken long: is the lock still ours?
@@ -1043,7 +1121,7 @@ def history(
         steps = ", ".join(f"{count} {status}" for status, count in sorted(record.steps.items()))
         finished = f"{record.finished_at:%Y-%m-%d %H:%M:%S}" if record.finished_at else "-"
         typer.echo(
-            f"{record.id:>6}  {record.desired_revision.removeprefix('sha256:')[:12]:<12}  "
+            f"{record.id:>6}  {short_revision(record.desired_revision):<12}  "
             f"{record.plan_hash.removeprefix('sha256:')[:12]:<12}  "
             f"{record.started_at:%Y-%m-%d %H:%M:%S}  {finished:<19}  {record.result:<11}  "
             f"{steps or '-'}"

@@ -142,11 +142,17 @@ class DesiredState:
     source_revision: Revision | None = None  # None only for a report that built nothing
 
     @property
-    def work_tree(self) -> DirectoryRevision | None:
-        """A directory inside a git work tree: its HEAD and whether it is dirty."""
+    def work_tree_dirty(self) -> bool | None:
+        """A directory inside a git work tree: whether it differs from HEAD; else None."""
         revision = self.source_revision
-        if isinstance(revision, DirectoryRevision) and revision.dirty is not None:
-            return revision
+        return revision.dirty if isinstance(revision, DirectoryRevision) else None
+
+    @property
+    def work_tree_head(self) -> str | None:
+        """A directory inside a git work tree: its HEAD commit ("<ref>@sha1:<hex>")."""
+        revision = self.source_revision
+        if isinstance(revision, DirectoryRevision) and revision.work_tree is not None:
+            return str(revision.work_tree)
         return None
 
 
