@@ -12,9 +12,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import docker
 import psycopg
 import pytest
-from apply_support import run_cli
+from apply_support import EchoPlatform, containers_of, run_cli
 from git_repos import DesiredRepo, commit_all, desired_repo, git, init
 from typer.testing import CliRunner
 
@@ -309,3 +310,35 @@ def test_the_revision_is_in_the_plan_the_saved_plan_the_history_and_last_applied
         )
     assert rows["tenant.globex"] == f"main@sha1:{second}"
     assert rows["tenant.acme"] == f"main@sha1:{first}"  # unchanged since the first commit
+
+
+def test_workloads_are_labelled_with_the_revision_that_made_them(
+    echo: EchoPlatform,
+    environment: dict[str, str],
+    docker_client: docker.DockerClient,
+    docker_scope: str,
+) -> None:
+    init(echo.root)
+    echo.write("1.0.0")
+    first = commit_all(echo.root, "echo 1.0.0")
+    source = ("--repo", str(echo.root), "--ref", "main")
+    assert run_cli(environment, "init")[0] == 0
+    code, output = run_cli(environment, "apply", *source, "--auto-approve")
+    assert code == 0, output
+    made = containers_of(docker_client, docker_scope, "echo")
+    assert [c.labels["io.plexica.revision"] for c in made] == [f"main@sha1:{first}"] * 2
+
+    # a commit that changes nothing about the workload replaces nothing
+    echo.write("1.0.0", tenants=("acme", "globex"))
+    commit_all(echo.root, "globex")
+    code, output = run_cli(environment, "apply", *source, "--auto-approve")
+    assert code == 0, output
+    again = containers_of(docker_client, docker_scope, "echo")
+    assert sorted(c.id for c in again) == sorted(c.id for c in made)
+    # an upgrade's replicas carry the commit that made them
+    echo.write("1.1.0", tenants=("acme", "globex"))
+    third = commit_all(echo.root, "echo 1.1.0")
+    code, output = run_cli(environment, "apply", *source, "--auto-approve")
+    assert code == 0, output
+    upgraded = containers_of(docker_client, docker_scope, "echo")
+    assert {c.labels["io.plexica.revision"] for c in upgraded} == {f"main@sha1:{third}"}
