@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 from plexica_gitops.cli import app
 from plexica_gitops.plan.wire import plan_from_json, plan_to_json
 from plexica_gitops.store.connection import connect
-from plexica_gitops.store.journal import history
+from plexica_gitops.store.ddl import DDL_VERSIONS
+from plexica_gitops.store.journal import history, start_apply
+from plexica_gitops.store.schema import init_store, store_version
 
 EMPTY_LIVE = "{}"
 
@@ -342,3 +344,33 @@ def test_workloads_are_labelled_with_the_revision_that_made_them(
     assert code == 0, output
     upgraded = containers_of(docker_client, docker_scope, "echo")
     assert {c.labels["io.plexica.revision"] for c in upgraded} == {f"main@sha1:{third}"}
+
+
+def test_a_version_4_store_upgrades_keeping_what_was_last_applied(postgres_database: str) -> None:
+    revision_version = next(v for v, _, ddl in DDL_VERSIONS if "last_applied ADD COLUMN" in ddl)
+    with connect(postgres_database) as conn:
+        for version, description, ddl in DDL_VERSIONS[: revision_version - 1]:
+            with conn.transaction():
+                conn.execute(ddl)  # type: ignore[arg-type]
+                conn.execute(
+                    "INSERT INTO plexica_gitops.schema_version (version, description)"
+                    " VALUES (%s, %s)",
+                    (version, description),
+                )
+        old = conn.execute(
+            "INSERT INTO plexica_gitops.applies (desired_revision, plan_hash, host, pid)"
+            " VALUES ('sha256:abc', 'sha256:def', 'h', 1) RETURNING id"
+        ).fetchone()
+        assert old is not None
+        conn.execute(
+            "INSERT INTO plexica_gitops.last_applied (address, fingerprint, apply_id)"
+            " VALUES ('tenant.acme', 'f', %s)",
+            (old[0],),
+        )
+        assert store_version(conn) == revision_version - 1
+        assert init_store(conn) == [revision_version]
+        row = conn.execute("SELECT revision FROM plexica_gitops.last_applied").fetchone()
+        assert row == ("sha256:abc",)  # filled from the apply that applied it
+        long_ref = "refs/heads/" + "release/" * 30 + "2026-12"
+        start_apply(conn, f"{long_ref}@sha1:{'a' * 40}", "sha256:def", "h", 2)
+        assert history(conn)[0].desired_revision == f"{long_ref}@sha1:{'a' * 40}"
