@@ -550,15 +550,7 @@ def _walk(root: Path, real_root: str) -> tuple[list[tuple[str, str]], list[Findi
             with os.scandir(dir_path) as iterator:
                 entries = sorted(iterator, key=lambda entry: entry.name)
         except OSError as exc:
-            shown = prefix.rstrip("/") or "."
-            findings.append(
-                error(
-                    UNREADABLE,
-                    f"{shown}: cannot list directory ({exc.strerror or exc})",
-                    "Make the directory readable, or remove it from the desired state.",
-                    Location(shown),
-                )
-            )
+            findings.append(_unlistable(prefix.rstrip("/") or ".", str(exc.strerror or exc)))
             continue
         subdirs: list[tuple[str, str, str]] = []
         for entry in entries:
