@@ -31,6 +31,7 @@ from plexica_gitops.render.markdown import render_markdown
 from plexica_gitops.render.status import render_status_json, render_status_text
 from plexica_gitops.render.text import NO_CHANGES, print_plan
 from plexica_gitops.source.loader import ROOT_MISSING
+from plexica_gitops.source.select import SourceChoice, choose_source, short_revision
 from plexica_gitops.store.connection import connect
 from plexica_gitops.store.connection import database_url as store_database_url
 from plexica_gitops.store.journal import history as apply_history
@@ -98,10 +99,47 @@ DirArgument = Annotated[
 ]
 
 
-def _desired_root(directory: Path) -> Path:
-    """The desired state a command reads, from its directory argument. The one place the
-    options naming it end up: a git source (`--repo/--ref/--path`) joins here."""
-    return directory
+SourceDirArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Desired-state directory [default: desired-state]; not with --repo.",
+        show_default=False,
+    ),
+]
+RepoOption = Annotated[
+    str | None,
+    typer.Option(
+        "--repo",
+        metavar="PATH_OR_URL",
+        help="Read the desired state from this git repository at --ref, without a checkout: "
+        "a local path, file://, https:// or ssh URL (credentials from PLEXICA_GIT_* only).",
+        show_default=False,
+    ),
+]
+RefOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ref", metavar="REV", help="With --repo: a branch, tag or commit sha.", show_default=False
+    ),
+]
+SubdirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--path",
+        metavar="SUBDIR",
+        help="With --repo: the desired-state directory inside the repository.",
+        show_default=False,
+    ),
+]
+
+
+def _desired_source(
+    directory: Path | None, repo: str | None = None, ref: str | None = None, path: str | None = None
+) -> SourceChoice:
+    """The desired state a command reads: its directory argument, or a git revision
+    (`--repo/--ref/--path`, source/select.py). The one place the options naming it end up;
+    a bad combination is a UsageError (exit 2), an unreadable source a SourceError."""
+    return choose_source(directory, repo, ref, path)
 
 
 class ValidateFormat(StrEnum):
@@ -134,7 +172,7 @@ def _report(error: PlexicaError) -> typer.Exit:
     """The one error handler of every command: what went wrong and what to do, then exit 2
     for a usage error, 1 for the rest. An invalid desired state lists its findings first."""
     if isinstance(error, service.DesiredStateInvalid):
-        report.print_text(error.result, _stderr(), error.root.as_posix())
+        report.print_text(error.result, _stderr(), error.label)
     if isinstance(error, UsageError):
         return _usage(error.message, error.hint)
     return _fail(error.message, error.hint)
@@ -146,24 +184,26 @@ def _warn(text: str) -> None:
 
 @app.command()
 def validate(
-    directory: DirArgument = Path("desired-state"),
+    directory: SourceDirArgument = None,
     output_format: Annotated[
         ValidateFormat, typer.Option("--format", help="text, json or github annotations.")
     ] = ValidateFormat.TEXT,
+    repo: RepoOption = None,
+    ref: RefOption = None,
+    path: SubdirOption = None,
 ) -> None:
-    """Check a desired-state directory: YAML, schemas and cross-file rules.
+    """Check a desired-state directory (or a git revision): YAML, schemas and cross-file rules.
 
     Exit 0 when valid (warnings allowed), 1 on any error, 2 on usage errors.
     """
-    root = _desired_root(directory)
-    result = validate_directory(root)
+    chosen = _desired_source(directory, repo, ref, path)
+    result = validate_directory(chosen.source)
     if output_format is ValidateFormat.JSON:
         sys.stdout.write(report.render_json(result) + "\n")
     elif output_format is ValidateFormat.GITHUB:
-        prefix = "" if root == Path(".") else root.as_posix().rstrip("/") + "/"
-        sys.stdout.write(report.render_github(result, prefix))
+        sys.stdout.write(report.render_github(result, chosen.prefix))
     else:
-        report.print_text(result, _stdout(), root.as_posix())
+        report.print_text(result, _stdout(), chosen.label)
     if any(f.code == ROOT_MISSING for f in result.findings):
         raise typer.Exit(2)  # a usage error: the directory argument names no directory
     raise typer.Exit(0 if result.valid else 1)
@@ -238,7 +278,7 @@ def _unobserved_parts(values: list[str] | None) -> frozenset[ObservedPart]:
 
 
 def _make_plan(
-    directory: Path,
+    chosen: SourceChoice,
     live_state: str | None,
     target: list[str] | None,
     database_url: str | None,
@@ -246,7 +286,7 @@ def _make_plan(
 ) -> Plan:
     """`plan` and `graph`: their shared options, handed to the service."""
     return service.plan(
-        _desired_root(directory),
+        chosen,
         service.LiveSource(live_state, database_url),
         service.PlanOptions(target or [], _unobserved_parts(unobserved)),
         warn=_warn,
@@ -274,7 +314,7 @@ def _render(plan: Plan, output_format: PlanFormat, verbose: bool) -> None:
 
 @app.command()
 def plan(
-    directory: DirArgument = Path("desired-state"),
+    directory: SourceDirArgument = None,
     live_state: LiveStateOption = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Save the plan for a later `apply`.")
@@ -292,10 +332,14 @@ def plan(
     ] = False,
     database_url: DatabaseUrlOption = None,
     unobserved: UnobservedOption = None,
+    repo: RepoOption = None,
+    ref: RefOption = None,
+    path: SubdirOption = None,
 ) -> None:
     """Compute the ordered actions that converge the live platform to the desired state."""
     _writable_plan_path(out)
-    result = _make_plan(directory, live_state, target, database_url, unobserved)
+    chosen = _desired_source(directory, repo, ref, path)
+    result = _make_plan(chosen, live_state, target, database_url, unobserved)
     _render(result, output_format, verbose)
     if result.has_errors:
         raise typer.Exit(1)
@@ -332,7 +376,7 @@ def graph(
     unobserved: UnobservedOption = None,
 ) -> None:
     """Draw the plan's action graph: each arrow points from a step to one that waits for it."""
-    result = _make_plan(directory, live_state, target, database_url, unobserved)
+    result = _make_plan(_desired_source(directory), live_state, target, database_url, unobserved)
     if result.has_errors:
         print_plan(result, _stderr())
         raise typer.Exit(1)
@@ -435,13 +479,22 @@ def _apply_hooks(auto_approve: bool, log_format: LogFormat) -> service.ApplyHook
 @app.command()
 def apply(
     source: Annotated[
-        Path,
-        typer.Argument(help="A plan saved with `plan --out`, or a desired-state directory."),
-    ] = Path("desired-state"),
+        Path | None,
+        typer.Argument(
+            help="A plan saved with `plan --out`, or a desired-state directory "
+            "[default: desired-state, or --repo].",
+            show_default=False,
+        ),
+    ] = None,
     desired_state: Annotated[
-        Path,
-        typer.Option("--desired-state", help="With a plan file: the desired-state directory."),
-    ] = Path("desired-state"),
+        Path | None,
+        typer.Option(
+            "--desired-state",
+            help="With a plan file: the desired-state directory [default: desired-state, or "
+            "--repo].",
+            show_default=False,
+        ),
+    ] = None,
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Apply without asking (CI pipelines).")
     ] = False,
@@ -476,19 +529,24 @@ def apply(
             show_default=False,
         ),
     ] = None,
+    repo: RepoOption = None,
+    ref: RefOption = None,
+    path: SubdirOption = None,
 ) -> None:
     """Carry out a plan: walk its graph, journal each step, roll back failed updates.
 
     Exit 0 when every step succeeded; 1 when any failed (rolled back or not) or nothing
     could be applied; 130 when interrupted (the steps in flight finished first).
     """
-    if not source.exists():
+    if source is None and repo is None:
+        source = service.DEFAULT_DESIRED_STATE
+    if source is not None and not source.exists():
         # Never fall back to a fresh plan when the reviewed plan file is mistyped.
         raise _usage(
             f"{source} does not exist",
             "Name a plan file written by `plan --out`, or a desired-state directory.",
         )
-    saved_plan = source if source.is_file() else None
+    saved_plan = source if source is not None and source.is_file() else None
     options = service.ApplyOptions(
         database_url=database_url,
         parallelism=parallelism,
@@ -497,7 +555,7 @@ def apply(
         unobserved=_unobserved_parts(unobserved),
     )
     result = service.apply(
-        _desired_root(desired_state if saved_plan else source),
+        _desired_source(desired_state if saved_plan else source, repo, ref, path),
         options,
         _apply_hooks(auto_approve, log_format),
         saved_plan=saved_plan,
@@ -580,7 +638,7 @@ def history(
         steps = ", ".join(f"{count} {status}" for status, count in sorted(record.steps.items()))
         finished = f"{record.finished_at:%Y-%m-%d %H:%M:%S}" if record.finished_at else "-"
         typer.echo(
-            f"{record.id:>6}  {record.desired_revision.removeprefix('sha256:')[:12]:<12}  "
+            f"{record.id:>6}  {short_revision(record.desired_revision):<12}  "
             f"{record.plan_hash.removeprefix('sha256:')[:12]:<12}  "
             f"{record.started_at:%Y-%m-%d %H:%M:%S}  {finished:<19}  {record.result:<11}  "
             f"{steps or '-'}"

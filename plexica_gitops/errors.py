@@ -8,6 +8,7 @@ UsageError). Anything else that escapes is a bug.
     PlexicaError
     ├── UsageError               the command line names something that is not there (exit 2)
     ├── SourceError              reading a desired-state source (source/tree.py, source/git.py)
+    │   ├── SourceUsageError     no source named, or two (also a UsageError: exit 2)
     │   ├── RootNotFound, PathNotFound, NotARegularFile, FileTooLarge, UnreadablePath
     │   └── RepositoryNotFound, RefNotFound, AmbiguousRef, PathNotInTree,
     │       RemoteUnreachable (transient), AuthenticationFailed, CredentialsInUrl

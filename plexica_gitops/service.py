@@ -49,6 +49,7 @@ from plexica_gitops.plan.planfile import check_current, check_justified, load_pl
 from plexica_gitops.render.status import SettingsSource, StatusView
 from plexica_gitops.runtime.provider import Provider, load_provider
 from plexica_gitops.runtime.spec import secret_rotations
+from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import ENV_DATABASE_URL, connect
 from plexica_gitops.store.connection import database_url as store_database_url
@@ -66,17 +67,33 @@ def _ignore(*_: object) -> None:
     pass
 
 
+# A desired state: a directory, or what `source.select.choose_source` chose (a directory or
+# a git revision, with how to name it in messages).
+Desired = Path | SourceChoice
+
+
+def _chosen(root: Desired) -> SourceChoice:
+    return root if isinstance(root, SourceChoice) else choose_source(root, None, None, None)
+
+
 class DesiredStateInvalid(PlexicaError):
     """Validation found errors in the desired state (`result` holds the findings); nothing
     was applied."""
 
-    def __init__(self, root: Path, result: ValidationReport) -> None:
+    def __init__(self, chosen: SourceChoice, result: ValidationReport) -> None:
         super().__init__(
-            f"{root} is not valid: nothing was applied",
-            f"Fix the errors above (`plexica-gitops validate {root.as_posix()}`).",
+            f"{chosen.label} is not valid: nothing was applied",
+            f"Fix the errors above (`plexica-gitops validate {chosen.arguments}`).",
         )
-        self.root = root
+        self.label = chosen.label
         self.result = result
+
+
+def _validated(chosen: SourceChoice) -> ValidationReport:
+    source = chosen.source
+    if isinstance(source, Path) and not source.is_dir():
+        raise UsageError(f"{source} is not a directory", "Name the desired-state directory.")
+    return validate_directory(source)
 
 
 @dataclass(frozen=True)
@@ -102,14 +119,15 @@ class PlanOptions:
 
 
 def plan(
-    root: Path, live_source: LiveSource, options: PlanOptions = PlanOptions(), warn: Warn = _ignore
+    root: Desired,
+    live_source: LiveSource,
+    options: PlanOptions = PlanOptions(),
+    warn: Warn = _ignore,
 ) -> Plan:
     """The plan, or a plan holding only errors when the desired state is invalid (so JSON
     and Markdown consumers in CI get a document either way). A part of the platform the
     plan needs but could not observe fails it, unless `options.unobserved` names that part."""
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a directory", "Name the desired-state directory.")
-    result = validate_directory(root)
+    result = _validated(_chosen(root))
     problems: dict[ObservedPart, str] = {}
     desired = result.desired if result.valid else None
     unobserved = options.unobserved
@@ -122,6 +140,8 @@ def plan(
             errors=result.errors,
             warnings=warnings,
             unobserved=sorted(unobserved),
+            desired_dirty=result.desired.work_tree_dirty,
+            desired_head=result.desired.work_tree_head,
         )
     unknown = [t for t in options.targets if not address_exists(t, result.desired, live)]
     if unknown:
@@ -432,7 +452,7 @@ class ApplyResult:
 
 
 def apply(
-    root: Path, options: ApplyOptions, hooks: ApplyHooks, *, saved_plan: Path | None = None
+    root: Desired, options: ApplyOptions, hooks: ApplyHooks, *, saved_plan: Path | None = None
 ) -> ApplyResult:
     """Carry out `saved_plan` — refused when altered, stale, or not exactly what planning
     `root` against the live platform gives — or a fresh plan of `root`: under the apply
@@ -494,14 +514,13 @@ def apply(
     return ApplyResult(chosen, apply_id, report, fresh=saved_plan is None)
 
 
-def load_desired(root: Path) -> DesiredState:
+def load_desired(root: Desired) -> DesiredState:
     """The desired state at `root`; DesiredStateInvalid (with the findings) when it is not
     valid."""
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a directory", "Name the desired-state directory.")
-    result = validate_directory(root)
+    chosen = _chosen(root)
+    result = _validated(chosen)
     if not result.valid:
-        raise DesiredStateInvalid(root, result)
+        raise DesiredStateInvalid(chosen, result)
     return result.desired
 
 

@@ -33,9 +33,9 @@ def _json(*args: str, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
 
 def test_init_is_idempotent(postgres_database: str) -> None:
     code, output = _run("init", "--database-url", postgres_database)
-    assert code == 0 and "applied version(s) 1, 2, 3, 4" in output
+    assert code == 0 and "applied version(s) 1, 2, 3, 4, 5" in output
     code, output = _run("init", env={"PLEXICA_DATABASE_URL": postgres_database})
-    assert code == 0 and "up to date (version 4)" in output
+    assert code == 0 and "up to date (version 5)" in output
 
 
 def test_plan_observes_the_store(postgres_database: str) -> None:

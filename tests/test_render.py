@@ -550,9 +550,13 @@ def test_text_is_deterministic(fresh_plan: Plan) -> None:
 
 def test_json_document_shape(fresh_plan: Plan) -> None:
     document = json.loads(render_json(fresh_plan))
+    # desired_work_tree only when the example lies in a git work tree (a checkout of this
+    # repository), right after desired_revision
+    work_tree = ["desired_work_tree"] if fresh_plan.desired_dirty is not None else []
     assert list(document) == [
         "format_version",
         "desired_revision",
+        *work_tree,
         "live_fingerprint",
         "summary",
         "actions",

@@ -24,6 +24,7 @@ from git_repos import (
 )
 
 from plexica_gitops.desired.build import build_desired_state
+from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.source import loader
 from plexica_gitops.source.git import (
     AmbiguousRef,
@@ -673,3 +674,44 @@ def test_the_followed_walk_of_the_example_is_the_loaders(repo: DesiredRepo) -> N
     root = repo.work / "desired-state"
     with DirectoryTree(root) as on_disk, GitTree(repo.work, "main", "desired-state") as in_git:
         assert _followed_view(on_disk) == _loader_view(root) == _followed_view(in_git)
+
+
+# --------------------------------------------------------------------------- validating a commit
+
+
+def _findings(report: ValidationReport) -> set[tuple[str, str | None, int | None]]:
+    return {
+        (f.code, f.location.file if f.location else None, f.location.line if f.location else None)
+        for f in report.findings
+    }
+
+
+def test_validating_a_commit_finds_what_validating_its_checkout_finds(tmp_path: Path) -> None:
+    work, sha = _link_repo(tmp_path)
+    crm = work / "desired-state/plugins/crm"
+    (crm / "migrations/0009_outside.sql").symlink_to("../../../../README.md")
+    (crm / "migrations/0010_notes.sql").symlink_to("0001_create_crm_pipelines_and_deals.sql")
+    sha = commit_all(work, "migrations through links")
+    checkout = clone_at(work, tmp_path / "checkout", sha)
+    on_disk = validate_directory(checkout / "desired-state")
+    with GitTree(work, sha, "desired-state") as tree:
+        in_git = validate_directory(tree)
+    assert in_git.desired.revision == f"sha1:{sha}"
+    assert on_disk.desired.work_tree_dirty is False  # a clean checkout of that commit
+    assert ("PGV801", "plugins/crm/migrations/0009_outside.sql", None) in _findings(in_git)
+    # the submodule: the checkout's files are read as the loader always read them, the
+    # commit refuses it (its files are no part of the commit)
+    assert _findings(in_git) - _findings(on_disk) == {("PGL007", "vendor", None)}
+    # A migration symlinked inside the root: the commit follows it as it follows a
+    # manifestFile; a directory keeps its old reading, which opens the link itself
+    # without following it (O_NOFOLLOW) and so reports it unreadable (PGL008).
+    notes = "plugins/crm/migrations/0010_notes.sql"
+    assert {file for _, file, _ in _findings(on_disk) - _findings(in_git)} == {
+        "vendor/x.yaml",
+        notes,
+    }
+    assert ("PGL008", notes, None) in _findings(on_disk)
+    crm_git, crm_disk = in_git.desired.plugins["crm"], on_disk.desired.plugins["crm"]
+    assert crm_git.migrations[:-1] == crm_disk.migrations
+    assert crm_git.migrations[-1].path == notes
+    assert crm_git.migrations[-1].sql == crm_git.migrations[0].sql

@@ -28,17 +28,17 @@ from plexica_gitops.desired.model import (
     TenantDocument,
 )
 from plexica_gitops.desired.schemas import kind_validator
-from plexica_gitops.findings import Finding, Location, error
+from plexica_gitops.findings import Finding, Location, error, warning
 from plexica_gitops.interning import SharedValues
+from plexica_gitops.source.files import DesiredFiles, Located, desired_files
 from plexica_gitops.source.loader import (
+    WORK_TREE_DIRTY,
     JsonPath,
     LoadedFile,
     LoadLimits,
     SourceDocument,
-    iter_directory,
-    load_file,
-    read_regular_file,
 )
+from plexica_gitops.source.tree import DirectoryRevision, EntryKind, Revision, SourceTree
 
 # The whole name, ASCII digits only: `٠٠٠٤_x.sql` is not migration 4, `0004_x.sql\n` no file.
 MIGRATION_FILE = re.compile(r"(?P<number>[0-9]{4})_(?P<name>[a-z0-9][a-z0-9_]*)\.sql", re.ASCII)
@@ -130,13 +130,30 @@ class DesiredState:
     platform: PlatformEntry | None
     plugins: dict[str, PluginEntry]
     tenants: dict[str, TenantEntry]
-    revision: str  # "sha256:<hex>" over every file that makes up the desired state
+    # str(source_revision): "sha256:<hex>" over every file of a directory, or
+    # "<ref>@sha1:<40 hex>" for a git commit (see source/tree.py)
+    revision: str
     files: list[str]
     # Declared but not built (its document failed the schema beyond repair, its file did
     # not load): rules about references to them stay silent instead of calling them "not
     # declared" - the finding that rejected them is what to fix.
     unbuilt_plugins: frozenset[str] = frozenset()
     platform_unbuilt: bool = False
+    source_revision: Revision | None = None  # None only for a report that built nothing
+
+    @property
+    def work_tree_dirty(self) -> bool | None:
+        """A directory inside a git work tree: whether it differs from HEAD; else None."""
+        revision = self.source_revision
+        return revision.dirty if isinstance(revision, DirectoryRevision) else None
+
+    @property
+    def work_tree_head(self) -> str | None:
+        """A directory inside a git work tree: its HEAD commit ("<ref>@sha1:<hex>")."""
+        revision = self.source_revision
+        if isinstance(revision, DirectoryRevision) and revision.work_tree is not None:
+            return str(revision.work_tree)
+        return None
 
 
 @dataclass
@@ -148,18 +165,21 @@ class BuildResult:
     repaired: frozenset[Location] = frozenset()
 
 
-def build_desired_state(root: Path) -> BuildResult:
-    """Load and build `root` one file at a time: each file's documents are built (and
-    their parsed data dropped where the model replaces it) before the next file is read,
-    so memory follows what the desired state keeps, not its text."""
-    builder = _Builder(root)
-    desired = builder.build(iter_directory(root))
+def build_desired_state(source: Path | SourceTree) -> BuildResult:
+    """Load and build `source` (a directory, or a git commit's tree) one file at a time:
+    each file's documents are built (and their parsed data dropped where the model
+    replaces it) before the next file is read, so memory follows what the desired state
+    keeps, not its text."""
+    files = desired_files(source)
+    builder = _Builder(files)
+    desired = builder.build(files.documents())
     return BuildResult(desired, builder.findings, frozenset(builder.repaired))
 
 
 class _Builder:
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, source: DesiredFiles) -> None:
+        self.source = source
+        self.root = source.root
         self.findings: list[Finding] = []
         self.files: list[str] = []  # the YAML files read (or tried)
         self.failed: set[str] = set()  # files with a loading error: contributed nothing
@@ -204,15 +224,19 @@ class _Builder:
         files = sorted({*self.files, *self.extra_files})
         self.unbuilt_plugins.update(_plugin_of(file) for file in self.failed)
         self.unbuilt_plugins.discard("")
+        revision = self.source.revision(files)
+        if isinstance(revision, DirectoryRevision) and revision.dirty:
+            self.findings.append(_dirty(revision))
         return DesiredState(
             root=self.root,
             platform=self.platform,
             plugins=self.plugins,
             tenants=self.tenants,
-            revision=_content_hash(self.root, files),
+            revision=str(revision),
             files=files,
             unbuilt_plugins=frozenset(self.unbuilt_plugins - set(self.plugins)),
             platform_unbuilt=self.platform is None and (self.platform_seen or bool(self.failed)),
+            source_revision=revision,
         )
 
     # --- dispatch ------------------------------------------------------------------------
@@ -418,7 +442,7 @@ class _Builder:
         path = self._inside_root(PurePosixPath(doc.file).parent, relative, where, plugin_id)
         if path is None:
             return None
-        if not path.exists():
+        if path.kind is None:
             self.findings.append(
                 error(
                     "PGS132",
@@ -429,7 +453,7 @@ class _Builder:
                 )
             )
             return None
-        documents, load_findings = load_file(path, self.root)  # a FIFO is never opened
+        documents, load_findings = self.source.load(path)  # a FIFO is never opened
         self.findings.extend(_about(plugin_id, load_findings))
         if load_findings:
             return None
@@ -466,14 +490,12 @@ class _Builder:
 
     def _inside_root(
         self, base: PurePosixPath, relative: str, where: Location, plugin_id: str
-    ) -> Path | None:
+    ) -> Located | None:
         """Resolve a path named in a file; refuse absolute paths, `..` and symlink escapes."""
         candidate = PurePosixPath(relative)
         escapes = candidate.is_absolute() or ".." in candidate.parts
-        resolved = (self.root / base / candidate).resolve()
-        if not escapes and not resolved.is_relative_to(self.root.resolve()):
-            escapes = True
-        if escapes:
+        resolved = None if escapes else self.source.locate((base / candidate).as_posix())
+        if resolved is None:
             self.findings.append(
                 error(
                     "PGV801",
@@ -496,7 +518,7 @@ class _Builder:
         directory = self._inside_root(base, spec.path, where, entry.id)
         if directory is None:
             return []
-        if not directory.is_dir():
+        if directory.kind is not EntryKind.DIRECTORY:
             self.findings.append(
                 error(
                     "PGV804",
@@ -509,20 +531,19 @@ class _Builder:
             return []
         return self._migration_files(entry, directory)
 
-    def _migration_files(self, entry: PluginEntry, directory: Path) -> list[MigrationFile]:
-        root = self.root.resolve()
+    def _migration_files(self, entry: PluginEntry, directory: Located) -> list[MigrationFile]:
         found: dict[int, MigrationFile] = {}
-        for path in sorted(directory.iterdir()):
-            if path.suffix != ".sql":
+        for name in self.source.names(directory):
+            if PurePosixPath(name).suffix != ".sql":
                 continue
-            relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+            relative = str(PurePosixPath(directory.path, name))
             where = Location(relative)
-            match = MIGRATION_FILE.fullmatch(path.name)
+            match = MIGRATION_FILE.fullmatch(name)
             if match is None:
                 self.findings.append(
                     error(
                         "PGV802",
-                        f"migration file name {path.name!r} is not NNNN_description.sql",
+                        f"migration file name {name!r} is not NNNN_description.sql",
                         "Name migrations like 0001_create_contacts.sql: four digits, an "
                         "underscore, lowercase words joined by underscores.",
                         where,
@@ -530,18 +551,18 @@ class _Builder:
                     )
                 )
                 continue
-            if not path.resolve().is_relative_to(root):
+            if self.source.locate(relative) is None:
                 self.findings.append(
                     error(
                         "PGV801",
-                        f"migration {path.name!r} is a symlink leaving the repository",
+                        f"migration {name!r} is a symlink leaving the repository",
                         "Commit the SQL file itself, not a link to a file outside.",
                         where,
                         (entry.id,),
                     )
                 )
                 continue
-            migration = self._read_migration(path, relative, match, entry.id)
+            migration = self._read_migration(relative, match, entry.id)
             if migration is None:
                 continue
             clash = found.get(migration.number)
@@ -562,9 +583,9 @@ class _Builder:
         return [found[number] for number in sorted(found)]
 
     def _read_migration(
-        self, path: Path, relative: str, match: re.Match[str], plugin_id: str
+        self, relative: str, match: re.Match[str], plugin_id: str
     ) -> MigrationFile | None:
-        raw = read_regular_file(str(path), relative, LoadLimits().max_file_bytes)
+        raw = self.source.read(relative, LoadLimits().max_file_bytes)
         if isinstance(raw, Finding):  # a directory or FIFO named NNNN_x.sql, too large, ...
             self.findings.extend(_about(plugin_id, [raw]))
             return None
@@ -574,7 +595,7 @@ class _Builder:
             self.findings.append(
                 error(
                     "PGV802",
-                    f"migration {path.name!r} is not UTF-8 text",
+                    f"migration {PurePosixPath(relative).name!r} is not UTF-8 text",
                     "Save the SQL file as UTF-8.",
                     Location(relative),
                     (plugin_id,),
@@ -823,12 +844,13 @@ def _about(plugin_id: str, findings: list[Finding]) -> list[Finding]:
     return [f if f.subjects else dataclasses.replace(f, subjects=(plugin_id,)) for f in findings]
 
 
-def _content_hash(root: Path, files: list[str]) -> str:
-    digest = hashlib.sha256()
-    limit = LoadLimits().max_file_bytes
-    for relative in files:
-        digest.update(relative.encode() + b"\0")
-        raw = read_regular_file(str(root / relative), relative, limit)  # never a FIFO
-        digest.update(b"<unreadable>" if isinstance(raw, Finding) else raw)
-        digest.update(b"\0")
-    return "sha256:" + digest.hexdigest()
+def _dirty(revision: DirectoryRevision) -> Finding:
+    head = str(revision.work_tree) if revision.work_tree else "no commit yet"
+    return warning(
+        WORK_TREE_DIRTY,
+        f"the desired-state directory differs from the HEAD of its git work tree ({head}): "
+        "what is read is not a commit",
+        "Commit (or stash) the changes to plan what git holds, or plan a commit with "
+        "--repo and --ref.",
+        Location("."),
+    )

@@ -45,6 +45,7 @@ from plexica_gitops.sensitive import (
     names_secret,
 )
 from plexica_gitops.source.loader import OUT_OF_MEMORY
+from plexica_gitops.source.tree import SourceTree
 
 # Every pattern is matched against the WHOLE text (`fullmatch`; `$` would accept a trailing
 # newline) with ASCII classes: an identifier is exactly these characters, nothing else.
@@ -123,12 +124,13 @@ class ValidationReport:
 MEMORY_FACTOR = 6
 
 
-def validate_directory(root: Path) -> ValidationReport:
+def validate_directory(source: Path | SourceTree) -> ValidationReport:
+    """Build and check a desired-state directory, or a git commit's tree (GitTree)."""
     try:
-        return validate_build(build_desired_state(root))
+        return validate_build(build_desired_state(source))
     except MemoryError:
         pass  # leave the handler first: its traceback still holds what filled the memory
-    return _out_of_memory(root)
+    return _out_of_memory(source if isinstance(source, Path) else Path(source.root_label))
 
 
 def _out_of_memory(root: Path) -> ValidationReport:

@@ -142,6 +142,8 @@ class Planner:
             errors=self.errors,
             unmanaged=sorted(self.unmanaged),
             unobserved=sorted(self.unobserved),
+            desired_dirty=self.desired.work_tree_dirty,
+            desired_head=self.desired.work_tree_head,
         )
 
     def check_unmanaged_dependents(self) -> None:

@@ -121,6 +121,11 @@ class Plan:
     # lives there was not compared, so "no changes" never covers it.
     unobserved: list[str] = field(default_factory=list)
     format_version: str = PLAN_FORMAT_VERSION
+    # A desired-state directory inside a git work tree: whether it differed from HEAD, and
+    # HEAD ("<ref>@sha1:<hex>", None before the first commit). None: not inside one, or
+    # the plan was made from a git revision (`desired_revision` names the commit).
+    desired_dirty: bool | None = None
+    desired_head: str | None = None
 
     @property
     def summary(self) -> Summary:

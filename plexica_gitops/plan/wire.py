@@ -11,8 +11,19 @@ key                           type             meaning
 ============================  ===============  ===================================================
 format_version                string           version of this format; a reader accepts the same
                                                major version ("1.x")
-desired_revision              string           "sha256:<hex>" over every desired-state file the
-                                               plan was made from
+desired_revision              string           what the plan was made from: "sha256:<hex>" over
+                                               every file of a desired-state directory, or
+                                               "<ref>@sha1:<40 hex>" (Flux's form; "sha1:<40
+                                               hex>" for a bare sha) for a git revision
+                                               (`--repo`/`--ref`)
+desired_work_tree             object           ONLY when made from a directory inside a git
+                                               work tree (absent otherwise: for a git
+                                               revision, and outside any work tree). Added in
+                                               1.0 without a version change
+desired_work_tree.head        string | null    the work tree's HEAD, "<ref>@sha1:<40 hex>";
+                                               null before its first commit
+desired_work_tree.dirty       boolean          the directory differs from HEAD (modified,
+                                               added or deleted files; warning PGL013)
 live_fingerprint              string           "sha256:<hex>" of the live state it was made from
 summary                       object           counts, derived from `actions`:
 summary.add                   integer          create actions
@@ -74,9 +85,13 @@ from plexica_gitops.plan.model import PLAN_FORMAT_VERSION, Action, Plan
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
-    return {
+    document: dict[str, Any] = {
         "format_version": plan.format_version,
         "desired_revision": plan.desired_revision,
+    }
+    if plan.desired_dirty is not None:
+        document["desired_work_tree"] = {"head": plan.desired_head, "dirty": plan.desired_dirty}
+    return document | {
         "live_fingerprint": plan.live_fingerprint,
         "summary": plan.summary.to_json(),
         "actions": [action.to_json() for action in plan.actions],
@@ -167,6 +182,13 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
         ],
         format_version=version,
     )
+    work_tree = data.get("desired_work_tree")
+    if work_tree is not None:
+        if not isinstance(work_tree, dict) or not isinstance(work_tree.get("dirty"), bool):
+            raise TypeError(f"desired_work_tree must be an object with dirty, not {work_tree!r}")
+        head = work_tree.get("head")
+        plan.desired_head = None if head is None else _string(head, "desired_work_tree.head")
+        plan.desired_dirty = work_tree["dirty"]
     summary = data.get("summary")
     if summary is not None and summary != plan.summary.to_json():
         raise ValueError(f"the summary {summary} does not match the plan's actions")

@@ -89,6 +89,10 @@ class WorkloadSpec:
     # Set for a replacement (`apply --replace`, a changed secret): replicas not labelled
     # with it are replaced even when they match the spec otherwise.
     replace_id: str = ""
+    # The desired revision of the apply that creates a replica ("<ref>@sha1:<hex>" or
+    # "sha256:<hex>"), labelled on it for people; never compared, so a commit that changes
+    # nothing about the workload replaces nothing.
+    revision: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,4 +176,5 @@ def workload_spec(
         running=running,
         env_digest=env_digest(digest_key, values) if digest_key else "",
         replace_id=replace_id,
+        revision=desired.revision,
     )

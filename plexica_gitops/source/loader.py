@@ -67,10 +67,17 @@ PGL011  A path named like a desired-state file (``*.yaml``, a ``manifestFile``, 
         skipped without being opened (opening a FIFO blocks). An ERROR, as for PGL007.
 PGL012  Not enough memory to load and validate the desired state (``validate`` reports
         it instead of a MemoryError traceback; nothing was checked).
+PGL013  WARNING: the directory lies in a git work tree and differs from its HEAD commit
+        (modified, added or deleted files): what is planned is not a commit. Reported by
+        desired/build.py from the directory's revision (source/tree.py).
 ======  ====================================================================================
 
 Directory walk
 --------------
+:func:`iter_directory` walks a directory on disk; :func:`iter_tree` walks any
+:class:`~plexica_gitops.source.tree.SourceTree` (a git commit, read without a checkout)
+with the same rules and findings, plus one: a git submodule is refused (PGL007), as its
+files are no part of the commit. Both name files by their path relative to the root.
 ``*.yaml`` / ``*.yml`` (suffix matched case-insensitively) at any depth; names starting
 with ``.`` (files and directories) are skipped. Symlinks that resolve inside the root are
 followed; each real directory is walked at most once (the first path reached in the
@@ -86,9 +93,10 @@ import os
 import re
 import stat
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -108,6 +116,17 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from plexica_gitops.findings import Finding, Location, error, warning
+from plexica_gitops.source.tree import (
+    Entry,
+    EntryKind,
+    FileTooLarge,
+    LinkProblem,
+    NotARegularFile,
+    SourceError,
+    SourceTree,
+    UnreadablePath,
+    walk_followed,
+)
 
 __all__ = [
     "DEPTH_OR_ALIAS_LIMIT",
@@ -122,16 +141,21 @@ __all__ = [
     "TOO_MANY_PROBLEMS",
     "UNREADABLE",
     "UNSUPPORTED",
+    "WORK_TREE_DIRTY",
     "YAML_SYNTAX",
     "JsonPath",
     "LoadLimits",
     "LoadResult",
     "LoadedFile",
     "SourceDocument",
+    "broken_link",
     "iter_directory",
+    "iter_tree",
     "load_directory",
     "load_file",
+    "load_tree_file",
     "read_regular_file",
+    "read_tree_file",
 ]
 
 YAML_SYNTAX = "PGL001"
@@ -146,6 +170,7 @@ ROOT_MISSING = "PGL009"
 TOO_MANY_PROBLEMS = "PGL010"
 NOT_REGULAR = "PGL011"
 OUT_OF_MEMORY = "PGL012"
+WORK_TREE_DIRTY = "PGL013"
 
 MAX_FINDINGS_PER_FILE = 100
 
@@ -310,18 +335,49 @@ def iter_directory(root: Path, limits: LoadLimits = LoadLimits()) -> Iterator[Lo
         return
     real_root = os.path.realpath(root)
     candidates, walk_findings = _walk(root, real_root)
+    readers = [(rel, partial(_read, real, rel, limits.max_file_bytes)) for rel, real in candidates]
+    yield from _load_files(walk_findings, readers, limits)
+
+
+def iter_tree(tree: SourceTree, limits: LoadLimits = LoadLimits()) -> Iterator[LoadedFile]:
+    """`iter_directory` over any source tree (a git commit): the same walk (symlinks
+    followed while they stay inside the root, each directory once), the same findings;
+    a submodule is refused like an escaping link (its files are no part of the commit)."""
+    walked = walk_followed(tree, _is_yaml_name)
+    findings = [_escape_finding(link.path, link.target, is_symlink=True) for link in walked.escapes]
+    findings += [_submodule_finding(entry.path) for entry in walked.submodules]
+    findings += [_unlistable(entry.path, entry.error or "") for entry in walked.unlistable]
+    findings.sort(key=lambda finding: finding.location.file if finding.location else "")
+    readers: list[tuple[str, Callable[[], bytes | Finding]]] = []
+    for reached in walked.files:
+        target = reached.target
+        if isinstance(target, LinkProblem):
+            readers.append((reached.path, partial(broken_link, reached.path, target)))
+        else:
+            readers.append(
+                (reached.path, partial(read_tree_file, tree, target, reached.path, limits))
+            )
+    yield from _load_files(findings, readers, limits)
+
+
+def _load_files(
+    walk_findings: list[Finding],
+    readers: Sequence[tuple[str, Callable[[], bytes | Finding]]],
+    limits: LoadLimits,
+) -> Iterator[LoadedFile]:
+    """Walk problems first, then each file (relative name, how to read it) in order."""
     for finding in walk_findings:
         yield LoadedFile(finding.location.file if finding.location else "", [], [finding], False)
     shared = _Shared()
     total = 0
-    for position, (rel, real) in enumerate(candidates):
-        raw = _read(real, rel, limits.max_file_bytes)
+    for position, (rel, read) in enumerate(readers):
+        raw = read()
         if isinstance(raw, Finding):
             yield LoadedFile(rel, [], [raw], listed=True)
             continue
         total += len(raw)
         if total > limits.max_total_bytes:
-            not_loaded = len(candidates) - position
+            not_loaded = len(readers) - position
             yield LoadedFile(
                 rel,
                 [],
@@ -342,6 +398,82 @@ def iter_directory(root: Path, limits: LoadLimits = LoadLimits()) -> Iterator[Lo
         documents, findings = _parse(raw, rel, limits, json_mode=False, shared=shared)
         del raw
         yield LoadedFile(rel, documents, findings, listed=True)
+
+
+def load_tree_file(
+    tree: SourceTree, entry: Entry, rel: str, limits: LoadLimits = LoadLimits()
+) -> tuple[list[SourceDocument], list[Finding]]:
+    """`load_file` of the entry a tree path resolved to (``*.json`` read as JSON)."""
+    raw = read_tree_file(tree, entry, rel, limits)
+    if isinstance(raw, Finding):
+        return [], [raw]
+    return _parse(raw, rel, limits, json_mode=rel.lower().endswith(".json"))
+
+
+def read_tree_file(
+    tree: SourceTree, entry: Entry, rel: str, limits: LoadLimits = LoadLimits()
+) -> bytes | Finding:
+    """`read_regular_file` for a tree: the bytes of `entry` (what `rel` resolved to), or
+    the same findings (PGL011 not a regular file, PGL003 too large, PGL008 unreadable)."""
+    if entry.kind is EntryKind.SUBMODULE:
+        return _submodule_finding(rel)
+    if entry.kind is not EntryKind.FILE:
+        return _not_regular_kind(rel, entry.kind)
+    try:
+        return tree.read(entry.path, limits.max_file_bytes)
+    except FileTooLarge as exc:
+        return _too_large(rel, exc.size, limits.max_file_bytes)
+    except NotARegularFile as exc:
+        return _not_regular_kind(rel, exc.kind)
+    except SourceError as exc:
+        reason = exc.reason if isinstance(exc, UnreadablePath) else exc.message
+        return error(
+            UNREADABLE,
+            f"{rel}: cannot read file ({reason})",
+            "Make the file readable, or remove it.",
+            Location(rel),
+        )
+
+
+def broken_link(rel: str, problem: LinkProblem | None) -> Finding:
+    """PGL008 for a tree path that leads nowhere (a dangling or looping link; None: gone)."""
+    detail = f"symlink {problem.kind.value}: {problem.target}" if problem else "no such file"
+    return error(
+        UNREADABLE,
+        f"{rel}: cannot read file ({detail})",
+        "Fix the broken symlink, or remove it.",
+        Location(rel),
+    )
+
+
+def _submodule_finding(rel: str) -> Finding:
+    return error(
+        SYMLINK_ESCAPE,
+        f"{rel}: is a git submodule; its files are no part of the commit and were not read",
+        "Commit the desired-state files themselves instead of a submodule.",
+        Location(rel),
+    )
+
+
+def _unlistable(rel: str, reason: str) -> Finding:
+    return error(
+        UNREADABLE,
+        f"{rel}: cannot list directory ({reason})",
+        "Make the directory readable, or remove it from the desired state.",
+        Location(rel),
+    )
+
+
+_KIND_TEXT = {
+    EntryKind.DIRECTORY: "a directory",
+    EntryKind.SYMLINK: "a symlink",
+    EntryKind.SUBMODULE: "a git submodule",
+}
+
+
+def _not_regular_kind(rel: str, kind: EntryKind) -> Finding:
+    what = _KIND_TEXT.get(kind, "not a regular file (a FIFO, socket or device)")
+    return _not_regular_text(rel, what)
 
 
 def load_file(
@@ -418,15 +550,7 @@ def _walk(root: Path, real_root: str) -> tuple[list[tuple[str, str]], list[Findi
             with os.scandir(dir_path) as iterator:
                 entries = sorted(iterator, key=lambda entry: entry.name)
         except OSError as exc:
-            shown = prefix.rstrip("/") or "."
-            findings.append(
-                error(
-                    UNREADABLE,
-                    f"{shown}: cannot list directory ({exc.strerror or exc})",
-                    "Make the directory readable, or remove it from the desired state.",
-                    Location(shown),
-                )
-            )
+            findings.append(_unlistable(prefix.rstrip("/") or ".", str(exc.strerror or exc)))
             continue
         subdirs: list[tuple[str, str, str]] = []
         for entry in entries:
@@ -472,9 +596,13 @@ def _kind_of(mode: int) -> str:
 
 
 def _not_regular(rel: str, mode: int) -> Finding:
+    return _not_regular_text(rel, _kind_of(mode))
+
+
+def _not_regular_text(rel: str, what: str) -> Finding:
     return error(
         NOT_REGULAR,
-        f"{rel}: is {_kind_of(mode)}, not a regular file; it was skipped (never opened)",
+        f"{rel}: is {what}, not a regular file; it was skipped (never opened)",
         "Replace it with a regular file (the desired state is files committed to git), or "
         "remove it.",
         Location(rel),
@@ -532,15 +660,17 @@ def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
             Location(rel),
         )
     if len(raw) > max_bytes:
-        size = max(info.st_size, len(raw))
-        return error(
-            SIZE_LIMIT,
-            f"{rel}: file is {size:,} bytes, over the limit of {max_bytes:,} bytes; "
-            "it was not parsed",
-            "Split the file into smaller files; desired-state files are small.",
-            Location(rel),
-        )
+        return _too_large(rel, max(info.st_size, len(raw)), max_bytes)
     return raw
+
+
+def _too_large(rel: str, size: int, max_bytes: int) -> Finding:
+    return error(
+        SIZE_LIMIT,
+        f"{rel}: file is {size:,} bytes, over the limit of {max_bytes:,} bytes; it was not parsed",
+        "Split the file into smaller files; desired-state files are small.",
+        Location(rel),
+    )
 
 
 def _decode(raw: bytes, rel: str) -> str | Finding:

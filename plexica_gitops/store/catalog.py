@@ -620,14 +620,16 @@ def env_digest_key(conn: Connection) -> bytes | None:
 def record_last_applied(
     conn: Connection, address: str, fingerprint: str, apply_id: int | None
 ) -> None:
-    """Remember the fingerprint of what was applied at `address` (drift vs change)."""
+    """Remember the fingerprint of what was applied at `address` (drift vs change), and
+    the desired revision of the apply that applied it."""
     conn.execute(
         """
-        INSERT INTO plexica_gitops.last_applied (address, fingerprint, apply_id)
-        VALUES (%s, %s, %s)
+        INSERT INTO plexica_gitops.last_applied (address, fingerprint, apply_id, revision)
+        VALUES (%s, %s, %s,
+                (SELECT desired_revision FROM plexica_gitops.applies WHERE id = %s))
         ON CONFLICT (address) DO UPDATE
             SET fingerprint = EXCLUDED.fingerprint, apply_id = EXCLUDED.apply_id,
-                applied_at = now()
+                revision = EXCLUDED.revision, applied_at = now()
         """,
-        (address, fingerprint, apply_id),
+        (address, fingerprint, apply_id, apply_id),
     )

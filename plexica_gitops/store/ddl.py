@@ -240,4 +240,18 @@ INSERT INTO plexica_gitops.env_digest_key (key)
 VALUES (decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'));
 """,
     ),
+    (
+        5,
+        "git revisions: longer desired revisions, the revision of each last-applied entry",
+        """
+-- A git revision is recorded as "<ref>@sha1:<40 hex>" (source/tree.py): a ref may be long.
+ALTER TABLE plexica_gitops.applies ALTER COLUMN desired_revision TYPE varchar(1000);
+
+-- The revision each last-applied fingerprint came from (its apply's desired revision), so
+-- drift can say what was last applied without the apply record; filled for older rows.
+ALTER TABLE plexica_gitops.last_applied ADD COLUMN revision varchar(1000);
+UPDATE plexica_gitops.last_applied l SET revision = a.desired_revision
+  FROM plexica_gitops.applies a WHERE a.id = l.apply_id;
+""",
+    ),
 ]

@@ -8,6 +8,8 @@ Each container carries what the reconciler needs to read it back without the spe
     io.plexica.plugin, .version, .image, .manifest-hash, .env-hash
     io.plexica.env-digest                  keyed HMAC of the env values (never the values)
     io.plexica.replace-id                  the replacement that made it (`apply --replace`)
+    io.plexica.revision                    the desired revision of the apply that made it
+                                           (``<ref>@sha1:<hex>``; never compared)
     io.plexica.cpu, .memory                the desired quantities, as written in the manifest
     io.plexica.port, .readiness-path, .liveness-path, .generation, .replica
 
@@ -88,6 +90,7 @@ LABEL_MANIFEST_HASH = "io.plexica.manifest-hash"
 LABEL_ENV_HASH = "io.plexica.env-hash"
 LABEL_ENV_DIGEST = "io.plexica.env-digest"
 LABEL_REPLACE_ID = "io.plexica.replace-id"
+LABEL_REVISION = "io.plexica.revision"
 MIXED = "mixed"  # observed env digest of replicas that run with different env values
 LABEL_CPU = "io.plexica.cpu"
 LABEL_MEMORY = "io.plexica.memory"
@@ -580,6 +583,8 @@ class DockerProvider(Provider):
         name = f"plexica-{spec.plugin_id}-{generation}-{index}"
         labels = {**_spec_labels(spec), LABEL_SCOPE: self.settings.scope}
         labels.update({LABEL_GENERATION: generation, LABEL_REPLICA: str(index)})
+        if spec.revision:  # not in _spec_labels: which commit made it is no reason to replace
+            labels[LABEL_REVISION] = spec.revision
         options: dict[str, Any] = {
             "name": name,
             "labels": labels,
