@@ -557,7 +557,7 @@ def measure_size(
     result["change"] = change["binding"]
     runs: list[dict[str, Any]] = []
     try:
-        for run in RUNS:
+        for run in args.runs:
             if run == "changed":
                 Path(change["file"]).write_text(change["after"], encoding="utf-8")
             for name in commands:
@@ -593,10 +593,24 @@ def measure_size(
 # --------------------------------------------------------------------------- main
 
 
+def _machine_speed() -> str:
+    """A yardstick for comparing figures taken on other days or machines."""
+    import timeit
+
+    best = min(timeit.repeat("sum(range(10**6))", number=10, repeat=5)) / 10
+    return f"sum(range(10**6)) in {best * 1000:.1f} ms"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time `validate` and `plan` as a user runs them.")
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="PxT or PxTxK, comma-separated")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--runs",
+        type=lambda text: [r for r in RUNS if r in text.split(",")],
+        default=list(RUNS),
+        help="which runs of each command: cold,again,changed (default all; cold is always run)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     parser.add_argument("--skip-terraform", action="store_true")
     parser.add_argument("--skip-db", action="store_true", help="no PostgreSQL, no plan-db")
@@ -621,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(out).write_text(json.dumps(child(json.loads(params))), encoding="utf-8")
         return 0
     sizes = [Size.parse(s) for s in args.sizes.split(",") if s.strip()]
+    if "cold" not in args.runs:
+        args.runs.insert(0, "cold")  # it holds the stage shares and the Terraform ratio
     temp = None
     if args.keep is not None:
         tmp = args.keep.resolve()
@@ -634,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "machine_speed": _machine_speed(),
         "sizes": [],
     }
     server = None
@@ -647,7 +664,8 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             result["sizes"].append(measure_size(size, tmp / size.label, args, server))
             if args.keep is not None:
-                (tmp / "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+                saved = tmp / f"result-{args.sizes.replace(',', '_')}.json"
+                saved.write_text(json.dumps(result, indent=1), encoding="utf-8")
     finally:
         if server is not None:
             server.stop()
@@ -665,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_report(r: dict[str, Any]) -> None:
     print(f"cli scale benchmark, {r['date']}, {r['machine']}, Python {r['python']}")
-    print(f"plexica_gitops: {r['measured']}")
+    print(f"plexica_gitops: {r['measured']}; machine: {r.get('machine_speed', '?')}")
     for s in r["sizes"]:
         generated = s["generated"]
         plan = generated.get("plan", {})
