@@ -40,8 +40,8 @@ import docker  # noqa: E402
 from devenv.images import build_plugin_image  # noqa: E402
 from devenv.podman import engine_answers, ensure_engine  # noqa: E402
 from devenv.postgres import PostgresServer  # noqa: E402
-from plexica_gitops.health import wait_ready  # noqa: E402
-from plexica_gitops.provider import RolloutSettings  # noqa: E402
+from plexica_gitops.runtime.health import wait_ready  # noqa: E402
+from plexica_gitops.runtime.provider import RolloutSettings  # noqa: E402
 
 READY_PROBES = 3
 PROBE_INTERVAL = 0.2

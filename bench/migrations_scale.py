@@ -49,7 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from devenv.postgres import PostgresServer  # noqa: E402
-from plexica_gitops.desired import MigrationFile  # noqa: E402
+from plexica_gitops.desired.build import MigrationFile  # noqa: E402
 from plexica_gitops.store.ddl import DDL_VERSIONS  # noqa: E402
 from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations  # noqa: E402
 

@@ -135,8 +135,8 @@ def _copy(conn: Any, statement: str, lines: Iterator[str]) -> None:
 
 def load(dsn: str, args: argparse.Namespace) -> dict[str, int]:
     """Create the store and load the synthetic platform; returns the row counts."""
-    from plexica_gitops.live import LifecycleStatus as S
-    from plexica_gitops.live import stable_hash
+    from plexica_gitops.hashing import stable_hash
+    from plexica_gitops.lifecycle import LifecycleStatus as S
     from plexica_gitops.store import catalog
     from plexica_gitops.store.connection import connect
     from plexica_gitops.store.schema import init_store
@@ -271,7 +271,7 @@ def _backend_cpu_s(pid: int) -> float | None:
 def _build_model_validate(conn: Any, plugins: Any, last_applied: Any) -> Any:
     """Alternative: the server nests everything as JSON per tenant; the client parses it
     to dicts and validates the whole LiveState with `LiveState.model_validate`."""
-    from plexica_gitops.live import LiveState
+    from plexica_gitops.live.model import LiveState
 
     query = """
     SELECT t.slug, json_build_object(
@@ -303,8 +303,8 @@ def _build_model_validate(conn: Any, plugins: Any, last_applied: Any) -> Any:
 def _build_model_construct(conn: Any, plugins: Any, last_applied: Any) -> Any:
     """Alternative: raw rows, one per binding and per migration, streamed; every object
     made with `model_construct` (no validation, nothing shared)."""
-    from plexica_gitops.live import AppliedMigration, LiveState, LiveTenant, LiveTenantPlugin
-    from plexica_gitops.model import TenantStatus
+    from plexica_gitops.desired.model import TenantStatus
+    from plexica_gitops.live.model import AppliedMigration, LiveState, LiveTenant, LiveTenantPlugin
 
     bindings: dict[str, dict[str, Any]] = {}
     migrations: dict[str, dict[str, list[Any]]] = {}

@@ -1,4 +1,4 @@
-"""Scale benchmark for `plexica-gitops plan` (`plexica_gitops.planner.build_plan`).
+"""Scale benchmark for `plexica-gitops plan` (`plexica_gitops.plan.builder.build_plan`).
 
 Four measurements, each in a fresh child process. The parent reads the peak RSS of that one
 child (`os.wait4(pid)` gives the child's own `ru_maxrss`, which is what
@@ -216,7 +216,7 @@ def build_desired(world: World, variant: str) -> Any:
     """The DesiredState `build_desired_state` would give for the YAML of this world, built
     from the same document dicts without YAML (no positions are kept: locations point at
     the file only)."""
-    from plexica_gitops.desired import (
+    from plexica_gitops.desired.build import (
         DesiredState,
         MigrationFile,
         PlatformEntry,
@@ -224,9 +224,9 @@ def build_desired(world: World, variant: str) -> Any:
         TenantEntry,
         share_tenant_values,
     )
-    from plexica_gitops.live import SharedValues
-    from plexica_gitops.loader import SourceDocument
-    from plexica_gitops.model import PlatformDocument, PluginDocument, TenantDocument
+    from plexica_gitops.desired.model import PlatformDocument, PluginDocument, TenantDocument
+    from plexica_gitops.interning import SharedValues
+    from plexica_gitops.source.loader import SourceDocument
 
     def source(file: str) -> SourceDocument:
         return SourceDocument(file=file, index=0, line=1, data={}, positions={})
@@ -285,7 +285,8 @@ def build_desired(world: World, variant: str) -> Any:
 
 class Converged:
     def __init__(self, desired: Any) -> None:
-        from plexica_gitops.planner import DEPLOYED, RUNNING, desired_plugin
+        from plexica_gitops.desired.view import desired_plugin
+        from plexica_gitops.lifecycle import DEPLOYED, RUNNING
 
         self.desired = desired
         self.deployed = DEPLOYED
@@ -296,8 +297,9 @@ class Converged:
         self.last_applied: dict[str, str] = {}
 
     def plugin(self, pid: str) -> dict[str, Any] | None:
-        from plexica_gitops.live import LifecycleStatus, stable_hash
-        from plexica_gitops.planner import consumer_group, env_hash
+        from plexica_gitops.desired.view import consumer_group, env_hash
+        from plexica_gitops.hashing import stable_hash
+        from plexica_gitops.lifecycle import LifecycleStatus
 
         entry, dp = self.desired.plugins[pid], self.plugins[pid]
         target = dp.target
@@ -342,7 +344,7 @@ class Converged:
         return record
 
     def topics(self) -> dict[str, Any]:
-        from plexica_gitops.live import stable_hash
+        from plexica_gitops.hashing import stable_hash
 
         platform = self.desired.platform
         defaults = platform.document.spec.events.defaults if platform else None
@@ -365,7 +367,7 @@ class Converged:
         return topics
 
     def tenant(self, slug: str, entry: Any, disabled: set[str] = frozenset()) -> dict[str, Any]:
-        from plexica_gitops.live import stable_hash
+        from plexica_gitops.hashing import stable_hash
 
         spec = entry.document.spec
         if spec.status.value == "deleted":
@@ -414,8 +416,8 @@ class Converged:
 def write_live_json(world: World, path: Path) -> dict[str, int]:
     """Stream the converged live state of `world` (made from the OLD desired state), with
     the drift of `world`, to `path` as JSON."""
-    from plexica_gitops.desired import TenantEntry
-    from plexica_gitops.model import TenantDocument
+    from plexica_gitops.desired.build import TenantEntry
+    from plexica_gitops.desired.model import TenantDocument
 
     old = build_desired_tenantless(world)
     converged = Converged(old)
@@ -620,9 +622,9 @@ def child_generate(params: dict[str, Any]) -> dict[str, Any]:
 
 def child_scale(params: dict[str, Any]) -> dict[str, Any]:
     """In-memory desired state, live state parsed from JSON, plan x repeats, render."""
-    from plexica_gitops.live import LiveState
-    from plexica_gitops.planner import build_plan
-    from plexica_gitops.render_json import render_json
+    from plexica_gitops.live.model import LiveState
+    from plexica_gitops.plan.builder import build_plan
+    from plexica_gitops.render.json import render_json
 
     world = _world(params)
     figures: dict[str, Any] = {"rss_imports_mb": _rss_now_mb()}
@@ -671,8 +673,8 @@ def child_profile(params: dict[str, Any]) -> dict[str, Any]:
     import io
     import pstats
 
-    from plexica_gitops.live import LiveState
-    from plexica_gitops.planner import build_plan
+    from plexica_gitops.live.model import LiveState
+    from plexica_gitops.plan.builder import build_plan
 
     world = _world(params)
     desired = build_desired(world, "new")
@@ -716,14 +718,14 @@ def _already_loaded(loaded: Any, *_args: Any, **_kwargs: Any) -> Any:
 def child_e2e(params: dict[str, Any]) -> dict[str, Any]:
     """validate_directory's three stages, live parse, plan, render; optionally the
     Terraform configuration of the plan."""
-    import plexica_gitops.desired as desired_module
-    from plexica_gitops.desired import build_desired_state
-    from plexica_gitops.live import LiveState
-    from plexica_gitops.loader import load_directory
-    from plexica_gitops.planner import build_plan
-    from plexica_gitops.render_json import render_json
-    from plexica_gitops.schema import kind_validator
-    from plexica_gitops.validate import validate_build
+    import plexica_gitops.desired.build as desired_module
+    from plexica_gitops.desired.build import build_desired_state
+    from plexica_gitops.desired.schemas import kind_validator
+    from plexica_gitops.desired.validate import validate_build
+    from plexica_gitops.live.model import LiveState
+    from plexica_gitops.plan.builder import build_plan
+    from plexica_gitops.render.json import render_json
+    from plexica_gitops.source.loader import load_directory
 
     for kind in ("Platform", "Plugin", "Tenant"):  # a one-off start-up cost, as in validate
         kind_validator(kind)
@@ -781,8 +783,8 @@ def child_check(params: dict[str, Any]) -> dict[str, Any]:
     sys.path.insert(0, str(REPO_ROOT / "tests"))
     from simulator import simulate
 
-    from plexica_gitops.live import LiveState
-    from plexica_gitops.planner import build_plan
+    from plexica_gitops.live.model import LiveState
+    from plexica_gitops.plan.builder import build_plan
 
     def canonical(state: LiveState) -> str:
         return json.dumps(state.model_dump(mode="json"), sort_keys=True)

@@ -4,10 +4,10 @@ Generates a synthetic but realistic desired state (default: 200 plugins x 5,000 
 tenant enabling 20 plugins) and measures `validate_directory` on it:
 
 * wall time, split into the three stages `validate_directory` is made of:
-  load   = plexica_gitops.loader.load_directory(root)
-  build  = plexica_gitops.desired.build_desired_state(root), fed the already-loaded result
+  load   = plexica_gitops.source.loader.load_directory(root)
+  build  = plexica_gitops.desired.build.build_desired_state(root), fed the already-loaded result
            (its own `load_directory` call is patched to return it, so nothing is read twice)
-  rules  = plexica_gitops.validate.validate_build(built)
+  rules  = plexica_gitops.desired.validate.validate_build(built)
   validate_directory(root) is exactly validate_build(build_desired_state(root)), and
   build_desired_state(root) is load_directory(root) followed by the build, so
   load + build + rules is the time of one validate_directory call.
@@ -783,11 +783,11 @@ def _rss_mb(maxrss: int) -> float:
 def child_measure(root: Path, mode: str, top: int) -> None:
     """Runs in the child process; prints one JSON object (or a profile) on stdout."""
     _import_package()
-    import plexica_gitops.desired as desired_module
-    from plexica_gitops.desired import build_desired_state
-    from plexica_gitops.loader import load_directory
-    from plexica_gitops.schema import kind_validator
-    from plexica_gitops.validate import validate_build, validate_directory
+    import plexica_gitops.desired.build as desired_module
+    from plexica_gitops.desired.build import build_desired_state
+    from plexica_gitops.desired.schemas import kind_validator
+    from plexica_gitops.desired.validate import validate_build, validate_directory
+    from plexica_gitops.source.loader import load_directory
 
     for kind in ("Platform", "Plugin", "Tenant"):  # schema generation is a one-off start-up cost
         kind_validator(kind)
@@ -796,12 +796,26 @@ def child_measure(root: Path, mode: str, top: int) -> None:
     def stages(around: Any) -> tuple[Any, int, int]:
         """validate_directory's three stages; `around(name, call)` runs each one."""
         loaded = around("load", lambda: load_directory(root))
-        original = desired_module.load_directory
-        desired_module.load_directory = lambda _root, *a, _loaded=loaded, **k: _loaded
+
+        def replay(_root: Path, *_: Any, _loaded: Any = loaded, **__: Any) -> Any:
+            """The build reads files one at a time: hand it the loaded ones, per file."""
+            from plexica_gitops.source.loader import LoadedFile
+
+            by_file: dict[str, tuple[list[Any], list[Any]]] = {f: ([], []) for f in _loaded.files}
+            for document in _loaded.documents:
+                by_file[document.file][0].append(document)
+            for finding in _loaded.findings:
+                if finding.location and finding.location.file in by_file:
+                    by_file[finding.location.file][1].append(finding)
+            for file, (documents, findings) in by_file.items():
+                yield LoadedFile(file, documents, findings, listed=True)
+
+        original = desired_module.iter_directory
+        desired_module.iter_directory = replay  # type: ignore[assignment]
         try:
             built = around("build", lambda: build_desired_state(root))
         finally:
-            desired_module.load_directory = original
+            desired_module.iter_directory = original  # type: ignore[assignment]
         documents, yaml_files = len(loaded.documents), len(loaded.files)
         del loaded  # as in validate_directory, only what the build kept stays alive
         report = around("rules", lambda: validate_build(built))

@@ -115,7 +115,7 @@ def start_servers(directory: Path) -> Servers:
 
 
 def _desired() -> Any:
-    from plexica_gitops.validate import validate_directory
+    from plexica_gitops.desired.validate import validate_directory
 
     result = validate_directory(DESIRED_STATE)
     if not result.valid:
@@ -133,7 +133,7 @@ def made_up_secrets(desired: Any, directory: Path, environ: dict[str, str]) -> d
     """A value for every env reference of the plugins that the environment does not
     provide: made up once, kept in the state directory (so a second run deploys the same
     values), never a real secret. `secretRef`s become files under <dir>/secrets."""
-    from plexica_gitops.planner import desired_plugin
+    from plexica_gitops.desired.view import desired_plugin
 
     store = directory / "made-up-secrets.env"
     kept = dict(line.split("=", 1) for line in _read_lines(store) if "=" in line)

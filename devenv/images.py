@@ -65,7 +65,7 @@ def build_plugin_image(
 def build_desired_state_images(client: Any, desired_dir: Path) -> list[str]:
     """Build the image (`manifest.runtime.image`) of every plugin of a desired-state
     directory, each answering with its plugin id and manifest version."""
-    from plexica_gitops.desired import build_desired_state
+    from plexica_gitops.desired.build import build_desired_state
 
     desired = build_desired_state(desired_dir).desired
     built = []
@@ -189,7 +189,7 @@ def build_command(args: Any) -> list[str]:
     import docker
     import semver
 
-    from plexica_gitops.desired import build_desired_state
+    from plexica_gitops.desired.build import build_desired_state
 
     client = docker.DockerClient(base_url=_docker_host())
     try:

@@ -21,18 +21,21 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from plexica_gitops import report
-from plexica_gitops.actions import Plan
-from plexica_gitops.apply import Reporter
-from plexica_gitops.apply_session import run_apply
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.events import BrokerError, BrokerSettings, EventBroker
+from plexica_gitops.apply.engine import Reporter
+from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
+from plexica_gitops.apply.session import run_apply
+from plexica_gitops.broker.kafka import BrokerError, BrokerSettings, EventBroker
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.schemas import write_schemas
+from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.findings import Finding
-from plexica_gitops.graph import PlanCycleError, order, select_targets, to_dot, to_mermaid
-from plexica_gitops.live import LiveState, LiveStateError, ObservedPart
-from plexica_gitops.loader import ROOT_MISSING
-from plexica_gitops.observe import observe_platform
-from plexica_gitops.planfile import (
+from plexica_gitops.live.codec import LiveStateError
+from plexica_gitops.live.model import LiveState, ObservedPart
+from plexica_gitops.live.observe import observe_platform
+from plexica_gitops.plan.builder import address_exists, build_plan
+from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
+from plexica_gitops.plan.model import Plan
+from plexica_gitops.plan.planfile import (
     PlanFileError,
     StalePlanError,
     check_current,
@@ -40,19 +43,20 @@ from plexica_gitops.planfile import (
     load_plan,
     save_plan,
 )
-from plexica_gitops.planner import address_exists, build_plan
-from plexica_gitops.progress import JsonReporter, LineReporter, LiveReporter
-from plexica_gitops.provider import Provider, ProviderError, load_provider
-from plexica_gitops.render_json import render_json
-from plexica_gitops.render_markdown import render_markdown
-from plexica_gitops.render_status import (
+from plexica_gitops.render import findings as report
+from plexica_gitops.render.graph import to_dot, to_mermaid
+from plexica_gitops.render.json import render_json
+from plexica_gitops.render.markdown import render_markdown
+from plexica_gitops.render.status import (
     SettingsSource,
     StatusView,
     render_status_json,
     render_status_text,
 )
-from plexica_gitops.render_text import NO_CHANGES, print_plan
-from plexica_gitops.schema import write_schemas
+from plexica_gitops.render.text import NO_CHANGES, print_plan
+from plexica_gitops.runtime.provider import Provider, ProviderError, load_provider
+from plexica_gitops.runtime.spec import secret_rotations
+from plexica_gitops.source.loader import ROOT_MISSING
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import ENV_DATABASE_URL, StoreError, connect
 from plexica_gitops.store.connection import database_url as store_database_url
@@ -61,8 +65,6 @@ from plexica_gitops.store.journal import mark_interrupted
 from plexica_gitops.store.lock import ApplyLock, LeaseHolder, apply_lock
 from plexica_gitops.store.runtime import record_runtime, recorded_runtime
 from plexica_gitops.store.schema import check_store, init_store, store_version
-from plexica_gitops.validate import validate_directory
-from plexica_gitops.workload import secret_rotations
 
 # How an option's value is named in --help, by typer's type label.
 _VALUE_NAMES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "FLOAT",
@@ -408,13 +410,13 @@ _MAKE_OBSERVABLE = {
 }
 
 
-def _not_observed(part: ObservedPart, problem: str | None) -> typer.Exit:
+def _not_observed(part: ObservedPart, problem: str | None, verb: str = "plan") -> typer.Exit:
     """A plan never claims what it did not see: fail, saying how to see it or to plan
-    explicitly without it."""
+    (or apply) explicitly without it."""
     return _fail(
-        f"cannot plan: {part.label} was not observed ({problem or _NOT_CONFIGURED[part]}), "
-        f"and {_NEEDED_FOR[part]}",
-        f"{_MAKE_OBSERVABLE[part]} and plan again, or plan without it: --unobserved "
+        f"cannot {verb}: {part.label} was not observed "
+        f"({problem or _NOT_CONFIGURED[part]}), and {_NEEDED_FOR[part]}",
+        f"{_MAKE_OBSERVABLE[part]} and {verb} again, or {verb} without it: --unobserved "
         f"{part.value} ({part.holds} are then not compared, and the plan says so).",
     )
 
@@ -444,6 +446,8 @@ def _unobserved_parts(values: list[str] | None) -> frozenset[ObservedPart]:
                     "Use runtime, broker, or both (--unobserved runtime,broker).",
                 ) from None
     return frozenset(parts)
+
+
 def _secret_rotations(
     desired: DesiredState, live: LiveState, live_source: str | None, database_url: str | None
 ) -> tuple[dict[str, str], list[Finding]]:
@@ -638,6 +642,7 @@ def _plan_for_apply(
     output_format: LogFormat,
     key: bytes | None,
     forced: dict[str, str],
+    skip: frozenset[ObservedPart],
 ) -> Plan:
     """The saved plan when `source` is a plan file — refused when altered, stale, or not
     exactly what planning its desired revision against the live platform gives — else a
@@ -651,13 +656,16 @@ def _plan_for_apply(
         try:
             saved = load_plan(source)
             check_current(saved, desired.revision, live.fingerprint())
-            check_justified(saved, _fresh_plan(desired, live, saved.targets, replace))
+            replanned = _fresh_plan(desired, live, saved.targets, replace)
+            _refuse_unobserved(replanned, skip)
+            check_justified(saved, replanned)
         except PlanFileError as exc:
             raise _fail(str(exc), "Make a new plan with `plexica-gitops plan --out`.") from None
         except StalePlanError as exc:
             raise _fail(str(exc), "Nothing was applied.") from None
         return saved
     fresh = _fresh_plan(desired, live, [], replace)
+    _refuse_unobserved(fresh, skip)
     fresh.warnings = [*unsure, *fresh.warnings]
     for pid in sorted(forced):
         if not any(a.address == f"plugin.{pid}.workload" for a in fresh.actions):
@@ -669,6 +677,15 @@ def _plan_for_apply(
     if output_format is not LogFormat.JSON:
         print_plan(fresh, _stdout())
     return fresh
+
+
+def _refuse_unobserved(plan: Plan, skip: frozenset[ObservedPart]) -> None:
+    """Apply never acts on what it did not see: a part the plan needs that was not
+    observed stops it, unless the user asked to apply without it (said in the plan)."""
+    needed = {ObservedPart(p) for p in plan.unobserved}
+    for part in sorted(needed - skip):
+        raise _not_observed(part, None, verb="apply")
+    plan.unobserved = sorted(needed | skip)
 
 
 def _forced_replacements(addresses: list[str], desired: DesiredState) -> dict[str, str]:
@@ -747,6 +764,17 @@ def apply(
             "unchanged. Repeatable.",
         ),
     ] = None,
+    unobserved: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--unobserved",
+            metavar="PART",
+            help="Apply without the event broker (`--unobserved broker`): topics are then "
+            "neither compared nor changed, and the plan says so. Without it, an apply whose "
+            "plan needs the broker refuses to start when it is not observed.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Carry out a plan: walk its graph, journal each step, roll back failed updates.
 
@@ -763,6 +791,12 @@ def apply(
         raise _usage(
             "--replace changes what is planned: it cannot be added to a saved plan",
             "Apply the desired-state directory with --replace, and review the plan it shows.",
+        )
+    skip = _unobserved_parts(unobserved)
+    if ObservedPart.RUNTIME in skip:
+        raise _usage(
+            "--unobserved runtime: apply cannot run without the runtime provider",
+            "Only the broker can be left out of an apply (--unobserved broker).",
         )
     directory = source if source.is_dir() else desired_state
     desired = _load_desired(directory)
@@ -783,12 +817,12 @@ def apply(
             with connect(url, epoch=lock.epoch) as conn:
                 mark_interrupted(conn)
                 _record_runtime(conn, desired)
+            if ObservedPart.BROKER in skip:
+                broker = None
             live = _observe(url, provider, broker, strict=True)
-            plan = _plan_for_apply(source, desired, live, log_format, key, forced)
+            plan = _plan_for_apply(source, desired, live, log_format, key, forced, skip)
             if plan.has_errors:
                 raise _fail("the plan has errors: nothing was applied", "Fix them in git.")
-            for part in map(ObservedPart, plan.unobserved):
-                raise _not_observed(part, None)  # apply never acts on what it did not see
             if not plan.has_changes:
                 _say_no_changes(log_format, shown=not source.is_file())
                 raise typer.Exit(0)

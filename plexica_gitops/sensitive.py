@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 SENSITIVE = "(sensitive)"
 SECRET_KEY = re.compile(
@@ -12,7 +13,7 @@ SECRET_KEY = re.compile(
 )
 
 
-SHORT_SECRET_KEY = re.compile(r"(^|[_.-])(pass|pwd)$")  # DB_PASS, smtp.pwd; not "bypass"
+SHORT_SECRET_KEY = re.compile(r"(^|[_.-])(pass|pwd)\Z")  # DB_PASS, smtp.pwd; not "bypass"
 
 
 def looks_secret(key: str) -> bool:
@@ -47,15 +48,48 @@ def is_reference(value: Any) -> bool:
     )
 
 
-def mask(value: Any) -> Any:
-    """A copy for display: values under secret-looking keys become "(sensitive)"."""
-    if isinstance(value, dict):
-        if is_reference(value):
-            return value
-        return {
-            key: SENSITIVE if looks_secret(key) and not is_reference(item) else mask(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [mask(item) for item in value]
-    return value
+def has_credentials(text: str) -> bool:
+    """A URL with a password in it (`postgres://user:pw@host/db`)."""
+    if "@" not in text or ":" not in text:
+        return False
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # "http://[x": not a URL one can read, so no password to find
+        return False
+    return bool(parts.scheme and parts.password)
+
+
+def mask(value: Any, *, credentials: bool = False) -> Any:
+    """A copy for display: values under secret-looking keys become "(sensitive)"; with
+    `credentials`, so do URLs with a password. References stay (they name, never hold, a
+    value). Iterative, so a value nested thousands of levels deep cannot exhaust the
+    stack."""
+    if is_reference(value) or not isinstance(value, dict | list):
+        return (
+            SENSITIVE
+            if credentials and isinstance(value, str) and has_credentials(value)
+            else value
+        )
+    root: dict[Any, Any] | list[Any] = {} if isinstance(value, dict) else []
+    stack: list[tuple[Any, Any]] = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        in_mapping = isinstance(source, dict)
+        for key, item in source.items() if in_mapping else enumerate(source):
+            shown: Any = item
+            if _hidden(key if in_mapping else None, item, credentials):
+                shown = SENSITIVE
+            elif isinstance(item, dict | list) and not is_reference(item):
+                shown = {} if isinstance(item, dict) else []
+                stack.append((item, shown))
+            if in_mapping:
+                target[key] = shown
+            else:
+                target.append(shown)
+    return root
+
+
+def _hidden(key: Any, item: Any, credentials: bool) -> bool:
+    if isinstance(key, str) and looks_secret(key) and not is_reference(item):
+        return True
+    return credentials and isinstance(item, str) and has_credentials(item)

@@ -13,10 +13,10 @@ from apply_support import ECHO_IMAGE, EchoPlatform
 
 from devenv.images import build_plugin_image
 from devenv.postgres import PostgresServer
+from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.findings import Location
-from plexica_gitops.validate import ValidationReport, validate_directory
 
-pytest_plugins = ["docker_engine", "kafka_broker"]
+pytest_plugins = ["docker_engine", "kafka_broker", "kube_cluster"]
 
 EXAMPLE_DESIRED_STATE = Path(__file__).resolve().parent.parent / "desired-state"
 

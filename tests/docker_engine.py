@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from devenv.podman import engine_answers, ensure_engine, stop_engine
-from plexica_gitops.provider import MANAGED_BY
+from plexica_gitops.runtime.provider import MANAGED_BY
 
 TEST_NETWORK = "plexica-test"
 STATE_DIR = Path(tempfile.gettempdir()) / "plexica-test-podman"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from plexica_gitops import loader
+from plexica_gitops.source import loader
 from plexica_gitops.source.git import GitTree
 from plexica_gitops.source.tree import DirectoryTree, EntryKind, SourceTree
 

@@ -35,11 +35,19 @@ from typing import Any
 
 import yaml
 
-from plexica_gitops.actions import Action, Plan
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.live import (
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.model import API_VERSION, TenantStatus
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.desired.view import (
+    DesiredPlugin,
+    consumer_group,
+    desired_plugin,
+    env_hash,
+    manifest_hash,
+)
+from plexica_gitops.lifecycle import LIFECYCLE_EDGES, LifecycleStatus
+from plexica_gitops.live.model import (
     AppliedMigration,
-    LifecycleStatus,
     LivePermission,
     LivePlugin,
     LiveResources,
@@ -50,16 +58,7 @@ from plexica_gitops.live import (
     LiveTopic,
     LiveWorkload,
 )
-from plexica_gitops.model import API_VERSION, TenantStatus
-from plexica_gitops.planner import (
-    LIFECYCLE_EDGES,
-    DesiredPlugin,
-    consumer_group,
-    desired_plugin,
-    env_hash,
-    manifest_hash,
-)
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.plan.model import Action, Plan
 
 S = LifecycleStatus
 LIFECYCLE_STEPS = {verb for edges in LIFECYCLE_EDGES.values() for _, verb in edges}

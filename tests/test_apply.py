@@ -19,6 +19,7 @@ from apply_support import (
     install_example,
     plugin_statuses,
     run_cli,
+    scoped_platform,
 )
 from conftest import EXAMPLE_DESIRED_STATE, DesiredStateCopy
 
@@ -341,3 +342,33 @@ def test_a_second_apply_is_refused_while_one_holds_the_lock(
     assert code == 1
     assert "pipeline-7" in output and "4242" in output
     assert plugin_statuses(dsn) == {}  # nothing was applied
+
+
+def test_apply_without_the_broker_it_needs_refuses_unless_asked(
+    desired_state_copy: DesiredStateCopy,
+    environment: dict[str, str],
+    example_images: list[str],
+    docker_scope: str,
+) -> None:
+    """The example's plugins publish events: with no broker configured, apply never acts
+    on topics it did not see; `--unobserved broker` applies the rest, and says so."""
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in environment
+    root = desired_state_copy.root
+    platform = root / "platform.yaml"
+    platform.write_text(scoped_platform(platform.read_text(encoding="utf-8"), docker_scope))
+    assert run_cli(environment, "init")[0] == 0
+    code, output = run_cli(environment, "apply", str(root), "--auto-approve")
+    assert code == 1, output
+    assert "cannot apply: the event broker was not observed" in output
+    assert "--unobserved broker" in output
+    assert plugin_statuses(environment["PLEXICA_DATABASE_URL"]) == {}  # nothing applied
+
+    code, output = run_cli(environment, "apply", str(root), "--unobserved", "runtime")
+    assert code == 2 and "cannot run without the runtime provider" in output
+
+    code, output = run_cli(
+        environment, "apply", str(root), "--auto-approve", "--unobserved", "broker"
+    )
+    assert code == 0, output
+    assert "Not observed: broker" in output
+    assert plugin_statuses(environment["PLEXICA_DATABASE_URL"])["crm"] == ("ACTIVE", None)

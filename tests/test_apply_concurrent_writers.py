@@ -18,20 +18,21 @@ import psycopg
 import pytest
 from apply_support import EchoPlatform, containers_of, run_cli
 
-from plexica_gitops.actions import Action
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.observe import observe_platform
-from plexica_gitops.planner import build_plan, manifest_hash
-from plexica_gitops.provider import Endpoint
-from plexica_gitops.steps import (
+from plexica_gitops.apply.steps import (
     ConnectionPool,
     StepContext,
     StepFailed,
     StoreRouteRegistry,
     run_step,
 )
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.desired.view import manifest_hash
+from plexica_gitops.live.observe import observe_platform
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.model import Action
+from plexica_gitops.runtime.provider import Endpoint
 from plexica_gitops.store.catalog import ConflictError
-from plexica_gitops.validate import validate_directory
 
 
 def _desired(root: str) -> DesiredState:

@@ -18,6 +18,7 @@ from apply_support import EchoPlatform, containers_of, plugin_statuses, run_cli
 
 from devenv.images import build_plugin_image
 from plexica_gitops.store import journal
+from plexica_gitops.store.lock import LEASE_ENV
 
 SLOW_IMAGE = "localhost/plexica-test/echo-slow:1.0.0"
 
@@ -65,6 +66,7 @@ def test_kill_9_mid_apply_then_rerun_converges(
     environment: dict[str, str],
     docker_client: docker.DockerClient,
 ) -> None:
+    environment = {**environment, LEASE_ENV: "2"}  # the rerun waits out the killed one's lease
     dsn = environment["PLEXICA_DATABASE_URL"]
     root, process = _apply_in_background(tmp_path, docker_scope, slow_image, environment)
     try:

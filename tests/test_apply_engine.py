@@ -14,12 +14,12 @@ import psycopg
 import pytest
 from rich.console import Console
 
-from plexica_gitops.actions import Action, ActionKind
-from plexica_gitops.apply import ApplyReport, StepResult, StepStatus, execute
-from plexica_gitops.events import BrokerUnreachable
-from plexica_gitops.progress import JsonReporter, LineReporter, LiveReporter
-from plexica_gitops.provider import ProviderError
-from plexica_gitops.steps import StepFailed
+from plexica_gitops.apply.engine import ApplyReport, StepResult, StepStatus, execute
+from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
+from plexica_gitops.apply.steps import StepFailed
+from plexica_gitops.broker.kafka import BrokerUnreachable
+from plexica_gitops.plan.model import Action, ActionKind
+from plexica_gitops.runtime.provider import ProviderError
 
 
 def _action(address: str, *depends_on: str) -> Action:

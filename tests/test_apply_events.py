@@ -13,7 +13,7 @@ import pytest
 from apply_support import EchoPlatform, plugin_statuses, run_cli
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from plexica_gitops.events import BrokerSettings, EventBroker
+from plexica_gitops.broker.kafka import BrokerSettings, EventBroker
 
 POSTED = "echo.message.posted"
 READ = "echo.message.read"

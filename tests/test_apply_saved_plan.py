@@ -14,13 +14,20 @@ from typing import Any
 import docker
 import psycopg
 import pytest
-from apply_support import EchoPlatform, containers_of, install_example, plugin_statuses, run_cli
+from apply_support import (
+    EchoPlatform,
+    containers_of,
+    install_example,
+    no_broker,
+    plugin_statuses,
+    run_cli,
+)
 from conftest import EXAMPLE_DESIRED_STATE, DesiredStateCopy
 
 from devenv.images import build_desired_state_images
-from plexica_gitops.actions import Action, ActionKind
-from plexica_gitops.steps import ConnectionPool, StepContext, StepFailed, run_step
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.apply.steps import ConnectionPool, StepContext, StepFailed, run_step
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.plan.model import Action, ActionKind
 
 PURGE = {
     "id": "plugin.crm.data:purge",
@@ -88,11 +95,17 @@ def test_an_injected_purge_is_refused_and_drops_nothing(
     assert len(tenants) >= 2 and before[1]  # crm's tables live in several tenant schemas
 
     saved = tmp_path / "release.plan"
-    code, output = run_cli(environment, "plan", root, "--out", str(saved))
+    code, output = run_cli(environment, "plan", root, "--out", str(saved), *no_broker(environment))
     assert code == 0, output
     forge(saved, lambda plan: plan["actions"].append(PURGE))
     code, output = run_cli(
-        environment, "apply", str(saved), "--desired-state", root, "--auto-approve"
+        environment,
+        "apply",
+        str(saved),
+        "--desired-state",
+        root,
+        "--auto-approve",
+        *no_broker(environment),
     )
     assert code == 1
     assert "not what its desired state gives" in output

@@ -16,8 +16,8 @@ import docker
 import psycopg
 from apply_support import EchoPlatform, TrafficLoop, containers_of, run_cli
 
-from plexica_gitops.observe import observe_platform
-from plexica_gitops.provider import load_provider
+from plexica_gitops.live.observe import observe_platform
+from plexica_gitops.runtime.provider import load_provider
 
 TOKEN = "ECHO_API_TOKEN"
 ENV = {TOKEN: {"fromEnv": TOKEN}}
@@ -115,7 +115,8 @@ def test_values_that_cannot_be_compared_are_said_not_compared(
     assert "--replace plugin.echo.workload" in finding["hint"]
 
     # a snapshot has no key to digest with, whatever the environment holds
-    provider = load_provider("docker", {"endpointMode": "loopback", "scope": echo.scope})
+    settings = {"endpointMode": "loopback", "scope": echo.scope, "baseUrl": env["DOCKER_HOST"]}
+    provider = load_provider("docker", settings)
     try:
         live = observe_platform(env["PLEXICA_DATABASE_URL"], provider)
     finally:

@@ -12,9 +12,12 @@ from simulator import simulate
 from typer.testing import CliRunner
 
 from plexica_gitops.cli import app
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.live import LiveState
-from plexica_gitops.planfile import (
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.schemas import render_schema, schema_file_name
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.live.model import LiveState
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.planfile import (
     SIGNING_KEY_ENV,
     PlanFileError,
     StalePlanError,
@@ -22,9 +25,6 @@ from plexica_gitops.planfile import (
     load_plan,
     save_plan,
 )
-from plexica_gitops.planner import build_plan
-from plexica_gitops.schema import render_schema, schema_file_name
-from plexica_gitops.validate import validate_directory
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "desired-state"
@@ -183,7 +183,7 @@ def test_signed_plans(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     document = json.loads(signed.read_text())
     document["plan"]["actions"][0]["reason"] = "trust me"
 
-    from plexica_gitops.planfile import _canonical
+    from plexica_gitops.plan.planfile import _canonical
 
     document["checksum"] = "sha256:" + hashlib.sha256(_canonical(document["plan"])).hexdigest()
     signed.write_text(json.dumps(document))

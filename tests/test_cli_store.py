@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from plexica_gitops.cli import app
-from plexica_gitops.live import LifecycleStatus
-from plexica_gitops.planner import manifest_hash
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.desired.view import manifest_hash
+from plexica_gitops.lifecycle import LifecycleStatus
 from plexica_gitops.store import catalog
-from plexica_gitops.validate import validate_directory
 
 EXAMPLE = Path(__file__).parent.parent / "desired-state"
 

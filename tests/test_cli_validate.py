@@ -238,3 +238,67 @@ def test_literal_secrets_never_appear_in_any_output_format(repo: DesiredStateCop
         assert result.output.count("PGV701") == 3, result.output
         for secret in secrets:
             assert secret not in result.output, (output_format, secret)
+
+
+# --------------------------------------------------------------------------- out of memory
+
+
+def test_out_of_memory_is_a_finding_not_a_traceback(
+    repo: DesiredStateCopy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plexica_gitops.desired import build as desired
+
+    def exhausted(*_: object, **__: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(desired, "share_tenant_values", exhausted)
+    result = run(DIR, "--format", "json")
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert document["valid"] is False
+    (finding,) = document["findings"]
+    assert finding["code"] == "PGL012"
+    assert "6x the size" in finding["hint"]
+
+
+def many_tenants(root: Path, files: int, tenants_per_file: int) -> None:
+    """The example with `files` more tenant files of `tenants_per_file` tenants (acme's
+    bindings), written by the test: big inputs do not belong in git."""
+    acme = (root / "tenants" / "acme.yaml").read_text(encoding="utf-8")
+    for number in range(files):
+        documents = []
+        for index in range(tenants_per_file):
+            n = number * tenants_per_file + index + 1
+            documents.append(
+                acme.replace("name: acme ", f"name: bulk{n} ")
+                .replace("tenant_acme", f"tenant_bulk{n}")
+                .replace(
+                    "7be72c81-2e45-42c0-b2f0-8962a8006663", f"00000000-0000-4000-8000-{n:012d}"
+                )
+            )
+        (root / "tenants" / f"bulk{number}.yaml").write_text("---\n".join(documents))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_AS and /proc")
+def test_validate_under_a_memory_limit_ends_with_a_finding(repo: DesiredStateCopy) -> None:
+    """A real MemoryError: `plexica-gitops validate` in a process whose address space is a
+    little more than the program needs; the desired state needs more."""
+    many_tenants(repo.root, files=8, tenants_per_file=500)  # ~9 MB of YAML
+    probe = "import plexica_gitops.cli; print(open('/proc/self/status').read())"
+    status = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    match = re.search(r"VmSize:\s+(\d+) kB", status.stdout)
+    assert match is not None, status.stderr
+    limit = (int(match[1]) + 24 * 1024) * 1024  # what the program needs, and 24 MB
+
+    def limited() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    command = [sys.executable, "-m", "plexica_gitops.cli", "validate", DIR]
+    result = subprocess.run(
+        command, preexec_fn=limited, capture_output=True, text=True, timeout=300
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PGL012" in result.stdout and "not enough memory" in result.stdout

@@ -26,11 +26,13 @@ from simulator import (
     write_desired_state,
 )
 
-from plexica_gitops.actions import Plan
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.live import LifecycleStatus, LiveState, LiveTenantPlugin, LiveTopic
-from plexica_gitops.model import TenantStatus
-from plexica_gitops.planner import DEPLOYED, RUNNING, TARGET_STATUS, build_plan, desired_plugin
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.model import TenantStatus
+from plexica_gitops.desired.view import desired_plugin
+from plexica_gitops.lifecycle import DEPLOYED, RUNNING, TARGET_STATUS, LifecycleStatus
+from plexica_gitops.live.model import LiveState, LiveTenantPlugin, LiveTopic
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.model import Plan
 
 S = LifecycleStatus
 PLUGIN_POOL = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")

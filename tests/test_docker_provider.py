@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from devenv.images import build_plugin_image
-from plexica_gitops.health import ProbeResult, probe, wait_ready
-from plexica_gitops.live import LiveResources, LiveWorkload
-from plexica_gitops.model import RolloutStrategy
-from plexica_gitops.provider import (
+from plexica_gitops.desired.model import RolloutStrategy
+from plexica_gitops.live.model import LiveResources, LiveWorkload
+from plexica_gitops.runtime.health import ProbeResult, probe, wait_ready
+from plexica_gitops.runtime.provider import (
     Endpoint,
     ImagePullError,
     ProviderError,

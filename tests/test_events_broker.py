@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from devenv.tansu import free_port
-from plexica_gitops.events import (
+from plexica_gitops.broker.kafka import (
     BrokerError,
     BrokerSettings,
     BrokerUnreachable,

@@ -19,13 +19,15 @@ from hypothesis import strategies as st
 from rich.console import Console
 from simulator import simulate
 
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.live import LiveState, LiveStateError
-from plexica_gitops.planner import build_plan
-from plexica_gitops.render_json import plan_from_json, plan_to_json, render_json
-from plexica_gitops.render_markdown import render_markdown
-from plexica_gitops.render_text import print_plan
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.live.codec import LiveStateError
+from plexica_gitops.live.model import LiveState
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.wire import plan_from_json, plan_to_json
+from plexica_gitops.render.json import render_json
+from plexica_gitops.render.markdown import render_markdown
+from plexica_gitops.render.text import print_plan
 
 EXAMPLE = Path(__file__).parent.parent / "desired-state"
 CLEAN_ERRORS = (LiveStateError, pydantic.ValidationError)

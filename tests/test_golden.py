@@ -19,14 +19,15 @@ import pytest
 from rich.console import Console
 from simulator import simulate
 
-from plexica_gitops.actions import Plan
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.live import LifecycleStatus, LivePlugin, LiveState
-from plexica_gitops.planner import build_plan
-from plexica_gitops.render_json import render_json
-from plexica_gitops.render_markdown import render_markdown
-from plexica_gitops.render_text import print_plan
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.lifecycle import LifecycleStatus
+from plexica_gitops.live.model import LivePlugin, LiveState
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.model import Plan
+from plexica_gitops.render.json import render_json
+from plexica_gitops.render.markdown import render_markdown
+from plexica_gitops.render.text import print_plan
 
 EXAMPLE = Path(__file__).parent.parent / "desired-state"
 GOLDEN = Path(__file__).parent / "golden"

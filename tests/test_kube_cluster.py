@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
-import kubernetes
 import pytest
+from kube_cluster import exists, wait_for
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
@@ -24,45 +22,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.kube]
 
 MANAGER = "plexica-gitops"
 APPLY = "application/apply-patch+yaml"
-T = TypeVar("T")
-
-
-@pytest.fixture(scope="session")
-def kube_cluster() -> Iterator[kube.KubeCluster]:
-    if not kube.built():
-        pytest.fail(
-            f"the Kubernetes binaries are not built in {kube.bin_dir()}: run "
-            "`python3 -m devenv.kube build` first (about 25 minutes on 2 cores, once)"
-        )
-    cluster = kube.KubeCluster(ready_delay=0.3)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def kube_api(kube_cluster: kube.KubeCluster) -> Iterator[Any]:
-    api = kubernetes.config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
-    try:
-        yield api
-    finally:
-        api.close()
-
-
-@pytest.fixture
-def kube_namespace(kube_api: Any) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core = k8s.CoreV1Api(kube_api)
-    core.create_namespace({"metadata": {"name": name}})
-    # The ServiceAccount admission plugin refuses pods until the controller manager has
-    # made the namespace's `default` service account: wait for it, as a deploy tool must.
-    wait_for(lambda: _exists(lambda: core.read_namespaced_service_account("default", name)))
-    try:
-        yield name
-    finally:
-        core.delete_namespace(name)
 
 
 def deployment(
@@ -121,27 +80,6 @@ def apply(apps: Any, namespace: str, body: dict[str, Any], **options: Any) -> An
         _content_type=APPLY,
         **options,
     )
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout:g} s: {check}")
-        time.sleep(interval)
-
-
-def _exists(read: Callable[[], object]) -> bool:
-    try:
-        read()
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def rollout_complete(apps: Any, namespace: str, name: str) -> Any:
@@ -333,7 +271,7 @@ def test_dry_run_apply_changes_nothing(kube_api: Any, kube_namespace: str) -> No
     )
     assert preview.spec.template.spec.restart_policy == "Always"
     # ...but nothing was stored.
-    assert not _exists(lambda: apps.read_namespaced_deployment("dry", kube_namespace))
+    assert not exists(lambda: apps.read_namespaced_deployment("dry", kube_namespace))
 
     apply(apps, kube_namespace, deployment("dry", "plexica/echo:1.0.0"))
     changed = apply(
@@ -383,5 +321,5 @@ def test_deleting_a_deployment_removes_its_pods(kube_api: Any, kube_namespace: s
     apply(apps, kube_namespace, deployment("gone", "plexica/echo:1.0.0"))
     wait_for(lambda: rollout_complete(apps, kube_namespace, "gone"))
     apps.delete_namespaced_deployment("gone", kube_namespace, propagation_policy="Foreground")
-    wait_for(lambda: not _exists(lambda: apps.read_namespaced_deployment("gone", kube_namespace)))
+    wait_for(lambda: not exists(lambda: apps.read_namespaced_deployment("gone", kube_namespace)))
     wait_for(lambda: not core.list_namespaced_pod(kube_namespace, label_selector="app=gone").items)

@@ -10,7 +10,8 @@ import pydantic
 import pytest
 from test_store_catalog import EXPECTED
 
-from plexica_gitops.live import MAX_TENANT_BYTES, LiveState, LiveStateError
+from plexica_gitops.live.codec import MAX_TENANT_BYTES, LiveStateError
+from plexica_gitops.live.model import LiveState
 
 
 def _outcome(parse: Any, text: str) -> Any:

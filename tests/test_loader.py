@@ -1,4 +1,4 @@
-"""Tests for plexica_gitops.loader: what a user of `validate` would notice."""
+"""Tests for plexica_gitops.source.loader: what a user of `validate` would notice."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from plexica_gitops import loader as loader_module
 from plexica_gitops.findings import Location, Severity
-from plexica_gitops.loader import (
+from plexica_gitops.source import loader as loader_module
+from plexica_gitops.source.loader import (
     MAX_FINDINGS_PER_FILE,
     LoadLimits,
     LoadResult,
@@ -411,10 +411,24 @@ def test_deep_nesting_is_rejected_at_the_limit(tmp_path: Path) -> None:
     assert "10 levels" in result.findings[0].message
 
 
-def test_very_deep_flow_nesting_does_not_crash(tmp_path: Path) -> None:
-    result = load_text(tmp_path, "a: " + "[" * 200_000 + "]" * 200_000 + "\n")
+def assert_depth_finding(result: LoadResult, backend: str, line: int, column: int) -> None:
+    """PGL004 naming our limit, at the level that crossed it (`column`); or, when libyaml's
+    own nesting limit (1,000 levels in PyYAML 6.0.4's wheels, none before) stopped the
+    parser first, further in on the same line - wherever that limit lies."""
     assert codes(result) == ["PGL004"]
-    assert result.findings[0].location == Location("doc.yaml", 1, 4 + 63)
+    finding = result.findings[0]
+    assert "64 levels" in finding.message
+    assert finding.location is not None and finding.location.line == line
+    assert finding.location.column is not None
+    if backend == "python":
+        assert finding.location.column == column
+    else:
+        assert finding.location.column >= column
+
+
+def test_very_deep_flow_nesting_does_not_crash(tmp_path: Path, backend: str) -> None:
+    result = load_text(tmp_path, "a: " + "[" * 200_000 + "]" * 200_000 + "\n")
+    assert_depth_finding(result, backend, 1, 4 + 63)
 
 
 @pytest.mark.parametrize(
@@ -428,13 +442,12 @@ def test_very_deep_flow_nesting_does_not_crash(tmp_path: Path) -> None:
     ids=["flow-mappings", "block-sequences", "mixed", "4MB-of-brackets"],
 )
 def test_deep_nesting_of_any_kind_stops_at_the_limit_quickly(
-    tmp_path: Path, text: str, column: int
+    tmp_path: Path, text: str, column: int, backend: str
 ) -> None:
     started = time.perf_counter()
     result = load_text(tmp_path, text)
     assert time.perf_counter() - started < 1.0
-    assert codes(result) == ["PGL004"]
-    assert result.findings[0].location == Location("doc.yaml", 1, column)
+    assert_depth_finding(result, backend, 1, column)
 
 
 def test_node_limit_stops_a_long_list_before_composing_the_rest(tmp_path: Path) -> None:
@@ -692,8 +705,58 @@ def test_load_file_refuses_files_outside_the_root(tmp_path: Path) -> None:
 def test_fifo_named_yaml_does_not_block(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe.yaml")
     result = load_directory(tmp_path)
-    assert codes(result) == ["PGL008"]
+    assert codes(result) == ["PGL011"]
+    assert "named pipe" in result.findings[0].message
     assert "regular file" in result.findings[0].message
+    assert result.files == []  # nothing that reads the listed files later opens it
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+def test_non_regular_files_are_never_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A FIFO (also behind a symlink), a socket, a device: a finding each, and not one
+    `open` of them - opening a FIFO blocks, opening a device may act."""
+    import socket
+
+    os.mkfifo(tmp_path / "pipe.yaml")
+    os.symlink(tmp_path / "pipe.yaml", tmp_path / "link.yml")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock.yaml"))
+    write(tmp_path, "ok.yaml", "a: 1\n")
+    opened: list[str] = []
+    real_open = os.open
+
+    def spying_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(loader_module.os, "open", spying_open)
+    try:
+        result = load_directory(tmp_path)
+        documents, findings = load_file(tmp_path / "pipe.yaml", tmp_path)
+    finally:
+        server.close()
+    assert codes(result) == ["PGL011", "PGL011", "PGL011"]
+    assert [f.location for f in result.findings] == [
+        Location("link.yml"),
+        Location("pipe.yaml"),
+        Location("sock.yaml"),
+    ]
+    assert "socket" in result.findings[2].message
+    assert (documents, [f.code for f in findings]) == ([], ["PGL011"])
+    assert opened == [os.path.realpath(tmp_path / "ok.yaml")]
+    assert [doc.file for doc in result.documents] == ["ok.yaml"]
+
+
+def test_a_device_named_yaml_is_never_opened(tmp_path: Path) -> None:
+    devnull = "/dev/null"
+    if not os.path.exists(devnull):
+        pytest.skip("needs /dev/null")
+    documents, findings = load_file(Path(devnull), Path("/dev"))
+    assert documents == []
+    assert [f.code for f in findings] == ["PGL011"]
+    assert "device" in findings[0].message
 
 
 # --------------------------------------------------------------------------- load_file
@@ -926,29 +989,49 @@ def test_syntax_errors_name_the_character_and_the_anchor(tmp_path: Path) -> None
     assert "'nowhere'" in result.findings[0].message
 
 
+LIBYAML_SCANNER_LIMIT = "exceeded maximum nesting depth"
+
+
+@pytest.mark.parametrize(
+    ("error", "context", "problem"),
+    [
+        (
+            yaml.parser.ParserError,
+            "while parsing",
+            "Maximum nesting level reached, set with yaml_set_max_nest_level())",
+        ),
+        (yaml.scanner.ScannerError, "while increasing flow level", LIBYAML_SCANNER_LIMIT),
+        (yaml.scanner.ScannerError, "while increasing block level", LIBYAML_SCANNER_LIMIT),
+    ],
+    ids=["libyaml-0.2.6-parser", "pyyaml-6.0.4-flow", "pyyaml-6.0.4-block"],
+)
+@pytest.mark.parametrize(("max_depth", "says"), [(64, "64 levels"), (5_000, "parser allows")])
 def test_libyaml_nesting_limit_is_a_depth_finding(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error: type[yaml.MarkedYAMLError],
+    context: str,
+    problem: str,
+    max_depth: int,
+    says: str,
 ) -> None:
-    """libyaml > 0.2.5 stops at 1,000 levels by itself; that is PGL004, not a syntax error."""
+    """libyaml > 0.2.5 stops at 1,000 levels by itself, in words that differ between
+    builds; that is PGL004 naming our limit, not a syntax error."""
     mark = yaml.error.Mark("<unicode string>", 1_002, 0, 1_002, None, 0)
 
     class Deep:
         def get_event(self) -> Any:
-            raise yaml.parser.ParserError(
-                "while parsing",
-                mark,
-                "Maximum nesting level reached, set with yaml_set_max_nest_level())",
-                mark,
-            )
+            raise error(context, mark, problem, mark)
 
         def dispose(self) -> None:
             pass
 
     monkeypatch.setattr(loader_module, "_event_source", lambda text: Deep())
-    result = load_text(tmp_path, "a: 1\n", LoadLimits(max_depth=5_000))
+    result = load_text(tmp_path, "a: 1\n", LoadLimits(max_depth=max_depth))
     assert codes(result) == ["PGL004"]
     assert result.findings[0].location == Location("doc.yaml", 1, 1_003)
     assert "nested deeper" in result.findings[0].message
+    assert says in result.findings[0].message
 
 
 def test_parsing_leaves_the_garbage_collector_as_it_was(tmp_path: Path) -> None:
@@ -990,3 +1073,56 @@ def test_agrees_with_pyyaml_safe_load_on_dumped_data(tmp_path: Path, data: dict[
     result = load_directory(tmp_path)
     assert result.findings == []
     assert result.documents[0].data == yaml.safe_load(text)
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def all_paths(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    paths = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            paths += all_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            paths += all_paths(item, (*path, index))
+    return paths
+
+
+def test_positions_hold_every_value_and_nothing_else(tmp_path: Path) -> None:
+    text = "a: 1\nb: [x, {c: [1, [2, 3]], d: {}}, []]\ne: {f: {g: h}}\n"
+    doc = only_document(load_text(tmp_path, text))
+    assert sorted(map(str, doc.positions)) == sorted(map(str, all_paths(doc.data)))
+    assert len(doc.positions) == len(all_paths(doc.data))
+    assert doc.positions[("b", 1, "c", 1, 0)] == (2, 17)
+    for missing in [("z",), ("b", 3), ("b", "0"), ("a", "x"), ("b", True), ("e", "f", "g", "h")]:
+        assert missing not in doc.positions
+    assert doc.location(("b", 1, "zz")) == Location("doc.yaml", 2, 8)  # nearest ancestor
+
+
+def test_a_large_mapping_is_looked_up_by_key(tmp_path: Path) -> None:
+    text = "".join(f"k{n}: {n}\n" for n in range(500))
+    doc = only_document(load_text(tmp_path, text))
+    assert doc.location(("k377",)) == Location("doc.yaml", 378, 1)
+    assert ("k500",) not in doc.positions
+
+
+def test_positions_cost_a_few_bytes_a_value(tmp_path: Path) -> None:
+    """Every value has a position, and a desired state may hold millions of values: the
+    positions must stay a small part of what the data itself takes (5,000 rows are enough to
+    measure it: a fixed cost would show as more than 48 bytes a value)."""
+    rows = "".join(f"  - {{id: {n}, name: n{n}, tags: [a, b], on: true}}\n" for n in range(5_000))
+    write(tmp_path, "big.yaml", "items:\n" + rows)
+    tracemalloc.start()
+    try:
+        result = load_directory(tmp_path)
+        kept, _ = tracemalloc.get_traced_memory()
+        data_only = sys.getsizeof(result.documents[0].data)  # the root dict
+        result.documents[0].positions = {}
+        gc.collect()
+        without_positions, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    values = len(all_paths(result.documents[0].data))
+    assert data_only > 0 and values > 30_000
+    assert (kept - without_positions) / values < 48  # a dict of path tuples: ~230 bytes

@@ -13,13 +13,13 @@ from pathlib import Path
 from conftest import DesiredStateCopy
 from simulator import simulate
 
-from plexica_gitops.actions import Plan
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.graph import select_targets
-from plexica_gitops.live import LiveState
-from plexica_gitops.planner import build_plan
-from plexica_gitops.render_json import render_json
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.live.model import LiveState
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.graph import select_targets
+from plexica_gitops.plan.model import Plan
+from plexica_gitops.render.json import render_json
 
 EXAMPLE = Path(__file__).parent.parent / "desired-state"
 

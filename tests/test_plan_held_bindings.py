@@ -10,10 +10,10 @@ from typing import Any
 from simulator import platform_document as platform
 from simulator import plugin_document, simulate, tenant_document, write_desired_state
 
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.live import LiveState
-from plexica_gitops.planner import build_plan
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.live.model import LiveState
+from plexica_gitops.plan.builder import build_plan
 
 ON = {"enabled": True}
 

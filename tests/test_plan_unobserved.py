@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from devenv.tansu import free_port
 from plexica_gitops.cli import app
-from plexica_gitops.live import LiveState
-from plexica_gitops.planner import build_plan
-from plexica_gitops.render_json import plan_from_json
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.live.model import LiveState
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.wire import plan_from_json
 
 EXAMPLE = Path(__file__).parent.parent / "desired-state"
 

@@ -20,11 +20,9 @@ from simulator import (
     write_desired_state,
 )
 
-from plexica_gitops.actions import Action, ActionKind, Plan
-from plexica_gitops.desired import DesiredState
-from plexica_gitops.graph import select_targets
-from plexica_gitops.live import (
-    LifecycleStatus,
+from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.lifecycle import LIFECYCLE_EDGES, LifecycleStatus, lifecycle_path
+from plexica_gitops.live.model import (
     LivePermission,
     LivePlugin,
     LiveReplica,
@@ -33,7 +31,9 @@ from plexica_gitops.live import (
     LiveTenantPlugin,
     LiveTopic,
 )
-from plexica_gitops.planner import LIFECYCLE_EDGES, build_plan, lifecycle_path
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.graph import select_targets
+from plexica_gitops.plan.model import Action, ActionKind, Plan
 
 S = LifecycleStatus
 

@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from rich.console import Console
 
-from plexica_gitops.actions import Action, ActionKind, Plan
+from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.findings import Location, error, warning
-from plexica_gitops.live import LiveState
-from plexica_gitops.planner import build_plan
-from plexica_gitops.render_json import plan_from_json, plan_to_json, render_json
-from plexica_gitops.render_markdown import md_code, md_escape, render_markdown
-from plexica_gitops.render_text import print_plan
-from plexica_gitops.validate import validate_directory
+from plexica_gitops.live.model import LiveState
+from plexica_gitops.plan.builder import build_plan
+from plexica_gitops.plan.model import Action, ActionKind, Plan
+from plexica_gitops.plan.wire import plan_from_json, plan_to_json
+from plexica_gitops.render.json import render_json
+from plexica_gitops.render.markdown import md_code, md_escape, render_markdown
+from plexica_gitops.render.text import print_plan
 
 if TYPE_CHECKING:
     from conftest import DesiredStateCopy

@@ -5,7 +5,8 @@ registered once in the service registry.
 
 The docker provider SIGKILLs its own process at a named boundary when the test-only
 PLEXICA_TEST_CRASH_AT is set (plexica_gitops_docker.provider.crash_point), so the kills land
-on each boundary in turn rather than wherever a timer happens to fall."""
+on each boundary in turn rather than wherever a timer happens to fall. The applies take a
+2 s lease (PLEXICA_APPLY_LEASE_SECONDS) so that each recovery waits out a short one."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import psycopg
 import pytest
 from apply_support import EchoPlatform, containers_of, run_cli
 
+from plexica_gitops.store.lock import LEASE_ENV
 from plexica_gitops_docker.provider import CRASH_AT_ENV, CRASH_POINTS
 
 REPLICAS = 2
@@ -71,6 +73,7 @@ def test_kill_9_at_every_boundary_of_an_update_then_the_next_apply_converges(
     environment: dict[str, str],
     docker_client: docker.DockerClient,
 ) -> None:
+    environment = {**environment, LEASE_ENV: "2"}
     platform = EchoPlatform(tmp_path / "state", docker_scope)
     root = _write(platform, "1.0.0", strategy)
     assert run_cli(environment, "init")[0] == 0

@@ -23,8 +23,8 @@ from git_repos import (
     serve_git_http,
 )
 
-from plexica_gitops import loader
-from plexica_gitops.desired import build_desired_state
+from plexica_gitops.desired.build import build_desired_state
+from plexica_gitops.source import loader
 from plexica_gitops.source.git import (
     AmbiguousRef,
     AuthenticationFailed,

@@ -16,10 +16,10 @@ from apply_support import EchoPlatform, run_cli
 from conftest import EXAMPLE_DESIRED_STATE
 
 from plexica_gitops.cli import _record_runtime
-from plexica_gitops.planner import manifest_hash
+from plexica_gitops.desired.validate import validate_directory
+from plexica_gitops.desired.view import manifest_hash
 from plexica_gitops.store import catalog
 from plexica_gitops.store.runtime import record_runtime, recorded_runtime
-from plexica_gitops.validate import validate_directory
 
 
 def _status(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,16 +14,16 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from plexica_gitops.live import (
+from plexica_gitops.hashing import stable_hash
+from plexica_gitops.lifecycle import LifecycleStatus
+from plexica_gitops.live.model import (
     AppliedMigration,
-    LifecycleStatus,
     LivePermission,
     LivePlugin,
     LiveRoutes,
     LiveState,
     LiveTenant,
     LiveTenantPlugin,
-    stable_hash,
 )
 from plexica_gitops.store import catalog
 from plexica_gitops.store.catalog import PermissionConflict, TransitionError

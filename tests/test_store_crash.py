@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from plexica_gitops.desired import MigrationFile
+from plexica_gitops.desired.build import MigrationFile
 from plexica_gitops.store.ddl import DDL_VERSIONS
 from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations
 

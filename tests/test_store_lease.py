@@ -12,9 +12,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from plexica_gitops.store.connection import connect
+from plexica_gitops.store.connection import StoreError, connect
 from plexica_gitops.store.ddl import DDL_VERSIONS
-from plexica_gitops.store.lock import LeaseHolder, LockLostError, apply_lock, read_lease
+from plexica_gitops.store.lock import (
+    LEASE_ENV,
+    LeaseHolder,
+    LockLostError,
+    apply_lock,
+    read_lease,
+)
 from plexica_gitops.store.schema import LATEST_VERSION, init_store, store_version
 
 LEASE = 2.0  # short leases keep the tests quick; the protocol is the same at 10 s
@@ -105,6 +111,20 @@ def test_the_next_taker_waits_out_the_lease_of_a_holder_that_lost_the_lock(store
         assert "UTC" in described
     finally:
         first.__exit__(None, None, None)
+
+
+def test_the_lease_is_the_operators_setting_and_a_bad_one_is_refused(
+    store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LEASE_ENV, "3")
+    with apply_lock(store, host="ci-1", pid=11) as held:
+        assert held.lease_seconds == 3 and held.renew_seconds == pytest.approx(0.3)
+        lease = read_lease(psycopg.connect(store, autocommit=True))
+        assert lease is not None and 2.0 < lease.seconds_left <= 3.0
+    for bad in ("0.5", "ten", "nan", "1e9"):
+        monkeypatch.setenv(LEASE_ENV, bad)
+        with pytest.raises(StoreError, match=f"{LEASE_ENV} must be a number of seconds"):
+            apply_lock(store, host="ci-1", pid=11).__enter__()
 
 
 def test_every_table_of_the_store_is_fenced(store: str) -> None:

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from plexica_gitops.desired import MigrationFile
+from plexica_gitops.desired.build import MigrationFile
 from plexica_gitops.store.connection import StoreError
 from plexica_gitops.store.ddl import DDL_VERSIONS
 from plexica_gitops.store.journal import (
@@ -39,7 +39,7 @@ from plexica_gitops.store.journal import (
 )
 from plexica_gitops.store.lock import (
     APPLY_LOCK_KEY,
-    LEASE_SECONDS,
+    LEASE_ENV,
     LeaseHolder,
     LockHeldError,
     LockLostError,
@@ -433,6 +433,9 @@ def test_store_without_schema_is_a_store_error(postgres_database: str) -> None:
 # --- apply lock -------------------------------------------------------------------------------
 
 
+SHORT_LEASE = 2.0  # a killed child's lease is waited out: keep it short (the default is 10 s)
+
+
 def _child(code: str, dsn: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DSN": dsn}
     return subprocess.Popen(
@@ -533,7 +536,10 @@ def test_application_name_keeps_the_pid_for_long_hosts() -> None:
     assert parse_application_name("psql") is None
 
 
-def test_killed_apply_releases_the_lock(store: str, children: list[subprocess.Popen[str]]) -> None:
+def test_killed_apply_releases_the_lock(
+    store: str, children: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LEASE_ENV, str(SHORT_LEASE))  # the child's lease too
     child = _child(
         """
         import os, sys, time
@@ -559,7 +565,7 @@ def test_killed_apply_releases_the_lock(store: str, children: list[subprocess.Po
     started = time.monotonic()
     with apply_lock(store, host="next", pid=1, on_wait=waits.append) as held:
         waited = time.monotonic() - started
-    assert waited <= LEASE_SECONDS + 1.0
+    assert waited <= SHORT_LEASE + 1.0
     assert [(w.host, w.pid) for w in waits] == [("doomed-runner", child.pid)]
     assert held.epoch == waits[0].epoch + 1
     assert "lost the apply lock" in waits[0].describe()
@@ -610,8 +616,9 @@ def test_journal_records_steps_and_history(store: str) -> None:
 
 
 def test_killed_apply_leaves_in_flight_steps_and_is_marked_interrupted(
-    store: str, children: list[subprocess.Popen[str]]
+    store: str, children: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(LEASE_ENV, str(SHORT_LEASE))
     child = _child(
         """
         import os, time

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from plexica_gitops import desired, validate
+from plexica_gitops.desired import build as desired
+from plexica_gitops.desired import validate
+from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.findings import Finding, Location, Severity
-from plexica_gitops.validate import ValidationReport, validate_directory
 
 if TYPE_CHECKING:
     from conftest import DesiredStateCopy
@@ -307,7 +308,9 @@ def test_pgs121_is_not_reported_when_the_platform_file_failed_to_load(
     where = repo.replace(PLATFORM, "  version: 2.4.0", "  version: [2.4.0")
     report = repo.validate()
     assert "PGS121" not in codes(report)
-    assert codes(report) == {"PGL001", "PGV507"}  # platform topics are gone too
+    # not PGV507 for subscribers of platform topics: the platform declares them, it only
+    # failed to load, and that is what to fix
+    assert codes(report) == {"PGL001"}
     assert the(report, "PGL001").location.file == PLATFORM
     assert where.line <= the(report, "PGL001").location.line
 
@@ -1023,6 +1026,28 @@ def test_pgv601_invalid_schema_of_a_plugin_tenants_configure(
     assert_finding(the(report, "PGV601"), "PGV601", where)
 
 
+@pytest.mark.parametrize(
+    ("ref", "reason"),
+    [('"#"', "refers back to itself"), ('"#/$defs/nowhere"', "nowhere")],
+)
+def test_pgv601_a_schema_that_cannot_be_evaluated_is_reported_once(
+    desired_state_copy: DesiredStateCopy, ref: str, reason: str
+) -> None:
+    """`$ref: "#"` passes the meta-schema but recurses forever on any value: one PGV601,
+    not a RecursionError (nor one per tenant)."""
+    repo = desired_state_copy
+    repo.replace(
+        CRM,
+        "        type: object\n        additionalProperties: false",
+        f"        $ref: {ref}\n        type: object\n        additionalProperties: false",
+    )
+    report = repo.validate()
+    only_codes(report, "PGV601")
+    finding = the(report, "PGV601")
+    assert reason in finding.message
+    assert finding.subjects == ("crm",)
+
+
 def test_pgv602_tenant_configuration_violates_the_schema(
     desired_state_copy: DesiredStateCopy,
 ) -> None:
@@ -1117,6 +1142,34 @@ def test_pgv604_a_disabled_binding_of_such_a_plugin_is_fine(
     repo = desired_state_copy
     add_hooli_plugin(repo, "    inventory:\n      enabled: false\n")
     assert repo.validate().findings == []
+
+
+def test_a_plugin_desired_disabled_may_stay_enabled_in_its_tenants(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    """Disabling a plugin is one edit: the tenants that enable it keep their intent (the
+    plan holds their bindings off until it is active again), no PGV604 in each."""
+    repo = desired_state_copy
+    repo.replace("plugins/analytics/plugin.yaml", "  state: active", "  state: disabled")
+    report = repo.validate()
+    assert report.findings == []
+    enabling = [
+        s for s, t in report.desired.tenants.items() if "analytics" in t.document.spec.plugins
+    ]
+    assert len(enabling) >= 2
+
+
+@pytest.mark.parametrize("state", ["registered", "absent"])
+def test_pgv604_plugins_that_never_served_or_are_going_away_cannot_be_enabled(
+    desired_state_copy: DesiredStateCopy, state: str
+) -> None:
+    repo = desired_state_copy
+    repo.replace(INVENTORY, "  state: installed", f"  state: {state}")
+    where = add_hooli_plugin(repo, "    inventory:\n      enabled: true\n")
+    report = repo.validate()
+    only_codes(report, "PGV604")
+    assert_finding(the(report, "PGV604"), "PGV604", where)
+    assert f"desired {state}" in the(report, "PGV604").message
 
 
 def test_pgv605_tenant_enables_a_plugin_without_its_dependency(
@@ -1317,7 +1370,16 @@ def test_pgv801_migration_file_is_a_symlink_to_outside(
     assert [m.version for m in report.desired.plugins["inventory"].migrations] == ["0001", "0002"]
 
 
-@pytest.mark.parametrize("name", ["3_add_things.sql", "0003_Add-Things.sql", "0003-add.sql"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "3_add_things.sql",
+        "0003_Add-Things.sql",
+        "0003-add.sql",
+        "\u0660\u0660\u0660\u0663_arabic_digits.sql",  # not migration 3
+        "\uff10\uff10\uff10\uff13_fullwidth.sql",
+    ],
+)
 def test_pgv802_bad_migration_file_name(desired_state_copy: DesiredStateCopy, name: str) -> None:
     repo = desired_state_copy
     repo.write(f"{MIGRATIONS}/{name}", "SELECT 1;\n")
@@ -1453,3 +1515,488 @@ def test_a_numeric_secret_failing_the_schema_is_not_echoed(
     report = repo.validate()
     assert {"PGV602", "PGV701"} <= codes(report)
     assert_secret_not_shown(report, "98765432")
+
+
+# --------------------------------------------------------------------------- holes, as classes
+
+ACME = "tenants/acme.yaml"
+NL = "\\n"  # a YAML escape: the value ends with a newline
+
+# (file, old text, new text, code, offset of the finding from where the new text starts)
+WHOLE_TEXT_AND_ASCII_DIGITS = {
+    "schema-newline": (HOOLI, "schema: tenant_hooli", f'schema: "tenant_hooli{NL}"', "PGV206", 0),
+    "schema-public-newline": (HOOLI, "schema: tenant_hooli", f'schema: "public{NL}"', "PGV206", 0),
+    "slug-newline": (HOOLI, "name: hooli", f'name: "hooli{NL}"', "PGV208", 0),
+    "uuid-newline": (
+        HOOLI,
+        "id: deb11b4d-6355-4379-b0a2-d69759655852",
+        f'id: "deb11b4d-6355-4379-b0a2-d69759655852{NL}"',
+        "PGV207",
+        0,
+    ),
+    "permission-newline": (
+        INVENTORY,
+        "key: inventory:items:read",
+        f'key: "inventory:items:read{NL}"',
+        "PGV506",
+        0,
+    ),
+    "event-newline": (
+        INVENTORY,
+        "- inventory.stock.low",
+        f'- "inventory.stock.low{NL}"',
+        "PGV511",
+        2,
+    ),
+    "platform-topic-newline": (
+        PLATFORM,
+        "- core.tenant.deleted",
+        f'- "core.tenant.deleted{NL}"',
+        "PGV511",
+        2,
+    ),
+    "cpu-newline": (INVENTORY, "cpu: 250m", f'cpu: "250m{NL}"', "PGV503", 0),
+    "cpu-arabic-digits": (INVENTORY, "cpu: 250m", "cpu: 2\u0665\u0660m", "PGV503", 0),
+    "cpu-over-1024-cores": (INVENTORY, "cpu: 250m", 'cpu: "2048"', "PGV503", 0),
+    "cpu-huge": (INVENTORY, "cpu: 250m", "cpu: " + "9" * 5000 + "m", "PGV503", 0),
+    "memory-newline": (INVENTORY, "memory: 384Mi", f'memory: "384Mi{NL}"', "PGV504", 0),
+    "memory-fullwidth-digits": (
+        INVENTORY,
+        "memory: 384Mi",
+        "memory: \uff13\uff18\uff14Mi",
+        "PGV504",
+        0,
+    ),
+    "memory-over-1Ti": (INVENTORY, "memory: 384Mi", "memory: 2Ti", "PGV504", 0),
+    "memory-under-6Mi": (INVENTORY, "memory: 384Mi", 'memory: "1024"', "PGV504", 0),
+    "image-newline": (
+        INVENTORY,
+        "image: localhost/plexica/inventory:0.9.0",
+        f'image: "localhost/plexica/inventory@{DIGEST}{NL}"',
+        "PGV309",
+        0,
+    ),
+    "image-space": (
+        INVENTORY,
+        "image: localhost/plexica/inventory:0.9.0",
+        'image: "localhost/plexica/inventory:0.9.0 --privileged"',
+        "PGV309",
+        0,
+    ),
+    "probe-path-newline": (
+        INVENTORY,
+        "readiness: /health/ready",
+        f'readiness: "/health/ready{NL}Host: elsewhere"',
+        "PGV509",
+        0,
+    ),
+    "remote-entry-newline": (
+        INVENTORY,
+        "remoteEntry: http://localhost:3000/plugins/inventory/remoteEntry.js",
+        f'remoteEntry: "http://localhost:3000/plugins/inventory/remoteEntry.js{NL}"',
+        "PGV510",
+        0,
+    ),
+    "topic-config-unicode-digits": (
+        CRM,
+        'retention.ms: "2592000000"',
+        'retention.ms: "259200\u0660\u0660\u0660\u0660"',
+        "PGV513",
+        0,
+    ),
+    "topic-config-not-a-number": (
+        CRM,
+        'retention.ms: "2592000000"',
+        'retention.ms: "30d"',
+        "PGV513",
+        0,
+    ),
+    "topic-config-over-a-long": (
+        CRM,
+        'retention.ms: "2592000000"',
+        'retention.ms: "99999999999999999999"',
+        "PGV513",
+        0,
+    ),
+    "topic-config-word": (
+        PLATFORM,
+        "cleanup.policy: delete",
+        "cleanup.policy: remove",
+        "PGV513",
+        0,
+    ),
+    "topic-config-newline": (
+        PLATFORM,
+        "cleanup.policy: delete",
+        f'cleanup.policy: "delete{NL}"',
+        "PGV513",
+        0,
+    ),
+    "env-name": (INVENTORY, "LOG_LEVEL: debug", f'"LOG_LEVEL{NL}": debug', "PGV703", 0),
+    "env-name-with-equals": (INVENTORY, "LOG_LEVEL: debug", '"A=B": debug', "PGV703", 0),
+    "from-env-name": (
+        PLATFORM,
+        "fromEnv: PLEXICA_PLUGIN_DATABASE_URL",
+        f'fromEnv: "PLEXICA_PLUGIN_DATABASE_URL{NL}"',
+        "PGV703",
+        -2,  # the reference mapping, on the line before
+    ),
+    "secret-name-leaves-the-directory": (
+        ACME,
+        "secretRef: {name: acme-smtp, key: password}",
+        "secretRef: {name: ../../etc, key: shadow}",
+        "PGV704",
+        -2,  # `password:` on the line before
+    ),
+    "secret-key-dot-dot": (
+        ACME,
+        "secretRef: {name: acme-smtp, key: password}",
+        "secretRef: {name: acme-smtp, key: ..}",
+        "PGV704",
+        -2,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WHOLE_TEXT_AND_ASCII_DIGITS))
+def test_identifiers_and_numbers_are_whole_ascii_text(
+    desired_state_copy: DesiredStateCopy, case: str
+) -> None:
+    """Every pattern is a full match of ASCII text: a trailing newline, a Unicode digit, an
+    out-of-range quantity is the rule's finding (not a pass, never a traceback)."""
+    rel, old, new, code, offset = WHOLE_TEXT_AND_ASCII_DIGITS[case]
+    repo = desired_state_copy
+    where = repo.replace(rel, old, new)
+    report = repo.validate()
+    finding = the(report, code)
+    if offset >= 0:
+        expected = Location(rel, where.line, (where.column or 1) + offset)
+    else:  # the finding is on the mapping that holds the reference, a line up
+        expected = Location(rel, where.line - 1, (where.column or 1) + offset)
+    assert_finding(finding, code, expected)
+    assert finding.subjects or rel == PLATFORM
+    assert all(f.code in {code, "PGV302"} for f in report.findings), [
+        (f.code, f.message) for f in report.findings
+    ]  # PGV302: an image tag no longer matching the version
+
+
+@pytest.mark.parametrize(
+    ("rel", "old", "new"),
+    [
+        (CRM, "partitions: 6", "partitions: 99999999999"),
+        (PLATFORM, "replicationFactor: 1 ", "replicationFactor: 40000 "),
+        (PLATFORM, "readyProbes: 3", "readyProbes: 100000"),
+        (PLATFORM, "timeoutSeconds: 120", "timeoutSeconds: .inf"),
+        (PLATFORM, "probeIntervalSeconds: 1", "probeIntervalSeconds: 0.000001"),
+        (PLATFORM, "gracePeriodSeconds: 10", "gracePeriodSeconds: 1.0e+12"),
+        ("plugins/billing/plugin.yaml", "timeoutSeconds: 180", "timeoutSeconds: 1.0e+9"),
+    ],
+)
+def test_numbers_the_runtime_or_broker_receive_are_bounded(
+    desired_state_copy: DesiredStateCopy, rel: str, old: str, new: str
+) -> None:
+    repo = desired_state_copy
+    where = repo.replace(rel, old, new)
+    report = repo.validate()
+    assert_finding(the(report, "PGS113"), "PGS113", where)
+
+
+needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+
+
+@needs_fifo
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_pgl011_a_migration_that_is_not_a_regular_file_is_skipped(
+    desired_state_copy: DesiredStateCopy, kind: str
+) -> None:
+    repo = desired_state_copy
+    rel = f"{MIGRATIONS}/0003_not_a_file.sql"
+    if kind == "fifo":
+        os.mkfifo(repo.path(rel))
+    else:
+        repo.path(rel).mkdir()
+    report = repo.validate()  # neither blocks nor raises IsADirectoryError
+    only_codes(report, "PGL011")
+    finding = the(report, "PGL011")
+    assert_finding(finding, "PGL011", Location(rel))
+    assert finding.subjects == ("inventory",)
+    assert [m.version for m in report.desired.plugins["inventory"].migrations] == ["0001", "0002"]
+
+
+@needs_fifo
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_pgl011_a_manifest_file_that_is_not_a_regular_file(
+    desired_state_copy: DesiredStateCopy, kind: str
+) -> None:
+    repo = desired_state_copy
+    target = move_manifest_to_file(repo, "inventory", "manifest.json")
+    repo.path(target).unlink()
+    if kind == "fifo":
+        os.mkfifo(repo.path(target))
+    else:
+        repo.path(target).mkdir()
+    report = repo.validate()
+    finding = the(report, "PGL011")
+    assert_finding(finding, "PGL011", Location(target))
+    assert finding.subjects == ("inventory",)
+
+
+@needs_fifo
+def test_pgl011_a_fifo_named_yaml_in_the_repository(desired_state_copy: DesiredStateCopy) -> None:
+    repo = desired_state_copy
+    os.mkfifo(repo.path("tenants/pipe.yaml"))
+    report = repo.validate()
+    only_codes(report, "PGL011")
+    assert_finding(the(report, "PGL011"), "PGL011", Location("tenants/pipe.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ("pidsLimit: -1", "pidsLimit must be a whole number from 1"),  # -1 lifts the limit
+        ("pidsLimit: 0", "pidsLimit must be a whole number from 1"),
+        ("pidsLimit: true", "pidsLimit must be a whole number from 1"),
+        ('tmpfsSize: "1m,exec,suid,dev"', "tmpfsSize must be a size"),  # options are ours
+        ('tmpfsSize: "64m\\n"', "tmpfsSize must be a size"),
+        ("tmpfsSize: 2048g", "tmpfsSize must be a size"),
+        ("drainSeconds: 1.0e+12", "drainSeconds must be a number of seconds"),
+        ("drainSeconds: .nan", "drainSeconds must be a number of seconds"),
+        ("probeTimeoutSeconds: 0", "probeTimeoutSeconds must be a number of seconds"),
+        ("stopTimeoutSeconds: -1", "stopTimeoutSeconds must be a number of seconds"),
+        ("restartPolicy: always", "restartPolicy must be one of"),
+        ('scope: "prod\\n"', "scope must be a scope name"),
+        ("baseUrl: unix:///run/docker sock", "baseUrl must be an engine address"),
+        ("netwrok: plexica", "unknown docker runtime setting `netwrok`"),
+    ],
+)
+def test_pgv514_runtime_settings_checked_by_the_provider_at_validate_time(
+    desired_state_copy: DesiredStateCopy, setting: str, fragment: str
+) -> None:
+    repo = desired_state_copy
+    where = repo.replace(
+        PLATFORM, "    endpointMode: loopback\n", f"    endpointMode: loopback\n    {setting}\n"
+    )
+    report = repo.validate()
+    only_codes(report, "PGV514")
+    finding = the(report, "PGV514")
+    assert_finding(finding, "PGV514", Location(PLATFORM, where.line + 1, 5))
+    assert fragment in finding.message
+
+
+def test_the_docker_provider_refuses_the_same_settings_when_it_is_built() -> None:
+    from plexica_gitops.runtime.provider import ProviderError, load_provider
+
+    for settings in ({"pidsLimit": -1}, {"tmpfsSize": "1m,exec,suid,dev"}):
+        with pytest.raises(ProviderError, match="must be"):
+            load_provider("docker", settings)  # builds no client: no engine needed
+
+
+def test_pgv515_runtime_provider_not_installed(desired_state_copy: DesiredStateCopy) -> None:
+    repo = desired_state_copy
+    where = repo.replace(PLATFORM, "provider: docker", "provider: nomad")
+    report = repo.validate()
+    only_codes(report, "PGV515")
+    finding = the(report, "PGV515")
+    assert_finding(finding, "PGV515", where, Severity.WARNING)
+    assert report.valid
+
+
+# --------------------------------------------------------------------------- one error, all errors
+
+
+def test_a_tenant_typo_does_not_hide_the_tenant_s_other_errors(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    """An unknown field (PGS110) in a tenant file; the same run still reports that
+    tenant's configuration error (PGV602) and its undeclared plugin (PGV603)."""
+    repo = desired_state_copy
+    repo.replace(ACME, "  displayName: Acme Corporation", "  displayNme: Acme Corporation")
+    typo = repo.locate(ACME, "displayNme")
+    config = repo.replace(ACME, "staleDealDays: 21", "staleDealDays: 0")
+    repo.write(ACME, repo.text(ACME) + "    payroll:\n      enabled: true\n")
+    report = repo.validate()
+    only_codes(report, "PGS110", "PGV602", "PGV603")
+    assert_finding(the(report, "PGS110"), "PGS110", typo)
+    assert_finding(the(report, "PGV602"), "PGV602", config)
+    assert the(report, "PGV603").subjects == ("acme", "payroll")
+
+
+def test_a_tenant_with_a_broken_required_field_is_still_checked(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    where = repo.replace(HOOLI, "id: deb11b4d-6355-4379-b0a2-d69759655852", "id: [1, 2]")
+    add_hooli_plugin(repo, "    payroll:\n      enabled: true\n")
+    report = repo.validate()
+    only_codes(report, "PGS111", "PGV603")  # not PGV207 about the placeholder id
+    assert_finding(the(report, "PGS111"), "PGS111", where)
+    assert the(report, "PGS111").subjects == ("hooli",)
+
+
+def test_a_typo_in_a_binding_does_not_add_guesses_about_the_binding(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    """`enabeld: true` under inventory (desired installed): the typo is reported; nothing
+    is said about the binding it would have enabled or disabled."""
+    repo = desired_state_copy
+    where = add_hooli_plugin(repo, "    inventory:\n      enabeld: true\n")
+    report = repo.validate()
+    only_codes(report, "PGS110")
+    assert the(report, "PGS110").location == Location(HOOLI, where.line + 1, 7)
+
+
+def test_a_plugin_rejected_beyond_repair_is_not_called_undeclared(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    """contacts loses its whole `api` mapping (required): contacts cannot be built, but
+    the tenants enabling it and the plugins depending on it are not told it is missing."""
+    repo = desired_state_copy
+    rel = "plugins/contacts/plugin.yaml"
+    text = repo.text(rel)
+    start = text.index("    api:\n")
+    end = text.index("\n    ", text.index("port:", start))
+    repo.write(rel, text[:start] + text[end + 1 :])
+    report = repo.validate()
+    only_codes(report, "PGS112")
+    assert the(report, "PGS112").subjects == ("contacts",)
+
+
+def test_a_platform_schema_error_does_not_hide_the_platform_s_other_errors(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(PLATFORM, "  prune: false\n", '  prune: "no"\n')
+    topic = repo.replace(PLATFORM, "- core.tenant.deleted", '- "core tenant deleted"')
+    report = repo.validate()
+    only_codes(report, "PGS111", "PGV511")
+    where = Location(PLATFORM, topic.line, (topic.column or 1) + 2)
+    assert_finding(the(report, "PGV511"), "PGV511", where)
+
+
+BREAKAGES = [
+    (HOOLI, "  displayName: Hooli\n", "  displayNme: Hooli\n"),  # PGS110
+    (HOOLI, "kind: Tenant", "kind: Tennant"),  # PGS102
+    (HOOLI, "kind: Tenant\n", ""),  # PGS101
+    (HOOLI, "apiVersion: plexica.io/v1alpha1", "apiVersion: plexica.io/v1"),  # PGS103
+    (HOOLI, "  status: active", "  status: paused"),  # PGS113
+    (HOOLI, "      enabled: true\n      configuration: {}", "      enabled: yes please"),
+    (HOOLI, "spec:\n", "spec:\n  [\n"),  # PGL001
+    (HOOLI, "  schema: tenant_hooli\n", "  schema: tenant_hooli\n  schema: again\n"),  # PGL002
+    (INVENTORY, "  replicas: 1", "  replicas: 0"),
+    (INVENTORY, "    id: inventory", "    id: stock"),  # PGS131
+    (INVENTORY, "  manifest:\n", "  manifestFile: nowhere.yaml\n  manifest:\n"),  # PGS130
+    (INVENTORY, "      port: 8080", "      port: eighty"),
+    (INVENTORY, "      type: node", "      type: deno"),
+    (INVENTORY, "    version: 0.9.0", "    version: 0.9"),
+    (INVENTORY, "      path: migrations", "      path: ../migrations"),  # PGV801
+    (INVENTORY, "      path: migrations", "      path: nowhere"),  # PGV804
+    (INVENTORY, "kind: Plugin", "kind: !!python/object:os.system Plugin"),  # PGL006
+    (CRM, '        retention.ms: "2592000000"', "        retention.ms: 2592000000"),
+    (ACME, "        staleDealDays: 21", "        staleDealDays: many"),
+    (PLATFORM, "  version: 2.4.0", "  version: [2.4.0"),
+]
+
+
+@pytest.mark.parametrize(("rel", "old", "new"), BREAKAGES)
+def test_every_finding_in_a_plugin_or_tenant_file_names_its_subjects(
+    desired_state_copy: DesiredStateCopy, rel: str, old: str, new: str
+) -> None:
+    repo = desired_state_copy
+    repo.replace(rel, old, new)
+    repo.write(f"{MIGRATIONS}/0003_Bad-Name.sql", "SELECT 1;\n")  # PGV802 as well
+    report = repo.validate()
+    assert not report.valid
+    assert_subjects_named(report)
+
+
+def assert_subjects_named(report: ValidationReport) -> None:
+    """Every finding located in plugins/… or tenants/… names a plugin or tenant."""
+    for finding in report.findings:
+        file = finding.location.file if finding.location else ""
+        if file.startswith(("plugins/", "tenants/")):
+            assert finding.subjects, (finding.code, str(finding.location), finding.message)
+
+
+# --------------------------------------------------------------------------- PGV602 shows the value
+
+
+def test_pgv602_shows_the_offending_value_when_it_is_not_secret(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(ACME, "timezone: America/New_York", "timezone: America/New York")
+    report = repo.validate()
+    finding = the(report, "PGV602")
+    assert "'America/New York' does not match" in finding.message
+
+
+def test_pgv602_clips_a_long_value(desired_state_copy: DesiredStateCopy) -> None:
+    repo = desired_state_copy
+    repo.replace(ACME, "timezone: America/New_York", "timezone: " + "x y" * 20_000)
+    finding = the(repo.validate(), "PGV602")
+    assert "'x yx yx y" in finding.message
+    assert len(finding.message) < 400
+
+
+def test_pgv602_masks_secrets_inside_a_shown_value(desired_state_copy: DesiredStateCopy) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        ACME,
+        "dashboards: [pipeline, win-rate, revenue, overdue-invoices]",
+        "dashboards: [pipeline, {apiToken: tok-SECRET-1, feed: 'https://u:pw-SECRET-2@h/x'}]",
+    )
+    report = repo.validate()
+    shown = [f for f in all_with(report, "PGV602") if "dashboards.1" in f.message]
+    assert shown and all("(sensitive)" in f.message for f in shown)
+    assert_secret_not_shown(report, "tok-SECRET-1")
+    assert_secret_not_shown(report, "pw-SECRET-2")
+
+
+def test_pgv602_never_shows_a_value_the_schema_marks_secret(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        "plugins/analytics/plugin.yaml",
+        '            pattern: "^[A-Za-z_]+(/[A-Za-z_]+)*$"',
+        '            pattern: "^[A-Za-z_]+(/[A-Za-z_]+)*$"\n            writeOnly: true',
+    )
+    repo.replace(ACME, "timezone: America/New_York", "timezone: hunter 2")
+    report = repo.validate()
+    assert "not shown" in the(report, "PGV602").message
+    assert_secret_not_shown(report, "hunter 2")
+
+
+@pytest.mark.parametrize("url", ["http://[x", "http://u:p@[::1"])
+def test_an_unreadable_url_is_a_finding_not_a_traceback(
+    desired_state_copy: DesiredStateCopy, url: str
+) -> None:
+    repo = desired_state_copy
+    repo.replace(ACME, "timezone: America/New_York", f"timezone: '{url}'")
+    repo.replace(
+        INVENTORY,
+        "remoteEntry: http://localhost:3000/plugins/inventory/remoteEntry.js",
+        f"remoteEntry: '{url}'",
+    )
+    report = repo.validate()
+    assert {"PGV602", "PGV510"} <= codes(report)
+
+
+def test_mask_copes_with_any_depth() -> None:
+    """A configuration nested 600 levels (from the store, say) is masked, not a
+    RecursionError; what is masked is as before."""
+    from plexica_gitops.sensitive import SENSITIVE, mask
+
+    deep: object = {"apiToken": "s3cr3t", "ok": 1}
+    for _ in range(600):
+        deep = {"a": [deep]}
+    masked = mask(deep)
+    for _ in range(600):
+        assert isinstance(masked, dict)
+        masked = masked["a"][0]
+    assert masked == {"apiToken": SENSITIVE, "ok": 1}
+    reference = {"secretRef": {"name": "n", "key": "k"}}
+    assert mask({"password": reference, "list": [reference, 2]}) == {
+        "password": reference,
+        "list": [reference, 2],
+    }

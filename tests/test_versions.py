@@ -1,4 +1,4 @@
-"""Tests for plexica_gitops.versions.
+"""Tests for plexica_gitops.desired.versions.
 
 Table tests come from node-semver's README ("Ranges" section); the property tests compare
 `VersionRange.contains` with a naive oracle that works on the range's syntax tree and plain
@@ -15,7 +15,7 @@ import semver
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plexica_gitops.versions import (
+from plexica_gitops.desired.versions import (
     RangeSyntaxError,
     VersionRange,
     VersionSyntaxError,
@@ -287,6 +287,10 @@ INVALID_RANGES = [
     ("=>1.2.3", "'=>1.2.3'", "two operators"),
     ("~x.1", "'~x.1'", "write 'x'"),
     ("<=1.0.9007199254740992", "'<=1.0.9007199254740992'", "larger than npm allows"),
+    ("^1.2.3\n", "'\\n'", "a range is one line"),
+    (">=1.0.0\r\n<2.0.0", "'\\r'", "a range is one line"),
+    ("^1.2.3 ||\u2028 2.x", "'\\u2028'", "a range is one line"),
+    ("^\u0661.2.3", "'^\u0661.2.3'", "is not a number"),
 ]
 
 

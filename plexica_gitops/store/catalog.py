@@ -22,8 +22,7 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.types.json import Jsonb
 
-from plexica_gitops.live import LifecycleStatus
-from plexica_gitops.planner import LIFECYCLE_EDGES
+from plexica_gitops.lifecycle import LIFECYCLE_EDGES, LifecycleStatus
 from plexica_gitops.store.connection import StoreError
 
 S = LifecycleStatus

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,12 @@ _KEEPALIVE_COUNT = 3
 # renew a lease without the advisory lock, which the waiting apply holds.
 LEASE_SECONDS = 10.0
 RENEW_SECONDS = 1.0
+# PLEXICA_APPLY_LEASE_SECONDS sets the lease of an apply (renewed every tenth of it, at most
+# every RENEW_SECONDS): shorter, a killed apply holds the next one back for less time; longer,
+# a holder survives a longer store outage before it fences itself. The waiting side reads
+# the holder's own `lease_until`, so applies with different leases stay safe together.
+LEASE_ENV = "PLEXICA_APPLY_LEASE_SECONDS"
+_LEASE_RANGE = (2.0, 600.0)
 _FENCE_AFTER_RENEWALS = 4  # renewals missed in a row before the holder fences itself
 _STOP_MARGIN = 0.2  # of the lease: the holder stops this long before its lease ends
 _TAKEOVER_LOCK_TIMEOUT = "5s"  # waiting for the old holder's writes in flight
@@ -466,6 +473,24 @@ def _prepare_session(conn: psycopg.Connection[Any], application_name: str) -> No
         conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
 
 
+def lease_from_environment(environ: Mapping[str, str]) -> tuple[float, float]:
+    """(lease, renewal interval) in seconds: PLEXICA_APPLY_LEASE_SECONDS, else the defaults."""
+    text = environ.get(LEASE_ENV, "").strip()
+    if not text:
+        return LEASE_SECONDS, RENEW_SECONDS
+    low, high = _LEASE_RANGE
+    try:
+        lease = float(text)
+    except ValueError:
+        lease = -1.0
+    if not low <= lease <= high:  # also NaN
+        raise StoreError(
+            f"{LEASE_ENV} must be a number of seconds from {low:g} to {high:g}",
+            f"Unset it for the default ({LEASE_SECONDS:g} s), or set e.g. {LEASE_ENV}=30.",
+        )
+    return lease, min(RENEW_SECONDS, lease / 10)
+
+
 def acquire_apply_lock(
     conn_factory_or_dsn: str | ConnectionFactory,
     *,
@@ -473,18 +498,23 @@ def acquire_apply_lock(
     host: str,
     pid: int,
     poll_seconds: float = 0.5,
-    lease_seconds: float = LEASE_SECONDS,
-    renew_seconds: float = RENEW_SECONDS,
+    lease_seconds: float | None = None,
+    renew_seconds: float | None = None,
     on_wait: Callable[[LeaseHolder], None] | None = None,
 ) -> ApplyLock:
     """Take the apply lock on a new dedicated connection, waiting up to `wait_seconds`
     (0: not at all) for the advisory lock — LockHeldError naming the holder when it stays
     taken — then the lease, waiting out (whatever `wait_seconds` says: at most one lease)
     a previous holder that lost the lock; `on_wait` is told whom it waits for. The
-    heartbeat runs from then on. Prefer the `apply_lock` context manager; with this, call
+    heartbeat runs from then on. The lease is `lease_seconds`, else PLEXICA_APPLY_LEASE_SECONDS,
+    else LEASE_SECONDS. Prefer the `apply_lock` context manager; with this, call
     `release()` yourself."""
     if wait_seconds < 0:
         raise ValueError("wait_seconds must be 0 or positive")
+    if lease_seconds is None:  # the operator's setting, with a renewal interval to match
+        lease_seconds, default_renew = lease_from_environment(os.environ)
+        renew_seconds = default_renew if renew_seconds is None else renew_seconds
+    renew_seconds = RENEW_SECONDS if renew_seconds is None else renew_seconds
     if renew_seconds * _FENCE_AFTER_RENEWALS >= lease_seconds * (1 - _STOP_MARGIN):
         raise ValueError("the lease must outlast several renewals")
     name = lock_application_name(host, pid)
@@ -596,8 +626,8 @@ def apply_lock(
     host: str,
     pid: int,
     poll_seconds: float = 0.5,
-    lease_seconds: float = LEASE_SECONDS,
-    renew_seconds: float = RENEW_SECONDS,
+    lease_seconds: float | None = None,
+    renew_seconds: float | None = None,
     on_wait: Callable[[LeaseHolder], None] | None = None,
 ) -> Iterator[ApplyLock]:
     """Hold the apply lock for the `with` block (see `acquire_apply_lock`).

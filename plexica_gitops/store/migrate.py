@@ -45,7 +45,7 @@ from typing import Any, cast
 import psycopg
 from psycopg import pq, sql
 
-from plexica_gitops.desired import MigrationFile
+from plexica_gitops.desired.build import MigrationFile
 from plexica_gitops.store.connection import StoreError, connect
 
 MIGRATE_APPLICATION_NAME = "plexica-gitops migrate"

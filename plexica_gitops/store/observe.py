@@ -40,7 +40,9 @@ import psycopg
 from psycopg import pq
 from pydantic import TypeAdapter
 
-from plexica_gitops.live import (
+from plexica_gitops.desired.model import TenantStatus
+from plexica_gitops.hashing import stable_hash
+from plexica_gitops.live.model import (
     UNREADABLE,
     AppliedMigration,
     LivePermission,
@@ -49,9 +51,7 @@ from plexica_gitops.live import (
     LiveState,
     LiveTenant,
     LiveTenantPlugin,
-    stable_hash,
 )
-from plexica_gitops.model import TenantStatus
 from plexica_gitops.store.schema import recorded_versions, require_current
 
 STREAM_ROWS = 64  # rows libpq hands over at a time while streaming (chunked mode, libpq 17+)

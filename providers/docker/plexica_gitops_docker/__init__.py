@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from plexica_gitops.provider import Provider
+from plexica_gitops.runtime.provider import Provider
+from plexica_gitops_docker.settings import check_settings
+
+__all__ = ["check_settings", "create_provider"]
 
 
 def create_provider(settings: dict[str, Any]) -> Provider:

@@ -19,7 +19,7 @@ no-new-privileges, read-only root with a small tmpfs at /tmp, uid/gid 65534, an 
 process (so SIGTERM reaches the plugin and a stop takes a fraction of a second), a pids
 limit, and the restart policy of the settings.
 
-Readiness is probed over HTTP by the provider itself (`plexica_gitops.health`): the
+Readiness is probed over HTTP by the provider itself (`plexica_gitops.runtime.health`): the
 engine's HEALTHCHECK does not run everywhere (not under Podman without systemd).
 
 Endpoint modes: `loopback` (the default, what tests and the demo use) publishes the plugin
@@ -53,10 +53,10 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from plexica_gitops.health import ProbeResult, probe, wait_ready
-from plexica_gitops.live import LiveReplica, LiveResources, LiveWorkload
-from plexica_gitops.model import RolloutStrategy
-from plexica_gitops.provider import (
+from plexica_gitops.desired.model import RolloutStrategy
+from plexica_gitops.live.model import LiveReplica, LiveResources, LiveWorkload
+from plexica_gitops.runtime.health import ProbeResult, probe, wait_ready
+from plexica_gitops.runtime.provider import (
     MANAGED_BY,
     Cancelled,
     Endpoint,
@@ -67,6 +67,7 @@ from plexica_gitops.provider import (
     RouteRegistry,
     WorkloadSpec,
 )
+from plexica_gitops_docker.settings import check_settings
 from plexica_gitops_docker.units import (
     format_cpu,
     format_memory,
@@ -96,8 +97,6 @@ LABEL_LIVENESS = "io.plexica.liveness-path"
 LABEL_GENERATION = "io.plexica.generation"
 LABEL_REPLICA = "io.plexica.replica"
 
-ENDPOINT_MODES = ("loopback", "network")
-RESTART_POLICIES = ("unless-stopped", "on-failure")
 ENGINE_HINT = (
     "start the container engine (dockerd, or `podman system service`) and set DOCKER_HOST "
     "(or spec.runtime.baseUrl in platform.yaml) to its socket"
@@ -141,29 +140,13 @@ _SETTING_NAMES = {
 
 
 def parse_settings(settings: Mapping[str, Any]) -> DockerSettings:
-    """DockerSettings from platform.yaml's runtime settings; ProviderError when unusable."""
-    unknown = sorted(set(settings) - set(_SETTING_NAMES) - {"provider"})
-    if unknown:
-        raise ProviderError(
-            f"unknown docker runtime setting(s): {', '.join(unknown)}",
-            f"spec.runtime of platform.yaml accepts: {', '.join(sorted(_SETTING_NAMES))}",
-        )
+    """DockerSettings from platform.yaml's runtime settings; ProviderError when unusable
+    (the same checks `validate` reports as PGV514)."""
+    problems = check_settings(settings)
+    if problems:
+        raise ProviderError(problems[0].message, problems[0].hint)
     values = {_SETTING_NAMES[k]: v for k, v in settings.items() if k in _SETTING_NAMES}
-    try:
-        parsed = DockerSettings(**values)
-    except TypeError as error:  # pragma: no cover - keys are checked above
-        raise ProviderError(str(error)) from error
-    if parsed.endpoint_mode not in ENDPOINT_MODES:
-        raise ProviderError(
-            f"spec.runtime.endpointMode {parsed.endpoint_mode!r} is not supported",
-            f"use one of: {', '.join(ENDPOINT_MODES)}",
-        )
-    if parsed.restart_policy not in RESTART_POLICIES:
-        raise ProviderError(
-            f"spec.runtime.restartPolicy {parsed.restart_policy!r} is not supported",
-            f"use one of: {', '.join(RESTART_POLICIES)}",
-        )
-    return parsed
+    return DockerSettings(**values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,64 +1,20 @@
 """CPU and memory quantities: the manifest's strings to the engine's integers and back.
 
 The manifest uses Kubernetes notation (`500m`, `1.5`; `512Mi`, `1Gi`, `500M`, plain bytes);
-the Docker API wants NanoCpus and bytes. Decimal arithmetic keeps `0.1` exact.
+the Docker API wants NanoCpus and bytes. Parsing is `plexica_gitops.quantities`, the same
+functions validation uses (PGV503/PGV504), so what validates is what the engine gets.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-NANO_PER_CORE = 1_000_000_000
-_CPU = re.compile(r"^(?:(?P<milli>\d+)m|(?P<cores>\d+(?:\.\d+)?))$")  # as validate.py: no 1.5m
-_MEMORY = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>[KMGTPE]i|[kKMGTPE])?$")
-_MEMORY_UNITS = {
-    None: 1,
-    "k": 10**3,
-    "K": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
+from plexica_gitops.quantities import MEMORY_UNITS, NANO_PER_CORE, parse_cpu, parse_memory
+
+__all__ = ["format_cpu", "format_memory", "parse_cpu", "parse_memory", "same_cpu", "same_memory"]
+
 # Largest first, binary before decimal: what `format_memory` tries when writing a number.
 _FORMAT_UNITS = ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki", "E", "P", "T", "G", "M", "k")
-
-
-def parse_cpu(value: str) -> int:
-    """`500m` -> 500_000_000, `1` -> 1_000_000_000, `1.5` -> 1_500_000_000 (NanoCpus)."""
-    match = _CPU.match(value.strip())
-    if match is None:
-        raise ValueError(f"not a CPU quantity: {value!r} (use e.g. 500m, 1, 1.5)")
-    if match["milli"] is not None:
-        nano = Decimal(match["milli"]) * 1_000_000
-    else:
-        nano = Decimal(match["cores"]) * NANO_PER_CORE
-    if nano != nano.to_integral_value() or nano <= 0:
-        raise ValueError(f"CPU quantity {value!r} must be a positive multiple of a nanocore")
-    return int(nano)
-
-
-def parse_memory(value: str) -> int:
-    """`512Mi`, `1Gi`, `500M`, `1G`, `1048576` -> bytes (fractions of a byte round up)."""
-    match = _MEMORY.match(value.strip())
-    if match is None:
-        raise ValueError(f"not a memory quantity: {value!r} (use e.g. 512Mi, 1Gi, 500M)")
-    try:
-        size = Decimal(match["number"]) * _MEMORY_UNITS[match["unit"]]
-    except InvalidOperation as error:  # pragma: no cover - the regex admits only numbers
-        raise ValueError(f"not a memory quantity: {value!r}") from error
-    if size <= 0:
-        raise ValueError(f"memory quantity {value!r} must be positive")
-    return math.ceil(size)
 
 
 def format_cpu(nano: int) -> str:
@@ -73,7 +29,7 @@ def format_cpu(nano: int) -> str:
 def format_memory(size: int) -> str:
     """Bytes in canonical form: the largest unit dividing it exactly (`256Mi`, `1G`)."""
     for unit in _FORMAT_UNITS:
-        factor = _MEMORY_UNITS[unit]
+        factor = MEMORY_UNITS[unit]
         if size >= factor and size % factor == 0:
             return f"{size // factor}{unit}"
     return str(size)

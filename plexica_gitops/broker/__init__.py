@@ -1,0 +1,1 @@
+"""The event broker (Kafka protocol): topics observed, created, changed and deleted."""

@@ -1,0 +1,1 @@
+"""Renderers: plans (text, Markdown, JSON), validation findings, status tables, graphs."""
