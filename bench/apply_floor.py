@@ -198,11 +198,11 @@ HISTORY = (
 def _plan(root: Path, dsn: str | None) -> tuple[Any, Any]:
     """The desired state and the plan `apply` would carry out (against the store at `dsn`,
     or an empty platform), with every workload and topic taken as converged."""
-    from plexica_gitops.live import LiveState
-    from plexica_gitops.planner import build_plan
+    from plexica_gitops.desired.validate import validate_directory
+    from plexica_gitops.live.model import LiveState
+    from plexica_gitops.plan.builder import build_plan
     from plexica_gitops.store.connection import connect
     from plexica_gitops.store.observe import observe_store
-    from plexica_gitops.validate import validate_directory
 
     report = validate_directory(root)
     if report.errors:
@@ -283,8 +283,8 @@ def _floor_worker(
 def _catalog_steps(dsn: str, desired: Any, plan: Any, apply_id: int) -> int:
     """The plugins' own steps, as far as the store goes (no containers): catalog rows,
     versions, journal and last-applied. Not timed."""
-    from plexica_gitops.live import LifecycleStatus as S
-    from plexica_gitops.planner import catalog_manifest, manifest_hash
+    from plexica_gitops.desired.view import catalog_manifest, manifest_hash
+    from plexica_gitops.lifecycle import LifecycleStatus as S
     from plexica_gitops.store import catalog
     from plexica_gitops.store.connection import connect
 
