@@ -6,7 +6,9 @@ It is trusted only where it cannot say "valid" of a configuration that jsonschem
 (or cannot evaluate): the keywords whose meaning differs between the two (regular
 expressions, number comparisons, equality) are evaluated by jsonschema's own functions,
 schemas that use what the two resolve differently get no fast check at all, and a
-configuration that is not plain finite JSON is left to jsonschema.
+configuration that is not plain finite JSON is left to jsonschema. Configurations are what
+the loader builds (`SourceDocument.data`: dicts, lists, str, int, float, bool, None - never
+a tuple, which jsonschema-rs would take for an array and jsonschema not).
 """
 
 from __future__ import annotations
@@ -51,7 +53,13 @@ UNTRUSTED_KEYS = frozenset(
         "$recursiveRef",
         "$recursiveAnchor",
         "$vocabulary",
-        "$schema",
+        "$schema",  # unless it names draft 2020-12, the dialect both evaluate
+    }
+)
+DIALECT = frozenset(
+    {
+        "https://json-schema.org/draft/2020-12/schema",
+        "https://json-schema.org/draft/2020-12/schema#",
     }
 )
 
@@ -111,7 +119,7 @@ def compile_fast_check(schema: Any) -> FastCheck | None:
 def _trusted(schema: Any) -> bool:
     refs: dict[tuple[str, ...], tuple[str, ...]] = {}  # where a $ref is -> what it names
     for path, node in _subschemas(schema):
-        if any(key in UNTRUSTED_KEYS for key in node):
+        if any(key in UNTRUSTED_KEYS for key in node) and not _dialect_only(node):
             return False
         ref = node.get("$ref")
         if ref is None:
@@ -121,6 +129,12 @@ def _trusted(schema: Any) -> bool:
             return False
         refs[path] = target
     return not _cyclic(refs)
+
+
+def _dialect_only(node: dict[str, Any]) -> bool:
+    """The one untrusted key of `node` is a `$schema` naming draft 2020-12."""
+    untrusted = [key for key in node if key in UNTRUSTED_KEYS]
+    return untrusted == ["$schema"] and node["$schema"] in DIALECT
 
 
 def _subschemas(schema: Any) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
