@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -223,10 +224,6 @@ def _findings(root: Any) -> list[str]:
 def test_findings_identical_without_the_fast_check(edits: list[tuple[str, bytes]]) -> None:
     with mutated(edits) as root:
         fast = _findings(root)
-        original = validate_module.compile_fast_check
-        validate_module.compile_fast_check = lambda schema: None  # type: ignore[assignment]
-        try:
+        with mock.patch.object(validate_module, "compile_fast_check", lambda schema: None):
             slow = _findings(root)
-        finally:
-            validate_module.compile_fast_check = original
     assert fast == slow
