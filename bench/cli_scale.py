@@ -562,7 +562,7 @@ def measure_size(
     result["generated"] = generate(size, directory, args)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "PLEXICA_"))}
     envs = {"validate": base_env, "plan-json": base_env}
-    commands = [c for c in COMMANDS if c != "plan-db" or server is not None]
+    commands = [c for c in args.commands if c != "plan-db" or server is not None]
     if server is not None:
         dsn, result["store"] = load_store(server, size, directory)
         envs["plan-db"] = {**base_env, "PLEXICA_DATABASE_URL": dsn}
@@ -586,7 +586,7 @@ def measure_size(
     finally:
         Path(change["file"]).write_text(change["before"], encoding="utf-8")
     result["runs"] = runs
-    if not args.skip_terraform:
+    if not args.skip_terraform and "plan-json" in commands:
         log(f"{size.label}: terraform plan of the same graph")
         terraform = ps.terraform_plan(directory / "terraform", args.terraform_timeout)
         ours = next(r for r in runs if r["command"] == "plan-json" and r["run"] == "cold")
@@ -628,6 +628,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-terraform", action="store_true")
     parser.add_argument("--skip-db", action="store_true", help="no PostgreSQL, no plan-db")
     parser.add_argument(
+        "--commands",
+        type=lambda text: [c for c in COMMANDS if c in text.split(",")],
+        default=list(COMMANDS),
+        help="which commands: validate,plan-json,plan-db (default all); the Terraform "
+        "ratio needs plan-json",
+    )
+    parser.add_argument(
         "--terraform-timeout",
         type=float,
         default=TERRAFORM_TIMEOUT,
@@ -668,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     server = None
     try:
-        if not args.skip_db:
+        if not args.skip_db and "plan-db" in args.commands:
             from devenv.postgres import PostgresServer
 
             server = PostgresServer()

@@ -103,7 +103,8 @@ SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0.0, 1.0, 0.5, 0.07, 2.0**53, 1e300, NAN, INF, -INF]),
     st.text(max_size=6),
-    st.sampled_from(["\u0663", "\x1c", "a\n", "US", "us", "", " ", "\u00e9", "A1"]),
+    st.sampled_from(["\u0663", "\x1c", "a\n", "US", "us", "", " ", "\u00e9", "A1", "ab"]),
+    st.sampled_from(["\r", ".]", "\u212a", "US\n", "23:59", "24:00", "a-b", "UUS", "\n"]),
 )
 INSTANCES = st.recursive(
     SCALARS,
@@ -114,7 +115,12 @@ INSTANCES = st.recursive(
     max_leaves=12,
 )
 PATTERNS = st.sampled_from(
-    [r"^\d+$", r"^[^\d]*$", r"^\S*$", r"^\w+$", r"^[A-Z]{2}$", r"a$", r"^.$", r"(?i)^us$"]
+    [
+        *(r"^\d+$", r"^[^\d]*$", r"^\S*$", r"^\w+$", r"(?i)^us$"),
+        # evaluated natively by jsonschema-rs: must agree with Python's re
+        *(r"^[A-Z]{2}$", r"a$", r"^.$", r"^[^a-c]+$", r"^(a|b){1,2}$", r"^\.[\]\-]?$"),
+        *(r"^[a-z][a-z0-9-]*$", r"^([01][0-9]|2[0-3]):[0-5][0-9]$", r"^U+S?$", r"^$"),
+    ]
 )
 NUMBERS = st.sampled_from([0, 1, 2, 3, 0.5, 0.01, 2.0**53, BIG, -1.5, 1e300])
 

@@ -14,6 +14,7 @@ a tuple, which jsonschema-rs would take for an array and jsonschema not).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -80,7 +81,51 @@ def _keyword_class(name: str) -> type:
     return type(f"Python_{name}", (), {"__init__": __init__, "validate": validate})
 
 
+def _python_keywords(schema: Any) -> dict[str, type]:
+    """The keywords this schema needs jsonschema's own functions for (a custom keyword
+    replaces the native one everywhere in the schema, so it is all or nothing per name)."""
+    needed = set()
+    for _, node in _subschemas(schema):
+        needed.update(key for key in PYTHON_KEYWORDS if key in node and not _native(key, node[key]))
+    return {name: _KEYWORDS[name] for name in sorted(needed)}
+
+
 _KEYWORDS = {name: _keyword_class(name) for name in PYTHON_KEYWORDS}
+
+# Where a keyword's value is one of these, jsonschema-rs evaluates it exactly as jsonschema
+# does, so it stays native (a call back into Python costs more than the rest of the check).
+# A pattern of printable ASCII: literals, escaped punctuation, simple classes, groups,
+# alternatives, anchors and `{n}` / `{n,}` / `{n,m}` quantifiers. Nothing the two engines
+# read differently: no escape class (\d \w \s \b ...), no `(?` flag or extension, no
+# `{,n}`, no nested class or class set operation (`[[:alpha:]]`, `&&`, `--`, `~~`). Where
+# they still differ (`$` before a final newline) jsonschema-rs is the stricter one.
+_ESCAPED = r"\\[ -/:-@\[-`{-~]"
+_CLASS = r"\[\^?(?:[ -Z^-~]|" + _ESCAPED + r")+\]"
+_PLAIN_PATTERN = re.compile(
+    r"(?:[ -Z^-z|]|" + _ESCAPED + "|" + _CLASS + r"|\{[0-9]+(?:,[0-9]*)?\})*", re.ASCII
+)
+_EXACT = 2**53  # every integer up to this is a double too: no int/float rounding
+
+
+def _native(keyword: str, value: Any) -> bool:
+    if keyword == "pattern":
+        return (
+            isinstance(value, str) and "(?" not in value and bool(_PLAIN_PATTERN.fullmatch(value))
+        )
+    if keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return _exact_scalar(value) and not isinstance(value, str | bool | None)
+    if keyword == "const":
+        return _exact_scalar(value)
+    if keyword == "enum":
+        return isinstance(value, list) and all(map(_exact_scalar, value))
+    return False
+
+
+def _exact_scalar(value: Any) -> bool:
+    """A string, bool, null, or an int a double holds exactly (not a float)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -_EXACT <= value <= _EXACT
+    return isinstance(value, str | bool) or value is None
 
 
 class FastCheck:
@@ -109,7 +154,7 @@ def compile_fast_check(schema: Any) -> FastCheck | None:
         return None
     try:
         validator = jsonschema_rs.Draft202012Validator(
-            schema, validate_formats=False, keywords=_KEYWORDS
+            schema, validate_formats=False, keywords=_python_keywords(schema)
         )
     except Exception:  # any schema it cannot compile is left to jsonschema
         return None
