@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from test_fuzz_desired import mutated, mutations
 
+import plexica_gitops.desired.build as build_module
 import plexica_gitops.desired.validate as validate_module
 from plexica_gitops.desired.fastcheck import compile_fast_check
 from plexica_gitops.desired.validate import validate_directory
@@ -227,9 +228,12 @@ def _findings(root: Any) -> list[str]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(mutations())
-def test_findings_identical_without_the_fast_check(edits: list[tuple[str, bytes]]) -> None:
+def test_findings_identical_without_the_fast_checks(edits: list[tuple[str, bytes]]) -> None:
     with mutated(edits) as root:
         fast = _findings(root)
-        with mock.patch.object(validate_module, "compile_fast_check", lambda schema: None):
+        with (
+            mock.patch.object(validate_module, "compile_fast_check", lambda schema: None),
+            mock.patch.object(build_module, "kind_fast_check", lambda kind: None),
+        ):
             slow = _findings(root)
     assert fast == slow

@@ -84,7 +84,7 @@ def _keyword_class(name: str) -> type:
 def _python_keywords(schema: Any) -> dict[str, type]:
     """The keywords this schema needs jsonschema's own functions for (a custom keyword
     replaces the native one everywhere in the schema, so it is all or nothing per name)."""
-    needed = set()
+    needed: set[str] = set()
     for _, node in _subschemas(schema):
         needed.update(key for key in PYTHON_KEYWORDS if key in node and not _native(key, node[key]))
     return {name: _KEYWORDS[name] for name in sorted(needed)}
