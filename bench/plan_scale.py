@@ -62,6 +62,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -844,14 +845,22 @@ def run_child(mode: str, params: dict[str, Any]) -> tuple[dict[str, Any], float]
 
 
 def run_measured(
-    command: list[str], cwd: Path, env: dict[str, str]
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
 ) -> tuple[str, float, float, float]:
-    """Run a command; its output, wall seconds, peak RSS MB and CPU seconds (all threads)."""
+    """Run a command; its output, wall seconds, peak RSS MB and CPU seconds (all threads).
+    TimeoutError (the command killed) when it runs longer than `timeout` seconds."""
     with tempfile.TemporaryFile() as output:
         start = time.perf_counter()
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=output)
+        timer = threading.Timer(timeout, process.kill) if timeout else None
+        if timer is not None:
+            timer.start()
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
+        if timer is not None:
+            timer.cancel()
+            if wall >= timeout:
+                raise TimeoutError(f"{command[0]} ran longer than {timeout:.0f} s")
         process.returncode = os.waitstatus_to_exitcode(status)
         output.seek(0)
         text = output.read().decode(errors="replace")
@@ -971,6 +980,20 @@ def measure_terraform(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     ours["peak_rss_mb"] = peak
     ours["plan_median_s"] = statistics.median(ours["plan_s"])
     ours["validate_s"] = ours["load_s"] + ours["build_s"] + ours["rules_s"]
+    log(f"terraform plan of {ours['terraform_resources']:,} terraform_data resources (one run)")
+    result = {"plugins": plugins, "tenants": tenants, "ours": ours, **terraform_plan(directory)}
+    tf_plan_s = result["terraform_plan_s"]
+    result["ratio_plan"] = tf_plan_s / ours["plan_median_s"]
+    result["ratio_validate_plan"] = tf_plan_s / (ours["validate_s"] + ours["plan_median_s"])
+    if not args.keep:
+        shutil.rmtree(root)
+        shutil.rmtree(directory)
+    return result
+
+
+def terraform_plan(directory: Path, timeout: float | None = None) -> dict[str, Any]:
+    """`terraform init` (offline: checked) and ONE timed `terraform plan -out` of the
+    configuration in `directory`; its figures (`terraform_plan_s` None after `timeout`)."""
     env = {**os.environ, "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1", "TF_INPUT": "0"}
     env.pop("TF_PLUGIN_CACHE_DIR", None)
     log("terraform init (offline: terraform_data is built in)")
@@ -981,33 +1004,31 @@ def measure_terraform(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     downloaded = [p.name for p in providers.rglob("*") if p.is_file()] if providers.exists() else []
     if downloaded or "Installing" in init_out:
         raise SystemExit(f"terraform init downloaded providers: {downloaded or init_out}")
-    log(f"terraform plan of {ours['terraform_resources']:,} terraform_data resources (one run)")
     load = os.getloadavg()[0]
-    plan_out, tf_plan_s, tf_peak, tf_cpu = run_measured(
-        [TERRAFORM, "plan", "-input=false", "-no-color", "-out=tfplan"], directory, env
-    )
-    match = re.search(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy", plan_out)
-    result = {
-        "plugins": plugins,
-        "tenants": tenants,
-        "ours": ours,
+    result: dict[str, Any] = {
         "terraform_version": _terraform_version(env),
         "terraform_init_s": init_s,
         "terraform_init_offline": True,
+        "terraform_loadavg_1m_before": load,
+        "config_mb": (directory / "main.tf.json").stat().st_size / 1e6,
+    }
+    try:
+        plan_out, tf_plan_s, tf_peak, tf_cpu = run_measured(
+            [TERRAFORM, "plan", "-input=false", "-no-color", "-out=tfplan"],
+            directory,
+            env,
+            timeout,
+        )
+    except TimeoutError:
+        return result | {"terraform_plan_s": None, "terraform_timeout_s": timeout}
+    match = re.search(r"Plan: (\d+) to add, (\d+) to change, (\d+) to destroy", plan_out)
+    return result | {
         "terraform_plan_s": tf_plan_s,
         "terraform_plan_cpu_s": tf_cpu,
-        "terraform_loadavg_1m_before": load,
         "terraform_peak_rss_mb": tf_peak,
         "terraform_to_add": int(match[1]) if match else None,
         "terraform_plan_file_mb": (directory / "tfplan").stat().st_size / 1e6,
-        "config_mb": (directory / "main.tf.json").stat().st_size / 1e6,
     }
-    result["ratio_plan"] = tf_plan_s / ours["plan_median_s"]
-    result["ratio_validate_plan"] = tf_plan_s / (ours["validate_s"] + ours["plan_median_s"])
-    if not args.keep:
-        shutil.rmtree(root)
-        shutil.rmtree(directory)
-    return result
 
 
 def _terraform_version(env: dict[str, str]) -> str:

@@ -684,6 +684,11 @@ def generate(
     rng = random.Random(seed)
     plugins = make_plugins(plugins_n, rng)
     active = [p for p in plugins if p.state == "active"]
+    # An active plugin cannot subscribe to a publisher that is not active (the planner's
+    # PGP108): drop those subscriptions, so that the generated state also plans.
+    resting = {e for p in plugins if p.state != "active" for e in p.publishes}
+    for plugin in active:
+        plugin.subscribes = [e for e in plugin.subscribes if e not in resting]
     if per_tenant > len(active):
         raise SystemExit(
             f"--plugins-per-tenant {per_tenant} exceeds the {len(active)} active plugins"

@@ -27,7 +27,7 @@ from plexica_gitops.desired.model import (
     PluginDocument,
     TenantDocument,
 )
-from plexica_gitops.desired.schemas import kind_validator
+from plexica_gitops.desired.schemas import kind_fast_check, kind_validator
 from plexica_gitops.findings import Finding, Location, error, warning
 from plexica_gitops.interning import SharedValues
 from plexica_gitops.source.files import DesiredFiles, Located, desired_files
@@ -310,7 +310,12 @@ class _Builder:
         remembered, so that rules do not report them a second time; the paths repaired
         (inside `doc`) are returned with the model."""
         subjects = _document_subjects(kind, data)
-        errors = sorted(kind_validator(kind).iter_errors(data), key=lambda e: list(e.path))
+        fast = kind_fast_check(kind)
+        errors = (
+            []
+            if fast is not None and fast.valid(data)
+            else sorted(kind_validator(kind).iter_errors(data), key=lambda e: list(e.path))
+        )
         for schema_error in errors:
             for finding in _schema_findings(schema_error, doc, wrapper):
                 self.findings.append(dataclasses.replace(finding, subjects=subjects))

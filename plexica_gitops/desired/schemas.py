@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from plexica_gitops.desired.fastcheck import FastCheck, compile_fast_check
 from plexica_gitops.desired.model import DOCUMENT_MODELS
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -56,6 +57,14 @@ def kind_schema(kind: str) -> dict[str, Any]:
 @cache
 def kind_validator(kind: str) -> Draft202012Validator:
     return Draft202012Validator(kind_schema(kind))
+
+
+@cache
+def kind_fast_check(kind: str) -> FastCheck | None:
+    """Answers "valid" only for documents `kind_validator` finds nothing wrong with (the
+    usual case: its errors are computed for the others alone). Without `$id`, which the
+    fast check does not trust: every reference in these schemas is a local pointer."""
+    return compile_fast_check({k: v for k, v in kind_schema(kind).items() if k != "$id"})
 
 
 def render_schema(kind: str) -> str:

@@ -25,6 +25,7 @@ from jsonschema.exceptions import ValidationError as SchemaValidationError
 from referencing.exceptions import Unresolvable
 
 from plexica_gitops.desired.build import BuildResult, DesiredState, PluginEntry, build_desired_state
+from plexica_gitops.desired.fastcheck import FastCheck, compile_fast_check
 from plexica_gitops.desired.model import PluginState
 from plexica_gitops.desired.versions import (
     RangeSyntaxError,
@@ -821,7 +822,7 @@ def _configuration_checkers(
                 )
             )
             continue
-        checkers[pid] = _ConfigurationChecker(schema)
+        checkers[pid] = _ConfigurationChecker(schema, compile_fast_check(schema))
     return checkers, findings
 
 
@@ -891,14 +892,19 @@ class _ConfigurationChecker:
     """One plugin's configuration schema. Tenants often share a configuration (the empty
     one above all), so each distinct configuration is checked once."""
 
-    def __init__(self, schema: dict[str, Any]) -> None:
+    def __init__(self, schema: dict[str, Any], fast: FastCheck | None = None) -> None:
         self.validator = Draft202012Validator(schema)
+        # answers "valid" only where jsonschema finds nothing: the exact problems (and
+        # their messages) are computed for the others alone
+        self.fast = fast
         self.broken = False  # cannot be evaluated: reported once, then skipped
         # digest of a configuration's canonical JSON -> its problems: a digest, not the
         # text, so that remembering a configuration costs bytes, not its size again
         self.seen: dict[bytes, list[SchemaValidationError]] = {}
 
     def problems(self, configuration: dict[str, Any]) -> list[SchemaValidationError]:
+        if self.fast is not None and self.fast.valid(configuration):
+            return _NO_PROBLEMS
         text = json.dumps(configuration, sort_keys=True, default=str)
         key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
         found = self.seen.get(key)
