@@ -27,8 +27,10 @@ UsageError). Anything else that escapes is a bug.
     ├── PlanFileError            a saved plan that cannot be read or trusted
     │   └── StalePlanError       the world moved since the plan was made
     │       └── UnjustifiedPlanError  not what planning its inputs again gives
-    └── StepFailed               an apply step did not happen (apply/steps.py raises it,
-                                 apply/engine.py records it)
+    ├── StepFailed               an apply step did not happen (apply/steps.py raises it,
+    │                            apply/engine.py records it)
+    ├── MetricsError             metrics that cannot be served or written (gitops/metrics.py)
+    └── WebhookError             a report the webhook did not accept (gitops/notify.py)
 
 The families' roots are defined here; their leaves live beside the code that raises them
 (importing this module only: nothing here imports a stage). Deliberately outside the tree:
