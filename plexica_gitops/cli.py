@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from plexica_gitops.addresses import Address, AddressError, ResourceKind
 from plexica_gitops.apply.engine import Reporter
 from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
 from plexica_gitops.apply.session import run_apply
@@ -34,7 +35,7 @@ from plexica_gitops.live.model import LiveState, ObservedPart
 from plexica_gitops.live.observe import observe_platform
 from plexica_gitops.plan.builder import address_exists, build_plan
 from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
-from plexica_gitops.plan.model import Plan
+from plexica_gitops.plan.model import Cause, Plan, Replacement, secret_replacements
 from plexica_gitops.plan.planfile import (
     PlanFileError,
     StalePlanError,
@@ -373,7 +374,7 @@ def _make_plan(
         )
     rotations, unsure = _secret_rotations(result.desired, live, live_source, database_url)
     try:
-        plan = build_plan(result.desired, live, rotations)
+        plan = build_plan(result.desired, live, secret_replacements(rotations))
     except PlanCycleError as exc:  # a planner bug, never a user mistake
         raise _fail(f"internal planner error: {exc}", "Please report it with the inputs.") from None
     needed = {ObservedPart(p) for p in plan.unobserved}
@@ -641,7 +642,7 @@ def _plan_for_apply(
     live: LiveState,
     output_format: LogFormat,
     key: bytes | None,
-    forced: dict[str, str],
+    forced: dict[str, Replacement],
     skip: frozenset[ObservedPart],
 ) -> Plan:
     """The saved plan when `source` is a plan file — refused when altered, stale, or not
@@ -651,7 +652,7 @@ def _plan_for_apply(
     rotations, unsure = secret_rotations(
         desired, live, key, os.environ, no_key="this database role may not read the digest key"
     )
-    replace = {**rotations, **forced}
+    replace = {**secret_replacements(rotations), **forced}
     if source.is_file():
         try:
             saved = load_plan(source)
@@ -688,28 +689,35 @@ def _refuse_unobserved(plan: Plan, skip: frozenset[ObservedPart]) -> None:
     plan.unobserved = sorted(needed | skip)
 
 
-def _forced_replacements(addresses: list[str], desired: DesiredState) -> dict[str, str]:
+def _forced_replacements(
+    addresses: list[str], desired: DesiredState
+) -> dict[str, Replacement]:
     """`--replace` addresses as planner input (plugin id -> why); a usage error for any
     address that is not the workload of a plugin in git."""
-    forced: dict[str, str] = {}
+    forced: dict[str, Replacement] = {}
     for address in addresses:
-        parts = address.split(".")
-        if len(parts) != 3 or parts[0] != "plugin" or parts[2] != "workload":
+        try:
+            parsed = Address.parse(address)
+        except AddressError:
+            parsed = None
+        if parsed is None or parsed.kind is not ResourceKind.WORKLOAD or not parsed.plugin:
             raise _usage(
                 f"--replace {address}: not a workload address",
                 "Name a plugin's workload, e.g. --replace plugin.crm.workload.",
             )
-        if parts[1] not in desired.plugins:
+        if parsed.plugin not in desired.plugins:
             raise _usage(
-                f"--replace {address}: git has no plugin {parts[1]!r}",
+                f"--replace {address}: git has no plugin {parsed.plugin!r}",
                 "Name the workload of a plugin in the desired state.",
             )
-        forced[parts[1]] = "replacement requested with --replace"
+        forced[parsed.plugin] = Replacement(
+            "replacement requested with --replace", Cause.REPLACE_REQUESTED
+        )
     return forced
 
 
 def _fresh_plan(
-    desired: DesiredState, live: LiveState, targets: list[str], replace: dict[str, str]
+    desired: DesiredState, live: LiveState, targets: list[str], replace: dict[str, Replacement]
 ) -> Plan:
     """What `plan` gives for this desired state, live state, targets and replacements."""
     try:

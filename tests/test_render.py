@@ -607,7 +607,7 @@ def test_json_is_deterministic_and_ends_with_a_newline(fresh_plan: Plan) -> None
     rendered = render_json(fresh_plan)
     assert rendered == render_json(fresh_plan)
     assert rendered.endswith("}\n") and not rendered.endswith("\n\n")
-    assert rendered.startswith('{\n  "format_version": "1.0",\n')
+    assert rendered.startswith('{\n  "format_version": "1.1",\n')
 
 
 def test_json_refuses_what_it_cannot_trust(fresh_plan: Plan) -> None:
