@@ -145,6 +145,24 @@ class ActionId:
         return action_id(str(self.address), self.step)
 
 
+def parsed_or_none(text: str) -> Address | None:
+    try:
+        return Address.parse(text)
+    except AddressError:
+        return None
+
+
+def with_any_tenant(address: str, tenant: str) -> str:
+    """`tenant.acme.migrations.crm` of tenant `acme` -> `tenant.*.migrations.crm`: the
+    same resource in every tenant (the text renderer collapses them; on the wire string,
+    as it runs once per action)."""
+    prefix = f"tenant.{tenant}"
+    rest = address[len(prefix) :]
+    if address.startswith(prefix) and (not rest or rest.startswith(".")):
+        return "tenant.*" + rest
+    return address
+
+
 def action_id(address: str, step: str) -> str:
     return f"{address}:{step}"
 

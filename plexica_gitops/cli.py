@@ -689,9 +689,7 @@ def _refuse_unobserved(plan: Plan, skip: frozenset[ObservedPart]) -> None:
     plan.unobserved = sorted(needed | skip)
 
 
-def _forced_replacements(
-    addresses: list[str], desired: DesiredState
-) -> dict[str, Replacement]:
+def _forced_replacements(addresses: list[str], desired: DesiredState) -> dict[str, Replacement]:
     """`--replace` addresses as planner input (plugin id -> why); a usage error for any
     address that is not the workload of a plugin in git."""
     forced: dict[str, Replacement] = {}

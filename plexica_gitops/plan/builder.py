@@ -20,6 +20,7 @@ from operator import attrgetter, methodcaller, ne
 from types import SimpleNamespace
 from typing import Any
 
+from plexica_gitops.addresses import Address, AddressError, ResourceKind, parse_target
 from plexica_gitops.desired.build import DesiredState, TenantEntry
 from plexica_gitops.desired.model import TenantStatus
 from plexica_gitops.desired.view import (
@@ -236,9 +237,8 @@ class Planner:
             self.hook(f"{address}:activate", workload, routes, subscriptions)
         if final is S.INSTALLED:
             self.hook(f"{address}:start", workload)
-        self.hook(
-            f"{address}:disable", workload if workload and workload.endswith(":stop") else None
-        )
+        stopped = workload and self.steps[workload].action.step == "stop"
+        self.hook(f"{address}:disable", workload if stopped else None)
         if final not in DEPLOYED:  # otherwise these are the re-install's creations
             self.hook(f"{address}:mark-uninstalled", *updates)
 
@@ -1182,30 +1182,33 @@ class Planner:
     def unreadable_bindings(self) -> dict[str, dict[str, str]]:
         """tenant slug -> plugin id -> why its stored configuration was not read."""
         found: dict[str, dict[str, str]] = defaultdict(dict)
-        for address, why in self.live.unreadable.items():
-            parts = address.split(".")
-            if len(parts) == 4 and parts[0] == "tenant" and parts[2] == "plugin":
-                found[parts[1]][parts[3]] = why
+        for text, why in self.live.unreadable.items():
+            address = Address.parse(text)
+            if address.kind is ResourceKind.BINDING:
+                assert address.tenant is not None and address.plugin is not None
+                found[address.tenant][address.plugin] = why
         return found
 
     def note_unreadable(self) -> None:
         """PGP110: a value in the store out of bounds (nested too deep, too large) was not
         read; the plan restores it from git where git declares it."""
-        for address, why in sorted(self.live.unreadable.items()):
-            parts = address.split(".")
-            if parts[0] == "plugin":
-                declared = parts[1] in self.plugins
-            else:
-                tenant = self.desired.tenants.get(parts[1])
-                declared = tenant is not None and parts[3] in tenant.document.spec.plugins
+        for text, why in sorted(self.live.unreadable.items()):
+            address = Address.parse(text)
+            subjects: tuple[str | None, ...] = (address.plugin,)
+            if address.tenant is None:  # a plugin's catalog row
+                declared = address.plugin in self.plugins
+            else:  # a tenant's binding
+                tenant = self.desired.tenants.get(address.tenant)
+                declared = tenant is not None and address.plugin in tenant.document.spec.plugins
+                subjects = (address.tenant, address.plugin)
             self.warnings.append(
                 warning(
                     "PGP110",
-                    f"{address}: the {why} on the platform was not read",
+                    f"{text}: the {why} on the platform was not read",
                     "This plan writes what git says over it."
                     if declared
                     else "It is not in git: correct or remove it in the store by hand.",
-                    subjects=tuple(p for p in (parts[1], parts[3] if len(parts) == 4 else "") if p),
+                    subjects=tuple(p for p in subjects if p),
                 )
             )
 
@@ -1521,16 +1524,17 @@ def build_plan(
 def address_exists(address: str, desired: DesiredState, live: LiveState) -> bool:
     """Whether an address (or action id) names something in git or on the platform, so a
     mistyped --target is an error rather than an empty plan."""
-    parts = address.split(":", 1)[0].split(".")
-    if parts[0] == "plugin" and len(parts) >= 2:
-        return parts[1] in desired.plugins or parts[1] in live.plugins
-    if parts[0] == "tenant" and len(parts) >= 2:
-        known = parts[1] in desired.tenants or parts[1] in live.tenants
-        if not known or len(parts) < 4:
-            return known
-        return parts[3] in desired.plugins or parts[3] in live.plugins
-    if parts[0] == "topic" and len(parts) >= 2:
-        event = address.split(":", 1)[0][len("topic.") :]
+    try:
+        target = parse_target(address)
+    except AddressError:
+        return False
+    if target.topic is not None:
+        event = target.topic
         published = any(event in p.manifest.events.publishes for p in desired.plugins.values())
         return published or event in live.topics
-    return False
+    slug = target.tenant
+    if slug is not None and slug not in desired.tenants and slug not in live.tenants:
+        return False
+    if target.plugin is not None:
+        return target.plugin in desired.plugins or target.plugin in live.plugins
+    return True
