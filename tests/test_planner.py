@@ -452,6 +452,7 @@ def test_a_workload_stopped_by_hand_is_started_as_drift(world: World) -> None:
     plan = build_plan(desired, stopped)
     assert ids(plan) == ["plugin.alpha.workload:start"]
     assert action(plan, "plugin.alpha.workload:start").reason.startswith("drift:")
+    assert action(plan, "plugin.alpha.workload:start").cause is Cause.DRIFT
     assert build_plan(desired, simulate(plan, desired, stopped)).actions == []
 
 
@@ -762,17 +763,6 @@ def test_a_changed_plugin_version_in_git_is_a_git_change(world: World) -> None:
     plan = build_plan(world.desired(plugin("alpha", version="1.1.0")), live)
     assert action(plan, "plugin.alpha.workload:replace").cause is Cause.GIT_CHANGE
     assert action(plan, "plugin.alpha:update").cause is Cause.GIT_CHANGE
-
-
-def test_a_container_stopped_by_hand_is_drift(world: World) -> None:
-    desired = world.desired(plugin("alpha", replicas=2))
-    live = applied(desired)
-    workload = live.plugins["alpha"].workload
-    assert workload is not None
-    stopped = set_plugin(
-        live, "alpha", workload=workload.model_copy(update={"running": False, "ready_replicas": 0})
-    )
-    assert action(build_plan(desired, stopped), "plugin.alpha.workload:start").cause is Cause.DRIFT
 
 
 def test_drift_is_told_from_a_change_in_git_by_last_applied(world: World) -> None:
