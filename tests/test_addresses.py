@@ -49,8 +49,8 @@ def test_every_address_and_dependency_of_saved_plans_round_trips() -> None:
     kinds = set()
     for path in (FIXTURES / "plan-1.0.plan", FIXTURES / "plan-1.0-changes" / "plan-1.0.plan"):
         for action in load_plan(path).actions:
-            kinds.add(action.target.kind)
-            assert str(action.target) == action.address
+            kinds.add(action.resource.kind)
+            assert str(action.resource) == action.address
             assert str(ActionId.parse(action.id)) == action.id
             for dependency in action.depends_on:
                 assert str(ActionId.parse(dependency)) == dependency

@@ -227,7 +227,7 @@ class _Walk:
 def _brings_a_tenant_forward(action: Action) -> bool:
     """A tenant's record or schema migrations: steps whose failure concerns that tenant
     alone."""
-    kind = action.target.kind
+    kind = action.resource.kind
     if kind is ResourceKind.TENANT:
         return action.step == "create"
     return kind is ResourceKind.MIGRATIONS

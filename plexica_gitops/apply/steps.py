@@ -282,7 +282,7 @@ def run_step(action: Action, context: StepContext) -> str:
 
 def _executor_for(action: Action) -> Executor:
     try:
-        kind = action.target.kind
+        kind = action.resource.kind
     except AddressError:
         raise StepFailed(
             f"no executor for {action.id}", "this is a bug: please report it"
@@ -293,19 +293,19 @@ def _executor_for(action: Action) -> Executor:
 
 
 def _plugin_of(action: Action) -> str:
-    pid = action.plugin or action.target.owner_plugin
+    pid = action.plugin or action.resource.owner_plugin
     assert pid is not None, f"{action.id} names no plugin"
     return pid
 
 
 def _tenant_of(action: Action) -> str:
-    slug = action.tenant or action.target.tenant
+    slug = action.tenant or action.resource.tenant
     assert slug is not None, f"{action.id} names no tenant"
     return slug
 
 
 def _event_of(action: Action) -> str:
-    topic = action.target.topic
+    topic = action.resource.topic
     assert topic is not None, f"{action.id} names no topic"
     return topic
 

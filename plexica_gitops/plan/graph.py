@@ -73,7 +73,7 @@ def select_targets(actions: Sequence[Action], targets: Iterable[str]) -> list[Ac
         a.id
         for a in actions
         if any(is_below(a.address, p) or a.id == p for p in prefixes)
-        or (a.plugin in owners and a.target.kind is ResourceKind.TOPIC)
+        or (a.plugin in owners and a.resource.kind is ResourceKind.TOPIC)
     ]
     while stack:
         step_id = stack.pop()

@@ -87,7 +87,7 @@ class Action:
         return f"{self.address}:{self.step}"
 
     @property
-    def target(self) -> Address:
+    def resource(self) -> Address:
         """The address, parsed (the wire string is what a plan holds a million of)."""
         return Address.parse(self.address)
 
