@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 import pydantic
 
+from plexica_gitops.addresses import ResourceKind, parsed_or_none
 from plexica_gitops.apply.engine import ApplyReport, Reporter
 from plexica_gitops.apply.session import run_apply
 from plexica_gitops.broker.kafka import BrokerError, BrokerSettings, EventBroker
@@ -44,7 +45,7 @@ from plexica_gitops.live.model import LiveState, ObservedPart
 from plexica_gitops.live.observe import observe_platform
 from plexica_gitops.plan.builder import address_exists, build_plan
 from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
-from plexica_gitops.plan.model import Plan
+from plexica_gitops.plan.model import Cause, Plan, Replacement, secret_replacements
 from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
 from plexica_gitops.render.status import SettingsSource, StatusView
 from plexica_gitops.runtime.provider import Provider, load_provider
@@ -151,7 +152,7 @@ def plan(
             "tenant.acme.plugin.crm (see `plan --format json` for every address).",
         )
     rotations, unsure = _secret_rotations(result.desired, live, live_source)
-    made = _build(result.desired, live, rotations)
+    made = _build(result.desired, live, secret_replacements(rotations))
     _check_observed(made, problems, unobserved, warn)
     made.warnings = [*warnings, *unsure, *made.warnings]
     return _targeted(made, options.targets)
@@ -246,7 +247,7 @@ def load_saved_plan(path: Path) -> Plan:
         ) from None
 
 
-def _build(desired: DesiredState, live: LiveState, replace: dict[str, str]) -> Plan:
+def _build(desired: DesiredState, live: LiveState, replace: Mapping[str, Replacement]) -> Plan:
     try:
         return build_plan(desired, live, replace)
     except PlanCycleError as exc:  # a planner bug, never a user mistake
@@ -542,23 +543,25 @@ def _record_runtime(conn: psycopg.Connection[Any], desired: DesiredState) -> Non
     record_runtime(conn, runtime.provider, runtime.model_extra or {})
 
 
-def _forced_replacements(addresses: Sequence[str], desired: DesiredState) -> dict[str, str]:
+def _forced_replacements(addresses: Sequence[str], desired: DesiredState) -> dict[str, Replacement]:
     """`--replace` addresses as planner input (plugin id -> why); a usage error for any
     address that is not the workload of a plugin in git."""
-    forced: dict[str, str] = {}
+    forced: dict[str, Replacement] = {}
     for address in addresses:
-        parts = address.split(".")
-        if len(parts) != 3 or parts[0] != "plugin" or parts[2] != "workload":
+        parsed = parsed_or_none(address)
+        if parsed is None or parsed.kind is not ResourceKind.WORKLOAD or not parsed.plugin:
             raise UsageError(
                 f"--replace {address}: not a workload address",
                 "Name a plugin's workload, e.g. --replace plugin.crm.workload.",
             )
-        if parts[1] not in desired.plugins:
+        if parsed.plugin not in desired.plugins:
             raise UsageError(
-                f"--replace {address}: git has no plugin {parts[1]!r}",
+                f"--replace {address}: git has no plugin {parsed.plugin!r}",
                 "Name the workload of a plugin in the desired state.",
             )
-        forced[parts[1]] = "replacement requested with --replace"
+        forced[parsed.plugin] = Replacement(
+            "replacement requested with --replace", Cause.REPLACE_REQUESTED
+        )
     return forced
 
 
@@ -583,7 +586,7 @@ def _checked_saved_plan(
     try:
         saved = load_plan(path)
         check_current(saved, desired.revision, live.fingerprint())
-        replanned = _targeted(_build(desired, live, replace), saved.targets)
+        replanned = _targeted(_build(desired, live, secret_replacements(replace)), saved.targets)
         _refuse_unobserved(replanned, skip)
         check_justified(saved, replanned)
     except StalePlanError as exc:
@@ -599,13 +602,13 @@ def _plan_for_apply(
     desired: DesiredState,
     live: LiveState,
     key: bytes | None,
-    forced: dict[str, str],
+    forced: dict[str, Replacement],
     skip: frozenset[ObservedPart],
 ) -> Plan:
     """A fresh plan of the desired state, replacing the workloads whose secrets changed
     since their replicas started, and the `forced` ones."""
     rotations, unsure = _rotations(desired, live, key)
-    fresh = _build(desired, live, {**rotations, **forced})
+    fresh = _build(desired, live, {**secret_replacements(rotations), **forced})
     _refuse_unobserved(fresh, skip)
     fresh.warnings = [*unsure, *fresh.warnings]
     for pid in sorted(forced):

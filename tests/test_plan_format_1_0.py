@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import docker
 import psycopg
+import pytest
 from apply_support import run_cli
 from docker_engine import remove_scope
 from rich.console import Console
@@ -20,7 +23,13 @@ from rich.console import Console
 from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.live.model import LiveState
 from plexica_gitops.plan.builder import build_plan
-from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
+from plexica_gitops.plan.model import Cause
+from plexica_gitops.plan.planfile import (
+    UnjustifiedPlanError,
+    check_current,
+    check_justified,
+    load_plan,
+)
 from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
 from plexica_gitops.render.text import print_plan
@@ -98,3 +107,28 @@ def test_a_1_0_saved_plan_applies(
         assert code == 0, output  # converged: nothing left to do
     finally:
         remove_scope(docker_client, ECHO_SCOPE)
+
+
+def test_a_1_0_plan_reads_with_its_causes_unknown_and_is_written_as_1_1() -> None:
+    """Format 1.0 did not record why: the cause is not guessed from the words."""
+    plan = load_plan(FIXTURES / "plan-1.0-changes" / "plan-1.0.plan")
+    assert plan.format_version == "1.0"
+    assert plan.actions and {a.cause for a in plan.actions} == {Cause.UNKNOWN}
+    document = json.loads(render_json(plan))
+    assert document["format_version"] == "1.1"
+    assert {a["cause"] for a in document["actions"]} == {"unknown"}
+
+
+def test_a_1_0_plan_whose_actions_differ_is_still_refused(tmp_path: Path) -> None:
+    """Comparing a 1.0 plan without causes hides nothing else."""
+    fixture = FIXTURES / "plan-1.0-changes"
+    root = tmp_path / "desired-state"
+    shutil.copytree(fixture / "desired-state", root)
+    replanned = build_plan(
+        validate_directory(root).desired,
+        LiveState.from_json((fixture / "live-state.json").read_bytes()),
+    )
+    saved = load_plan(fixture / "plan-1.0.plan")
+    saved.actions[0] = replace(saved.actions[0], reason="something else")
+    with pytest.raises(UnjustifiedPlanError, match="changed: " + re.escape(saved.actions[0].id)):
+        check_justified(saved, replanned)

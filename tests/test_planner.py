@@ -33,7 +33,7 @@ from plexica_gitops.live.model import (
 )
 from plexica_gitops.plan.builder import build_plan
 from plexica_gitops.plan.graph import select_targets
-from plexica_gitops.plan.model import Action, ActionKind, Plan
+from plexica_gitops.plan.model import Action, ActionKind, Cause, Plan, Replacement
 
 S = LifecycleStatus
 
@@ -452,6 +452,7 @@ def test_a_workload_stopped_by_hand_is_started_as_drift(world: World) -> None:
     plan = build_plan(desired, stopped)
     assert ids(plan) == ["plugin.alpha.workload:start"]
     assert action(plan, "plugin.alpha.workload:start").reason.startswith("drift:")
+    assert action(plan, "plugin.alpha.workload:start").cause is Cause.DRIFT
     assert build_plan(desired, simulate(plan, desired, stopped)).actions == []
 
 
@@ -743,3 +744,106 @@ def test_a_tenant_without_its_schema_record_is_created(world: World) -> None:
     plan = build_plan(desired, live)
     assert action(plan, "tenant.acme:create").kind is ActionKind.CREATE
     assert "tenant.other" in plan.unmanaged
+
+
+# --- why each action is planned (Action.cause) -----------------------------------------
+
+
+def test_every_planned_action_says_why_as_a_cause(world: World) -> None:
+    """The planner never leaves a cause unknown: that is only a 1.0 plan read back."""
+    tenants = [tenant_document("acme", plugins={"alpha": {}})]
+    desired = world.desired(plugin("alpha", migrations=True), tenants=tenants)
+    plan = build_plan(desired, LiveState())
+    assert plan.actions
+    assert {a.cause for a in plan.actions} == {Cause.GIT_CHANGE}
+
+
+def test_a_changed_plugin_version_in_git_is_a_git_change(world: World) -> None:
+    live = applied(world.desired(plugin("alpha")))
+    plan = build_plan(world.desired(plugin("alpha", version="1.1.0")), live)
+    assert action(plan, "plugin.alpha.workload:replace").cause is Cause.GIT_CHANGE
+    assert action(plan, "plugin.alpha:update").cause is Cause.GIT_CHANGE
+
+
+def test_drift_is_told_from_a_change_in_git_by_last_applied(world: World) -> None:
+    desired = world.desired(
+        plugin("alpha", frontend=True),
+        tenants=[tenant_document("acme", plugins={"alpha": {"configuration": {"level": 1}}})],
+    )
+    live = applied(desired)
+    edited = set_plugin(live, "alpha", routes=None)
+    by_hand = build_plan(desired, edited)
+    assert action(by_hand, "plugin.alpha.routes:create").cause is Cause.DRIFT
+    in_git = build_plan(
+        world.desired(plugin("alpha", frontend=True)),
+        edited.model_copy(update={"last_applied": {}}),
+    )
+    assert action(in_git, "plugin.alpha.routes:create").cause is Cause.GIT_CHANGE
+
+
+def test_an_installing_plugin_resumed_is_a_crash_repair(world: World) -> None:
+    desired = world.desired(plugin("alpha"))
+    crashed = set_plugin(applied(desired), "alpha", status=S.INSTALLING, routes=None)
+    plan = build_plan(desired, crashed)
+    assert action(plan, "plugin.alpha:mark-installed").cause is Cause.CRASH_REPAIR
+    assert action(plan, "plugin.alpha:activate").cause is Cause.GIT_CHANGE
+
+
+def test_an_uninstall_cut_short_is_finished_as_a_crash_repair(world: World) -> None:
+    desired = world.desired(plugin("alpha", state="disabled", permissions=["items:read"]))
+    live = set_plugin(applied(desired), "alpha", status=S.UNINSTALLING)
+    plan = build_plan(world.desired(plugin("alpha", permissions=["items:read"])), live)
+    assert action(plan, "plugin.alpha:mark-uninstalled").cause is Cause.CRASH_REPAIR
+    assert action(plan, "plugin.alpha.permissions:delete").cause is Cause.CRASH_REPAIR
+    assert action(plan, "plugin.alpha:install").cause is Cause.GIT_CHANGE
+
+
+def test_replicas_of_a_rollout_cut_short_are_a_crash_repair(world: World) -> None:
+    desired = world.desired(plugin("alpha", replicas=2, version="1.1.0"))
+    live = applied(desired)
+    workload = live.plugins["alpha"].workload
+    assert workload is not None
+    instances = _replicas(("1.0.0", 1, True), ("1.1.0", 1, True))
+    mixed = workload.model_copy(update={"instances": instances, "replicas": 2})
+    plan = build_plan(desired, set_plugin(live, "alpha", workload=mixed))
+    assert action(plan, "plugin.alpha.workload:replace").cause is Cause.CRASH_REPAIR
+
+
+def test_bindings_disabled_because_their_plugin_leaves_active_are_a_dependency(
+    world: World,
+) -> None:
+    live = applied(
+        world.desired(plugin("alpha"), tenants=[tenant_document("acme", plugins={"alpha": {}})])
+    )
+    undeclared = build_plan(
+        world.desired(plugin("alpha", state="disabled"), tenants=[tenant_document("acme")]), live
+    )
+    assert action(undeclared, "tenant.acme.plugin.alpha:disable").cause is Cause.DEPENDENCY
+    held = build_plan(
+        world.desired(
+            plugin("alpha", state="disabled"),
+            tenants=[tenant_document("acme", plugins={"alpha": {}})],
+        ),
+        live,
+    )
+    assert action(held, "tenant.acme.plugin.alpha:disable").cause is Cause.DEPENDENCY
+    assert action(held, "plugin.alpha:disable").cause is Cause.GIT_CHANGE
+
+
+def test_what_prune_removes_is_a_prune(world: World) -> None:
+    live = unmanaged_live(world)
+    desired = world.desired(plugin("alpha"), tenants=[tenant_document("acme")], prune=True)
+    plan = build_plan(desired, live)
+    for step in ("disable", "uninstall", "mark-uninstalled"):
+        assert action(plan, f"plugin.legacy:{step}").cause is Cause.PRUNE
+    assert action(plan, "tenant.old:delete").cause is Cause.PRUNE
+
+
+@pytest.mark.parametrize("cause", [Cause.REPLACE_REQUESTED, Cause.SECRET_ROTATION])
+def test_a_forced_replacement_says_who_asked_for_it(world: World, cause: Cause) -> None:
+    desired = world.desired(plugin("alpha"))
+    live = applied(desired)
+    plan = build_plan(desired, live, {"alpha": Replacement("asked", cause)})
+    replace = action(plan, "plugin.alpha.workload:replace")
+    assert replace.cause is cause
+    assert replace.reason == "reconfigure (asked): rolling restart"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,8 @@ from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.findings import Location, error, warning
 from plexica_gitops.live.model import LiveState
 from plexica_gitops.plan.builder import build_plan
-from plexica_gitops.plan.model import Action, ActionKind, Plan
+from plexica_gitops.plan.model import Action, ActionKind, Cause, Plan
+from plexica_gitops.plan.planfile import UnjustifiedPlanError, check_justified
 from plexica_gitops.plan.wire import plan_from_json, plan_to_json
 from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import md_code, md_escape, render_markdown
@@ -611,7 +613,7 @@ def test_json_is_deterministic_and_ends_with_a_newline(fresh_plan: Plan) -> None
     rendered = render_json(fresh_plan)
     assert rendered == render_json(fresh_plan)
     assert rendered.endswith("}\n") and not rendered.endswith("\n\n")
-    assert rendered.startswith('{\n  "format_version": "1.0",\n')
+    assert rendered.startswith('{\n  "format_version": "1.1",\n')
 
 
 def test_json_refuses_what_it_cannot_trust(fresh_plan: Plan) -> None:
@@ -624,6 +626,23 @@ def test_json_refuses_what_it_cannot_trust(fresh_plan: Plan) -> None:
         plan_from_json({k: v for k, v in document.items() if k != "actions"})
     with pytest.raises(TypeError):
         plan_from_json({**document, "unmanaged": "plugin.x"})
+
+
+def test_json_carries_each_actions_cause(fresh_plan: Plan) -> None:
+    document = json.loads(render_json(fresh_plan))
+    assert {a["cause"] for a in document["actions"]} == {"git_change"}
+    first = document["actions"][0]
+    assert list(first)[:6] == ["id", "address", "action", "step", "reason", "cause"]
+    with pytest.raises(ValueError, match="'why-not'"):
+        plan_from_json({**document, "actions": [{**first, "cause": "why-not"}]})
+
+
+def test_a_saved_plan_whose_cause_is_not_the_planners_is_unjustified(fresh_plan: Plan) -> None:
+    altered = replace(fresh_plan, actions=list(fresh_plan.actions))
+    altered.actions[0] = replace(altered.actions[0], cause=Cause.DRIFT)
+    with pytest.raises(UnjustifiedPlanError, match="changed: "):
+        check_justified(altered, fresh_plan)
+    check_justified(fresh_plan, fresh_plan)
 
 
 # --- Markdown ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Protocol
 
 import psycopg
 
+from plexica_gitops.addresses import ResourceKind
 from plexica_gitops.errors import PlexicaError, StepFailed
 from plexica_gitops.plan.model import Action
 
@@ -226,10 +227,10 @@ class _Walk:
 def _brings_a_tenant_forward(action: Action) -> bool:
     """A tenant's record or schema migrations: steps whose failure concerns that tenant
     alone."""
-    parts = action.address.split(".")
-    if len(parts) == 2:
+    kind = action.resource.kind
+    if kind is ResourceKind.TENANT:
         return action.step == "create"
-    return len(parts) == 4 and parts[2] == "migrations"
+    return kind is ResourceKind.MIGRATIONS
 
 
 def execute(

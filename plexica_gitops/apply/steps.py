@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from plexica_gitops.addresses import AddressError, ResourceKind
 from plexica_gitops.broker.kafka import BrokerError, EventBroker
 from plexica_gitops.desired.build import DesiredState, PluginEntry
 from plexica_gitops.desired.view import consumer_group, manifest_hash, topic_settings
@@ -267,33 +268,40 @@ def run_step(action: Action, context: StepContext) -> str:
 
 
 def _executor_for(action: Action) -> Executor:
-    parts = action.address.split(".")
-    if parts[0] == "topic":
-        return _topic
-    if parts[0] == "tenant":
-        if len(parts) == 2:
-            return _tenant
-        return _binding if parts[2] == "plugin" else _migrations
-    if len(parts) == 2:
+    try:
+        kind = action.resource.kind
+    except AddressError:
+        raise StepFailed(
+            f"no executor for {action.id}", "this is a bug: please report it"
+        ) from None
+    if kind is ResourceKind.PLUGIN:
         return _lifecycle if action.step != "update" else _catalog_update
-    resource = parts[2]
-    executors: dict[str, Executor] = {
-        "workload": _workload,
-        "permissions": _permissions,
-        "routes": _routes,
-        "subscriptions": _subscriptions,
-        "data": _purge,
-    }
-    if resource not in executors:
-        raise StepFailed(f"no executor for {action.id}", "this is a bug: please report it")
-    return executors[resource]
+    return _EXECUTORS[kind]
+
+
+def _plugin_of(action: Action) -> str:
+    pid = action.plugin or action.resource.owner_plugin
+    assert pid is not None, f"{action.id} names no plugin"
+    return pid
+
+
+def _tenant_of(action: Action) -> str:
+    slug = action.tenant or action.resource.tenant
+    assert slug is not None, f"{action.id} names no tenant"
+    return slug
+
+
+def _event_of(action: Action) -> str:
+    topic = action.resource.topic
+    assert topic is not None, f"{action.id} names no topic"
+    return topic
 
 
 # --- plugins ------------------------------------------------------------------------------
 
 
 def _lifecycle(action: Action, context: StepContext) -> str:
-    pid = action.plugin or action.address.split(".")[1]
+    pid = _plugin_of(action)
     target = S(action.after["status"]) if action.after else S.UNINSTALLED
     if action.step == "register":
         return _register(context, pid)
@@ -353,7 +361,7 @@ def _pull_or_fail_install(context: StepContext, action: Action, pid: str) -> Non
 
 
 def _catalog_update(action: Action, context: StepContext) -> str:
-    pid = action.plugin or action.address.split(".")[1]
+    pid = _plugin_of(action)
     entry = context.plugin_entry(pid)
     manifest = entry.manifest.model_dump(mode="json", by_alias=True, exclude_none=True)
     before = action.before or {}
@@ -380,7 +388,7 @@ def _spec(action: Action, context: StepContext, pid: str) -> WorkloadSpec:
 
 
 def _workload(action: Action, context: StepContext) -> str:
-    pid = action.plugin or action.address.split(".")[1]
+    pid = _plugin_of(action)
     provider = context.require_provider(action)
     routes = StoreRouteRegistry(context, pid)
     try:
@@ -453,7 +461,7 @@ def _record_failed_install(context: StepContext, pid: str, message: str) -> None
 
 
 def _permissions(action: Action, context: StepContext) -> str:
-    pid = action.plugin or action.address.split(".")[1]
+    pid = _plugin_of(action)
     with context.pool.connection() as conn:
         if action.step == "delete":
             _require_uninstalled(action, context, pid, conn)
@@ -466,7 +474,7 @@ def _permissions(action: Action, context: StepContext) -> str:
 
 
 def _routes(action: Action, context: StepContext) -> str:
-    pid = action.plugin or action.address.split(".")[1]
+    pid = _plugin_of(action)
     if action.step == "delete":
         with context.pool.connection() as conn:
             catalog.deregister_routes(conn, pid)
@@ -499,7 +507,7 @@ def _routes(action: Action, context: StepContext) -> str:
 
 
 def _subscriptions(action: Action, context: StepContext) -> str:
-    pid = action.plugin or action.address.split(".")[1]
+    pid = _plugin_of(action)
     wanted: dict[str, str] = {}
     if action.step != "delete":
         subscribes = context.plugin_entry(pid).manifest.events.subscribes
@@ -551,7 +559,7 @@ def _purge(action: Action, context: StepContext) -> str:
     migrations follow, README §The store) and its migration history, in every tenant
     schema, one tenant per transaction. A table under a longer prefix that is another
     plugin's (`crm_extra_*` of plugin `crm-extra`) is left alone."""
-    pid = action.plugin or action.address.split(".")[1]
+    pid = _plugin_of(action)
     prefix = _table_prefix(pid)
     dropped = 0
     _require_purge(action, context, pid)
@@ -682,7 +690,7 @@ def _topic(action: Action, context: StepContext) -> str:
             f"{action.id}: no event broker is configured for apply",
             "set KAFKA_BOOTSTRAP_SERVERS to the platform's broker",
         )
-    name = action.address[len("topic.") :]
+    name = _event_of(action)
     try:
         if action.step == "delete":
             _require_topic_purge(action, context, name)
@@ -729,7 +737,7 @@ def _topic_settings(desired: DesiredState, name: str) -> dict[str, Any]:
 
 
 def _tenant(action: Action, context: StepContext) -> str:
-    slug = action.tenant or action.address.split(".")[1]
+    slug = _tenant_of(action)
     after = action.after or {}
     if action.step == "create":
         spec = context.desired.tenants[slug].document.spec
@@ -755,8 +763,8 @@ def _tenant(action: Action, context: StepContext) -> str:
 def _binding(action: Action, context: StepContext) -> str:
     """Compare-and-set against the binding the plan observed (`before`, masked as the plan
     shows it): one changed by another writer meanwhile is a ConflictError."""
-    slug = action.tenant or action.address.split(".")[1]
-    pid = action.plugin or action.address.split(".")[3]
+    slug = _tenant_of(action)
+    pid = _plugin_of(action)
     tenant_id = context.tenant_id(slug)
     tenant = context.desired.tenants.get(slug)
     binding = tenant.document.spec.plugins.get(pid) if tenant else None
@@ -817,8 +825,8 @@ def _shown(value: dict[str, Any] | None) -> str:
 
 
 def _migrations(action: Action, context: StepContext) -> str:
-    slug = action.tenant or action.address.split(".")[1]
-    pid = action.plugin or action.address.split(".")[3]
+    slug = _tenant_of(action)
+    pid = _plugin_of(action)
     spec = context.desired.tenants[slug].document.spec
     job = TenantMigrationJob(
         slug, spec.id, spec.schema_name, pid, context.plugin_entry(pid).migrations
@@ -836,3 +844,17 @@ def _migrations(action: Action, context: StepContext) -> str:
     if result.failure is not None:
         raise StepFailed(result.failure.message, result.failure.hint)
     return f"{len(result.applied)} migrations applied in {result.duration_ms:.0f} ms"
+
+
+# The executor of each kind of resource (a plugin's own steps: `_executor_for`).
+_EXECUTORS: dict[ResourceKind, Executor] = {
+    ResourceKind.WORKLOAD: _workload,
+    ResourceKind.PERMISSIONS: _permissions,
+    ResourceKind.ROUTES: _routes,
+    ResourceKind.SUBSCRIPTIONS: _subscriptions,
+    ResourceKind.DATA: _purge,
+    ResourceKind.TOPIC: _topic,
+    ResourceKind.TENANT: _tenant,
+    ResourceKind.BINDING: _binding,
+    ResourceKind.MIGRATIONS: _migrations,
+}

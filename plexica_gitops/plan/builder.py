@@ -20,6 +20,7 @@ from operator import attrgetter, methodcaller, ne
 from types import SimpleNamespace
 from typing import Any
 
+from plexica_gitops.addresses import Address, AddressError, ResourceKind, parse_target
 from plexica_gitops.desired.build import DesiredState, TenantEntry
 from plexica_gitops.desired.model import TenantStatus
 from plexica_gitops.desired.view import (
@@ -51,7 +52,7 @@ from plexica_gitops.live.model import (
     not_read,
 )
 from plexica_gitops.plan.graph import order
-from plexica_gitops.plan.model import Action, ActionKind, Plan
+from plexica_gitops.plan.model import Action, ActionKind, Cause, Plan, Replacement
 from plexica_gitops.sensitive import mask
 
 _BINDING_VALUES = attrgetter("enabled", "configuration")
@@ -65,6 +66,9 @@ def fingerprint_of(value: Any) -> str:
     return stable_hash(mask(value))
 
 
+_Why = tuple[Cause, str]  # an action's cause and its reason in words
+
+
 @dataclass
 class _Step:
     action: Action
@@ -73,7 +77,10 @@ class _Step:
 
 class Planner:
     def __init__(
-        self, desired: DesiredState, live: LiveState, replace: Mapping[str, str] | None = None
+        self,
+        desired: DesiredState,
+        live: LiveState,
+        replace: Mapping[str, Replacement] | None = None,
     ) -> None:
         self.desired = desired
         self.live = live
@@ -114,12 +121,25 @@ class Planner:
         self.steps[action.id] = _Step(action, list(depends_on))
         return action.id
 
-    def reason(self, address: str, after: Any, git_reason: str, drift_reason: str) -> str:
-        """Drift when the reconciler last applied exactly this desired value here."""
+    def why(self, address: str, after: Any, git_reason: str, drift_reason: str) -> _Why:
+        """Why a resource that differs from git is changed: drift when the reconciler last
+        applied exactly this desired value here (so git did not change; the platform did),
+        else a change in git. The one place drift is told from change by last-applied."""
         applied = self.live.last_applied.get(address)
-        return (
-            drift_reason if applied is not None and applied == fingerprint_of(after) else git_reason
-        )
+        if applied is not None and applied == fingerprint_of(after):
+            return Cause.DRIFT, drift_reason
+        return Cause.GIT_CHANGE, git_reason
+
+    def removal_cause(self, pid: str) -> Cause:
+        """Why a plugin leaves ACTIVE or goes away: git says so, or prune does."""
+        return Cause.GIT_CHANGE if pid in self.plugins else Cause.PRUNE
+
+    def teardown_cause(self, pid: str, live: LivePlugin | None) -> Cause:
+        """Why a plugin's resource is taken down: finishing an interrupted uninstall
+        (then to install again, or not), else as the plugin leaves."""
+        if live is not None and live.status is S.UNINSTALLING:
+            return Cause.CRASH_REPAIR
+        return self.removal_cause(pid)
 
     # --- the plan ------------------------------------------------------------------------
 
@@ -219,9 +239,8 @@ class Planner:
             self.hook(f"{address}:activate", workload, routes, subscriptions)
         if final is S.INSTALLED:
             self.hook(f"{address}:start", workload)
-        self.hook(
-            f"{address}:disable", workload if workload and workload.endswith(":stop") else None
-        )
+        stopped = workload and self.steps[workload].action.step == "stop"
+        self.hook(f"{address}:disable", workload if stopped else None)
         if final not in DEPLOYED:  # otherwise these are the re-install's creations
             self.hook(f"{address}:mark-uninstalled", *updates)
 
@@ -252,6 +271,7 @@ class Planner:
                 ActionKind.DELETE,
                 "purgeDataOnUninstall: drop the plugin's tables in every tenant schema",
                 plugin=pid,
+                cause=Cause.GIT_CHANGE,
             ),
             [f"plugin.{pid}:uninstall"],
         )
@@ -269,6 +289,7 @@ class Planner:
         deps: list[str] = [previous] if previous else []
         kind = ActionKind.TRANSITION
         after_attrs: dict[str, Any] = {"status": after.value}
+        cause = Cause.GIT_CHANGE
         if verb == "register":
             kind = ActionKind.CREATE
             assert desired is not None
@@ -277,7 +298,7 @@ class Planner:
         elif verb == "deregister":
             kind = ActionKind.DELETE
             deps += [f"plugin.{d}:mark-uninstalled" for d in self.dependents.get(pid, [])]
-            reason = self.removal_reason(pid)
+            reason, cause = self.removal_reason(pid), self.removal_cause(pid)
         elif verb == "install":
             assert desired is not None
             deps += [f"plugin.{d}:mark-installed" for d in desired.dependencies]
@@ -288,6 +309,7 @@ class Planner:
             reason = "image pulled, workload healthy, migrations and permissions in place"
             if before is S.INSTALLING and not self.steps.get(f"{address}:install"):
                 reason = "resume an install that was interrupted (live status INSTALLING)"
+                cause = Cause.CRASH_REPAIR
         elif verb == "activate":
             assert desired is not None
             deps += [f"{address}:mark-installed"]
@@ -300,17 +322,20 @@ class Planner:
                 if desired and desired.target is S.DISABLED
                 else "on the way to " + (desired.target.value if desired else "absent")
             )
+            cause = self.removal_cause(pid)
         elif verb == "start":
             reason = "desired installed: run without serving traffic"
         elif verb == "uninstall":
             deps += [f"{address}:disable"]
             deps += [f"plugin.{d}:mark-uninstalled" for d in self.dependents.get(pid, [])]
-            reason = self.removal_reason(pid)
+            reason, cause = self.removal_reason(pid), self.removal_cause(pid)
         else:  # mark-uninstalled
             deps += [f"{address}:uninstall"]
             reason = "workload removed, routes and permissions deregistered"
+            cause = self.removal_cause(pid)
             if before is S.UNINSTALLING and not self.steps.get(f"{address}:uninstall"):
                 reason = "resume an uninstall that was interrupted (live status UNINSTALLING)"
+                cause = Cause.CRASH_REPAIR
         return self.add(
             Action(
                 address=address,
@@ -320,6 +345,7 @@ class Planner:
                 before={"status": before.value} if before else None,
                 after=after_attrs,
                 plugin=pid,
+                cause=cause,
             ),
             deps,
         )
@@ -358,6 +384,7 @@ class Planner:
                         before={"running": True},
                         after={"running": False},
                         plugin=pid,
+                        cause=self.teardown_cause(pid, live),
                     ),
                     [f"plugin.{pid}.routes:delete"],
                 )
@@ -370,6 +397,7 @@ class Planner:
                     "uninstall: remove the containers (data is kept)",
                     before=_workload_view(current),
                     plugin=pid,
+                    cause=self.teardown_cause(pid, live),
                 ),
                 [f"plugin.{pid}:uninstall", *([stop] if stop else [])],
             )
@@ -378,20 +406,22 @@ class Planner:
         shown["env"] = sorted(want["env"])  # names only: values are references or literals
         fingerprint = fingerprint_of(want)
         if current is None:
+            cause, reason = self.why(
+                address,
+                want,
+                "install: pull the image, start the containers, wait until healthy",
+                "drift: the workload was removed outside plexica-gitops",
+            )
             return self.add(
                 Action(
                     address,
                     "create",
                     ActionKind.CREATE,
-                    self.reason(
-                        address,
-                        want,
-                        "install: pull the image, start the containers, wait until healthy",
-                        "drift: the workload was removed outside plexica-gitops",
-                    ),
+                    reason,
                     after=shown,
                     plugin=pid,
                     fingerprint=fingerprint,
+                    cause=cause,
                 ),
                 [install_hook, *migrations],
             )
@@ -402,16 +432,23 @@ class Planner:
         before = _workload_view(current)
         if forced or changed & {"image", "version", "cpu", "memory", "env", "builds"}:
             strategy = want["strategy"]
-            causes = [*sorted(changed), *([forced] if forced else [])]
+            causes = [*sorted(changed), *([forced.why] if forced else [])]
             reason = (
                 f"update {current.version} → {want['version']}: {strategy} update"
                 if current.version != want["version"]
                 else f"reconfigure ({', '.join(causes)}): {strategy} restart"
             )
             if "builds" in changed:  # a rollout cut short: whatever git says, it is drift
-                reason = (
+                cause, reason = (
+                    Cause.CRASH_REPAIR,
                     f"drift: {_mixture(current)}: replace every replica not built from "
-                    f"{want['version']} as git says and retire the extras ({strategy} update)"
+                    f"{want['version']} as git says and retire the extras ({strategy} update)",
+                )
+            elif forced:
+                cause = forced.cause
+            else:
+                cause, reason = self.why(
+                    address, want, reason, "drift: the workload was changed outside git"
                 )
             deps = [*migrations]
             deps += [f"plugin.{d}.workload:replace" for d in desired.dependencies]
@@ -422,21 +459,18 @@ class Planner:
                     address,
                     "replace",
                     ActionKind.REPLACE,
-                    reason
-                    if "builds" in changed or forced
-                    else self.reason(
-                        address, want, reason, "drift: the workload was changed outside git"
-                    ),
+                    reason,
                     before=before,
                     after=shown,
                     plugin=pid,
                     fingerprint=fingerprint,
+                    cause=cause,
                 ),
                 deps,
             )
-        step, deps, reason = _workload_step(pid, current, want, changed, verbs)
+        step, deps, (cause, reason) = _workload_step(pid, current, want, changed, verbs)
         if step == "scale":
-            reason = self.reason(
+            cause, reason = self.why(
                 address, want, reason, f"drift: {reason}, changed outside plexica-gitops"
             )
         return self.add(
@@ -449,6 +483,7 @@ class Planner:
                 after=shown,
                 plugin=pid,
                 fingerprint=fingerprint,
+                cause=cause,
             ),
             deps,
         )
@@ -477,6 +512,7 @@ class Planner:
                     "uninstall: deregister the plugin's permissions",
                     before={"keys": sorted(current)},
                     plugin=pid,
+                    cause=self.teardown_cause(pid, live),
                 ),
                 [f"plugin.{pid}:uninstall"],
             )
@@ -505,23 +541,23 @@ class Planner:
             )
         after = {"keys": sorted(want)}
         kind = ActionKind.CREATE if not current else ActionKind.UPDATE
+        cause, reason = self.why(
+            address,
+            want,
+            "register the plugin's permissions" if not current else "permissions changed in git",
+            "drift: permissions changed outside plexica-gitops",
+        )
         return self.add(
             Action(
                 address,
                 "create" if not current else "update",
                 kind,
-                self.reason(
-                    address,
-                    want,
-                    "register the plugin's permissions"
-                    if not current
-                    else "permissions changed in git",
-                    "drift: permissions changed outside plexica-gitops",
-                ),
+                reason,
                 before={"keys": sorted(current)} if current else None,
                 after=after,
                 plugin=pid,
                 fingerprint=fingerprint_of(want),
+                cause=cause,
             ),
             deps,
         )
@@ -573,6 +609,7 @@ class Planner:
                     "stop routing traffic to the plugin (new requests get 404)",
                     before=current,
                     plugin=pid,
+                    cause=self.teardown_cause(pid, live),
                 ),
                 deps,
             )
@@ -586,23 +623,25 @@ class Planner:
         deps += [f"plugin.{d}:activate" for d in desired.dependencies]
         deps += [f"topic.{event}:create" for event in desired.subscribes]
         deps.append(f"plugin.{pid}:mark-installed")
+        cause, reason = self.why(
+            address,
+            want,
+            "register gateway routes and the remote entry once ready"
+            if current is None
+            else "routes changed in git",
+            "drift: routes changed or removed outside plexica-gitops",
+        )
         return self.add(
             Action(
                 address,
                 "create" if current is None else "update",
                 ActionKind.CREATE if current is None else ActionKind.UPDATE,
-                self.reason(
-                    address,
-                    want,
-                    "register gateway routes and the remote entry once ready"
-                    if current is None
-                    else "routes changed in git",
-                    "drift: routes changed or removed outside plexica-gitops",
-                ),
+                reason,
                 before=current,
                 after=want,
                 plugin=pid,
                 fingerprint=fingerprint_of(want),
+                cause=cause,
             ),
             deps,
         )
@@ -629,6 +668,7 @@ class Planner:
                     "stop consuming: remove the plugin's subscriptions from the registry",
                     before={"subscriptions": current},
                     plugin=pid,
+                    cause=self.teardown_cause(pid, live),
                 )
             )
             self.extra_deps[f"plugin.{pid}:disable"].append(step)
@@ -638,23 +678,25 @@ class Planner:
         want = {event: consumer_group(pid) for event in desired.subscribes}
         if want == current:
             return None
+        cause, reason = self.why(
+            address,
+            want,
+            "register the plugin's event subscriptions"
+            if not current
+            else "subscriptions changed in git",
+            "drift: subscriptions changed outside plexica-gitops",
+        )
         return self.add(
             Action(
                 address,
                 "create" if not current else "update",
                 ActionKind.CREATE if not current else ActionKind.UPDATE,
-                self.reason(
-                    address,
-                    want,
-                    "register the plugin's event subscriptions"
-                    if not current
-                    else "subscriptions changed in git",
-                    "drift: subscriptions changed outside plexica-gitops",
-                ),
+                reason,
                 before={"subscriptions": current} if current else None,
                 after={"subscriptions": want},
                 plugin=pid,
                 fingerprint=fingerprint_of(want),
+                cause=cause,
             ),
             [
                 f"plugin.{pid}:mark-installed",
@@ -717,6 +759,7 @@ class Planner:
         after = {"version": desired.version, "manifest_hash": desired.manifest_hash}
         if "name" in drifted:
             before["name"], after["name"] = live.name or "", desired.name
+        cause = Cause.GIT_CHANGE if git_changed else Cause.DRIFT
         if git_changed:
             reason = (
                 f"version {live.version} → {desired.version}"
@@ -738,6 +781,7 @@ class Planner:
                 after=after,
                 plugin=pid,
                 fingerprint=desired.manifest_hash,
+                cause=cause,
             ),
             [*updates, *(f"plugin.{d}:update" for d in desired.dependencies)],
         )
@@ -805,6 +849,7 @@ class Planner:
                         },
                         plugin=pid,
                         tenant=slug,
+                        cause=Cause.GIT_CHANGE,
                     ),
                     deps,
                 )
@@ -929,6 +974,7 @@ class Planner:
                     f"{owner} is uninstalled with purgeDataOnUninstall",
                     before=topic.model_dump(exclude={"owner"}),
                     plugin=owner,
+                    cause=Cause.GIT_CHANGE,
                 ),
                 [f"plugin.{owner}:uninstall"],
             )
@@ -938,20 +984,22 @@ class Planner:
     ) -> None:
         address = f"topic.{event}"
         if current is None:
+            cause, reason = self.why(
+                address,
+                want,
+                f"published by {pid}",
+                "drift: the topic was deleted outside plexica-gitops",
+            )
             self.add(
                 Action(
                     address,
                     "create",
                     ActionKind.CREATE,
-                    self.reason(
-                        address,
-                        want,
-                        f"published by {pid}",
-                        "drift: the topic was deleted outside plexica-gitops",
-                    ),
+                    reason,
                     after=want,
                     plugin=pid,
                     fingerprint=fingerprint_of(want),
+                    cause=cause,
                 ),
                 [f"plugin.{pid}:install"],
             )
@@ -999,17 +1047,18 @@ class Planner:
         drifted = {k: v for k, v in want["config"].items() if current.config.get(k) != v}
         if want["partitions"] == current.partitions and not drifted:
             return
+        cause, reason = self.why(
+            address,
+            want,
+            "topic settings changed in git",
+            "drift: topic settings changed outside plexica-gitops",
+        )
         self.add(
             Action(
                 address,
                 "update",
                 ActionKind.UPDATE,
-                self.reason(
-                    address,
-                    want,
-                    "topic settings changed in git",
-                    "drift: topic settings changed outside plexica-gitops",
-                ),
+                reason,
                 before={
                     "partitions": current.partitions,
                     "config": {k: current.config.get(k) for k in drifted},
@@ -1017,6 +1066,7 @@ class Planner:
                 after={"partitions": want["partitions"], "config": drifted},
                 plugin=pid,
                 fingerprint=fingerprint_of(want),
+                cause=cause,
             ),
         )
 
@@ -1045,6 +1095,7 @@ class Planner:
                     before={"status": live_tenant.status},
                     after={"status": TenantStatus.DELETED.value},
                     tenant=slug,
+                    cause=Cause.PRUNE,
                 )
             )
 
@@ -1064,6 +1115,7 @@ class Planner:
                     after=want,
                     tenant=slug,
                     fingerprint=fingerprint_of(want),
+                    cause=Cause.GIT_CHANGE,
                 )
             )
             return
@@ -1097,6 +1149,7 @@ class Planner:
                 after={"status": spec.status.value},
                 tenant=slug,
                 fingerprint=fingerprint_of(want),
+                cause=Cause.GIT_CHANGE,
             )
         )
 
@@ -1131,30 +1184,33 @@ class Planner:
     def unreadable_bindings(self) -> dict[str, dict[str, str]]:
         """tenant slug -> plugin id -> why its stored configuration was not read."""
         found: dict[str, dict[str, str]] = defaultdict(dict)
-        for address, why in self.live.unreadable.items():
-            parts = address.split(".")
-            if len(parts) == 4 and parts[0] == "tenant" and parts[2] == "plugin":
-                found[parts[1]][parts[3]] = why
+        for text, why in self.live.unreadable.items():
+            address = Address.parse(text)
+            if address.kind is ResourceKind.BINDING:
+                assert address.tenant is not None and address.plugin is not None
+                found[address.tenant][address.plugin] = why
         return found
 
     def note_unreadable(self) -> None:
         """PGP110: a value in the store out of bounds (nested too deep, too large) was not
         read; the plan restores it from git where git declares it."""
-        for address, why in sorted(self.live.unreadable.items()):
-            parts = address.split(".")
-            if parts[0] == "plugin":
-                declared = parts[1] in self.plugins
-            else:
-                tenant = self.desired.tenants.get(parts[1])
-                declared = tenant is not None and parts[3] in tenant.document.spec.plugins
+        for text, why in sorted(self.live.unreadable.items()):
+            address = Address.parse(text)
+            subjects: tuple[str | None, ...] = (address.plugin,)
+            if address.tenant is None:  # a plugin's catalog row
+                declared = address.plugin in self.plugins
+            else:  # a tenant's binding
+                tenant = self.desired.tenants.get(address.tenant)
+                declared = tenant is not None and address.plugin in tenant.document.spec.plugins
+                subjects = (address.tenant, address.plugin)
             self.warnings.append(
                 warning(
                     "PGP110",
-                    f"{address}: the {why} on the platform was not read",
+                    f"{text}: the {why} on the platform was not read",
                     "This plan writes what git says over it."
                     if declared
                     else "It is not in git: correct or remove it in the store by hand.",
-                    subjects=tuple(p for p in (parts[1], parts[3] if len(parts) == 4 else "") if p),
+                    subjects=tuple(p for p in subjects if p),
                 )
             )
 
@@ -1177,7 +1233,10 @@ class Planner:
             if current is not None and current.enabled:
                 state = self.desired.plugins[pid].document.spec.state.value
                 self.add_forced_disable(
-                    slug, pid, f"plugin {pid} is desired {state}: held off until it is active again"
+                    slug,
+                    pid,
+                    f"plugin {pid} is desired {state}: held off until it is active again",
+                    Cause.DEPENDENCY,
                 )
         return held
 
@@ -1255,7 +1314,7 @@ class Planner:
             self.extra_deps[f"plugin.{pid}.routes:delete"].append(f"{address}:disable")
         else:
             step = "configure"
-        reason = self.reason(
+        cause, reason = self.why(
             address,
             want,
             {
@@ -1267,6 +1326,7 @@ class Planner:
         )
         shown = current.configuration if current else None
         if unreadable is not None:
+            cause = Cause.DRIFT
             reason = f"drift: the stored {unreadable}: write git's configuration over it"
             shown = not_read(unreadable)
         self.add(
@@ -1282,6 +1342,7 @@ class Planner:
                 plugin=pid,
                 tenant=slug,
                 fingerprint=fingerprint_of(want),
+                cause=cause,
             ),
             deps,
         )
@@ -1305,9 +1366,10 @@ class Planner:
                 f"plugin {pid} is leaving ACTIVE"
                 if leaving
                 else "not in git and platform.prune is true",
+                Cause.DEPENDENCY if leaving else Cause.PRUNE,
             )
 
-    def add_forced_disable(self, slug: str, pid: str, reason: str) -> None:
+    def add_forced_disable(self, slug: str, pid: str, reason: str, cause: Cause) -> None:
         """Disable a live binding whatever git says of it, dependents' bindings first, and
         before the plugin's routes go."""
         address = f"tenant.{slug}.plugin.{pid}"
@@ -1322,6 +1384,7 @@ class Planner:
                 after={"enabled": False},
                 plugin=pid,
                 tenant=slug,
+                cause=cause,
             ),
             deps,
         )
@@ -1390,27 +1453,31 @@ def _workload_changes(current: LiveWorkload, want: dict[str, Any]) -> set[str]:
 
 def _workload_step(
     pid: str, current: LiveWorkload, want: dict[str, Any], changed: set[str], verbs: set[str]
-) -> tuple[str, list[str], str]:
-    """The in-place workload step: scale, start or stop, and why."""
+) -> tuple[str, list[str], _Why]:
+    """The in-place workload step: scale, start or stop, and why (a scale's cause is the
+    caller's to decide from last-applied)."""
     if "running" in changed and not want["running"]:
-        return "stop", [f"plugin.{pid}.routes:delete"], "disable: stop the containers, keep data"
+        why: _Why = Cause.GIT_CHANGE, "disable: stop the containers, keep data"
+        return "stop", [f"plugin.{pid}.routes:delete"], why
     if "running" in changed or "health" in changed:
         if "activate" in verbs or "start" in verbs:
-            reason = "start the stopped containers and wait until healthy"
+            why = Cause.GIT_CHANGE, "start the stopped containers and wait until healthy"
         elif "running" in changed:
-            reason = "drift: containers were stopped outside plexica-gitops"
+            why = Cause.DRIFT, "drift: containers were stopped outside plexica-gitops"
         elif current.ready_replicas >= current.replicas:
-            reason = _registry_drift(current) + ": refresh the registry"
+            # endpoints a cut-short rollout or a crash left behind
+            why = Cause.CRASH_REPAIR, _registry_drift(current) + ": refresh the registry"
         else:
-            reason = (
+            why = (
+                Cause.DRIFT,
                 f"drift: {current.replicas - current.ready_replicas} of {current.replicas} "
-                "replicas not ready: restart them"
+                "replicas not ready: restart them",
             )
-        return "start", [], reason
+        return "start", [], why
     return (
         "scale",
         [],
-        f"replicas {current.replicas} → {want['replicas']}",
+        (Cause.GIT_CHANGE, f"replicas {current.replicas} → {want['replicas']}"),
     )
 
 
@@ -1449,7 +1516,7 @@ def _registry_drift(current: LiveWorkload) -> str:
 
 
 def build_plan(
-    desired: DesiredState, live: LiveState, replace: Mapping[str, str] | None = None
+    desired: DesiredState, live: LiveState, replace: Mapping[str, Replacement] | None = None
 ) -> Plan:
     """`replace`: plugin id -> why its running workload must be replaced although its spec
     did not change (a secret value changed, `apply --replace`): the caller decides."""
@@ -1459,16 +1526,17 @@ def build_plan(
 def address_exists(address: str, desired: DesiredState, live: LiveState) -> bool:
     """Whether an address (or action id) names something in git or on the platform, so a
     mistyped --target is an error rather than an empty plan."""
-    parts = address.split(":", 1)[0].split(".")
-    if parts[0] == "plugin" and len(parts) >= 2:
-        return parts[1] in desired.plugins or parts[1] in live.plugins
-    if parts[0] == "tenant" and len(parts) >= 2:
-        known = parts[1] in desired.tenants or parts[1] in live.tenants
-        if not known or len(parts) < 4:
-            return known
-        return parts[3] in desired.plugins or parts[3] in live.plugins
-    if parts[0] == "topic" and len(parts) >= 2:
-        event = address.split(":", 1)[0][len("topic.") :]
+    try:
+        target = parse_target(address)
+    except AddressError:
+        return False
+    if target.topic is not None:
+        event = target.topic
         published = any(event in p.manifest.events.publishes for p in desired.plugins.values())
         return published or event in live.topics
-    return False
+    slug = target.tenant
+    if slug is not None and slug not in desired.tenants and slug not in live.tenants:
+        return False
+    if target.plugin is not None:
+        return target.plugin in desired.plugins or target.plugin in live.plugins
+    return True

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import networkx as nx
 
+from plexica_gitops.addresses import ResourceKind, is_below, parsed_or_none
 from plexica_gitops.plan.model import Action
 
 
@@ -65,14 +66,14 @@ def select_targets(actions: Sequence[Action], targets: Iterable[str]) -> list[Ac
     publishes. Tenant-scoped actions (a tenant's binding and migrations of the plugin)
     belong to the tenant: they come in only as dependencies."""
     prefixes = list(targets)
-    owners = {p.split(".", 1)[1] for p in prefixes if _is_plugin_address(p)}
+    owners = {p for p in map(_plugin_named, prefixes) if p is not None}
     by_id = {action.id: action for action in actions}
     keep: set[str] = set()
     stack = [
         a.id
         for a in actions
-        if any(a.address == p or a.address.startswith(p + ".") or a.id == p for p in prefixes)
-        or (a.address.startswith("topic.") and a.plugin in owners)
+        if any(is_below(a.address, p) or a.id == p for p in prefixes)
+        or (a.plugin in owners and a.resource.kind is ResourceKind.TOPIC)
     ]
     while stack:
         step_id = stack.pop()
@@ -83,6 +84,7 @@ def select_targets(actions: Sequence[Action], targets: Iterable[str]) -> list[Ac
     return [a for a in actions if a.id in keep]
 
 
-def _is_plugin_address(target: str) -> bool:
-    parts = target.split(".")
-    return len(parts) == 2 and parts[0] == "plugin" and ":" not in target
+def _plugin_named(target: str) -> str | None:
+    """The plugin a `plugin.<id>` target names (not one of its resources or steps)."""
+    address = parsed_or_none(target)
+    return address.plugin if address and address.kind is ResourceKind.PLUGIN else None

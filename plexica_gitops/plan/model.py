@@ -4,13 +4,15 @@ plan files consume."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from plexica_gitops.addresses import Address
 from plexica_gitops.findings import Finding
 
-PLAN_FORMAT_VERSION = "1.0"
+PLAN_FORMAT_VERSION = "1.1"
 
 
 class ActionKind(StrEnum):
@@ -21,6 +23,33 @@ class ActionKind(StrEnum):
     REPLACE = "replace"  # -/+ new instances replace the old ones (health-gated)
     DELETE = "delete"  # -
     TRANSITION = "transition"  # »  a lifecycle edge of spec 004
+
+
+class Cause(StrEnum):
+    """Why an action is in the plan, as data (Terraform's ActionReason): for filtering (the
+    `drift` command keeps DRIFT) and for people; `Action.reason` says it in words."""
+
+    GIT_CHANGE = "git_change"  # new, changed or removed in git
+    DRIFT = "drift"  # the platform changed out of band from what git says (or was applied)
+    CRASH_REPAIR = "crash_repair"  # finish what an interrupted apply or rollout left
+    DEPENDENCY = "dependency"  # forced by another resource (a plugin leaving ACTIVE)
+    PRUNE = "prune"  # not in git, and platform.prune is true
+    REPLACE_REQUESTED = "replace_requested"  # `apply --replace`
+    SECRET_ROTATION = "secret_rotation"  # a secret the workload reads changed value
+    UNKNOWN = "unknown"  # read from a plan of format 1.0, which did not record it
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """Why a workload whose spec did not change must be replaced anyway (planner input)."""
+
+    why: str  # in words, e.g. "secret value changed"
+    cause: Cause  # SECRET_ROTATION or REPLACE_REQUESTED
+
+
+def secret_replacements(changed: Mapping[str, str]) -> dict[str, Replacement]:
+    """Plugin id -> why (`runtime.spec.secret_rotations`) as planner input."""
+    return {pid: Replacement(why, Cause.SECRET_ROTATION) for pid, why in changed.items()}
 
 
 SYMBOLS = {
@@ -51,10 +80,16 @@ class Action:
     plugin: str | None = None
     tenant: str | None = None
     fingerprint: str | None = None
+    cause: Cause = Cause.UNKNOWN
 
     @property
     def id(self) -> str:
         return f"{self.address}:{self.step}"
+
+    @property
+    def resource(self) -> Address:
+        """The address, parsed (the wire string is what a plan holds a million of)."""
+        return Address.parse(self.address)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +98,7 @@ class Action:
             "action": self.kind.value,
             "step": self.step,
             "reason": self.reason,
+            "cause": self.cause.value,
             "before": self.before,
             "after": self.after,
             "depends_on": list(self.depends_on),
@@ -86,6 +122,8 @@ class Action:
             plugin=data.get("plugin"),
             tenant=data.get("tenant"),
             fingerprint=data.get("fingerprint"),
+            # format 1.0 did not record why; its words (`reason`) are kept
+            cause=Cause(data.get("cause", Cause.UNKNOWN)),
         )
 
 
@@ -120,6 +158,7 @@ class Plan:
     # Parts of the platform the plan was made without (`ObservedPart` values, sorted): what
     # lives there was not compared, so "no changes" never covers it.
     unobserved: list[str] = field(default_factory=list)
+    # The format the plan was read in (a plan is always written in the current one).
     format_version: str = PLAN_FORMAT_VERSION
     # A desired-state directory inside a git work tree: whether it differed from HEAD, and
     # HEAD ("<ref>@sha1:<hex>", None before the first commit). None: not inside one, or

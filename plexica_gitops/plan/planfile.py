@@ -24,7 +24,7 @@ from typing import Any
 from plexica_gitops.errors import PlanFileError as PlanFileError
 from plexica_gitops.errors import StalePlanError as StalePlanError
 from plexica_gitops.errors import UnjustifiedPlanError as UnjustifiedPlanError
-from plexica_gitops.plan.model import Plan
+from plexica_gitops.plan.model import Cause, Plan
 from plexica_gitops.plan.wire import plan_from_json, plan_to_json
 
 FILE_KIND = "plexica-gitops-plan"
@@ -130,6 +130,9 @@ def check_justified(saved: Plan, replanned: Plan) -> None:
     be the planner's. Warnings are not compared: they inform, they are not carried out."""
     ours = {a.id: a.to_json() for a in saved.actions}
     theirs = {a.id: a.to_json() for a in replanned.actions}
+    for action_id, saved_json in ours.items():
+        if saved_json["cause"] == Cause.UNKNOWN and action_id in theirs:
+            theirs[action_id] = {**theirs[action_id], "cause": Cause.UNKNOWN.value}  # format 1.0
     differences = [
         ("in the saved plan only", [i for i in ours if i not in theirs]),
         ("missing from it", [i for i in theirs if i not in ours]),

@@ -4,7 +4,7 @@ plan file carries (plan/planfile.py).
 `plan_to_json(plan)` gives the document below (keys in this order); `plan_from_json` of it
 gives back an equal plan.
 
-The document (format_version "1.0"):
+The document (format_version "1.1"; 1.1 added `actions[].cause`):
 
 ============================  ===============  ===================================================
 key                           type             meaning
@@ -40,6 +40,15 @@ actions[].action              string           "create" | "update" | "replace" |
 actions[].step                string           the operation, e.g. "register", "install",
                                                "apply", "enable", "scale", "purge"
 actions[].reason              string           why the action is in the plan, for people
+actions[].cause               string           why, as data: "git_change" (new, changed or
+                                               removed in git) | "drift" (changed on the
+                                               platform out of band) | "crash_repair"
+                                               (finishes an interrupted apply or rollout) |
+                                               "dependency" (forced by another resource) |
+                                               "prune" (not in git, platform.prune) |
+                                               "replace_requested" (`apply --replace`) |
+                                               "secret_rotation" (a secret value changed) |
+                                               "unknown" (read from a 1.0 plan, see below)
 actions[].before              object | null    current attributes (secret values masked as
                                                "(sensitive)"); null when nothing exists yet
 actions[].after               object | null    desired attributes (masked the same way); null
@@ -73,6 +82,11 @@ unobserved                    array of string  parts of the platform the plan wa
                                                Added in 1.0 without a version change: a plan
                                                saved before it reads as empty
 ============================  ===============  ===================================================
+
+Reading format 1.0 (written before causes were recorded): every action's cause reads as
+"unknown" — it is not guessed from the words of `reason`, which stay as they were, so such a
+plan shows as it did. `check_justified` compares a 1.0 plan's actions without their cause.
+A plan read from 1.0 is written (`plan_to_json`) in the current format.
 """
 
 from __future__ import annotations
@@ -86,7 +100,7 @@ from plexica_gitops.plan.model import PLAN_FORMAT_VERSION, Action, Plan
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
     document: dict[str, Any] = {
-        "format_version": plan.format_version,
+        "format_version": PLAN_FORMAT_VERSION,
         "desired_revision": plan.desired_revision,
     }
     if plan.desired_dirty is not None:

@@ -31,6 +31,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from plexica_gitops.addresses import parsed_or_none, with_any_tenant
 from plexica_gitops.findings import Finding
 from plexica_gitops.live.model import ObservedPart
 from plexica_gitops.plan.model import SYMBOLS, Action, ActionKind, Plan, Summary
@@ -269,9 +270,8 @@ def comment_text(action: Action) -> str:
 def tenant_of(action: Action) -> str | None:
     if action.tenant is not None:
         return action.tenant
-    if action.address.startswith("tenant."):
-        return action.address.split(".")[1]
-    return None
+    address = parsed_or_none(action.address)
+    return address.tenant if address else None
 
 
 def generic_address(action: Action) -> str:
@@ -279,11 +279,7 @@ def generic_address(action: Action) -> str:
     tenant = tenant_of(action)
     if tenant is None:
         return action.address
-    prefix = f"tenant.{tenant}"
-    rest = action.address[len(prefix) :]
-    if action.address.startswith(prefix) and (not rest or rest.startswith(".")):
-        return "tenant.*" + rest
-    return action.address
+    return with_any_tenant(action.address, tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +449,8 @@ def unmanaged_lines(
     `collapse_over`."""
     by_kind: dict[str, list[str]] = {}
     for address in unmanaged:
-        by_kind.setdefault(address.split(".", 1)[0], []).append(address)
+        parsed = parsed_or_none(address)
+        by_kind.setdefault(parsed.kind.value if parsed else address, []).append(address)
     lines: list[UnmanagedLine] = []
     for kind, addresses in by_kind.items():
         if len(addresses) > collapse_over and not verbose:
