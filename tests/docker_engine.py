@@ -3,8 +3,9 @@
 
 - `docker_host` (session): the DOCKER_HOST url of an engine. DOCKER_HOST is used when it
   answers; otherwise `devenv.podman.ensure_engine` installs and starts Podman's service
-  under $TMPDIR/plexica-test-podman (reused when already running there), and a service
-  this session started is stopped at its end.
+  under $TMPDIR/plexica-test-podman-<pid>, this session's own (a directory shared by two
+  test sessions let the first to end stop the engine under the other), stopped and
+  removed at its end. Containers and images live in Podman's storage, shared as before.
 - `docker_client` (session): a `docker.DockerClient` on it.
 - `docker_scope` (function): a scope label value of the test's own; every container with
   that scope is removed after the test, so tests (and the demo, scope "default") never
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from devenv.podman import engine_answers, ensure_engine, stop_engine
 from plexica_gitops.runtime.provider import MANAGED_BY
 
 TEST_NETWORK = "plexica-test"
-STATE_DIR = Path(tempfile.gettempdir()) / "plexica-test-podman"
+STATE_DIR = Path(tempfile.gettempdir()) / f"plexica-test-podman-{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
@@ -38,17 +40,20 @@ def docker_host() -> Iterator[str]:
     if existing and engine_answers(existing):
         yield existing
         return
-    already_running = engine_answers(f"unix://{STATE_DIR / 'podman.sock'}")
     try:
         url = ensure_engine(STATE_DIR)
     except BaseException:
-        stop_engine(STATE_DIR)  # what this session started, if anything
+        _stop(STATE_DIR)  # what this session started, if anything
         raise
     try:
         yield url
     finally:
-        if not already_running:
-            stop_engine(STATE_DIR)
+        _stop(STATE_DIR)
+
+
+def _stop(state_dir: Path) -> None:
+    stop_engine(state_dir)
+    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
