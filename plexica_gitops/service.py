@@ -1,4 +1,4 @@
-"""The operations — plan, apply, status — as functions: observe → plan → check → run.
+"""The operations — plan, apply, status, drift — as functions: observe → plan → check → run.
 
 They return values and raise PlexicaError (errors.py) with what to do; they never print
 and know nothing of typer. What a caller should hear on the way (a warning, a lock being
@@ -15,9 +15,12 @@ import os
 import socket
 import sys
 import threading
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +44,20 @@ from plexica_gitops.errors import (
     UsageError,
 )
 from plexica_gitops.findings import Finding
+from plexica_gitops.gitops.metrics import DriftSummary, Metrics
+from plexica_gitops.gitops.notify import Delivery, deliver, webhook_secret
 from plexica_gitops.live.model import LiveState, ObservedPart
 from plexica_gitops.live.observe import observe_platform
 from plexica_gitops.plan.builder import address_exists, build_plan
 from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
-from plexica_gitops.plan.model import Cause, Plan, Replacement, secret_replacements
+from plexica_gitops.plan.model import (
+    Action,
+    ActionKind,
+    Cause,
+    Plan,
+    Replacement,
+    secret_replacements,
+)
 from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
 from plexica_gitops.render.status import SettingsSource, StatusView
 from plexica_gitops.runtime.provider import Provider, load_provider
@@ -721,3 +733,168 @@ def _observe_for_status(url: str, runtime: _Runtime | None, warnings: list[str])
             provider.close()
         if broker is not None:
             broker.close()
+
+
+# --------------------------------------------------------------------------- drift
+
+# The causes that mean the live platform moved away from what was last applied; every
+# other cause (a git change, prune, a dependency, a secret rotation) is pending work.
+DRIFT_CAUSES = frozenset({Cause.DRIFT, Cause.CRASH_REPAIR})
+
+
+class FailOn(StrEnum):
+    """What makes `drift` exit 2: drift only (the default), pending changes only, or any."""
+
+    DRIFT = "drift"
+    PENDING = "pending"
+    ANY = "any"
+
+
+class DriftStatus(StrEnum):
+    IN_SYNC = "in_sync"
+    DRIFT = "drift"  # drift found (pending changes may be there too)
+    PENDING = "pending"  # only git changes not applied yet
+    NOT_OBSERVED = "not_observed"  # a part the check needs was not seen: nothing is claimed
+
+
+@dataclass(frozen=True)
+class DriftEntry:
+    """One planned action, as `drift` reports it: `change` is the planner's reason (before →
+    after where it knows both)."""
+
+    address: str
+    kind: str  # the resource kind (ResourceKind value): workload, binding, topic, ...
+    step: str
+    action: ActionKind
+    cause: Cause
+    change: str
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, action: Action) -> DriftEntry:
+        return cls(
+            address=action.address,
+            kind=action.resource.kind.value,
+            step=action.step,
+            action=action.kind,
+            cause=action.cause,
+            change=action.reason,
+            before=action.before,
+            after=action.after,
+        )
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Live vs last applied (`drift`) kept apart from git vs live (`pending`). `not_observed`
+    maps each part the check needed but could not see to why: what it holds was not
+    compared, so the report never says in sync then. `unobserved` are the parts left out on
+    request (`--unobserved`), which the report states."""
+
+    desired_revision: str
+    checked_at: datetime
+    drift: tuple[DriftEntry, ...] = ()
+    pending: tuple[DriftEntry, ...] = ()
+    not_observed: Mapping[ObservedPart, str] | None = None
+    unobserved: frozenset[ObservedPart] = frozenset()
+    observed: Mapping[ObservedPart, bool] | None = None
+
+    @property
+    def status(self) -> DriftStatus:
+        if self.not_observed:
+            return DriftStatus.NOT_OBSERVED
+        if self.drift:
+            return DriftStatus.DRIFT
+        return DriftStatus.PENDING if self.pending else DriftStatus.IN_SYNC
+
+    def exit_code(self, fail_on: FailOn = FailOn.DRIFT) -> int:
+        """1 when a needed part was not observed (whatever was found elsewhere: the check is
+        incomplete), else 2 when what `fail_on` names was found, else 0."""
+        if self.not_observed:
+            return 1
+        failing = {
+            FailOn.DRIFT: bool(self.drift),
+            FailOn.PENDING: bool(self.pending),
+            FailOn.ANY: bool(self.drift or self.pending),
+        }
+        return 2 if failing[fail_on] else 0
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    """`unobserved`: parts checked without observing them (the report says so)."""
+
+    unobserved: frozenset[ObservedPart] = frozenset()
+
+
+def drift(
+    root: Desired,
+    database_url: str | None = None,
+    options: DriftOptions = DriftOptions(),
+    warn: Warn = _ignore,
+) -> DriftReport:
+    """Observe the platform, plan `root` against it, and split the actions by cause: drift
+    (the platform moved away from what was last applied) and pending (git changed, not
+    applied yet). A part the plan needs that could not be observed is reported, not
+    raised: what was observed is still compared."""
+    chosen = _chosen(root)
+    result = _validated(chosen)
+    if not result.valid:
+        raise DesiredStateInvalid(chosen, result)
+    desired = result.desired
+    source = LiveSource(database_url=store_database_url(database_url))
+    problems: dict[ObservedPart, str] = {}
+    live = read_live_state(source, desired, options.unobserved, problems, warn)
+    rotations, _ = _secret_rotations(desired, live, source)
+    made = _build(desired, live, secret_replacements(rotations))
+    needed = {ObservedPart(p) for p in made.unobserved}
+    missing = {
+        part: problems.get(part) or _NOT_CONFIGURED[part]
+        for part in sorted(needed - options.unobserved)
+    }
+    return DriftReport(
+        desired_revision=made.desired_revision,
+        checked_at=datetime.now(UTC),
+        drift=tuple(DriftEntry.of(a) for a in made.actions if a.cause in DRIFT_CAUSES),
+        pending=tuple(DriftEntry.of(a) for a in made.actions if a.cause not in DRIFT_CAUSES),
+        not_observed=missing,
+        unobserved=options.unobserved,
+        observed={
+            ObservedPart.RUNTIME: live.workloads_observed,
+            ObservedPart.BROKER: live.topics_observed,
+        },
+    )
+
+
+def drift_summary(report: DriftReport) -> DriftSummary:
+    """The report as metrics (gitops/metrics.py): resources per kind, and which parts were
+    seen (the store always was, or there would be no report)."""
+    observed = {part.value: seen for part, seen in (report.observed or {}).items()}
+    for part in report.not_observed or {}:
+        observed[part.value] = False
+    return DriftSummary(
+        observed={**observed, "store": True},
+        drift=_resources_per_kind(report.drift),
+        pending=_resources_per_kind(report.pending),
+        checked_at=report.checked_at.timestamp(),
+    )
+
+
+def _resources_per_kind(entries: Sequence[DriftEntry]) -> dict[str, int]:
+    """Resources, not actions: a workload replaced in two steps counts once."""
+    return dict(Tally(kind for _, kind in {(e.address, e.kind) for e in entries}))
+
+
+def write_drift_metrics(report: DriftReport, path: Path) -> None:
+    """Prometheus text for node-exporter's textfile collector (MetricsError when it cannot
+    be written)."""
+    metrics = Metrics()
+    metrics.record_drift(drift_summary(report))
+    metrics.write_textfile(path)
+
+
+def notify_drift(body: bytes, url: str) -> Delivery:
+    """POSTs the JSON report to a webhook, signed with PLEXICA_WEBHOOK_SECRET when it is set
+    (WebhookError when it was not delivered)."""
+    return deliver(url, body, event="drift", secret=webhook_secret())
