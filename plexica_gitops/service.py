@@ -770,6 +770,8 @@ class DriftEntry:
     change: str
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+    # The attributes before and after both name, with their values: "replicas 1 → 2"
+    changed: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, action: Action) -> DriftEntry:
@@ -782,7 +784,25 @@ class DriftEntry:
             change=action.reason,
             before=action.before,
             after=action.after,
+            changed=_attribute_changes(action.before, action.after),
         )
+
+
+def _attribute_changes(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+) -> tuple[str, ...]:
+    """Plain values (already masked when secret-looking) that differ between before and
+    after; nested ones are in the entry's before/after."""
+    if not before or not after:
+        return ()
+    plain = (str, int, float, bool)
+    return tuple(
+        f"{key} {before[key]} → {after[key]}"
+        for key in sorted(before.keys() & after.keys())
+        if before[key] != after[key]
+        and isinstance(before[key], plain)
+        and isinstance(after[key], plain)
+    )
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,12 @@ from test_notify import Answer, Receiver
 from typer.testing import CliRunner
 
 from devenv.servers import free_port
+from plexica_gitops.broker.kafka import BrokerSettings, EventBroker
 from plexica_gitops.cli import app
 from plexica_gitops.gitops.notify import SECRET_ENV
 
 SECRET = "drift-webhook-test-secret"
+CHECKED = "echo.drift.checked"  # a topic of this module's own on the shared broker
 
 
 def _drift(environment: dict[str, str], *args: str) -> tuple[int, str, str]:
@@ -101,6 +103,54 @@ def test_a_container_stopped_by_hand_is_drift(
     assert code == 2
     assert markdown.startswith("## plexica-gitops drift\n")
     assert "### Drift" in markdown and "| `plugin.echo.workload` | workload |" in markdown
+
+
+def test_a_container_removed_by_hand_is_drift_with_replicas_before_and_after(
+    echo: EchoPlatform,
+    installed: str,
+    environment: dict[str, str],
+    docker_client: docker.DockerClient,
+) -> None:
+    containers_of(docker_client, echo.scope, "echo")[0].remove(force=True)
+
+    code, report = _report(environment, installed)
+    assert code == 2, report
+    (entry,) = report["drift"]
+    assert entry["address"] == "plugin.echo.workload", entry
+    assert entry["cause"] in {"drift", "crash_repair"}  # its endpoint was left behind too
+    assert entry["changed"] == ["replicas 1 → 2"]
+    assert report["pending"] == []
+    code, out, _ = _drift(environment, installed)
+    assert code == 2 and "replicas 1 → 2" in out, out
+
+
+@pytest.fixture
+def broker(kafka_bootstrap: str) -> Iterator[EventBroker]:
+    client = EventBroker(BrokerSettings(kafka_bootstrap))
+    yield client
+    client.delete_topic(CHECKED)
+    client.close()
+
+
+def test_a_topic_config_changed_on_the_broker_is_drift(
+    echo: EchoPlatform, environment: dict[str, str], broker: EventBroker, kafka_bootstrap: str
+) -> None:
+    env = {**environment, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    root = echo.install(env, "1.0.0", publishes=[CHECKED])
+    assert _drift(env, root)[0] == 0
+    broker.update_topic(CHECKED, config={"retention.ms": "3600000"})
+
+    code, report = _report(env, root)
+    assert code == 2, report
+    (entry,) = report["drift"]
+    assert entry["address"] == f"topic.{CHECKED}" and entry["kind"] == "topic"
+    assert entry["cause"] == "drift"
+    assert report["observed"] == {"broker": True, "runtime": True}
+    # without the broker the topic is not compared, and the report says so
+    code, out, _ = _drift(environment, root)
+    assert code == 1 and "Not observed: the event broker" in out, out
+    code, out, _ = _drift(environment, root, "--unobserved", "broker")
+    assert code == 0 and "Left out on request (--unobserved broker)" in out, out
 
 
 def test_a_binding_configuration_edited_with_sql_is_drift(

@@ -19,7 +19,8 @@ this order:
     <entry> = {"address": "plugin.crm.workload", "kind": "workload", "step": "...",
                "action": "create" | "update" | "replace" | "delete" | "transition",
                "cause": "drift" | "crash_repair" | "git_change" | "prune" | ...,
-               "change": "<what changed, before → after where known>",
+               "change": "<the planner's reason: before → after where it knows both>",
+               "changed": ["replicas 1 → 2", ...],  # plain attributes before/after differ in
                "before": {...} | null, "after": {...} | null}
 
 `status` is `not_observed` whenever a part the check needs could not be observed (what was
@@ -68,6 +69,7 @@ def _entry_json(entry: DriftEntry) -> dict[str, Any]:
         "action": entry.action.value,
         "cause": entry.cause.value,
         "change": entry.change,
+        "changed": list(entry.changed),
         "before": entry.before,
         "after": entry.after,
     }
@@ -95,8 +97,14 @@ def render_drift_json(report: DriftReport) -> str:
     return json.dumps(drift_to_json(report), indent=2, ensure_ascii=True) + "\n"
 
 
+def _change(entry: DriftEntry) -> str:
+    """The reason, and the attribute changes it does not already say."""
+    extra = [c for c in entry.changed if c not in entry.change]
+    return f"{entry.change} ({', '.join(extra)})" if extra else entry.change
+
+
 def _entry_line(entry: DriftEntry) -> str:
-    return f"{SYMBOLS[entry.action]} {entry.address} ({entry.kind}): {entry.change}"
+    return f"{SYMBOLS[entry.action]} {entry.address} ({entry.kind}): {_change(entry)}"
 
 
 def _not_observed_lines(report: DriftReport) -> list[str]:
@@ -149,7 +157,7 @@ def render_drift_markdown(report: DriftReport) -> str:
         lines += ["", f"### {title}: {_resources(entries)} resource(s)", ""]
         lines += ["| | address | kind | what changed |", "|---|---|---|---|"]
         lines += [
-            f"| `{SYMBOLS[e.action]}` | `{e.address}` | {e.kind} | {_md(e.change)} |"
+            f"| `{SYMBOLS[e.action]}` | `{e.address}` | {e.kind} | {_md(_change(e))} |"
             for e in entries
         ]
     extra = _not_observed_lines(report)
