@@ -755,6 +755,7 @@ class DriftStatus(StrEnum):
     DRIFT = "drift"  # drift found (pending changes may be there too)
     PENDING = "pending"  # only git changes not applied yet
     NOT_OBSERVED = "not_observed"  # a part the check needs was not seen: nothing is claimed
+    PLAN_ERRORS = "plan_errors"  # git asks for what cannot be planned: nothing is claimed
 
 
 @dataclass(frozen=True)
@@ -819,19 +820,29 @@ class DriftReport:
     not_observed: Mapping[ObservedPart, str] | None = None
     unobserved: frozenset[ObservedPart] = frozenset()
     observed: Mapping[ObservedPart, bool] | None = None
+    # The planner's findings: warnings (PGP206: secret values not compared, ...) and errors
+    # (git asks for what cannot be planned, such as an edited applied migration)
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.is_error for f in self.findings)
 
     @property
     def status(self) -> DriftStatus:
         if self.not_observed:
             return DriftStatus.NOT_OBSERVED
+        if self.has_errors:
+            return DriftStatus.PLAN_ERRORS
         if self.drift:
             return DriftStatus.DRIFT
         return DriftStatus.PENDING if self.pending else DriftStatus.IN_SYNC
 
     def exit_code(self, fail_on: FailOn = FailOn.DRIFT) -> int:
         """1 when a needed part was not observed (whatever was found elsewhere: the check is
-        incomplete), else 2 when what `fail_on` names was found, else 0."""
-        if self.not_observed:
+        incomplete) or the plan has errors, else 2 when what `fail_on` names was found, else
+        0."""
+        if self.not_observed or self.has_errors:
             return 1
         failing = {
             FailOn.DRIFT: bool(self.drift),
@@ -866,7 +877,7 @@ def drift(
     source = LiveSource(database_url=store_database_url(database_url))
     problems: dict[ObservedPart, str] = {}
     live = read_live_state(source, desired, options.unobserved, problems, warn)
-    rotations, _ = _secret_rotations(desired, live, source)
+    rotations, unsure = _secret_rotations(desired, live, source)
     made = _build(desired, live, secret_replacements(rotations))
     needed = {ObservedPart(p) for p in made.unobserved}
     missing = {
@@ -884,6 +895,7 @@ def drift(
             ObservedPart.RUNTIME: live.workloads_observed,
             ObservedPart.BROKER: live.topics_observed,
         },
+        findings=(*made.errors, *unsure, *made.warnings),
     )
 
 

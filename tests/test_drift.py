@@ -232,6 +232,20 @@ def test_an_unreachable_runtime_is_never_in_sync(
     assert _drift(dead, installed, "--unobserved", "runtime")[0] == 2
 
 
+def test_plan_errors_are_never_in_sync(
+    echo: EchoPlatform, installed: str, environment: dict[str, str]
+) -> None:
+    migration = echo.root / "plugins/echo/migrations/0001_create_echo_messages.sql"
+    migration.write_text("CREATE TABLE echo_messages (id bigserial PRIMARY KEY);\n")
+
+    code, report = _report(environment, installed)
+    assert code == 1, report
+    assert report["status"] == "plan_errors"
+    assert "PGP101" in {f["code"] for f in report["findings"]}
+    code, out, _ = _drift(environment, installed)
+    assert code == 1 and "In sync" not in out and "error PGP101" in out, out
+
+
 def test_the_report_is_posted_to_the_webhook_signed(
     installed: str, environment: dict[str, str], webhook: Receiver
 ) -> None:

@@ -5,7 +5,7 @@ this order:
 
     {
       "format_version": "1.0",
-      "status": "in_sync" | "drift" | "pending" | "not_observed",
+      "status": "in_sync" | "drift" | "pending" | "not_observed" | "plan_errors",
       "desired_revision": "main@sha1:<40 hex>" | "sha256:<hex>",
       "checked_at": "2026-12-01T15:00:00Z",
       "summary": {"drift": <resources>, "pending": <resources>},
@@ -13,7 +13,8 @@ this order:
       "pending": [<entry>, ...],    # git changed, not applied yet
       "not_observed": [{"part": "runtime" | "broker", "problem": "<why>"}, ...],
       "unobserved": ["broker", ...], # left out on request (--unobserved): not compared
-      "observed": {"runtime": true, "broker": false}  # what was seen at all
+      "observed": {"runtime": true, "broker": false},  # what was seen at all
+      "findings": [<finding>, ...]  # the planner's, as in `plan --format json`
     }
 
     <entry> = {"address": "plugin.crm.workload", "kind": "workload", "step": "...",
@@ -24,10 +25,13 @@ this order:
                "before": {...} | null, "after": {...} | null}
 
 `status` is `not_observed` whenever a part the check needs could not be observed (what was
-observed is still listed); else `drift` when anything drifted, `pending` when only git is
-ahead, `in_sync` otherwise. A part that was not seen (`observed` false) although the plan
-did not need it (no plugin publishes events, say) is neither `not_observed` nor
-`unobserved`. `summary` counts resources (addresses), the lists actions.
+observed is still listed); else `plan_errors` when the planner found errors (in `findings`:
+git asks for what cannot be planned); else `drift` when anything drifted, `pending` when
+only git is ahead, `in_sync` otherwise. A part that was not seen (`observed` false)
+although the plan did not need it (no plugin publishes events, say) is neither
+`not_observed` nor `unobserved`. `summary` counts resources (addresses), the lists actions.
+The exit code: 1 for `not_observed` and `plan_errors`, else 2 when what `--fail-on` names
+(drift, pending or any) was found, else 0.
 Values under secret-looking keys are masked in `before`/`after` as in plans. A new field
 may be added within format 1.x; a field is never removed or changes meaning without a new
 major version.
@@ -52,6 +56,8 @@ _HEADLINES = {
     DriftStatus.PENDING: "No drift. Git has changes not applied yet.",
     DriftStatus.NOT_OBSERVED: "Not checked in full: part of the platform was not observed, "
     "so nothing is claimed in sync.",
+    DriftStatus.PLAN_ERRORS: "Not checked in full: the plan has errors (below), so nothing "
+    "is claimed in sync.",
 }
 _DRIFT_TITLE = "Drift (changed out of band, live vs last applied)"
 _PENDING_TITLE = "Pending (changed in git, not applied yet)"
@@ -90,6 +96,7 @@ def drift_to_json(report: DriftReport) -> dict[str, Any]:
         ],
         "unobserved": sorted(p.value for p in report.unobserved),
         "observed": {p.value: seen for p, seen in sorted((report.observed or {}).items())},
+        "findings": [f.to_json() for f in report.findings],
     }
 
 
@@ -107,7 +114,7 @@ def _entry_line(entry: DriftEntry) -> str:
     return f"{SYMBOLS[entry.action]} {entry.address} ({entry.kind}): {_change(entry)}"
 
 
-def _not_observed_lines(report: DriftReport) -> list[str]:
+def _notes(report: DriftReport) -> list[str]:
     lines = [
         f"Not observed: {part.label} ({problem}): {part.holds} were not compared."
         for part, problem in sorted((report.not_observed or {}).items())
@@ -126,6 +133,7 @@ def _not_observed_lines(report: DriftReport) -> list[str]:
         "compared."
         for part in unneeded
     ]
+    lines += [f"{f.severity.value} {f.code}: {f.message}" for f in report.findings]
     return lines
 
 
@@ -136,7 +144,7 @@ def render_drift_text(report: DriftReport) -> str:
         if entries:
             lines += ["", f"{title}: {_resources(entries)} resource(s)"]
             lines += [f"  {_entry_line(e)}" for e in entries]
-    extra = _not_observed_lines(report)
+    extra = _notes(report)
     if extra:
         lines += ["", *extra]
     return "\n".join(lines) + "\n"
@@ -160,7 +168,7 @@ def render_drift_markdown(report: DriftReport) -> str:
             f"| `{SYMBOLS[e.action]}` | `{e.address}` | {e.kind} | {_md(_change(e))} |"
             for e in entries
         ]
-    extra = _not_observed_lines(report)
+    extra = _notes(report)
     if extra:
         lines += ["", *(f"- {_md(line)}" for line in extra)]
     return "\n".join(lines) + "\n"
