@@ -14,6 +14,7 @@ import docker
 import psycopg
 import pytest
 from apply_support import EchoPlatform, containers_of
+from git_repos import commit_all, init
 from prometheus_client.parser import text_string_to_metric_families
 from test_notify import Answer, Receiver
 from typer.testing import CliRunner
@@ -35,8 +36,8 @@ def _drift(environment: dict[str, str], *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def _report(environment: dict[str, str], root: str, *args: str) -> tuple[int, dict[str, Any]]:
-    code, out, err = _drift(environment, root, "--format", "json", *args)
+def _report(environment: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
+    code, out, err = _drift(environment, *args, "--format", "json")
     assert out.startswith("{"), err
     return code, json.loads(out)
 
@@ -75,6 +76,23 @@ def test_in_sync_after_an_install(installed: str, environment: dict[str, str]) -
     assert report["status"] == "in_sync"
     assert report["drift"] == [] and report["pending"] == [] and report["not_observed"] == []
     assert report["desired_revision"].startswith("sha256:")
+
+
+def test_a_git_revision_is_checked_at_its_ref(
+    echo: EchoPlatform, installed: str, environment: dict[str, str]
+) -> None:
+    repo = str(init(echo.root))
+    applied = commit_all(echo.root, "the applied state")
+    echo.write("1.0.0", replicas=3)
+    ahead = commit_all(echo.root, "three replicas")
+
+    code, report = _report(environment, "--repo", repo, "--ref", "main")
+    assert code == 0, report
+    assert report["desired_revision"] == f"main@sha1:{ahead}"
+    assert _addresses(report["pending"]) == {"plugin.echo.workload"}
+    code, report = _report(environment, "--repo", repo, "--ref", applied)
+    assert code == 0 and report["status"] == "in_sync", report
+    assert _drift(environment, "--repo", repo, "--ref", "main", "--fail-on", "pending")[0] == 2
 
 
 def test_a_container_stopped_by_hand_is_drift(
