@@ -11,6 +11,7 @@ by a `LiveSource`."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import socket
 import sys
@@ -32,6 +33,7 @@ from plexica_gitops.apply.engine import ApplyReport, Reporter
 from plexica_gitops.apply.session import run_apply
 from plexica_gitops.broker.kafka import BrokerError, BrokerSettings, EventBroker
 from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.model import DriftIgnore
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.errors import (
     LiveStateError,
@@ -788,6 +790,10 @@ class DriftEntry:
             changed=_attribute_changes(action.before, action.after),
         )
 
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(change.split(" ", 1)[0] for change in self.changed)
+
 
 def _attribute_changes(
     before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
@@ -806,6 +812,18 @@ def _attribute_changes(
     )
 
 
+def _ignored(entry: DriftEntry, rules: Sequence[DriftIgnore]) -> bool:
+    """A rule covers an entry whose address it matches, when it names no fields or the
+    entry changed only fields it names (a change the planner does not break down into
+    fields is never covered by a rule that names some)."""
+    for rule in rules:
+        if not fnmatch.fnmatchcase(entry.address, rule.address):
+            continue
+        if not rule.fields or (entry.fields and entry.fields <= set(rule.fields)):
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class DriftReport:
     """Live vs last applied (`drift`) kept apart from git vs live (`pending`). `not_observed`
@@ -820,6 +838,8 @@ class DriftReport:
     not_observed: Mapping[ObservedPart, str] | None = None
     unobserved: frozenset[ObservedPart] = frozenset()
     observed: Mapping[ObservedPart, bool] | None = None
+    # Drift that spec.drift.ignore in platform.yaml leaves to other systems
+    ignored: tuple[DriftEntry, ...] = ()
     # The planner's findings: warnings (PGP206: secret values not compared, ...) and errors
     # (git asks for what cannot be planned, such as an edited applied migration)
     findings: tuple[Finding, ...] = ()
@@ -884,10 +904,13 @@ def drift(
         part: problems.get(part) or _NOT_CONFIGURED[part]
         for part in sorted(needed - options.unobserved)
     }
+    rules = desired.platform.document.spec.drift.ignore if desired.platform else []
+    drifted = [DriftEntry.of(a) for a in made.actions if a.cause in DRIFT_CAUSES]
     return DriftReport(
         desired_revision=made.desired_revision,
         checked_at=datetime.now(UTC),
-        drift=tuple(DriftEntry.of(a) for a in made.actions if a.cause in DRIFT_CAUSES),
+        drift=tuple(e for e in drifted if not _ignored(e, rules)),
+        ignored=tuple(e for e in drifted if _ignored(e, rules)),
         pending=tuple(DriftEntry.of(a) for a in made.actions if a.cause not in DRIFT_CAUSES),
         not_observed=missing,
         unobserved=options.unobserved,

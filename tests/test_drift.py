@@ -171,6 +171,41 @@ def test_a_topic_config_changed_on_the_broker_is_drift(
     assert code == 0 and "Left out on request (--unobserved broker)" in out, out
 
 
+IGNORE_REPLICAS = """\
+  drift:
+    ignore:
+      - {address: "plugin.*.workload", fields: [replicas]}
+"""
+
+
+def test_drift_in_what_other_systems_own_is_ignored_as_platform_yaml_says(
+    echo: EchoPlatform,
+    installed: str,
+    environment: dict[str, str],
+    docker_client: docker.DockerClient,
+) -> None:
+    platform = echo.root / "platform.yaml"
+    platform.write_text(platform.read_text() + IGNORE_REPLICAS)
+    containers_of(docker_client, echo.scope, "echo")[0].remove(force=True)
+
+    code, report = _report(environment, installed)
+    assert code == 0, report  # an autoscaler owns the replicas
+    assert report["drift"] == [] and report["pending"] == []
+    assert _addresses(report["ignored"]) == {"plugin.echo.workload"}
+    code, out, _ = _drift(environment, installed)
+    assert "Ignored (spec.drift.ignore): 1 resource(s)" in out and "plugin.echo.workload" in out
+    # a rule covers only the fields it names: the binding's configuration is still drift
+    _edit_binding(environment)
+    code, report = _report(environment, installed)
+    assert code == 2 and _addresses(report["drift"]) == {"tenant.acme.plugin.echo"}
+
+    # a rule that is not one is an error in platform.yaml, at its line
+    platform.write_text(platform.read_text().replace('"plugin.*.workload"', '"Plugin/echo"'))
+    code, out, err = _drift(environment, installed)
+    assert code == 1 and "Traceback" not in out + err
+    assert "platform.yaml\n    17:" in err and "PGS113" in err
+
+
 def test_a_binding_configuration_edited_with_sql_is_drift(
     installed: str, environment: dict[str, str], tmp_path: Path
 ) -> None:

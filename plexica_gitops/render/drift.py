@@ -14,7 +14,8 @@ this order:
       "not_observed": [{"part": "runtime" | "broker", "problem": "<why>"}, ...],
       "unobserved": ["broker", ...], # left out on request (--unobserved): not compared
       "observed": {"runtime": true, "broker": false},  # what was seen at all
-      "findings": [<finding>, ...]  # the planner's, as in `plan --format json`
+      "findings": [<finding>, ...],  # the planner's, as in `plan --format json`
+      "ignored": [<entry>, ...]  # drift spec.drift.ignore in platform.yaml leaves out
     }
 
     <entry> = {"address": "plugin.crm.workload", "kind": "workload", "step": "...",
@@ -97,6 +98,7 @@ def drift_to_json(report: DriftReport) -> dict[str, Any]:
         "unobserved": sorted(p.value for p in report.unobserved),
         "observed": {p.value: seen for p, seen in sorted((report.observed or {}).items())},
         "findings": [f.to_json() for f in report.findings],
+        "ignored": [_entry_json(e) for e in report.ignored],
     }
 
 
@@ -133,6 +135,11 @@ def _notes(report: DriftReport) -> list[str]:
         "compared."
         for part in unneeded
     ]
+    if report.ignored:
+        lines.append(
+            f"Ignored (spec.drift.ignore): {_resources(report.ignored)} resource(s) drifted "
+            f"in what other systems own: {', '.join(sorted({e.address for e in report.ignored}))}."
+        )
     lines += [f"{f.severity.value} {f.code}: {f.message}" for f in report.findings]
     return lines
 
