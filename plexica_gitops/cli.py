@@ -25,6 +25,11 @@ from plexica_gitops.live.model import ObservedPart
 from plexica_gitops.plan.model import Plan
 from plexica_gitops.plan.planfile import save_plan
 from plexica_gitops.render import findings as report
+from plexica_gitops.render.drift import (
+    render_drift_json,
+    render_drift_markdown,
+    render_drift_text,
+)
 from plexica_gitops.render.graph import to_dot, to_mermaid
 from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
@@ -603,6 +608,81 @@ def status(
         _warn(warning)
     render = render_status_json if output_format is StatusFormat.JSON else render_status_text
     sys.stdout.write(render(view))
+
+
+_DRIFT_RENDERERS = {
+    PlanFormat.TEXT: render_drift_text,
+    PlanFormat.JSON: render_drift_json,
+    PlanFormat.MARKDOWN: render_drift_markdown,
+}
+
+
+@app.command()
+def drift(
+    directory: SourceDirArgument = None,
+    output_format: Annotated[
+        PlanFormat, typer.Option("--format", help="text, json or markdown (an issue body).")
+    ] = PlanFormat.TEXT,
+    fail_on: Annotated[
+        service.FailOn,
+        typer.Option("--fail-on", help="Exit 2 on drift (default), pending changes, or any."),
+    ] = service.FailOn.DRIFT,
+    database_url: DatabaseUrlOption = None,
+    unobserved: UnobservedOption = None,
+    notify: Annotated[
+        str | None,
+        typer.Option(
+            "--notify",
+            metavar="URL",
+            help="POST the JSON report to this webhook (signed with $PLEXICA_WEBHOOK_SECRET "
+            "when set).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--metrics-file",
+            help="Write Prometheus text here (*.prom, for node-exporter's textfile collector).",
+            show_default=False,
+        ),
+    ] = None,
+    repo: RepoOption = None,
+    ref: RefOption = None,
+    path: SubdirOption = None,
+) -> None:
+    """Compare the live platform with what was last applied (drift) and with git (pending).
+
+    Exit 0 in sync, 2 on what --fail-on names, 1 when a part of the platform could not be
+    observed (never "in sync" for what was not seen) or on errors. A webhook or metrics
+    file that fails is reported on stderr and makes the exit at least 1.
+    """
+    chosen = _desired_source(directory, repo, ref, path)
+    options = service.DriftOptions(_unobserved_parts(unobserved))
+    result = service.drift(chosen, database_url, options, warn=_warn)
+    sys.stdout.write(_DRIFT_RENDERERS[output_format](result))
+    code = result.exit_code(fail_on)
+    outputs_ok = _drift_outputs(result, notify, metrics_file)
+    raise typer.Exit(code if outputs_ok else max(code, 1))
+
+
+def _drift_outputs(result: service.DriftReport, notify: str | None, metrics: Path | None) -> bool:
+    """Writes the metrics file and notifies the webhook; False when either failed (said on
+    stderr: the report above stands)."""
+    ok = True
+    try:
+        if metrics is not None:
+            service.write_drift_metrics(result, metrics)
+    except PlexicaError as error:
+        _fail(error.message, error.hint)
+        ok = False
+    try:
+        if notify is not None:
+            service.notify_drift(render_drift_json(result).encode(), notify)
+    except PlexicaError as error:
+        _fail(error.message, error.hint)
+        ok = False
+    return ok
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""The operations — plan, apply, status — as functions: observe → plan → check → run.
+"""The operations — plan, apply, status, drift — as functions: observe → plan → check → run.
 
 They return values and raise PlexicaError (errors.py) with what to do; they never print
 and know nothing of typer. What a caller should hear on the way (a warning, a lock being
@@ -11,13 +11,17 @@ by a `LiveSource`."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import socket
 import sys
 import threading
+from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from plexica_gitops.apply.engine import ApplyReport, Reporter
 from plexica_gitops.apply.session import run_apply
 from plexica_gitops.broker.kafka import BrokerError, BrokerSettings, EventBroker
 from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.model import DriftIgnore
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.errors import (
     LiveStateError,
@@ -41,11 +46,20 @@ from plexica_gitops.errors import (
     UsageError,
 )
 from plexica_gitops.findings import Finding
+from plexica_gitops.gitops.metrics import DriftSummary, Metrics
+from plexica_gitops.gitops.notify import Delivery, deliver, webhook_secret
 from plexica_gitops.live.model import LiveState, ObservedPart
 from plexica_gitops.live.observe import observe_platform
 from plexica_gitops.plan.builder import address_exists, build_plan
 from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
-from plexica_gitops.plan.model import Cause, Plan, Replacement, secret_replacements
+from plexica_gitops.plan.model import (
+    Action,
+    ActionKind,
+    Cause,
+    Plan,
+    Replacement,
+    secret_replacements,
+)
 from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
 from plexica_gitops.render.status import SettingsSource, StatusView
 from plexica_gitops.runtime.provider import Provider, load_provider
@@ -721,3 +735,221 @@ def _observe_for_status(url: str, runtime: _Runtime | None, warnings: list[str])
             provider.close()
         if broker is not None:
             broker.close()
+
+
+# --------------------------------------------------------------------------- drift
+
+# The causes that mean the live platform moved away from what was last applied; every
+# other cause (a git change, prune, a dependency, a secret rotation) is pending work.
+DRIFT_CAUSES = frozenset({Cause.DRIFT, Cause.CRASH_REPAIR})
+
+
+class FailOn(StrEnum):
+    """What makes `drift` exit 2: drift only (the default), pending changes only, or any."""
+
+    DRIFT = "drift"
+    PENDING = "pending"
+    ANY = "any"
+
+
+class DriftStatus(StrEnum):
+    IN_SYNC = "in_sync"
+    DRIFT = "drift"  # drift found (pending changes may be there too)
+    PENDING = "pending"  # only git changes not applied yet
+    NOT_OBSERVED = "not_observed"  # a part the check needs was not seen: nothing is claimed
+    PLAN_ERRORS = "plan_errors"  # git asks for what cannot be planned: nothing is claimed
+
+
+@dataclass(frozen=True)
+class DriftEntry:
+    """One planned action, as `drift` reports it: `change` is the planner's reason (before →
+    after where it knows both)."""
+
+    address: str
+    kind: str  # the resource kind (ResourceKind value): workload, binding, topic, ...
+    step: str
+    action: ActionKind
+    cause: Cause
+    change: str
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    # The attributes before and after both name, with their values: "replicas 1 → 2"
+    changed: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, action: Action) -> DriftEntry:
+        return cls(
+            address=action.address,
+            kind=action.resource.kind.value,
+            step=action.step,
+            action=action.kind,
+            cause=action.cause,
+            change=action.reason,
+            before=action.before,
+            after=action.after,
+            changed=_attribute_changes(action.before, action.after),
+        )
+
+    @property
+    def fields(self) -> frozenset[str]:
+        return frozenset(change.split(" ", 1)[0] for change in self.changed)
+
+
+def _attribute_changes(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
+) -> tuple[str, ...]:
+    """Plain values (already masked when secret-looking) that differ between before and
+    after; nested ones are in the entry's before/after."""
+    if not before or not after:
+        return ()
+    plain = (str, int, float, bool)
+    return tuple(
+        f"{key} {before[key]} → {after[key]}"
+        for key in sorted(before.keys() & after.keys())
+        if before[key] != after[key]
+        and isinstance(before[key], plain)
+        and isinstance(after[key], plain)
+    )
+
+
+def _ignored(entry: DriftEntry, rules: Sequence[DriftIgnore]) -> bool:
+    """A rule covers an entry whose address it matches, when it names no fields or the
+    entry changed only fields it names (a change the planner does not break down into
+    fields is never covered by a rule that names some)."""
+    for rule in rules:
+        if not fnmatch.fnmatchcase(entry.address, rule.address):
+            continue
+        if not rule.fields or (entry.fields and entry.fields <= set(rule.fields)):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Live vs last applied (`drift`) kept apart from git vs live (`pending`). `not_observed`
+    maps each part the check needed but could not see to why: what it holds was not
+    compared, so the report never says in sync then. `unobserved` are the parts left out on
+    request (`--unobserved`), which the report states."""
+
+    desired_revision: str
+    checked_at: datetime
+    drift: tuple[DriftEntry, ...] = ()
+    pending: tuple[DriftEntry, ...] = ()
+    not_observed: Mapping[ObservedPart, str] | None = None
+    unobserved: frozenset[ObservedPart] = frozenset()
+    observed: Mapping[ObservedPart, bool] | None = None
+    # Drift that spec.drift.ignore in platform.yaml leaves to other systems
+    ignored: tuple[DriftEntry, ...] = ()
+    # The planner's findings: warnings (PGP206: secret values not compared, ...) and errors
+    # (git asks for what cannot be planned, such as an edited applied migration)
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.is_error for f in self.findings)
+
+    @property
+    def status(self) -> DriftStatus:
+        if self.not_observed:
+            return DriftStatus.NOT_OBSERVED
+        if self.has_errors:
+            return DriftStatus.PLAN_ERRORS
+        if self.drift:
+            return DriftStatus.DRIFT
+        return DriftStatus.PENDING if self.pending else DriftStatus.IN_SYNC
+
+    def exit_code(self, fail_on: FailOn = FailOn.DRIFT) -> int:
+        """1 when a needed part was not observed (whatever was found elsewhere: the check is
+        incomplete) or the plan has errors, else 2 when what `fail_on` names was found, else
+        0."""
+        if self.not_observed or self.has_errors:
+            return 1
+        failing = {
+            FailOn.DRIFT: bool(self.drift),
+            FailOn.PENDING: bool(self.pending),
+            FailOn.ANY: bool(self.drift or self.pending),
+        }
+        return 2 if failing[fail_on] else 0
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    """`unobserved`: parts checked without observing them (the report says so)."""
+
+    unobserved: frozenset[ObservedPart] = frozenset()
+
+
+def drift(
+    root: Desired,
+    database_url: str | None = None,
+    options: DriftOptions = DriftOptions(),
+    warn: Warn = _ignore,
+) -> DriftReport:
+    """Observe the platform, plan `root` against it, and split the actions by cause: drift
+    (the platform moved away from what was last applied) and pending (git changed, not
+    applied yet). A part the plan needs that could not be observed is reported, not
+    raised: what was observed is still compared."""
+    chosen = _chosen(root)
+    result = _validated(chosen)
+    if not result.valid:
+        raise DesiredStateInvalid(chosen, result)
+    desired = result.desired
+    source = LiveSource(database_url=store_database_url(database_url))
+    problems: dict[ObservedPart, str] = {}
+    live = read_live_state(source, desired, options.unobserved, problems, warn)
+    rotations, unsure = _secret_rotations(desired, live, source)
+    made = _build(desired, live, secret_replacements(rotations))
+    needed = {ObservedPart(p) for p in made.unobserved}
+    missing = {
+        part: problems.get(part) or _NOT_CONFIGURED[part]
+        for part in sorted(needed - options.unobserved)
+    }
+    rules = desired.platform.document.spec.drift.ignore if desired.platform else []
+    drifted = [DriftEntry.of(a) for a in made.actions if a.cause in DRIFT_CAUSES]
+    return DriftReport(
+        desired_revision=made.desired_revision,
+        checked_at=datetime.now(UTC),
+        drift=tuple(e for e in drifted if not _ignored(e, rules)),
+        ignored=tuple(e for e in drifted if _ignored(e, rules)),
+        pending=tuple(DriftEntry.of(a) for a in made.actions if a.cause not in DRIFT_CAUSES),
+        not_observed=missing,
+        unobserved=options.unobserved,
+        observed={
+            ObservedPart.RUNTIME: live.workloads_observed,
+            ObservedPart.BROKER: live.topics_observed,
+        },
+        findings=(*made.errors, *unsure, *made.warnings),
+    )
+
+
+def drift_summary(report: DriftReport) -> DriftSummary:
+    """The report as metrics (gitops/metrics.py): resources per kind, and which parts were
+    seen (the store always was, or there would be no report)."""
+    observed = {part.value: seen for part, seen in (report.observed or {}).items()}
+    for part in report.not_observed or {}:
+        observed[part.value] = False
+    return DriftSummary(
+        observed={**observed, "store": True},
+        drift=_resources_per_kind(report.drift),
+        pending=_resources_per_kind(report.pending),
+        checked_at=report.checked_at.timestamp(),
+    )
+
+
+def _resources_per_kind(entries: Sequence[DriftEntry]) -> dict[str, int]:
+    """Resources, not actions: a workload replaced in two steps counts once."""
+    return dict(Tally(kind for _, kind in {(e.address, e.kind) for e in entries}))
+
+
+def write_drift_metrics(report: DriftReport, path: Path) -> None:
+    """Prometheus text for node-exporter's textfile collector (MetricsError when it cannot
+    be written)."""
+    metrics = Metrics()
+    metrics.record_drift(drift_summary(report))
+    metrics.write_textfile(path)
+
+
+def notify_drift(body: bytes, url: str) -> Delivery:
+    """POSTs the JSON report to a webhook, signed with PLEXICA_WEBHOOK_SECRET when it is set
+    (WebhookError when it was not delivered)."""
+    return deliver(url, body, event="drift", secret=webhook_secret())

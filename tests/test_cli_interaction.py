@@ -23,7 +23,9 @@ PLACEHOLDER = re.compile(r"<(bool|str|path|int|float|list\[[^\]]*\])[^>]*>")
 PROMPT = b"Enter a value:"
 
 
-@pytest.mark.parametrize("command", [[], ["plan"], ["apply"], ["status"], ["validate"], ["show"]])
+@pytest.mark.parametrize(
+    "command", [[], ["plan"], ["apply"], ["status"], ["validate"], ["show"], ["drift"]]
+)
 def test_help_shows_no_type_placeholders(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output

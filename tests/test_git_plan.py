@@ -211,7 +211,7 @@ def test_a_directory_outside_any_work_tree_plans_as_before(
         (("DIR", "--repo", "REMOTE", "--ref", "main"), 2, "both a directory"),
     ],
 )
-@pytest.mark.parametrize("command", ["validate", "plan", "apply"])
+@pytest.mark.parametrize("command", ["validate", "plan", "apply", "drift"])
 def test_a_source_that_cannot_be_read_is_one_error_with_a_hint(
     remote: str,
     repo: DesiredRepo,

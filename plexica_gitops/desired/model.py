@@ -130,6 +130,26 @@ class RolloutOverrides(_Model):
     grace_period_seconds: float | SkipJsonSchema[None] = Field(default=None, ge=0, le=3600)
 
 
+class DriftIgnore(_Model):
+    """Drift that another system owns, left out of `drift`'s report (and counted there)."""
+
+    address: str = Field(
+        pattern=r"^[a-z0-9*?][a-z0-9.*?_-]{0,252}$",
+        description="The resources it covers: an address, `*` and `?` matching any "
+        "characters (e.g. plugin.*.workload, tenant.acme.plugin.crm).",
+    )
+    fields: list[str] = Field(
+        default_factory=list,
+        description="Only changes of these attributes (e.g. replicas); empty: any change.",
+    )
+
+
+class DriftSettings(_Model):
+    ignore: list[DriftIgnore] = Field(
+        default_factory=list, description="Drift owned by other systems (an autoscaler, ...)."
+    )
+
+
 class PlatformSpec(_Model):
     version: str = Field(description="Platform (core) version, checked against compat.core.")
     runtime: RuntimeSettings
@@ -142,6 +162,7 @@ class PlatformSpec(_Model):
     env: dict[str, EnvValue] = Field(
         default_factory=dict, description="Env injected into every plugin: references only."
     )
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
 
 class PlatformDocument(_Model):
