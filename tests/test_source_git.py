@@ -463,6 +463,24 @@ def test_unreachable_remote_names_host_and_port(tmp_path: Path) -> None:
     assert "s3cret-pass" not in str(caught.value)
 
 
+def test_a_port_that_looks_like_an_http_status_is_still_unreachable(tmp_path: Path) -> None:
+    """dulwich's error names the address: a refused port 38401 or 14040 is no 401 or 404."""
+    import socket
+
+    for port in (38401, 14010, 24030, 34040, 40130, 44010, 54031, 61404):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: try the next one
+        break
+    else:
+        pytest.fail("none of the candidate ports is free")
+    with pytest.raises(RemoteUnreachable) as caught:
+        GitTree(f"http://127.0.0.1:{port}/repo.git", "main", cache_dir=tmp_path, env={})
+    assert f"127.0.0.1:{port} (Connection refused)" in caught.value.message
+
+
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client")
 def test_unreachable_ssh_remote_is_typed(tmp_path: Path) -> None:
     import socket

@@ -89,6 +89,8 @@ __all__ = [
 
 FETCH_TIMEOUT_SECONDS = 60.0
 _HEX = re.compile(r"[0-9a-fA-F]+")
+# Where an address names a port (`port=38401`, `host:38401`): not an HTTP status.
+_PORT_MENTION = re.compile(r"port=\d+|:\d+")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^/:]{2,}):(?!//)")  # user@host:path
 _DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
@@ -532,9 +534,9 @@ class _Fetcher:
             raise self._hangup(exc, host, port) from exc
         except GitProtocolError as exc:
             detail = credentials.scrub(str(exc))
-            if "404" in detail or "not found" in detail.lower():
+            if _http_status(detail, "404") or "not found" in detail.lower():
                 raise self._not_found() from exc
-            if "401" in detail or "403" in detail:
+            if _http_status(detail, "401", "403"):
                 raise self._auth_failed() from exc
             raise RemoteUnreachable(self.shown, host, port, _network_detail(detail)) from exc
         except (OSError, urllib3.exceptions.HTTPError) as exc:
@@ -938,3 +940,10 @@ def _blob_sha(path: str) -> str | None:
     except OSError:
         return None
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _http_status(detail: str, *codes: str) -> bool:
+    """Whether dulwich's error text reports one of these HTTP statuses — as a number of its
+    own, not inside the port of the address it also names (port 38401 is not a 401)."""
+    text = _PORT_MENTION.sub(" ", detail)
+    return any(re.search(rf"(?<!\d){code}(?!\d)", text) for code in codes)
