@@ -105,13 +105,14 @@ class EchoPlatform:
         topics: dict[str, Any] | None = None,
         purge: bool = False,
         tenants: Sequence[str] = ("acme",),
-        timeout_seconds: float = 5,
+        timeout_seconds: float = 15,
         env: dict[str, Any] | None = None,
     ) -> str:
         """Write the desired state; `publishes`/`topics` give echo events and per-event
         topic settings (the platform default is 1 partition, retention 1 day);
-        `timeout_seconds` is the rollout's readiness timeout; `env` echo's env (references
-        like `{"fromEnv": "NAME"}`)."""
+        `timeout_seconds` is the rollout's readiness timeout (roomy: a replica on a slow
+        engine must not fail a test that expects it ready); `env` echo's env (references like
+        `{"fromEnv": "NAME"}`)."""
         image = image or f"{ECHO_IMAGE}:{version}"
         bindings = "{echo: {enabled: true}}" if state == "active" else "{}"
         files = {

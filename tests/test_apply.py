@@ -155,7 +155,8 @@ def test_update_that_never_becomes_ready_rolls_back(
     run_cli(environment, "init")
     assert run_cli(environment, "apply", echo.write("1.1.0"), "--auto-approve")[0] == 0
 
-    code, output = run_cli(environment, "apply", echo.write("1.2.0"), "--auto-approve")
+    never_ready = echo.write("1.2.0", timeout_seconds=5)  # waited out: keep it short
+    code, output = run_cli(environment, "apply", never_ready, "--auto-approve")
     assert code == 1, output
     assert "rolled back" in output and "plugin.echo.workload:replace" in output
     assert "404" in output  # the readiness probe's last answer is in the error
