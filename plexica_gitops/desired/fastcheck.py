@@ -105,6 +105,7 @@ _PLAIN_PATTERN = re.compile(
     r"(?:[ -Z^-z|]|" + _ESCAPED + "|" + _CLASS + r"|\{[0-9]+(?:,[0-9]*)?\})*", re.ASCII
 )
 _EXACT = 2**53  # every integer up to this is a double too: no int/float rounding
+_LONG_NUMBER = re.compile(r"\d{16,}")  # may be an int past _EXACT (or only digits in a string)
 
 
 def _native(keyword: str, value: Any) -> bool:
@@ -138,7 +139,11 @@ class FastCheck:
         try:
             # jsonschema-rs reads NaN and infinities as null and tuples as arrays; this
             # also rejects every value that is not JSON (C speed, nothing kept).
-            json.dumps(configuration, allow_nan=False, check_circular=False)
+            text = json.dumps(configuration, allow_nan=False, check_circular=False)
+            if _LONG_NUMBER.search(text):
+                # an int past 2**53 is rounded on its way to a Python keyword (past 1e308 it
+                # overflows, which jsonschema reports): leave it to jsonschema
+                return False
             return bool(self._validator.is_valid(configuration))
         except Exception:  # "not known valid" is always a safe answer
             return False
