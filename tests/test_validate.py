@@ -1063,6 +1063,22 @@ def test_pgv602_tenant_configuration_violates_the_schema(
     assert finding.subjects == ("acme", "crm")
 
 
+def test_pgv602_a_number_too_large_to_check_is_a_finding_not_a_traceback(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    billing = "plugins/billing/plugin.yaml"
+    repo.replace(billing, "maximum: 100\n", "maximum: 100\n            multipleOf: 0.25\n")
+    repo.replace("tenants/acme.yaml", "taxRatePercent: 8.25", "taxRatePercent: 1" + "0" * 400)
+    report = repo.validate()
+    only_codes(report, "PGV602")
+    finding = the(report, "PGV602")
+    assert "'acme'" in finding.message and "'billing'" in finding.message
+    assert "too large" in finding.message
+    assert finding.location is not None and finding.location.file.endswith("acme.yaml")
+    assert finding.subjects == ("acme", "billing")
+
+
 def test_pgv602_points_inside_a_flow_mapping_of_the_tenant_file(
     desired_state_copy: DesiredStateCopy,
 ) -> None:

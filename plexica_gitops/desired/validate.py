@@ -932,6 +932,17 @@ def _tenant_configuration(
         return
     try:
         problems = checker.problems(configuration)
+    except OverflowError:  # an int past 1e308 against a float multipleOf: the value's fault
+        yield error(
+            "PGV602",
+            f"tenant {slug!r} configuration of {plugin.id!r} cannot be checked: a number in "
+            "it is too large to compare (beyond 1e308)",
+            f"Use a smaller number, as {plugin.id}'s configuration.schema "
+            f"({plugin.manifest_location('configuration', 'schema')}) expects.",
+            desired.tenants[slug].location("spec", "plugins", plugin.id, "configuration"),
+            (slug, plugin.id),
+        )
+        return
     except (UnknownType, Unresolvable, RecursionError) as exc:
         checker.broken = True
         # Schemas that pass the meta-schema but cannot be evaluated: a $ref to nowhere, or
