@@ -22,7 +22,8 @@ pytest_plugins = ["docker_engine", "kafka_broker", "kube_cluster", "provider_con
 # modules that start servers of their own (test_demo, test_apply_lock_loss). A test using
 # one, directly or through another fixture, is marked `integration` (and `kube` for the
 # Kubernetes control plane), so `python -m pytest -m "not integration"` runs the pure
-# tests alone.
+# tests alone. Modules with such tests live in tests/integration/, the others in
+# tests/unit/; the marks, not the folders, decide what `-m` selects.
 INTEGRATION_FIXTURES = frozenset(
     {"postgres_server", "docker_host", "kafka_broker", "kube_cluster"}
     | {"demo_dir", "foreign_postgres", "restartable_postgres"}

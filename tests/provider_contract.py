@@ -1,4 +1,4 @@
-"""Pytest fixtures: the runtime providers the contract suite (tests/test_provider_contract.py)
+"""Pytest fixtures: the runtime providers the contract suite (tests/integration/test_provider_contract.py)
 runs against, loaded as a plugin (`pytest_plugins` in tests/conftest.py).
 
 `contract` (function, parametrised by provider) is a `Contract`: the provider, the images

@@ -92,6 +92,7 @@ def test_missing_directory_is_an_error_not_a_crash(repo: DesiredStateCopy) -> No
     assert finding["code"] == "PGL009"
 
 
+@pytest.mark.slow
 def test_console_script_runs(repo: DesiredStateCopy) -> None:
     script = Path(sys.executable).parent / "plexica-gitops"
     command = str(script) if script.exists() else shutil.which("plexica-gitops")
@@ -279,6 +280,7 @@ def many_tenants(root: Path, files: int, tenants_per_file: int) -> None:
         (root / "tenants" / f"bulk{number}.yaml").write_text("---\n".join(documents))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_AS and /proc")
 def test_validate_under_a_memory_limit_ends_with_a_finding(repo: DesiredStateCopy) -> None:
     """A real MemoryError: `plexica-gitops validate` in a process whose address space is a

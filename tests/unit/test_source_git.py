@@ -178,7 +178,7 @@ def _link_repo(tmp_path: Path) -> tuple[Path, str]:
     commit_all(sub, "sub")
     work = init(tmp_path / "links")
     root = work / "desired-state"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "desired-state", root)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "desired-state", root)
     tenants = root / "tenants"
     (tenants / "alias.yaml").symlink_to("acme.yaml")
     (root / "more").symlink_to("tenants")
@@ -550,7 +550,7 @@ def test_https_style_remote_with_basic_auth_from_the_environment(
 
 def test_directory_content_hash_is_the_revision_desired_py_records(tmp_path: Path) -> None:
     root = tmp_path / "plain"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "desired-state", root)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "desired-state", root)
     built = build_desired_state(root).desired
     tree = DirectoryTree(root)
     assert content_hash(tree, built.files) == built.revision

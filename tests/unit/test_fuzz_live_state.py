@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -29,7 +30,9 @@ from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
 from plexica_gitops.render.text import print_plan
 
-EXAMPLE = Path(__file__).parent.parent / "desired-state"
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).parents[2] / "desired-state"
 CLEAN_ERRORS = (LiveStateError, pydantic.ValidationError)
 
 

@@ -20,7 +20,7 @@ from plexica_gitops.live.model import LiveState
 from plexica_gitops.plan.builder import build_plan
 from plexica_gitops.plan.wire import plan_from_json
 
-EXAMPLE = Path(__file__).parent.parent / "desired-state"
+EXAMPLE = Path(__file__).parents[2] / "desired-state"
 
 
 def _run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:

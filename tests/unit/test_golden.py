@@ -3,7 +3,7 @@
 Each scenario edits a copy of the example desired state and plans it against a live state:
 empty, or the platform as a perfect apply of the example leaves it (tests/simulator.py).
 Regenerate after an intended change with `PLEXICA_UPDATE_GOLDEN=1 python -m pytest
-tests/test_golden.py`, then review the diff of tests/golden/ like any other change.
+tests/unit/test_golden.py`, then review the diff of tests/golden/ like any other change.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
 from plexica_gitops.render.text import print_plan
 
-EXAMPLE = Path(__file__).parent.parent / "desired-state"
-GOLDEN = Path(__file__).parent / "golden"
+EXAMPLE = Path(__file__).parents[2] / "desired-state"
+GOLDEN = Path(__file__).parents[1] / "golden"
 UPDATE = os.environ.get("PLEXICA_UPDATE_GOLDEN") == "1"
 
 Edit = Callable[[Path], None]

@@ -12,7 +12,11 @@ import sys
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements.lock"
 RUNTIME_SOURCES = ("plexica_gitops", "providers")
 DEV_SOURCES = ("devenv", "tests", "bench")

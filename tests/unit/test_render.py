@@ -27,7 +27,7 @@ from plexica_gitops.render.text import print_plan
 if TYPE_CHECKING:
     from conftest import DesiredStateCopy
 
-EXAMPLE_DESIRED_STATE = Path(__file__).resolve().parent.parent / "desired-state"
+EXAMPLE_DESIRED_STATE = Path(__file__).resolve().parents[2] / "desired-state"
 
 C, U, R, D, T = (
     ActionKind.CREATE,
@@ -465,6 +465,7 @@ def test_many_tenants_collapse_to_one_line_per_step() -> None:
     assert any(line.startswith("Tenants (9,000 actions in 3,000 tenants") for line in lines)
 
 
+@pytest.mark.slow
 def test_verbose_lists_every_tenant_action_under_its_tenant() -> None:
     plan = tenants_plan(3_000)
     text = text_of(plan, verbose=True)

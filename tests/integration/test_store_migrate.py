@@ -55,7 +55,7 @@ from plexica_gitops.store.migrate import (
     run_migrations,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = "crm"
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from plexica_gitops.desired.view import manifest_hash
 from plexica_gitops.lifecycle import LifecycleStatus
 from plexica_gitops.store import catalog
 
-EXAMPLE = Path(__file__).parent.parent / "desired-state"
+EXAMPLE = Path(__file__).parents[2] / "desired-state"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -34,7 +34,7 @@ from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
 from plexica_gitops.render.text import print_plan
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 ECHO_SCOPE = "plan-1-0-fixture"  # the scope the echo fixture's platform.yaml names
 
 

@@ -19,7 +19,7 @@ from plexica_gitops.addresses import (
 )
 from plexica_gitops.plan.planfile import load_plan
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 K = ResourceKind
 
 WIRE = [

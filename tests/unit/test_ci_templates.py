@@ -29,7 +29,9 @@ from typer.testing import CliRunner
 
 from plexica_gitops.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "examples" / "ci"
 SCRIPTS = CI / "scripts"
 WORKFLOWS = sorted((CI / "github").glob("*.yml"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from simulator import (
@@ -33,6 +34,8 @@ from plexica_gitops.lifecycle import DEPLOYED, RUNNING, TARGET_STATUS, Lifecycle
 from plexica_gitops.live.model import LiveState, LiveTenantPlugin, LiveTopic
 from plexica_gitops.plan.builder import build_plan
 from plexica_gitops.plan.model import Plan
+
+pytestmark = pytest.mark.slow
 
 S = LifecycleStatus
 PLUGIN_POOL = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")
@@ -360,7 +363,7 @@ def spec(*plugins: dict[str, Any], prune: bool = False) -> DesiredSpec:
 
 
 # Inputs that made the planner fail; each is named after the bug it shows (see
-# tests/test_planner.py for the focused tests). They run first, on every run.
+# tests/unit/test_planner.py for the focused tests). They run first, on every run.
 KNOWN_BUG_EXAMPLES = {
     "interrupted install, then removed in git: PlanCycleError": (
         spec(plugin_document("alpha", state="absent", permissions=["items:read"])),

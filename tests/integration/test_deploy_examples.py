@@ -20,7 +20,7 @@ import pytest
 import yaml
 from test_ci_templates import _cli_flags, _run, _tool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "examples" / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 MANIFEST = DEPLOY / "kubernetes.yaml"

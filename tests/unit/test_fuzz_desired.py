@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from io import StringIO
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
@@ -35,7 +36,9 @@ from plexica_gitops.cli import app
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.render import findings as render
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "desired-state"
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "desired-state"
 FILES = sorted(
     path.relative_to(EXAMPLE).as_posix()
     for path in EXAMPLE.rglob("*")

@@ -21,7 +21,7 @@ from plexica_gitops.plan.graph import select_targets
 from plexica_gitops.plan.model import Plan
 from plexica_gitops.render.json import render_json
 
-EXAMPLE = Path(__file__).parent.parent / "desired-state"
+EXAMPLE = Path(__file__).parents[2] / "desired-state"
 
 
 @dataclass

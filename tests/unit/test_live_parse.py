@@ -132,7 +132,7 @@ def test_plan_with_a_deep_snapshot_fails_cleanly(depth: int) -> None:
 
     from plexica_gitops.cli import app
 
-    example = Path(__file__).parent.parent / "desired-state"
+    example = Path(__file__).parents[2] / "desired-state"
     result = CliRunner().invoke(
         app, ["plan", str(example), "--live-state", "-"], input=_binding_with(_nested(depth))
     )

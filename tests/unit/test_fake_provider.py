@@ -1,5 +1,5 @@
 """What FakeProvider offers tests beyond the provider contract (which
-tests/test_provider_contract.py checks): injected failures, crashes, the call log."""
+tests/integration/test_provider_contract.py checks): injected failures, crashes, the call log."""
 
 from __future__ import annotations
 

@@ -833,6 +833,7 @@ def tenant_document(number: int) -> str:
     )
 
 
+@pytest.mark.slow
 def test_large_multi_document_file_loads_quickly(tmp_path: Path, backend: str) -> None:
     if backend != "libyaml":
         pytest.skip("speed is promised with libyaml; the pure-Python parser is ~10x slower")
@@ -1063,6 +1064,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=75, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -1107,6 +1109,7 @@ def test_a_large_mapping_is_looked_up_by_key(tmp_path: Path) -> None:
     assert ("k500",) not in doc.positions
 
 
+@pytest.mark.slow
 def test_positions_cost_a_few_bytes_a_value(tmp_path: Path) -> None:
     """Every value has a position, and a desired state may hold millions of values: the
     positions must stay a small part of what the data itself takes (5,000 rows are enough to

@@ -26,7 +26,7 @@ from plexica_gitops.plan.planfile import (
     save_plan,
 )
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "desired-state"
 
 

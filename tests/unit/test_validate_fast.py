@@ -177,6 +177,7 @@ def with_defs(schema: dict[str, Any], definition: dict[str, Any]) -> dict[str, A
     return {**schema, "$defs": {"d": definition}}
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(SCHEMAS, leaf_schemas().filter(lambda s: "$ref" not in s), INSTANCES)
 def test_fast_check_agrees_with_jsonschema(
@@ -223,6 +224,7 @@ def _findings(root: Any) -> list[str]:
     return [json.dumps(f.to_json(), sort_keys=True) for f in validate_directory(root).findings]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=30,
     deadline=None,
