@@ -503,6 +503,15 @@ def apply(
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Apply without asking (CI pipelines).")
     ] = False,
+    require_saved_plan: Annotated[
+        bool,
+        typer.Option(
+            "--require-saved-plan",
+            help="Apply only a plan file saved with `plan --out` (reviewed): refuse a "
+            "directory or --repo, as platform.yaml's spec.policy.requireSavedPlan and "
+            "PLEXICA_REQUIRE_SAVED_PLAN=1 do.",
+        ),
+    ] = False,
     parallelism: Annotated[
         int, typer.Option("--parallelism", min=1, max=64, help="Steps run at once.")
     ] = 4,
@@ -558,6 +567,7 @@ def apply(
         lock_timeout=lock_timeout,
         replace=replace or [],
         unobserved=_unobserved_parts(unobserved),
+        require_saved_plan=require_saved_plan,
     )
     result = service.apply(
         _desired_source(desired_state if saved_plan else source, repo, ref, path),
