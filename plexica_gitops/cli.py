@@ -586,7 +586,10 @@ def apply(
         _say_no_changes(log_format, shown=result.fresh)
         raise typer.Exit(0)
     if log_format is not LogFormat.JSON:
-        typer.echo(f"Recorded as apply {result.apply_id} (`plexica-gitops history`).")
+        typer.echo(
+            f"Recorded as apply {result.apply_id} (`plexica-gitops history --apply "
+            f"{result.apply_id}`)."
+        )
     if result.report.lock_lost:
         raise _fail(
             f"the apply lock was lost ({result.report.lock_lost}): this apply stopped",
