@@ -411,14 +411,15 @@ def _digest_key(url: str) -> tuple[bytes | None, str]:
 class ApplyOptions:
     """`replace`: workload addresses to replace even if unchanged. `unobserved`: only the
     broker may be left out of an apply. `lock_timeout`: seconds to wait for another apply's
-    lock."""
+    lock. `require_saved_plan`: refuse a fresh plan (as platform.yaml's
+    spec.policy.requireSavedPlan and $PLEXICA_REQUIRE_SAVED_PLAN do)."""
 
     database_url: str | None = None
     parallelism: int = 4
     lock_timeout: float = 0
     replace: Sequence[str] = ()
     unobserved: frozenset[ObservedPart] = frozenset()
-    require_saved_plan: bool = False  # --require-saved-plan
+    require_saved_plan: bool = False
 
 
 # Set in a pipeline's environment (where the repository cannot turn it off), it has the
@@ -468,8 +469,15 @@ def _refuse_fresh_plan(root: Desired, desired: DesiredState, flag: bool) -> None
     raise SavedPlanRequired(
         f"refusing to apply {chosen.label} without a saved plan: {why}; nothing was applied",
         f"Run `plexica-gitops plan {chosen.arguments} --out FILE`, review it, then "
-        "`plexica-gitops apply FILE`.",
+        f"`plexica-gitops apply FILE{_saved_plan_arguments(chosen)}`.",
     )
+
+
+def _saved_plan_arguments(chosen: SourceChoice) -> str:
+    """How `apply FILE` names the desired state the plan is checked against."""
+    if not isinstance(chosen.source, Path):
+        return f" {chosen.arguments}"
+    return "" if chosen.source == DEFAULT_DESIRED_STATE else f" --desired-state {chosen.arguments}"
 
 
 def _go_ahead(plan: Plan) -> None:

@@ -38,7 +38,7 @@ def _applies(dsn: str) -> int:
 def _refused(output: str, why: str) -> None:
     assert "refusing to apply" in output and "without a saved plan" in output, output
     assert why in output, output
-    assert HINT in output and "--out FILE`, review it, then `plexica-gitops apply FILE`" in output
+    assert HINT in output and "--out FILE`, review it, then `plexica-gitops apply FILE" in output
 
 
 def test_the_platform_policy_refuses_a_directory_and_applies_its_saved_plan(
@@ -52,6 +52,7 @@ def test_the_platform_policy_refuses_a_directory_and_applies_its_saved_plan(
     assert code == 1
     _refused(output, "platform.yaml:")  # names the line that sets it
     assert "spec.policy.requireSavedPlan" in output
+    assert f"then `plexica-gitops apply FILE --desired-state {root}`" in output
     assert _applies(dsn) == 0 and "echo" not in plugin_statuses(dsn)  # nothing was applied
 
     saved = tmp_path / "release.plan"
@@ -119,7 +120,10 @@ def test_the_policy_of_a_git_revision_refuses_it_and_a_stale_saved_plan_stays_re
     code, output = run_cli(env, "apply", *source, "--auto-approve")
     assert code == 1
     _refused(output, "platform.yaml:")
-    assert f"plexica-gitops plan --repo {root} --ref main --out FILE" in output
+    named = f"--repo {root} --ref main"
+    assert (
+        f"plan {named} --out FILE`, review it, then `plexica-gitops apply FILE {named}`" in output
+    )
 
     saved = tmp_path / "release.plan"
     assert run_cli(env, "plan", *source, "--out", str(saved))[0] == 0
