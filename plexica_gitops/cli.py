@@ -31,14 +31,21 @@ from plexica_gitops.render.drift import (
     render_drift_text,
 )
 from plexica_gitops.render.graph import to_dot, to_mermaid
+from plexica_gitops.render.history import (
+    ApplyJournal,
+    render_apply_json,
+    render_apply_text,
+    render_history_text,
+)
 from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
 from plexica_gitops.render.status import render_status_json, render_status_text
 from plexica_gitops.render.text import NO_CHANGES, print_plan
 from plexica_gitops.source.loader import ROOT_MISSING
-from plexica_gitops.source.select import SourceChoice, choose_source, short_revision
+from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.store.connection import connect
 from plexica_gitops.store.connection import database_url as store_database_url
+from plexica_gitops.store.journal import apply_record, journal_steps
 from plexica_gitops.store.journal import history as apply_history
 from plexica_gitops.store.lock import LeaseHolder
 from plexica_gitops.store.schema import check_store, init_store, store_version
@@ -503,6 +510,15 @@ def apply(
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Apply without asking (CI pipelines).")
     ] = False,
+    require_saved_plan: Annotated[
+        bool,
+        typer.Option(
+            "--require-saved-plan",
+            help="Apply only a plan file saved with `plan --out` (reviewed): refuse a "
+            "directory or --repo, as platform.yaml's spec.policy.requireSavedPlan and "
+            "PLEXICA_REQUIRE_SAVED_PLAN=1 do.",
+        ),
+    ] = False,
     parallelism: Annotated[
         int, typer.Option("--parallelism", min=1, max=64, help="Steps run at once.")
     ] = 4,
@@ -558,6 +574,7 @@ def apply(
         lock_timeout=lock_timeout,
         replace=replace or [],
         unobserved=_unobserved_parts(unobserved),
+        require_saved_plan=require_saved_plan,
     )
     result = service.apply(
         _desired_source(desired_state if saved_plan else source, repo, ref, path),
@@ -569,7 +586,10 @@ def apply(
         _say_no_changes(log_format, shown=result.fresh)
         raise typer.Exit(0)
     if log_format is not LogFormat.JSON:
-        typer.echo(f"Recorded as apply {result.apply_id} (`plexica-gitops history`).")
+        typer.echo(
+            f"Recorded as apply {result.apply_id} (`plexica-gitops history --apply "
+            f"{result.apply_id}`)."
+        )
     if result.report.lock_lost:
         raise _fail(
             f"the apply lock was lost ({result.report.lock_lost}): this apply stopped",
@@ -697,32 +717,48 @@ def init(database_url: DatabaseUrlOption = None) -> None:
         typer.echo(f"Store is up to date (version {version}).")
 
 
+class HistoryFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 @app.command()
 def history(
     database_url: DatabaseUrlOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many applies.")] = 20,
+    apply_id: Annotated[
+        int | None,
+        typer.Option(
+            "--apply",
+            metavar="ID",
+            min=1,
+            help="Show this apply's journal: each step with its status, duration and error.",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        HistoryFormat, typer.Option("--format", help="text, or json (with --apply).")
+    ] = HistoryFormat.TEXT,
 ) -> None:
-    """List the latest applies: revision, plan hash, start, end, result and step counts."""
+    """List the latest applies: revision, plan hash, start, end, result and step counts;
+    or, with --apply ID, one apply in full."""
+    if apply_id is None and output_format is HistoryFormat.JSON:
+        raise _usage("--format json needs --apply ID", "Name the apply: history --apply ID.")
     with connect(store_database_url(database_url)) as conn:
         check_store(conn)
-        records = apply_history(conn, limit)
-    if not records:
-        typer.echo("No applies recorded yet.")
-        return
-    # Plain columns, not a table that folds to the terminal: CI logs are greppable.
-    typer.echo(
-        f"{'apply':>6}  {'revision':<12}  {'plan':<12}  {'started':<19}  {'finished':<19}  "
-        f"{'result':<11}  steps"
-    )
-    for record in records:
-        steps = ", ".join(f"{count} {status}" for status, count in sorted(record.steps.items()))
-        finished = f"{record.finished_at:%Y-%m-%d %H:%M:%S}" if record.finished_at else "-"
-        typer.echo(
-            f"{record.id:>6}  {short_revision(record.desired_revision):<12}  "
-            f"{record.plan_hash.removeprefix('sha256:')[:12]:<12}  "
-            f"{record.started_at:%Y-%m-%d %H:%M:%S}  {finished:<19}  {record.result:<11}  "
-            f"{steps or '-'}"
-        )
+        if apply_id is None:
+            sys.stdout.write(render_history_text(apply_history(conn, limit)))
+            return
+        record = apply_record(conn, apply_id)
+        if record is None:
+            raise _fail(
+                f"no apply {apply_id} is recorded in this store",
+                "`plexica-gitops history` lists the applies; their ids are in its first "
+                "column (and `apply` prints `Recorded as apply N`).",
+            )
+        journal = ApplyJournal(record, journal_steps(conn, apply_id))
+    render = render_apply_json if output_format is HistoryFormat.JSON else render_apply_text
+    sys.stdout.write(render(journal))
 
 
 def main() -> None:

@@ -411,13 +411,73 @@ def _digest_key(url: str) -> tuple[bytes | None, str]:
 class ApplyOptions:
     """`replace`: workload addresses to replace even if unchanged. `unobserved`: only the
     broker may be left out of an apply. `lock_timeout`: seconds to wait for another apply's
-    lock."""
+    lock. `require_saved_plan`: refuse a fresh plan (as platform.yaml's
+    spec.policy.requireSavedPlan and $PLEXICA_REQUIRE_SAVED_PLAN do)."""
 
     database_url: str | None = None
     parallelism: int = 4
     lock_timeout: float = 0
     replace: Sequence[str] = ()
     unobserved: frozenset[ObservedPart] = frozenset()
+    require_saved_plan: bool = False
+
+
+# Set in a pipeline's environment (where the repository cannot turn it off), it has the
+# effect of --require-saved-plan on every apply the pipeline runs.
+ENV_REQUIRE_SAVED_PLAN = "PLEXICA_REQUIRE_SAVED_PLAN"
+_ENV_ON = frozenset({"1", "true", "yes", "on"})
+_ENV_OFF = frozenset({"", "0", "false", "no", "off"})
+
+
+class SavedPlanRequired(PlexicaError):
+    """An apply that would plan afresh, refused: only a reviewed, saved plan may apply."""
+
+
+def _env_requires_saved_plan() -> bool:
+    value = os.environ.get(ENV_REQUIRE_SAVED_PLAN, "").strip().lower()
+    if value in _ENV_ON or value in _ENV_OFF:
+        return value in _ENV_ON
+    raise UsageError(
+        f"{ENV_REQUIRE_SAVED_PLAN}={value!r} is neither on nor off",
+        f"Set {ENV_REQUIRE_SAVED_PLAN}=1 to apply only saved plans, or unset it.",
+    )
+
+
+def saved_plan_required_by(chosen: SourceChoice, desired: DesiredState, flag: bool) -> str | None:
+    """What demands that only a saved plan be applied — the platform.yaml policy of the
+    desired state being applied, --require-saved-plan or $PLEXICA_REQUIRE_SAVED_PLAN —
+    named for the message; None when nothing does."""
+    from_env = _env_requires_saved_plan()  # a bad value is an error, whatever else says
+    platform = desired.platform
+    if platform is not None and platform.document.spec.policy.require_saved_plan:
+        where = platform.location("spec", "policy", "requireSavedPlan")
+        return f"{chosen.prefix}{where} sets spec.policy.requireSavedPlan"
+    if flag:
+        return "--require-saved-plan was given"
+    if from_env:
+        return f"{ENV_REQUIRE_SAVED_PLAN} is set"
+    return None
+
+
+def _refuse_fresh_plan(root: Desired, desired: DesiredState, flag: bool) -> None:
+    """Under the approval policy an apply carries out only a plan that was reviewed: one
+    saved with `plan --out`. Refused before anything is observed or locked."""
+    chosen = _chosen(root)
+    why = saved_plan_required_by(chosen, desired, flag)
+    if why is None:
+        return
+    raise SavedPlanRequired(
+        f"refusing to apply {chosen.label} without a saved plan: {why}; nothing was applied",
+        f"Run `plexica-gitops plan {chosen.arguments} --out FILE`, review it, then "
+        f"`plexica-gitops apply FILE{_saved_plan_arguments(chosen)}`.",
+    )
+
+
+def _saved_plan_arguments(chosen: SourceChoice) -> str:
+    """How `apply FILE` names the desired state the plan is checked against."""
+    if not isinstance(chosen.source, Path):
+        return f" {chosen.arguments}"
+    return "" if chosen.source == DEFAULT_DESIRED_STATE else f" --desired-state {chosen.arguments}"
 
 
 def _go_ahead(plan: Plan) -> None:
@@ -470,8 +530,9 @@ def apply(
     root: Desired, options: ApplyOptions, hooks: ApplyHooks, *, saved_plan: Path | None = None
 ) -> ApplyResult:
     """Carry out `saved_plan` — refused when altered, stale, or not exactly what planning
-    `root` against the live platform gives — or a fresh plan of `root`: under the apply
-    lock, observe, plan, check, confirm, run."""
+    `root` against the live platform gives — or a fresh plan of `root` (refused when the
+    approval policy requires a saved plan): under the apply lock, observe, plan, check,
+    confirm, run."""
     if options.replace and saved_plan is not None:
         raise UsageError(
             "--replace changes what is planned: it cannot be added to a saved plan",
@@ -484,6 +545,8 @@ def apply(
             "Only the broker can be left out of an apply (--unobserved broker).",
         )
     desired = load_desired(root)
+    if saved_plan is None:
+        _refuse_fresh_plan(root, desired, options.require_saved_plan)
     forced = _forced_replacements(options.replace, desired)
     url = store_database_url(options.database_url)
     host, pid = socket.gethostname(), os.getpid()

@@ -150,6 +150,17 @@ class DriftSettings(_Model):
     )
 
 
+class Policy(_Model):
+    """Rules about how the platform may be changed."""
+
+    require_saved_plan: bool = Field(
+        default=False,
+        description="Apply only a saved plan (`plan --out FILE`, reviewed, then `apply "
+        "FILE`): an apply that would plan afresh from a directory or a git revision is "
+        "refused, --auto-approve or not.",
+    )
+
+
 class PlatformSpec(_Model):
     version: str = Field(description="Platform (core) version, checked against compat.core.")
     runtime: RuntimeSettings
@@ -163,6 +174,7 @@ class PlatformSpec(_Model):
         default_factory=dict, description="Env injected into every plugin: references only."
     )
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    policy: Policy = Field(default_factory=Policy)
 
 
 class PlatformDocument(_Model):

@@ -41,6 +41,7 @@ class ApplyRecord:
     result: str  # running | succeeded | failed | interrupted
     counts: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)  # journal entries per status
+    epoch: int | None = None  # the apply lock's fencing token it held (None before leases)
 
     @property
     def in_flight(self) -> int:
@@ -50,6 +51,26 @@ class ApplyRecord:
     @property
     def duration(self) -> dt.timedelta | None:
         return self.finished_at - self.started_at if self.finished_at else None
+
+
+@dataclass(frozen=True)
+class JournalStep:
+    """One step of an apply as the journal holds it. `status` is 'started' while it runs
+    (or for ever, if its apply died then); `detail` is the error (and hint) of a failed or
+    rolled-back step, why a skipped one did not start."""
+
+    step_id: str
+    status: str  # started | succeeded | failed | skipped | rolled-back
+    detail: str | None
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+
+    @property
+    def duration(self) -> dt.timedelta | None:
+        """How long it ran; None for a step that never started (skipped) or never ended."""
+        if self.status == "skipped" or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
 
 
 def _write(
@@ -181,33 +202,55 @@ def mark_interrupted(conn: psycopg.Connection[Any]) -> list[int]:
     return sorted(int(r[0]) for r in rows)
 
 
+# Each apply with its journal's step counts; `history` and `apply_record` add the rest.
+_APPLIES: LiteralString = (
+    "SELECT a.id, a.desired_revision, a.plan_hash, a.host, a.pid, a.started_at,"
+    " a.finished_at, a.result, a.counts,"
+    " COALESCE((SELECT jsonb_object_agg(s.status, s.n) FROM"
+    "   (SELECT j.status, count(*) AS n FROM plexica_gitops.journal j"
+    "     WHERE j.apply_id = a.id GROUP BY j.status) s), '{}'::jsonb), a.epoch"
+    " FROM plexica_gitops.applies a"
+)
+
+
+def _apply_record(row: tuple[Any, ...]) -> ApplyRecord:
+    return ApplyRecord(
+        id=int(row[0]),
+        desired_revision=row[1],
+        plan_hash=row[2],
+        host=row[3],
+        pid=int(row[4]),
+        started_at=row[5],
+        finished_at=row[6],
+        result=row[7],
+        counts=dict(row[8] or {}),
+        steps={str(k): int(v) for k, v in (row[9] or {}).items()},
+        epoch=None if row[10] is None else int(row[10]),
+    )
+
+
 def history(conn: psycopg.Connection[Any], limit: int = 20) -> list[ApplyRecord]:
     """The latest `limit` applies, newest first, with their journal's step counts."""
+    rows = _read(conn, _APPLIES + " ORDER BY a.id DESC LIMIT %s", (max(0, limit),))
+    return [_apply_record(r) for r in rows]
+
+
+def apply_record(conn: psycopg.Connection[Any], apply_id: int) -> ApplyRecord | None:
+    """One apply, as `history` lists it; None when no apply has that id."""
+    rows = _read(conn, _APPLIES + " WHERE a.id = %s", (apply_id,))
+    return _apply_record(rows[0]) if rows else None
+
+
+def journal_steps(conn: psycopg.Connection[Any], apply_id: int) -> list[JournalStep]:
+    """An apply's journal, in the order its steps started (a skipped step, never started,
+    where it was skipped)."""
     rows = _read(
         conn,
-        "SELECT a.id, a.desired_revision, a.plan_hash, a.host, a.pid, a.started_at,"
-        " a.finished_at, a.result, a.counts,"
-        " COALESCE((SELECT jsonb_object_agg(s.status, s.n) FROM"
-        "   (SELECT j.status, count(*) AS n FROM plexica_gitops.journal j"
-        "     WHERE j.apply_id = a.id GROUP BY j.status) s), '{}'::jsonb)"
-        " FROM plexica_gitops.applies a ORDER BY a.id DESC LIMIT %s",
-        (max(0, limit),),
+        "SELECT step_id, status, detail, started_at, finished_at FROM plexica_gitops.journal"
+        " WHERE apply_id = %s ORDER BY started_at, finished_at NULLS LAST, step_id",
+        (apply_id,),
     )
-    return [
-        ApplyRecord(
-            id=int(r[0]),
-            desired_revision=r[1],
-            plan_hash=r[2],
-            host=r[3],
-            pid=int(r[4]),
-            started_at=r[5],
-            finished_at=r[6],
-            result=r[7],
-            counts=dict(r[8] or {}),
-            steps={str(k): int(v) for k, v in (r[9] or {}).items()},
-        )
-        for r in rows
-    ]
+    return [JournalStep(str(r[0]), str(r[1]), r[2], r[3], r[4]) for r in rows]
 
 
 def in_flight(conn: psycopg.Connection[Any], apply_id: int) -> list[str]:

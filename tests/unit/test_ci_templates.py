@@ -137,6 +137,7 @@ def test_the_commands_and_scripts_the_templates_call_exist() -> None:
             assert f"\n{sub})" in (SCRIPTS / script).read_text(), (script, sub)
     assert set(used) == {"validate", "plan", "apply", "drift"}
     assert used["drift"] == {"--format", "--fail-on"}
+    assert "--require-saved-plan" in used["apply"]  # the merge-time apply: saved plans only
     assert any(DRIFT_COMMAND in line for line in _template_lines())
     # its values parse (a bad one is a usage error, exit 2): without a database it gets as
     # far as asking for one
