@@ -20,8 +20,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import psycopg
@@ -110,7 +111,7 @@ def processes() -> Iterator[list[Reconcile]]:
 def remote(echo: EchoPlatform, tmp_path: Path) -> str:
     """The echo desired state committed in a work tree (echo.root), pushed to a bare
     repository; returns its file:// URL."""
-    echo.write("1.0.0")
+    echo.write("1.0.0", replicas=1)
     init(echo.root)
     commit_all(echo.root, "echo 1.0.0")
     bare = init(tmp_path / "remote.git", bare=True)
@@ -129,19 +130,33 @@ def _env(environment: dict[str, str], tmp_path: Path, name: str) -> dict[str, st
     return {**environment, "XDG_CACHE_HOME": str(tmp_path / f"cache-{name}")}
 
 
-def _applies(dsn: str) -> list[tuple[int, str, str, Any, Any]]:
+class Applied(NamedTuple):
+    id: int
+    revision: str
+    result: str
+    pid: int
+    started_at: datetime
+    finished_at: datetime | None
+
+
+def _applies(dsn: str) -> list[Applied]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT id, desired_revision, result, started_at, finished_at"
+            "SELECT id, desired_revision, result, pid, started_at, finished_at"
             " FROM plexica_gitops.applies ORDER BY id"
         ).fetchall()
-    return [tuple(row) for row in rows]  # type: ignore[misc]
+    return [Applied(*row) for row in rows]
 
 
-def _in_flight_steps(dsn: str) -> int:
+def _in_flight_steps(dsn: str, apply_id: int) -> int:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM plexica_gitops.journal WHERE status = 'started'")
-        return int(row.fetchone()[0])  # type: ignore[index]
+        row = conn.execute(
+            "SELECT count(*) FROM plexica_gitops.journal WHERE apply_id = %s"
+            " AND status = 'started'",
+            (apply_id,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _running(client: docker.DockerClient, scope: str) -> int:
@@ -166,22 +181,20 @@ def test_report_only_never_applies_and_self_heal_heals_back_to_the_last_applied_
         environment, "apply", "--repo", remote, "--ref", "main", "--auto-approve"
     )
     assert code == 0, output
-    [(_, applied, *_)] = _applies(dsn)
+    [first] = _applies(dsn)
+    applied = first.revision
     containers_of(docker_client, echo.scope, "echo")[0].stop(timeout=1)  # by hand
-    echo.write("1.0.0", tenants=("acme", "globex"))
+    echo.write("1.0.0", replicas=1, tenants=("acme", "globex"))
     _push(echo, remote, "a tenant more")  # pending: not to be applied by a heal
 
     env = _env(environment, tmp_path, "a")
     source = ("--repo", remote, "--ref", "main")
-    report = subprocess.run(
-        [sys.executable, "-m", "plexica_gitops.cli", "reconcile", *source, "--once",
-         "--log-format", "json", "--metrics-address", "127.0.0.1:0"],
-        env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert report.returncode == 2, report.stdout + report.stderr  # drift left, as `drift`
-    [line] = [json.loads(x) for x in report.stdout.splitlines() if '"reconcile"' in x]
+    code, output = run_cli(env, "reconcile", *source, "--once", "--log-format", "json",
+                           "--metrics-address", "127.0.0.1:0")  # fmt: skip
+    assert code == 2, output  # drift left: exit as `drift`
+    [line] = [json.loads(x) for x in output.splitlines() if '"reconcile"' in x]
     assert line["did"] == "reported" and line["drift"] == 1 and line["pending"] >= 1, line
-    assert len(_applies(dsn)) == 1 and _running(docker_client, echo.scope) == 1
+    assert len(_applies(dsn)) == 1 and _running(docker_client, echo.scope) == 0
 
     # the first fetch waits for the git cache's lock held here: /readyz says not ready
     mirror = default_cache_dir(env) / hashlib.sha256(remote.encode()).hexdigest()
@@ -196,11 +209,11 @@ def test_report_only_never_applies_and_self_heal_heals_back_to_the_last_applied_
     healed = healer.wait_for(lambda: [c for c in healer.cycles() if c["did"] == "healed"])
     assert healed[0]["result"] == "success" and healed[0]["sync"] == "Succeeded", healed
     assert healer.get("/readyz")[0] == 200
-    assert _running(docker_client, echo.scope) == 2
+    assert _running(docker_client, echo.scope) == 1
     with psycopg.connect(dsn) as conn:  # the heal applied the last applied commit, not git's
         assert conn.execute("SELECT count(*) FROM plexica.tenants").fetchone() == (1,)
-    *_, (_, revision, result, _, _) = _applies(dsn)
-    assert result == "succeeded" and revision.endswith(applied.rpartition("@")[2]), revision
+    heal = _applies(dsn)[-1]
+    assert heal.result == "succeeded" and heal.revision.endswith(applied.rpartition("@")[2])
 
     status, text = healer.get("/metrics")
     assert status == 200
@@ -237,11 +250,10 @@ def test_report_only_never_applies_and_self_heal_heals_back_to_the_last_applied_
     assert any(line["event"] == "stopped" for line in healer.lines)
 
 
-def test_two_replicas_with_auto_apply_apply_each_commit_once_and_never_at_once(
+def test_two_replicas_apply_a_commit_once_never_at_once_and_sigterm_lets_an_apply_finish(
     echo: EchoPlatform,
     remote: str,
     environment: dict[str, str],
-    docker_client: docker.DockerClient,
     processes: list[Reconcile],
     tmp_path: Path,
 ) -> None:
@@ -250,56 +262,44 @@ def test_two_replicas_with_auto_apply_apply_each_commit_once_and_never_at_once(
     source = ("--repo", remote, "--ref", "main", "--auto-apply")
     replicas = [Reconcile(_env(environment, tmp_path, name), *source) for name in "ab"]
     processes.extend(replicas)
-    first = replicas[0].wait_for(lambda: [a for a in _applies(dsn) if a[2] == "succeeded"])
-    assert first[0][1].startswith("main@sha1:")
-    for replica in replicas:
-        replica.wait_for(lambda replica=replica: len(replica.cycles()) >= 2)
+    first = replicas[0].wait_for(lambda: [a for a in _applies(dsn) if a.result == "succeeded"])
+    assert first[0].revision.startswith("main@sha1:")
 
-    echo.write("1.0.0", replicas=1)
-    sha = _push(echo, remote, "one replica")
-    replicas[0].wait_for(
-        lambda: [a for a in _applies(dsn) if a[1] == f"main@sha1:{sha}" and a[2] == "succeeded"]
-    )
-    seen = {id(r): len(r.cycles()) for r in replicas}
-    for replica in replicas:  # two more cycles each after it: nobody applies it again
-        replica.wait_for(lambda replica=replica: len(replica.cycles()) >= seen[id(replica)] + 2)
-
+    echo.write("1.0.0", replicas=1, tenants=("acme", "globex"))
+    sha = _push(echo, remote, "a tenant more")
+    for replica in replicas:  # each sees it applied: nobody applies it again
+        _wait_in_sync(replica, sha)
     history = _applies(dsn)
-    assert [a[1] for a in history] == [first[0][1], f"main@sha1:{sha}"], history
-    assert all(a[2] == "succeeded" for a in history)
-    for earlier, later in itertools.pairwise(history):
-        assert earlier[4] is not None and earlier[4] <= later[3], history  # never overlapping
-    assert _running(docker_client, echo.scope) == 1
-    for replica in replicas:
-        assert replica.stop() == 0
-    dids = {c["did"] for r in replicas for c in r.cycles()}
-    assert "applied" in dids and "failed" not in dids, dids
+    assert [a.revision for a in history] == [first[0].revision, f"main@sha1:{sha}"], history
+    assert all(a.result == "succeeded" for a in history)
+    assert "applied" in {c["did"] for r in replicas for c in r.cycles()}
 
-
-def test_sigterm_during_an_apply_lets_it_finish_and_exits_0(
-    echo: EchoPlatform,
-    remote: str,
-    environment: dict[str, str],
-    processes: list[Reconcile],
-    tmp_path: Path,
-) -> None:
-    dsn = environment["PLEXICA_DATABASE_URL"]
-    assert run_cli(environment, "init")[0] == 0
-    code, output = run_cli(
-        environment, "apply", "--repo", remote, "--ref", "main", "--auto-approve"
-    )
-    assert code == 0, output
-    echo.write("1.1.0")
-    sha = _push(echo, remote, "echo 1.1.0: a rolling update of two replicas")
-
-    loop = Reconcile(_env(environment, tmp_path, "a"), "--repo", remote, "--ref", "main",
-                     "--auto-apply")  # fmt: skip
-    processes.append(loop)
-    loop.wait_for(lambda: [a for a in _applies(dsn) if a[2] == "running"], timeout=30)
-    assert loop.stop() == 0, loop.errors
-    *_, (_, revision, result, _, finished) = _applies(dsn)
-    assert revision == f"main@sha1:{sha}"
-    assert finished is not None and result in {"interrupted", "succeeded"}, result
-    assert _in_flight_steps(dsn) == 0  # the step in flight finished: the journal is complete
-    [cycle] = loop.cycles()
+    # SIGTERM to the replica running an apply: the step in flight finishes, it exits 0
+    echo.write("1.1.0", replicas=1, tenants=("acme", "globex"))
+    upgrade = _push(echo, remote, "echo 1.1.0: a rolling update")
+    [running] = replicas[0].wait_for(lambda: [a for a in _applies(dsn) if a.result == "running"])
+    [holder] = [r for r in replicas if r.process.pid == running.pid]
+    [other] = [r for r in replicas if r is not holder]
+    assert holder.stop() == 0, holder.errors
+    [stopped] = [a for a in _applies(dsn) if a.id == running.id]
+    assert stopped.finished_at is not None and stopped.result in {"interrupted", "succeeded"}
+    assert _in_flight_steps(dsn, running.id) == 0  # the journal is complete
+    cycle = holder.cycles()[-1]
     assert cycle["did"] == "applied" and cycle["sync"] in {"Terminated", "Succeeded"}, cycle
+    assert any(line["event"] == "stopped" for line in holder.lines)
+
+    _wait_in_sync(other, upgrade)  # the other replica applies what is left
+    history = _applies(dsn)
+    assert [a.revision for a in history].count(f"main@sha1:{sha}") == 1, history
+    for earlier, later in itertools.pairwise(history):  # never two at once
+        assert earlier.finished_at is not None and earlier.finished_at <= later.started_at
+    assert other.stop() == 0
+    failed = [c for r in replicas for c in r.cycles() if c["did"] == "failed"]
+    assert not failed, [c["detail"] for c in failed]
+
+
+def _wait_in_sync(replica: Reconcile, sha: str) -> None:
+    replica.wait_for(
+        lambda: [c for c in replica.cycles() if c["did"] == "in_sync" and sha in c["revision"]],
+        timeout=40,
+    )

@@ -301,10 +301,12 @@ class Reconciler:
         o = self.options
         head = choose_source(o.directory, o.repo, o.ref, o.path)
         try:
+            # read before observing: an apply finishing meanwhile makes `last` older than
+            # what is observed (the apply then finds nothing to do), never newer
+            revisions, last = self._applied_revisions()
             check = service.drift_check(head, o.database_url, service.DriftOptions(o.unobserved))
             report = check.report
             seen["revision"] = report.desired_revision
-            revisions, last = self._applied_revisions()
             summary = replace(
                 service.drift_summary(report),
                 resources=list(_resources(check.live, report, revisions)),
@@ -511,9 +513,12 @@ def _resources(
 # --------------------------------------------------------------------------- the process
 
 
-def _stop_on_signals(stop: threading.Event, stopped_by: list[str]) -> None:
+_Handler = Callable[[int, Any], Any] | int | None
+
+
+def _stop_on_signals(stop: threading.Event, stopped_by: list[str]) -> dict[int, _Handler]:
     """The first SIGTERM/SIGINT sets `stop` (the step in flight finishes); a second one
-    exits at once."""
+    exits at once. Returns the handlers it replaced."""
 
     def handler(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
@@ -523,9 +528,9 @@ def _stop_on_signals(stop: threading.Event, stopped_by: list[str]) -> None:
         stopped_by.append(name)
         stop.set()
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
 def run(
@@ -549,7 +554,7 @@ def run(
     server = MetricsServer(metrics, host=host, port=port, alive=looping.is_set)
     server.start()
     stopped_by: list[str] = []
-    _stop_on_signals(stop, stopped_by)
+    previous = _stop_on_signals(stop, stopped_by)
     bound_host, bound_port = server.address
     log.event(
         "started",
@@ -563,6 +568,8 @@ def run(
     finally:
         looping.clear()
         server.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if stopped_by:
         log.event("stopped", signal=stopped_by[0], detail="the step in flight finished")
     return code
