@@ -41,10 +41,10 @@ INTERVAL = "1"
 class Reconcile:
     """A `plexica-gitops reconcile` process: its JSON log lines, its HTTP port."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], *args: str, interval: str = INTERVAL) -> None:
         self.port = free_port()
         command = [sys.executable, "-m", "plexica_gitops.cli", "reconcile", *args]
-        command += ["--interval", INTERVAL, "--log-format", "json"]
+        command += ["--interval", interval, "--log-format", "json"]
         command += ["--metrics-address", f"127.0.0.1:{self.port}"]
         self.process = subprocess.Popen(
             command,
@@ -303,3 +303,25 @@ def _wait_in_sync(replica: Reconcile, sha: str) -> None:
         lambda: [c for c in replica.cycles() if c["did"] == "in_sync" and sha in c["revision"]],
         timeout=40,
     )
+
+
+def test_a_failing_cycle_backs_off_keeps_running_and_never_claims_in_sync(tmp_path: Path) -> None:
+    """No server needed: the store is a port nobody listens on."""
+    url = f"postgresql://plexica@127.0.0.1:{free_port()}/plexica"
+    env = {"PLEXICA_DATABASE_URL": url, "XDG_CACHE_HOME": str(tmp_path)}
+    loop = Reconcile(env, str(ROOT / "desired-state"), "--max-backoff", "1", interval="0.25")
+    loop.wait_for(lambda: len(loop.cycles()) >= 2)
+    first, second = loop.cycles()[:2]
+    assert first["result"] == second["result"] == "failure" and first["did"] == "failed"
+    assert "127.0.0.1" in first["detail"] and "drift" not in first  # nothing was observed
+    assert (first["next_in_seconds"], second["next_in_seconds"]) == (0.5, 1)  # doubled, capped
+    assert loop.get("/readyz")[0] == 200 and loop.get("/healthz")[0] == 200
+    families = _families(loop.get("/metrics")[1])
+    results = {
+        s.labels["result"]: s.value
+        for s in families["plexica_reconcile"].samples
+        if s.name == "plexica_reconcile_total"
+    }
+    assert results["failure"] == 2 and results["success"] == 0
+    assert families["plexica_drift_resources"].samples == []  # never 0 for what was not seen
+    assert loop.stop(timeout=10) == 0  # during the wait: at once
