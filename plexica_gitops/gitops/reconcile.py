@@ -39,6 +39,7 @@ from typing import IO, Any
 from plexica_gitops import service
 from plexica_gitops.apply.engine import ApplyReport, StepResult, StepStatus
 from plexica_gitops.errors import PlexicaError, UsageError
+from plexica_gitops.findings import Finding
 from plexica_gitops.gitops.metrics import (
     DriftSummary,
     MetricsServer,
@@ -180,11 +181,19 @@ def _text_value(value: Any) -> str:
 
 
 def _one_line(error: BaseException) -> str:
-    if isinstance(error, PlexicaError):
+    if isinstance(error, service.DesiredStateInvalid):
+        errors = [f for f in error.result.findings if f.is_error]
+        text = f"{error.message}: {len(errors)} error(s), first {_finding(errors[0])}"
+    elif isinstance(error, PlexicaError):
         text = f"{error.message} (hint: {error.hint})" if error.hint else error.message
     else:
         text = f"{type(error).__name__}: {error}"
     return " ".join(text.split())
+
+
+def _finding(finding: Finding) -> str:
+    where = f"{finding.location} " if finding.location else ""
+    return f"{where}{finding.code} {finding.message}"
 
 
 # --------------------------------------------------------------------------- one cycle
@@ -471,7 +480,7 @@ def _not_seen(report: service.DriftReport) -> str:
         )
     errors = [f for f in report.findings if f.is_error]
     if errors:
-        return f"the plan has errors: {errors[0].code} {' '.join(errors[0].message.split())}"
+        return f"the plan has errors: {len(errors)}, first {' '.join(_finding(errors[0]).split())}"
     return ""
 
 
