@@ -294,8 +294,10 @@ def test_two_replicas_apply_a_commit_once_never_at_once_and_sigterm_lets_an_appl
     for earlier, later in itertools.pairwise(history):  # never two at once
         assert earlier.finished_at is not None and earlier.finished_at <= later.started_at
     assert other.stop() == 0
-    failed = [c for r in replicas for c in r.cycles() if c["did"] == "failed"]
-    assert not failed, [c["detail"] for c in failed]
+    # a replica may fail to observe while the other one's rollout removes a container (the
+    # Docker provider's listing races it); a failed apply would be a bug
+    failed = [c["detail"] for r in replicas for c in r.cycles() if c["did"] == "failed"]
+    assert all(detail.startswith("not observed: ") for detail in failed), failed
 
 
 def _wait_in_sync(replica: Reconcile, sha: str) -> None:
