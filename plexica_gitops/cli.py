@@ -21,6 +21,7 @@ from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReport
 from plexica_gitops.desired.schemas import write_schemas
 from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.errors import PlexicaError, UsageError
+from plexica_gitops.gitops import reconcile as reconcile_loop
 from plexica_gitops.live.model import ObservedPart
 from plexica_gitops.plan.model import Plan
 from plexica_gitops.plan.planfile import save_plan
@@ -703,6 +704,82 @@ def _drift_outputs(result: service.DriftReport, notify: str | None, metrics: Pat
         _fail(error.message, error.hint)
         ok = False
     return ok
+
+
+@app.command()
+def reconcile(
+    directory: SourceDirArgument = None,
+    repo: RepoOption = None,
+    ref: RefOption = None,
+    path: SubdirOption = None,
+    interval: Annotated[
+        float,
+        typer.Option("--interval", min=0.1, help="Seconds between reconciles."),
+    ] = reconcile_loop.DEFAULT_INTERVAL,
+    auto_apply: Annotated[
+        bool,
+        typer.Option("--auto-apply", help="Apply a new revision (a new commit) when it has work."),
+    ] = False,
+    self_heal: Annotated[
+        bool,
+        typer.Option(
+            "--self-heal",
+            help="Apply drift back to the last applied revision (planned from git at its sha).",
+        ),
+    ] = False,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once", help="One reconcile, then exit: 0 in sync or applied, 2 drift, 1 failed."
+        ),
+    ] = False,
+    metrics_address: Annotated[
+        str,
+        typer.Option(
+            "--metrics-address",
+            metavar="HOST:PORT",
+            help="Serve /metrics, /healthz and /readyz here (port 0: any free port).",
+        ),
+    ] = reconcile_loop.DEFAULT_METRICS_ADDRESS,
+    max_backoff: Annotated[
+        float,
+        typer.Option(
+            "--max-backoff", min=0, help="Longest wait after failures (the interval doubles)."
+        ),
+    ] = reconcile_loop.DEFAULT_MAX_BACKOFF,
+    parallelism: Annotated[
+        int, typer.Option("--parallelism", min=1, max=64, help="Steps an apply runs at once.")
+    ] = 4,
+    log_format: Annotated[
+        reconcile_loop.LogFormat,
+        typer.Option("--log-format", help="text (key=value) or json, one line per reconcile."),
+    ] = reconcile_loop.LogFormat.TEXT,
+    database_url: DatabaseUrlOption = None,
+    unobserved: UnobservedOption = None,
+) -> None:
+    """Reconcile every --interval: fetch, plan, and report (default), apply new commits
+    (--auto-apply) and/or heal drift (--self-heal).
+
+    Runs until SIGTERM or Ctrl-C (the step in flight finishes; exit 0; a second signal
+    exits at once). Several replicas are safe: one applies at a time, the others skip.
+    """
+    options = reconcile_loop.ReconcileOptions(
+        directory=directory,
+        repo=repo,
+        ref=ref,
+        path=path,
+        database_url=database_url,
+        interval=interval,
+        max_backoff=max_backoff,
+        auto_apply=auto_apply,
+        self_heal=self_heal,
+        parallelism=parallelism,
+        unobserved=_unobserved_parts(unobserved),
+    )
+    code = reconcile_loop.run(
+        options, once=once, metrics_address=metrics_address, log_format=log_format
+    )
+    raise typer.Exit(code)
 
 
 @app.command()

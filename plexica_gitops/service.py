@@ -952,6 +952,25 @@ def drift(
     (the platform moved away from what was last applied) and pending (git changed, not
     applied yet). A part the plan needs that could not be observed is reported, not
     raised: what was observed is still compared."""
+    return drift_check(root, database_url, options, warn).report
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """A drift report with the live state it was made from (the reconcile loop's metrics
+    describe each resource seen)."""
+
+    report: DriftReport
+    live: LiveState
+
+
+def drift_check(
+    root: Desired,
+    database_url: str | None = None,
+    options: DriftOptions = DriftOptions(),
+    warn: Warn = _ignore,
+) -> DriftCheck:
+    """`drift`, keeping the live state it observed."""
     chosen = _chosen(root)
     result = _validated(chosen)
     if not result.valid:
@@ -969,7 +988,7 @@ def drift(
     }
     rules = desired.platform.document.spec.drift.ignore if desired.platform else []
     drifted = [DriftEntry.of(a) for a in made.actions if a.cause in DRIFT_CAUSES]
-    return DriftReport(
+    report = DriftReport(
         desired_revision=made.desired_revision,
         checked_at=datetime.now(UTC),
         drift=tuple(e for e in drifted if not _ignored(e, rules)),
@@ -983,6 +1002,7 @@ def drift(
         },
         findings=(*made.errors, *unsure, *made.warnings),
     )
+    return DriftCheck(report, live)
 
 
 def drift_summary(report: DriftReport) -> DriftSummary:

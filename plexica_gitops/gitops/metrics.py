@@ -21,12 +21,15 @@ What the last drift check saw (both):
 The loop adds (`ReconcileMetrics`):
 
 - `plexica_reconcile_duration_seconds` (histogram)
-- `plexica_reconcile_total{result}`: success, failure
-- `plexica_sync_total{phase}`: Succeeded, Failed, Error (Argo CD's `argocd_app_sync_total`)
+- `plexica_reconcile_total{result}`: success, failure, skipped (another replica held the
+  apply lock: this one applied nothing)
+- `plexica_sync_total{phase}`: Succeeded, Failed, Error, Terminated (Argo CD's
+  `argocd_app_sync_total`)
 - `plexica_last_reconcile_timestamp_seconds`
 
 A sync is one apply: Succeeded (every step), Failed (a step failed or rolled back), Error
-(it could not start: store, lock, stale plan).
+(it could not start: store, lock, stale plan), Terminated (stopped by SIGTERM once the steps
+in flight finished).
 
 Never "in sync" for what was not seen: a kind's drift count is 0 only when the part that
 holds it was observed (workloads: runtime, topics: broker, the rest: store; pending needs
@@ -84,12 +87,14 @@ class MetricsError(PlexicaError):
 class ReconcileResult(StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"
+    SKIPPED = "skipped"
 
 
 class SyncPhase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     ERROR = "Error"
+    TERMINATED = "Terminated"
 
 
 @dataclass(frozen=True)

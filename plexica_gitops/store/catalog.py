@@ -633,3 +633,20 @@ def record_last_applied(
         """,
         (address, fingerprint, apply_id, apply_id),
     )
+
+
+def last_applied_revisions(conn: Connection) -> dict[str, str]:
+    """address -> the desired revision its last-applied fingerprint came from."""
+    rows = conn.execute(
+        "SELECT address, revision FROM plexica_gitops.last_applied WHERE revision IS NOT NULL"
+    ).fetchall()
+    return {str(address): str(revision) for address, revision in rows}
+
+
+def last_succeeded_revision(conn: Connection) -> str | None:
+    """The desired revision of the latest apply that succeeded; None before any did."""
+    row = conn.execute(
+        "SELECT desired_revision FROM plexica_gitops.applies WHERE result = 'succeeded'"
+        " ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return str(row[0]) if row else None

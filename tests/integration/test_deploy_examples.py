@@ -24,9 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "examples" / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 MANIFEST = DEPLOY / "kubernetes.yaml"
-# The flags the manifest gives `reconcile`, which does not exist yet (issue 14); once it does,
-# the test checks them against its real ones instead.
-ASSUMED_RECONCILE_FLAGS = {"--repo", "--ref", "--path", "--interval", "--metrics-address"}
 KUBERNETES_VERSION = "1.37.0"  # the newest schema kubernetes-validate has
 SECRET_ENV = {"PLEXICA_DATABASE_URL", "PLEXICA_GIT_TOKEN", "PLEXICA_WEBHOOK_SECRET"}
 DEV_ONLY = {
@@ -169,11 +166,9 @@ def test_the_manifest_validates_offline_and_references_secrets_only() -> None:
 def test_the_manifest_runs_reconcile_with_the_flags_it_is_specified_with() -> None:
     [container] = _deployment()["spec"]["template"]["spec"]["containers"]
     flags = {arg for arg in container["args"] if arg.startswith("--")}
-    known = _cli_flags()
-    if "reconcile" in known:
-        assert flags <= known["reconcile"], flags - known["reconcile"]
-    else:
-        assert flags == ASSUMED_RECONCILE_FLAGS
+    known = _cli_flags()["reconcile"]
+    assert flags <= known, flags - known
+    assert {"--repo", "--ref", "--path", "--interval", "--metrics-address"} <= flags
 
 
 @pytest.mark.kube
