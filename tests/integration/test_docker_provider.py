@@ -11,8 +11,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
+import docker.errors
 import pytest
 
 from devenv.images import build_plugin_image
@@ -189,6 +191,44 @@ def test_wait_ready_gives_up_with_the_last_answer(http_server: str) -> None:
 
 
 # --- the provider against the engine -------------------------------------------------------
+
+
+class _RacedContainers:
+    """An engine listing that fails as Podman's does while another process removes one of
+    the containers it is listing (500, not the 404 the SDK skips), `failures` times."""
+
+    def __init__(self, failures: int, explanation: str) -> None:
+        self.failures = failures
+        self.explanation = explanation
+        self.calls = 0
+
+    def list(self, **_: Any) -> list[Any]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise docker.errors.APIError("500 Server Error", explanation=self.explanation)
+        return []
+
+
+def _raced_provider(containers: _RacedContainers) -> DockerProvider:
+    provider = DockerProvider(DockerSettings(base_url="unix:///nowhere.sock", scope="race"))
+    provider._docker = SimpleNamespace(containers=containers)  # the SDK client it would use
+    return provider
+
+
+RACE = "container 3f2a9c does not exist in database: no such container"
+
+
+def test_a_listing_raced_by_a_removal_is_taken_again() -> None:
+    containers = _RacedContainers(failures=2, explanation=RACE)
+    assert _raced_provider(containers).observe() == {}
+    assert containers.calls == 3
+
+
+def test_other_engine_failures_while_listing_are_not_retried() -> None:
+    containers = _RacedContainers(failures=1, explanation="database is locked")
+    with pytest.raises(ProviderError, match="database is locked"):
+        _raced_provider(containers).observe()
+    assert containers.calls == 1
 
 
 @pytest.fixture(scope="session")

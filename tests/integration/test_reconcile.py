@@ -294,10 +294,10 @@ def test_two_replicas_apply_a_commit_once_never_at_once_and_sigterm_lets_an_appl
     for earlier, later in itertools.pairwise(history):  # never two at once
         assert earlier.finished_at is not None and earlier.finished_at <= later.started_at
     assert other.stop() == 0
-    # a replica may fail to observe while the other one's rollout removes a container (the
-    # Docker provider's listing races it); a failed apply would be a bug
+    # observing while the other replica's rollout removes a container is no failure (the
+    # Docker provider takes a listing that Podman failed that way again)
     failed = [c["detail"] for r in replicas for c in r.cycles() if c["did"] == "failed"]
-    assert all(detail.startswith("not observed: ") for detail in failed), failed
+    assert not failed, failed
 
 
 def _wait_in_sync(replica: Reconcile, sha: str) -> None:

@@ -531,9 +531,7 @@ class DockerProvider(Provider):
         if plugin_id is not None:
             filters.append(f"{LABEL_PLUGIN}={plugin_id}")
         with self._engine_errors("listing containers"):
-            containers = self._client().containers.list(
-                all=True, filters={"label": filters}, ignore_removed=True
-            )
+            containers = self._list_containers({"label": filters})
         found = [self._replica(c) for c in containers]
         # The label filter is the engine's; checking again costs nothing and guarantees
         # that a container this provider did not create is never touched.
@@ -542,6 +540,21 @@ class DockerProvider(Provider):
             wanted[LABEL_PLUGIN] = plugin_id
         mine = [r for r in found if all(r.labels.get(k) == v for k, v in wanted.items())]
         return sorted(mine, key=lambda r: (r.labels.get(LABEL_PLUGIN, ""), r.index, r.created))
+
+    def _list_containers(self, filters: dict[str, Any]) -> list[Any]:
+        """The SDK skips a container removed between listing and inspecting it when the
+        engine says 404; Podman answers 500 "does not exist in database" for one removed by
+        another process (a second apply or reconcile replica in the middle of a rollout),
+        so the listing is taken again."""
+        listing = self._client().containers.list
+        for attempt in range(1, LISTING_ATTEMPTS):
+            try:
+                return list(listing(all=True, filters=filters, ignore_removed=True))
+            except docker.errors.APIError as error:
+                if not _removed_meanwhile(error):
+                    raise
+                time.sleep(0.05 * attempt)
+        return list(listing(all=True, filters=filters, ignore_removed=True))
 
     def _replica(self, container: Any) -> _Replica:
         attrs = container.attrs
@@ -879,6 +892,14 @@ class DockerProvider(Provider):
 # created, started, ready, registered, deregistered, stopped, removed. Never set it outside
 # tests: it exists to prove that the next apply heals whatever a crash there leaves.
 CRASH_AT_ENV = "PLEXICA_TEST_CRASH_AT"
+LISTING_ATTEMPTS = 5  # a listing raced by removals (see _list_containers)
+
+
+def _removed_meanwhile(error: docker.errors.APIError) -> bool:
+    text = _explain(error).lower()
+    return "does not exist in database" in text or "no such container" in text
+
+
 CRASH_POINTS = ("created", "started", "ready", "registered", "deregistered", "stopped", "removed")
 _crash_counts: Counter[str] = Counter()
 _crash_lock = threading.Lock()
