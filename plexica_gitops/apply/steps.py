@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import psycopg
-from psycopg import sql
 
 from plexica_gitops.addresses import AddressError, ResourceKind
 from plexica_gitops.broker.kafka import BrokerError, EventBroker
@@ -39,70 +35,13 @@ from plexica_gitops.runtime.provider import (
 from plexica_gitops.runtime.spec import EnvResolutionError, rollout_settings, workload_spec
 from plexica_gitops.sensitive import mask
 from plexica_gitops.store import catalog
-from plexica_gitops.store.connection import StoreError, connect
+from plexica_gitops.store.connection import StoreError
 from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations
+from plexica_gitops.store.pool import STEP_APPLICATION_NAME
+from plexica_gitops.store.pool import ConnectionPool as ConnectionPool
+from plexica_gitops.store.purge import purge_plugin_data
 
 S = LifecycleStatus
-STEP_APPLICATION_NAME = "plexica-gitops apply"
-
-
-class ConnectionPool:
-    """At most `size` autocommit connections to the store, opened on first use and reused
-    by the apply's worker threads. A connection that broke is dropped, not reused."""
-
-    def __init__(
-        self,
-        dsn: str,
-        size: int,
-        *,
-        lock_timeout_ms: int = 5000,
-        statement_timeout_ms: int = 60000,
-        epoch: int | None = None,
-    ) -> None:
-        self.dsn = dsn
-        self.epoch = epoch  # the apply's fencing token: its writes are refused once it is stale
-        self.lock_timeout_ms = lock_timeout_ms
-        self.statement_timeout_ms = statement_timeout_ms
-        self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
-        self._all: list[psycopg.Connection[Any]] = []
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(size)
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._slots:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = self._open()
-                with self._lock:
-                    self._all.append(conn)
-            try:
-                yield conn
-            finally:
-                if conn.broken or conn.closed:
-                    conn.close()
-                else:
-                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        conn.rollback()
-                    self._idle.put(conn)
-
-    def _open(self) -> psycopg.Connection[Any]:
-        """A step's catalog writes are short: bounded, so a lock held elsewhere or a stuck
-        server fails the step instead of hanging the apply."""
-        conn = connect(self.dsn, application_name=STEP_APPLICATION_NAME, epoch=self.epoch)
-        conn.execute(
-            "SELECT set_config('lock_timeout', %s, false),"
-            " set_config('statement_timeout', %s, false)",
-            (f"{self.lock_timeout_ms}ms", f"{self.statement_timeout_ms}ms"),
-        )
-        return conn
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
 
 
 @dataclass
@@ -147,12 +86,10 @@ class StepContext:
     def tenant_id(self, slug: str) -> str:
         if slug not in self._tenant_ids:
             with self.pool.connection() as conn:
-                row = conn.execute(
-                    "SELECT id::text FROM plexica.tenants WHERE slug = %s", (slug,)
-                ).fetchone()
-            if row is None:
+                tenant = catalog.tenant_by_slug(conn, slug)
+            if tenant is None:
                 raise StepFailed(f"tenant {slug!r} does not exist", "create the tenant first")
-            self._tenant_ids[slug] = row[0]
+            self._tenant_ids[slug] = tenant.id
         return self._tenant_ids[slug]
 
 
@@ -180,7 +117,7 @@ class StoreRouteRegistry:
         self.context.check_lock()
         url = endpoint.url
         with self._mutex, self.pool.connection() as conn:
-            if not _routed(conn, self.plugin_id):
+            if not catalog.has_routes(conn, self.plugin_id):
                 return
             if url in self.expected:  # a row this step knows: its to overwrite
                 catalog.add_endpoint(conn, self.plugin_id, url, endpoint.instance, endpoint.version)
@@ -207,13 +144,7 @@ class StoreRouteRegistry:
         still the expected one."""
         self.context.check_lock()
         with self._mutex, self.pool.connection() as conn, conn.transaction():
-            found = {
-                row[0]
-                for row in conn.execute(
-                    "SELECT endpoint FROM plexica.route_endpoints WHERE plugin_id = %s FOR UPDATE",
-                    (self.plugin_id,),
-                )
-            }
+            found = catalog.endpoint_urls_for_update(conn, self.plugin_id)
             extra, missing = found - self.expected, self.expected - found
             if extra or missing:
                 differences = [f"also {_endpoints(extra)}"] if extra else []
@@ -326,10 +257,7 @@ def _register(context: StepContext, pid: str) -> str:
             )
         except catalog.TransitionError:
             # A retry after a reply lost in transit finds it registered with this manifest.
-            row = conn.execute(
-                "SELECT status, manifest_hash FROM plexica.plugins WHERE id = %s", (pid,)
-            ).fetchone()
-            if row != (S.REGISTERED.value, digest):
+            if catalog.registration(conn, pid) != (S.REGISTERED, digest):
                 raise
     return f"registered {pid} {entry.manifest.version}"
 
@@ -494,16 +422,21 @@ def _routes(action: Action, context: StepContext) -> str:
         "remote_entry": frontend.remote_entry if frontend else None,
     }
     with context.pool.connection() as conn, conn.transaction():
-        row = conn.execute(
-            "SELECT backend_prefix, frontend_prefix, remote_entry FROM plexica.routes"
-            " WHERE plugin_id = %s FOR UPDATE",
-            (pid,),
-        ).fetchone()
-        found = dict(zip(want, row, strict=True)) if row else None
+        routes = catalog.routes_for_update(conn, pid)
+        found = _routes_found(routes) if routes else None
         _expect(action, action.before, found, want)
         catalog.register_routes(conn, pid, base_path, want["frontend_prefix"], want["remote_entry"])
         _sync_endpoints(conn, pid, ready, running)
     return f"routes registered with {len(ready)} ready endpoints"
+
+
+def _routes_found(routes: catalog.Routes) -> dict[str, Any]:
+    """The registered routes, keyed as the plan shows them."""
+    return {
+        "base_path": routes.backend_prefix,
+        "frontend_prefix": routes.frontend_prefix,
+        "remote_entry": routes.remote_entry,
+    }
 
 
 def _subscriptions(action: Action, context: StepContext) -> str:
@@ -518,7 +451,7 @@ def _subscriptions(action: Action, context: StepContext) -> str:
 
 
 def _sync_endpoints(
-    conn: psycopg.Connection[Any], pid: str, ready: list[Endpoint], running: set[str]
+    conn: catalog.Connection, pid: str, ready: list[Endpoint], running: set[str]
 ) -> None:
     """Register the ready replicas, and deregister the endpoints of replicas that no longer
     run (removed by hand, or gone with the engine): they must not receive traffic. A
@@ -529,11 +462,6 @@ def _sync_endpoints(
             catalog.remove_endpoint(conn, pid, registered.endpoint)
     for endpoint in ready:
         catalog.add_endpoint(conn, pid, endpoint.url, endpoint.instance, endpoint.version)
-
-
-def _routed(conn: psycopg.Connection[Any], pid: str) -> bool:
-    row = conn.execute("SELECT 1 FROM plexica.routes WHERE plugin_id = %s", (pid,)).fetchone()
-    return row is not None
 
 
 def _live_endpoints(provider: Provider, pid: str) -> tuple[list[Endpoint], set[str]]:
@@ -548,56 +476,21 @@ def _refresh_endpoints(
 ) -> None:
     """After a workload step, the registry of a routed plugin lists its live replicas."""
     with context.pool.connection() as conn:
-        if not _routed(conn, pid):
+        if not catalog.has_routes(conn, pid):
             return
     ready, running = _live_endpoints(provider, pid)
     routes.sync(ready, running)
 
 
 def _purge(action: Action, context: StepContext) -> str:
-    """purgeDataOnUninstall: drop the plugin's tables (by the `<plugin>_` prefix that plugin
-    migrations follow, README §The store) and its migration history, in every tenant
-    schema, one tenant per transaction. A table under a longer prefix that is another
-    plugin's (`crm_extra_*` of plugin `crm-extra`) is left alone."""
+    """purgeDataOnUninstall: drop the plugin's tables and its migration history in every
+    tenant schema (store/purge.py), once git asks for it and the plugin is uninstalled."""
     pid = _plugin_of(action)
-    prefix = _table_prefix(pid)
-    dropped = 0
     _require_purge(action, context, pid)
     with context.pool.connection() as conn:
         _require_uninstalled(action, context, pid, conn)
-        others = [
-            _table_prefix(row[0])
-            for row in conn.execute("SELECT id FROM plexica.plugins WHERE id <> %s", (pid,))
-        ]
-        foreign = [p for p in others if p.startswith(prefix) and len(p) > len(prefix)]
-        tenants = conn.execute("SELECT id, schema_name FROM plexica.tenants").fetchall()
-        for tenant_id, schema in tenants:
-            with conn.transaction():
-                tables = [
-                    table
-                    for (table,) in conn.execute(
-                        "SELECT tablename FROM pg_tables WHERE schemaname = %s"
-                        " AND starts_with(tablename, %s)",
-                        (schema, prefix),
-                    ).fetchall()
-                    if not any(table.startswith(p) for p in foreign)
-                ]
-                for table in tables:
-                    conn.execute(
-                        sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
-                            sql.Identifier(schema), sql.Identifier(table)
-                        )
-                    )
-                dropped += len(tables)
-                conn.execute(
-                    "DELETE FROM plexica.tenant_migrations WHERE tenant_id = %s AND plugin_id = %s",
-                    (tenant_id, pid),
-                )
-    return f"{dropped} tables dropped in {len(tenants)} tenant schemas"
-
-
-def _table_prefix(plugin_id: str) -> str:
-    return plugin_id.replace("-", "_") + "_"
+        purged = purge_plugin_data(conn, pid)
+    return f"{purged.tables} tables dropped in {purged.tenants} tenant schemas"
 
 
 # --- destructive steps: their preconditions, checked when they run --------------------------
@@ -638,7 +531,7 @@ def _require_uninstalled(
     action: Action,
     context: StepContext,
     pid: str,
-    conn: psycopg.Connection[Any] | None = None,
+    conn: catalog.Connection | None = None,
 ) -> None:
     """A plugin's workload, permissions and data go only once it is being uninstalled."""
     with contextlib.ExitStack() as stack:
@@ -746,10 +639,7 @@ def _tenant(action: Action, context: StepContext) -> str:
                 catalog.create_tenant(conn, spec.id, slug, spec.schema_name, spec.status.value)
             except StoreError:
                 # A retry after a reply lost in transit finds its own row: that is success.
-                row = conn.execute(
-                    "SELECT id::text, schema_name FROM plexica.tenants WHERE slug = %s", (slug,)
-                ).fetchone()
-                if row != (spec.id, spec.schema_name):
+                if catalog.tenant_by_slug(conn, slug) != catalog.Tenant(spec.id, spec.schema_name):
                     raise
         return f"schema {spec.schema_name} created"
     if action.step == "delete":
@@ -774,11 +664,7 @@ def _binding(action: Action, context: StepContext) -> str:
         if binding is None:  # not declared in git: only ever disabled, configuration kept
             kept = found["configuration"] if found else {}
             _expect(action, action.before, found, {"enabled": False, "configuration": kept})
-            conn.execute(
-                "UPDATE plexica.tenant_plugins SET enabled = false, updated_at = now()"
-                " WHERE tenant_id = %s AND plugin_id = %s",
-                (tenant_id, pid),
-            )
+            catalog.disable_tenant_plugin(conn, tenant_id, pid)
             return "disabled"
         # A binding held off while its plugin is not active (PGP109): the plan's `after`
         # says disabled although git keeps the tenant's intent (enabled).

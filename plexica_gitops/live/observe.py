@@ -3,10 +3,6 @@ broker's topics, put together into the one `LiveState` the planner reads."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-
 from plexica_gitops.broker.kafka import BrokerError, EventBroker
 from plexica_gitops.live.model import LiveState, LiveWorkload, ObservedPart
 from plexica_gitops.runtime.provider import Provider, ProviderError
@@ -34,7 +30,7 @@ def observe_platform(
     with connect(database_url) as conn:
         live = observe_store(conn)
         owners = catalog.topic_owners(conn) if broker is not None else {}
-        registered = _registered_endpoints(conn) if provider is not None else {}
+        registered = catalog.endpoint_urls_by_plugin(conn) if provider is not None else {}
     update: dict[str, object] = {"workloads_observed": False}
     if provider is not None:
         try:
@@ -72,14 +68,6 @@ def observe_platform(
             }
             update["topics_observed"] = True
     return live.model_copy(update=update)
-
-
-def _registered_endpoints(conn: psycopg.Connection[Any]) -> dict[str, set[str]]:
-    """The service registry's endpoints, by plugin."""
-    registered: dict[str, set[str]] = {}
-    for pid, endpoint in conn.execute("SELECT plugin_id, endpoint FROM plexica.route_endpoints"):
-        registered.setdefault(pid, set()).add(endpoint)
-    return registered
 
 
 def _with_registry(

@@ -6,7 +6,7 @@ says otherwise. A function that writes more than one statement runs them in a
 inside the caller's transaction when there is one.
 
 Lifecycle changes are compare-and-set (`UPDATE ... WHERE id = %s AND status = %s`) along
-the edges of spec 004 (`planner.LIFECYCLE_EDGES`) plus the failure edge INSTALLING →
+the edges of spec 004 (`lifecycle.LIFECYCLE_EDGES`) plus the failure edge INSTALLING →
 REGISTERED (spec 004 edge case 1): a plugin that somebody else moved in the meantime is
 never moved again on stale information. SQL identifiers (tenant schemas) are always
 composed with `psycopg.sql.Identifier`, never by string formatting."""
@@ -106,6 +106,21 @@ class Endpoint:
     registered_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """A plugin's gateway route and frontend remote entry."""
+
+    backend_prefix: str
+    frontend_prefix: str | None
+    remote_entry: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    schema_name: str
+
+
 # --- plugins ------------------------------------------------------------------------------
 
 
@@ -113,6 +128,14 @@ def plugin_status(conn: Connection, plugin_id: str) -> LifecycleStatus | None:
     """The plugin's recorded status, None when it is not registered."""
     row = conn.execute("SELECT status FROM plexica.plugins WHERE id = %s", (plugin_id,)).fetchone()
     return S(row[0]) if row else None
+
+
+def registration(conn: Connection, plugin_id: str) -> tuple[LifecycleStatus, str] | None:
+    """The plugin's recorded (status, manifest hash), None when it is not registered."""
+    row = conn.execute(
+        "SELECT status, manifest_hash FROM plexica.plugins WHERE id = %s", (plugin_id,)
+    ).fetchone()
+    return (S(row[0]), str(row[1])) if row else None
 
 
 def register_plugin(
@@ -380,6 +403,23 @@ def deregister_routes(conn: Connection, plugin_id: str) -> bool:
     return cursor.rowcount > 0
 
 
+def routes_for_update(conn: Connection, plugin_id: str) -> Routes | None:
+    """The plugin's registered routes, row-locked until the caller's transaction ends: the
+    base of a compare-and-set. None when it has none."""
+    row = conn.execute(
+        "SELECT backend_prefix, frontend_prefix, remote_entry FROM plexica.routes"
+        " WHERE plugin_id = %s FOR UPDATE",
+        (plugin_id,),
+    ).fetchone()
+    return Routes(*row) if row else None
+
+
+def has_routes(conn: Connection, plugin_id: str) -> bool:
+    """Whether the plugin is routed (it is ACTIVE): only then are its endpoints registered."""
+    row = conn.execute("SELECT 1 FROM plexica.routes WHERE plugin_id = %s", (plugin_id,)).fetchone()
+    return row is not None
+
+
 def add_endpoint(
     conn: Connection, plugin_id: str, endpoint: str, instance: str, version: str
 ) -> None:
@@ -440,6 +480,26 @@ def endpoints(conn: Connection, plugin_id: str) -> list[Endpoint]:
         (plugin_id,),
     ).fetchall()
     return [Endpoint(*row) for row in rows]
+
+
+def endpoint_urls_for_update(conn: Connection, plugin_id: str) -> set[str]:
+    """The plugin's registered endpoint URLs, row-locked until the caller's transaction
+    ends: a rollout's last compare-and-set of the registry."""
+    rows = conn.execute(
+        "SELECT endpoint FROM plexica.route_endpoints WHERE plugin_id = %s FOR UPDATE",
+        (plugin_id,),
+    )
+    return {row[0] for row in rows}
+
+
+def endpoint_urls_by_plugin(conn: Connection) -> dict[str, set[str]]:
+    """Every registered endpoint URL, by plugin (what observe compares the replicas to)."""
+    registered: dict[str, set[str]] = {}
+    for plugin_id, endpoint in conn.execute(
+        "SELECT plugin_id, endpoint FROM plexica.route_endpoints"
+    ):
+        registered.setdefault(plugin_id, set()).add(endpoint)
+    return registered
 
 
 # --- event subscriptions -----------------------------------------------------------------
@@ -503,6 +563,14 @@ def _check_tenant_status(status: str) -> None:
         raise ValueError(f"tenant status must be one of {', '.join(TENANT_STATUSES)}: {status!r}")
 
 
+def tenant_by_slug(conn: Connection, slug: str) -> Tenant | None:
+    """The tenant with this slug (its id and schema), None when there is none."""
+    row = conn.execute(
+        "SELECT id::text, schema_name FROM plexica.tenants WHERE slug = %s", (slug,)
+    ).fetchone()
+    return Tenant(*row) if row else None
+
+
 def create_tenant(
     conn: Connection, tenant_id: str, slug: str, schema_name: str, status: str
 ) -> None:
@@ -554,6 +622,15 @@ def binding_for_update(
         (tenant_id, plugin_id),
     ).fetchone()
     return (bool(row[0]), dict(row[1] or {})) if row else None
+
+
+def disable_tenant_plugin(conn: Connection, tenant_id: str, plugin_id: str) -> None:
+    """Disable a tenant's binding, its configuration kept (nothing when there is none)."""
+    conn.execute(
+        "UPDATE plexica.tenant_plugins SET enabled = false, updated_at = now()"
+        " WHERE tenant_id = %s AND plugin_id = %s",
+        (tenant_id, plugin_id),
+    )
 
 
 def upsert_tenant_plugin(
