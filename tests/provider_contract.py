@@ -1,5 +1,6 @@
-"""Pytest fixtures: the runtime providers the contract suite (tests/integration/test_provider_contract.py)
-runs against, loaded as a plugin (`pytest_plugins` in tests/conftest.py).
+"""Pytest fixtures: the runtime providers the contract suite
+(tests/integration/test_provider_contract.py) runs against, loaded as a plugin
+(`pytest_plugins` in tests/conftest.py).
 
 `contract` (function, parametrised by provider) is a `Contract`: the provider, the images
 it runs (two healthy versions and one that never gets ready) and, when the tests can reach

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from plexica_gitops.apply.engine import ApplyReport, Reporter, StepResult, StepStatus, execute
-from plexica_gitops.apply.steps import ConnectionPool, StepContext, run_step
+from plexica_gitops.apply.steps import StepContext, run_step
 from plexica_gitops.broker.kafka import EventBroker
 from plexica_gitops.desired.build import DesiredState
 from plexica_gitops.plan.model import Action, Plan
@@ -24,6 +24,7 @@ from plexica_gitops.runtime.provider import Provider
 from plexica_gitops.store import catalog, journal
 from plexica_gitops.store.connection import StoreError, connect
 from plexica_gitops.store.lock import ApplyLock
+from plexica_gitops.store.pool import ConnectionPool
 
 JOURNAL_APPLICATION_NAME = "plexica-gitops journal"
 # How long a journal write waits for the store to come back (a restart, a failover) before

@@ -37,8 +37,7 @@ from plexica_gitops.sensitive import mask
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import StoreError
 from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations
-from plexica_gitops.store.pool import STEP_APPLICATION_NAME
-from plexica_gitops.store.pool import ConnectionPool as ConnectionPool
+from plexica_gitops.store.pool import STEP_APPLICATION_NAME, ConnectionPool
 from plexica_gitops.store.purge import purge_plugin_data
 
 S = LifecycleStatus

@@ -1,8 +1,8 @@
 """An in-memory runtime provider, shipped with the library for tests of the planner, the
 apply engine and third-party code (as httpx ships a mock transport).
 
-`FakeProvider` keeps the promises of `Provider` (tests/integration/test_provider_contract.py runs the
-same suite against it as against the real providers): replicas are created, become ready,
+`FakeProvider` keeps the promises of `Provider` (tests/integration/test_provider_contract.py
+runs the same suite against it as against the real providers): replicas are created, become ready,
 are registered, stopped, rolled (one at a time, or blue-green), rolled back when the new
 ones never get ready, scaled and removed, and `observe` reads them back. Nothing waits: a
 replica is ready the moment it starts, unless its image is in `never_ready`.

@@ -25,9 +25,10 @@ from apply_support import (
 from conftest import EXAMPLE_DESIRED_STATE, DesiredStateCopy
 
 from devenv.images import build_desired_state_images
-from plexica_gitops.apply.steps import ConnectionPool, StepContext, StepFailed, run_step
+from plexica_gitops.apply.steps import StepContext, StepFailed, run_step
 from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.plan.model import Action, ActionKind
+from plexica_gitops.store.pool import ConnectionPool
 
 PURGE = {
     "id": "plugin.crm.data:purge",

@@ -888,9 +888,9 @@ class DockerProvider(Provider):
 
 # TEST ONLY. `PLEXICA_TEST_CRASH_AT=<boundary>[@<n>]` makes the process SIGKILL itself the
 # n-th time (default: the first) a rollout passes that boundary, so a test can kill apply at
-# every step of an update rather than at random (tests/integration/test_rollout_crash.py). Boundaries:
-# created, started, ready, registered, deregistered, stopped, removed. Never set it outside
-# tests: it exists to prove that the next apply heals whatever a crash there leaves.
+# every step of an update rather than at random (tests/integration/test_rollout_crash.py).
+# Boundaries: created, started, ready, registered, deregistered, stopped, removed. Never set
+# it outside tests: it exists to prove that the next apply heals whatever a crash there leaves.
 CRASH_AT_ENV = "PLEXICA_TEST_CRASH_AT"
 LISTING_ATTEMPTS = 5  # a listing raced by removals (see _list_containers)
 
