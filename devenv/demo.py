@@ -235,13 +235,21 @@ def _build_images(docker_host: str) -> None:
         client.close()
 
 
+def _with_secrets(
+    desired: Any, servers: Servers, directory: Path
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of the CLI (the values made up for the references included), and
+    those made-up values."""
+    env = _environment(servers)
+    made_up = made_up_secrets(desired, directory, env)
+    return {**env, **made_up}, made_up
+
+
 def up() -> None:
     directory = state_dir()
     desired = _desired()
     servers = start_servers(directory)
-    env = _environment(servers)
-    made_up = made_up_secrets(desired, directory, env)
-    env.update(made_up)
+    env, made_up = _with_secrets(desired, servers, directory)
     _build_images(servers.docker_host)
     _converge(str(DESIRED_STATE.relative_to(REPO_ROOT)), directory, env)
     _say("Use it yourself")
@@ -345,9 +353,7 @@ def up_kubernetes() -> None:
     directory = kube_dir()
     desired = _desired()
     servers = start_kube_servers(directory)
-    env = _environment(servers)
-    made_up = made_up_secrets(desired, directory, env)
-    env.update(made_up)
+    env, made_up = _with_secrets(desired, servers, directory)
     copy = kube_desired_state(directory, servers.kubeconfig)
     print(f"\ndesired state: {copy} (desired-state/ with `runtime: provider: kubernetes`)")
     _converge(str(copy), directory, env)
