@@ -2,6 +2,8 @@
 
     python -m devenv.demo            # install what is missing, start, build, init, plan, apply
     python -m devenv.demo --down     # remove the demo's containers, stop its servers
+    python -m devenv.demo --provider kubernetes          # the same on a Kubernetes control
+    python -m devenv.demo --provider kubernetes --down   # plane of its own (pods: kwok)
 
 It installs and starts what it needs (PostgreSQL, Podman's Docker-API socket — Debian
 packages, so run it as root — and a Tansu broker for the event topics), builds the demo
@@ -15,14 +17,22 @@ a second run reuses them, and a port another program answers on is never reused 
 demo picks a free one instead (unless $PLEXICA_DEMO_PG_PORT / $PLEXICA_DEMO_KAFKA_PORT ask
 for exactly that port). Podman's API service is its own too (a socket in that directory),
 and `--down` removes only the containers of the desired state's runtime `scope`.
+
+With `--provider kubernetes` the plugins run on the devenv control plane (devenv/kube.py:
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler 1.37.2; kwok simulates the
+node and the pods, so no container runs): its own PostgreSQL, broker and control plane
+under $PLEXICA_DEMO_DIR/kubernetes, and a copy of the desired state whose platform.yaml
+names the kubernetes provider. `--down` then stops those three, and nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,6 +44,7 @@ DESIRED_STATE = REPO_ROOT / "desired-state"
 DEFAULT_STATE_DIR = "/var/tmp/plexica-demo"
 PG_PORT = ("PLEXICA_DEMO_PG_PORT", 55432)
 KAFKA_PORT = ("PLEXICA_DEMO_KAFKA_PORT", 59092)
+KUBE_SCOPE = "kubernetes"  # the Kubernetes demo's directory inside the demo's
 MANAGED_BY = "io.plexica.managed-by=plexica-gitops"
 SCOPE_LABEL = "io.plexica.scope"
 
@@ -66,8 +77,9 @@ def _cli(*args: str, env: dict[str, str], ok: tuple[int, ...] = (0,)) -> int:
 @dataclass(frozen=True)
 class Servers:
     database_url: str
-    docker_host: str
+    docker_host: str  # "" on Kubernetes
     bootstrap: str
+    kubeconfig: str = ""  # the demo's control plane (Kubernetes only)
 
 
 def _port(setting: tuple[str, int]) -> tuple[int, bool]:
@@ -167,10 +179,13 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _environment(servers: Servers) -> dict[str, str]:
+    runtime = {"KUBECONFIG": servers.kubeconfig} if servers.kubeconfig else {}
+    if servers.docker_host:
+        runtime = {"DOCKER_HOST": servers.docker_host}
     return {
         **os.environ,
         "PLEXICA_DATABASE_URL": servers.database_url,
-        "DOCKER_HOST": servers.docker_host,
+        **runtime,
         "KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap,
         # What platform.yaml's env references resolve to inside the plugin containers.
         "PLEXICA_PLUGIN_DATABASE_URL": servers.database_url,
@@ -186,11 +201,16 @@ SERVER_VARIABLES = (
     "PLEXICA_PLUGIN_DATABASE_URL",
     "PLEXICA_KAFKA_BOOTSTRAP_SERVERS",
 )
+KUBE_SERVER_VARIABLES = tuple(
+    "KUBECONFIG" if name == "DOCKER_HOST" else name for name in SERVER_VARIABLES
+)
 
 
-def exports(env: dict[str, str], made_up: dict[str, str]) -> list[str]:
+def exports(
+    env: dict[str, str], made_up: dict[str, str], variables: tuple[str, ...] = SERVER_VARIABLES
+) -> list[str]:
     """The lines a user pastes to use the servers (and apply again) themselves."""
-    lines = [f"export {name}={shlex.quote(env[name])}" for name in SERVER_VARIABLES]
+    lines = [f"export {name}={shlex.quote(env[name])}" for name in variables]
     lines += [
         f"export {name}={shlex.quote(value)}   # made up by the demo, not a real secret"
         for name, value in sorted(made_up.items())
@@ -215,34 +235,151 @@ def _build_images(docker_host: str) -> None:
         client.close()
 
 
+def _with_secrets(
+    desired: Any, servers: Servers, directory: Path
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of the CLI (the values made up for the references included), and
+    those made-up values."""
+    env = _environment(servers)
+    made_up = made_up_secrets(desired, directory, env)
+    return {**env, **made_up}, made_up
+
+
 def up() -> None:
     directory = state_dir()
     desired = _desired()
     servers = start_servers(directory)
-    env = _environment(servers)
-    made_up = made_up_secrets(desired, directory, env)
-    env.update(made_up)
+    env, made_up = _with_secrets(desired, servers, directory)
     _build_images(servers.docker_host)
-    relative = str(DESIRED_STATE.relative_to(REPO_ROOT))
-    planfile = str(directory / "demo.plan")
-    _say("Validate the desired state")
-    _cli("validate", relative, env=env)
-    _say("Create or upgrade the store's tables")
-    _cli("init", env=env)
-    _say("Plan against the live platform")
-    changes = _cli("plan", relative, "--out", planfile, "--detailed-exitcode", env=env, ok=(0, 2))
-    if changes == 2:
-        _say("Apply the saved plan")
-        _cli("apply", planfile, "--desired-state", relative, "--auto-approve", env=env)
-    _say("The platform, live")
-    _cli("status", env=env)
-    if changes == 2:
-        _say("Plan again: nothing left to do")
-        _cli("plan", relative, "--detailed-exitcode", env=env)
+    _converge(str(DESIRED_STATE.relative_to(REPO_ROOT)), directory, env)
     _say("Use it yourself")
     for line in exports(env, made_up):
         print(line)
     print("plexica-gitops status   # python -m devenv.demo --down to stop")
+
+
+def _converge(desired_state: str, directory: Path, env: dict[str, str]) -> None:
+    """The real CLI, as a user runs it: validate, init, the plan once (saved), apply of
+    that plan, status, and a plan that has nothing left to do."""
+    planfile = str(directory / "demo.plan")
+    _say("Validate the desired state")
+    _cli("validate", desired_state, env=env)
+    _say("Create or upgrade the store's tables")
+    _cli("init", env=env)
+    _say("Plan against the live platform")
+    changes = _cli(
+        "plan", desired_state, "--out", planfile, "--detailed-exitcode", env=env, ok=(0, 2)
+    )
+    if changes == 2:
+        _say("Apply the saved plan")
+        _cli("apply", planfile, "--desired-state", desired_state, "--auto-approve", env=env)
+    _say("The platform, live")
+    _cli("status", env=env)
+    if changes == 2:
+        _say("Plan again: nothing left to do")
+        _cli("plan", desired_state, "--detailed-exitcode", env=env)
+
+
+# --- on Kubernetes --------------------------------------------------------------------------
+
+SIMULATED = (
+    "The pods are simulated by kwok (no container runs): the real scheduler, Deployment and "
+    "ReplicaSet controllers roll them out, and kwok marks them Running and Ready."
+)
+_RUNTIME_BLOCK = re.compile(r"^  runtime:\n(?:    .*\n|\s*\n)*", re.MULTILINE)
+
+
+def kube_dir() -> Path:
+    """Everything of the Kubernetes demo: its servers, control plane and desired state."""
+    return state_dir() / KUBE_SCOPE
+
+
+def start_control_plane(directory: Path) -> Any:
+    """The demo's control plane (a devenv.kube.KubeCluster kept in `directory`): reused
+    when the one recorded there still answers, else started (built first, once)."""
+    from devenv import kube
+
+    recorded = kube.KubeCluster.recorded(directory)
+    if recorded is not None and recorded.answers():
+        return recorded
+    if recorded is not None:
+        recorded.stop()  # what is left of it (only processes running its recorded binaries)
+    if not kube.built():
+        print(f"building it first, once (about 25 minutes on 2 cores): {kube.bin_dir()}")
+    cluster = kube.KubeCluster(directory)
+    cluster.start()
+    return cluster
+
+
+def kube_desired_state(directory: Path, kubeconfig: str) -> Path:
+    """A copy of desired-state/ whose platform.yaml runs the plugins on the demo's control
+    plane (made anew each run, so an edit of desired-state/ is what the next run plans)."""
+    copy = directory / "desired-state"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(DESIRED_STATE, copy)
+    platform = copy / "platform.yaml"
+    text = platform.read_text(encoding="utf-8")
+    runtime = (
+        "  runtime:\n    provider: kubernetes\n"
+        "    # the demo's control plane (devenv/kube.py); kwok simulates the pods\n"
+        f"    kubeconfig: {kubeconfig}\n\n"
+    )
+    replaced, count = _RUNTIME_BLOCK.subn(runtime, text, count=1)
+    if count != 1:
+        raise DemoError(f"{DESIRED_STATE / 'platform.yaml'} has no `runtime:` block to replace")
+    platform.write_text(replaced, encoding="utf-8")
+    return copy
+
+
+def start_kube_servers(directory: Path) -> Servers:
+    _say("PostgreSQL (the platform's core database; the Kubernetes demo's own)")
+    dsn = start_postgres(directory)
+    print(f"running at {dsn}")
+    _say("A Kafka-protocol broker (Tansu, memory storage) for the plugins' event topics")
+    bootstrap = start_broker(directory)
+    print(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+    _say(
+        "A Kubernetes 1.37.2 control plane of its own (etcd, kube-apiserver, "
+        "controller-manager, scheduler; kwok plays the node)"
+    )
+    cluster = start_control_plane(directory / "kube")
+    print(f"running at {cluster.server}")
+    print(f"KUBECONFIG={cluster.kubeconfig}")
+    print(SIMULATED)
+    return Servers(dsn, "", bootstrap, kubeconfig=str(cluster.kubeconfig))
+
+
+def up_kubernetes() -> None:
+    directory = kube_dir()
+    desired = _desired()
+    servers = start_kube_servers(directory)
+    env, made_up = _with_secrets(desired, servers, directory)
+    copy = kube_desired_state(directory, servers.kubeconfig)
+    print(f"\ndesired state: {copy} (desired-state/ with `runtime: provider: kubernetes`)")
+    _converge(str(copy), directory, env)
+    print(SIMULATED)
+    _say("Use it yourself")
+    for line in exports(env, made_up, KUBE_SERVER_VARIABLES):
+        print(line)
+    print(f"plexica-gitops status   # plexica-gitops plan {shlex.quote(str(copy))}")
+    print("python -m devenv.demo --provider kubernetes --down   # to stop")
+
+
+def down_kubernetes() -> None:
+    """Stop the Kubernetes demo's control plane and servers (only those: each is stopped
+    by the pid it recorded, checked to still run what was started); data stays."""
+    from devenv import kube
+    from devenv.postgres import PersistentPostgres
+    from devenv.tansu import PersistentTansu
+
+    directory = kube_dir()
+    cluster = kube.KubeCluster.recorded(directory / "kube")
+    if cluster is not None:
+        cluster.stop()
+        print(f"stopped the demo's control plane ({directory / 'kube'})")
+    PersistentTansu(directory / "tansu", KAFKA_PORT[1]).stop()
+    PersistentPostgres(directory / "postgres", PG_PORT[1]).stop_keeping_data()
+    print(f"stopped; data kept in {directory} (delete it for a fresh start)")
 
 
 def remove_containers(docker_host: str, scope: str) -> int:
@@ -278,14 +415,28 @@ def down() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from devenv.kube import KubeError
     from devenv.servers import ServerStartError
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--down", action="store_true", help="Stop the demo's servers.")
+    parser.add_argument(
+        "--provider",
+        choices=("docker", "kubernetes"),
+        default="docker",
+        help="Where the plugins run: containers on Podman (default), or a Kubernetes "
+        "control plane of the demo's own, its pods simulated by kwok.",
+    )
     args = parser.parse_args(argv)
+    steps = {
+        ("docker", False): up,
+        ("docker", True): down,
+        ("kubernetes", False): up_kubernetes,
+        ("kubernetes", True): down_kubernetes,
+    }
     try:
-        down() if args.down else up()
-    except (DemoError, ServerStartError) as error:
+        steps[args.provider, args.down]()
+    except (DemoError, ServerStartError, KubeError) as error:
         print(f"demo: {error}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as error:  # installing a Debian package

@@ -838,6 +838,54 @@ def history(
     sys.stdout.write(render(journal))
 
 
+@app.command()
+def render(
+    provider: Annotated[
+        str,
+        typer.Option(
+            "--provider",
+            metavar="NAME",
+            help="The runtime to render for: kubernetes (docker has no manifests).",
+        ),
+    ],
+    directory: SourceDirArgument = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write one YAML file per plugin (and namespace.yaml) into this directory; "
+            "without it, one YAML stream on standard output.",
+            show_default=False,
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            help="The plugins' namespace (default: platform.yaml's runtime settings).",
+            show_default=False,
+        ),
+    ] = None,
+    repo: RepoOption = None,
+    ref: RefOption = None,
+    path: SubdirOption = None,
+) -> None:
+    """Write the manifests apply would create (for Argo CD or Helm): every object per
+    plugin, labelled as the provider labels them; env Secrets as stubs naming their keys,
+    never a value. Needs no cluster. Exit 1 when the desired state is invalid (nothing
+    written)."""
+    chosen = _desired_source(directory, repo, ref, path)
+    rendered = service.render_manifests(chosen, provider, namespace=namespace, warn=_warn)
+    if out is None:
+        sys.stdout.write(rendered.stream)
+        return
+    result = service.write_manifests(rendered, out)
+    for written in result.written:
+        typer.echo(f"wrote {written.as_posix()}")
+    for removed in result.removed:
+        typer.echo(f"removed {removed.as_posix()} (its plugin is no longer rendered)")
+
+
 def main() -> None:
     app()
 

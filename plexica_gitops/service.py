@@ -12,6 +12,7 @@ by a `LiveSource`."""
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import os
 import socket
 import sys
@@ -22,11 +23,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pydantic
+import yaml
 
 from plexica_gitops.addresses import ResourceKind, parsed_or_none
 from plexica_gitops.apply.engine import ApplyReport, Reporter
@@ -48,6 +51,7 @@ from plexica_gitops.errors import (
 from plexica_gitops.findings import Finding
 from plexica_gitops.gitops.metrics import DriftSummary, Metrics
 from plexica_gitops.gitops.notify import Delivery, deliver, webhook_secret
+from plexica_gitops.lifecycle import DEPLOYED, RUNNING, TARGET_STATUS
 from plexica_gitops.live.model import LiveState, ObservedPart
 from plexica_gitops.live.observe import observe_platform
 from plexica_gitops.plan.builder import address_exists, build_plan
@@ -62,8 +66,14 @@ from plexica_gitops.plan.model import (
 )
 from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
 from plexica_gitops.render.status import SettingsSource, StatusView
-from plexica_gitops.runtime.provider import Provider, load_provider
-from plexica_gitops.runtime.spec import secret_rotations
+from plexica_gitops.runtime.provider import (
+    ENTRY_POINT_GROUP,
+    Provider,
+    available_providers,
+    check_provider_settings,
+    load_provider,
+)
+from plexica_gitops.runtime.spec import secret_rotations, workload_spec
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import ENV_DATABASE_URL, connect
@@ -1036,3 +1046,156 @@ def notify_drift(body: bytes, url: str) -> Delivery:
     """POSTs the JSON report to a webhook, signed with PLEXICA_WEBHOOK_SECRET when it is set
     (WebhookError when it was not delivered)."""
     return deliver(url, body, event="drift", secret=webhook_secret())
+
+
+# --------------------------------------------------------------------------- render
+
+# The first line of every file `render` writes: how a later render knows a file as its own
+# (and removes it when its plugin is gone), and how a reader knows not to edit it.
+RENDERED_HEADER = "# Rendered by `plexica-gitops render`: edit the desired state, not this file.\n"
+
+# A provider's manifest hook (a module-level `render_manifests` beside its factory, as
+# `check_settings` is): specs and runtime settings -> named groups of objects, one file each.
+ManifestHook = Callable[
+    [Sequence[Any], Mapping[str, Any]], Sequence[tuple[str, Sequence[Mapping[str, Any]]]]
+]
+
+
+class RenderInvalid(DesiredStateInvalid):
+    """Validation found errors in the desired state: nothing was rendered or written."""
+
+    def __init__(self, chosen: SourceChoice, result: ValidationReport) -> None:
+        super().__init__(chosen, result)
+        self.message = f"{chosen.label} is not valid: nothing was rendered"
+        self.args = (self.message,)
+
+
+@dataclass(frozen=True)
+class RenderedManifests:
+    """What `render` made: `files` maps a file name to its YAML text, in order (the
+    platform's objects first, then one file per plugin by id). `stream` is all of them as
+    one YAML stream."""
+
+    provider: str
+    files: Mapping[str, str]
+    stream: str
+
+
+@dataclass(frozen=True)
+class WrittenManifests:
+    written: tuple[Path, ...]
+    removed: tuple[Path, ...]  # files an earlier render wrote for plugins now gone
+
+
+def render_manifests(
+    root: Desired,
+    provider: str,
+    *,
+    namespace: str | None = None,
+    warn: Warn = _ignore,
+) -> RenderedManifests:
+    """The manifests `provider` would apply for the desired state, for teams that hand them
+    to Argo CD or Helm: validated first (RenderInvalid), no env value read or written (the
+    env Secret is a stub naming its keys). The settings are platform.yaml's runtime
+    settings when it names this provider, its defaults otherwise (said through `warn`);
+    `namespace` overrides theirs. A provider without a manifest hook (docker) is a
+    UsageError."""
+    hook = _manifest_hook(provider)
+    chosen = _chosen(root)
+    result = _validated(chosen)
+    if not result.valid:
+        raise RenderInvalid(chosen, result)
+    desired = result.desired
+    settings = _render_settings(desired, provider, namespace, warn)
+    specs = [
+        workload_spec(entry, desired, running=TARGET_STATUS[entry.document.spec.state] in RUNNING,
+                      resolve=False)
+        for _, entry in sorted(desired.plugins.items())
+        if TARGET_STATUS[entry.document.spec.state] in DEPLOYED
+    ]  # fmt: skip
+    try:
+        groups = hook(specs, settings)
+    except ProviderError as exc:
+        raise ProviderError(f"cannot render for {provider}: {exc.message}", exc.hint) from None
+    files = {f"{name}.yaml": RENDERED_HEADER + _yaml_stream(objects) for name, objects in groups}
+    every = [obj for _, objects in groups for obj in objects]
+    return RenderedManifests(provider, files, RENDERED_HEADER + _yaml_stream(every))
+
+
+def write_manifests(rendered: RenderedManifests, out: Path) -> WrittenManifests:
+    """Writes each file into `out` (made when missing) and removes the files an earlier
+    render wrote there that this one did not (a plugin gone from git must not stay
+    deployed by whoever syncs the directory). Files it did not write are left alone."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is not a directory", "Name a directory for the files.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, text in rendered.files.items():
+            path = out / name
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+        stale = [p for p in sorted(out.glob("*.yaml")) if p.name not in rendered.files]
+        removed = [p for p in stale if _rendered_by_us(p)]
+        for path in removed:
+            path.unlink()
+    except OSError as exc:
+        raise PlexicaError(
+            f"cannot write the manifests to {out}: {exc.strerror}", "Check the directory."
+        ) from None
+    return WrittenManifests(tuple(written), tuple(removed))
+
+
+def _manifest_hook(provider: str) -> ManifestHook:
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name != provider:
+            continue
+        module = importlib.import_module(entry_point.module)
+        hook: ManifestHook | None = getattr(module, "render_manifests", None)
+        if hook is None:
+            raise UsageError(
+                f"the {provider} provider has no manifests to render: it runs workloads "
+                "itself, with nothing a deployment tool could apply",
+                "Render for Kubernetes: `plexica-gitops render --provider kubernetes`.",
+            )
+        return hook
+    known = ", ".join(available_providers()) or "none"
+    raise UsageError(
+        f"--provider {provider}: no runtime provider of that name is installed (installed: "
+        f"{known})",
+        "Render for Kubernetes: `plexica-gitops render --provider kubernetes`.",
+    )
+
+
+def _render_settings(
+    desired: DesiredState, provider: str, namespace: str | None, warn: Warn
+) -> dict[str, Any]:
+    runtime = desired.platform.document.spec.runtime if desired.platform else None
+    settings: dict[str, Any] = {}
+    if runtime is not None and runtime.provider == provider:
+        settings = dict(runtime.model_extra or {})
+    else:
+        named = runtime.provider if runtime else "no"
+        warn(
+            f"platform.yaml names the {named} provider, so none of its runtime settings "
+            f"apply: rendering with the {provider} provider's defaults"
+        )
+    if namespace is None:
+        return settings
+    problems = check_provider_settings(provider, {"namespace": namespace}) or []
+    if problems:
+        raise UsageError(f"--namespace {namespace}: {problems[0].message}", problems[0].hint)
+    return {**settings, "namespace": namespace}
+
+
+def _yaml_stream(objects: Sequence[Mapping[str, Any]]) -> str:
+    """YAML documents in the order given, keys in the order the provider built them (so
+    the same desired state always renders the same bytes)."""
+    return yaml.safe_dump_all(
+        [dict(obj) for obj in objects], explicit_start=True, sort_keys=False, width=100
+    )
+
+
+def _rendered_by_us(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(len(RENDERED_HEADER.encode())) == RENDERED_HEADER.encode()

@@ -151,13 +151,19 @@ def workload_spec(
     environ: Mapping[str, str] | None = None,
     digest_key: bytes | None = None,
     replace_id: str = "",
+    resolve: bool = True,
 ) -> WorkloadSpec:
     """What the provider should run for this plugin, env resolved; with `digest_key`,
-    labelled with the keyed digest of the values; with `replace_id`, a replacement."""
+    labelled with the keyed digest of the values; with `replace_id`, a replacement. With
+    `resolve=False`, every env value is "" (nothing read): for rendering manifests."""
     plugin = desired_plugin(entry, desired)
     want = plugin.workload
     api = entry.manifest.api
-    values = resolve_env(entry.id, want["env"], os.environ if environ is None else environ)
+    values = (
+        resolve_env(entry.id, want["env"], os.environ if environ is None else environ)
+        if resolve
+        else dict.fromkeys(want["env"], "")
+    )
     return WorkloadSpec(
         plugin_id=entry.id,
         version=want["version"],

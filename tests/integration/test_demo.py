@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shlex
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import psycopg
@@ -19,6 +25,7 @@ import pytest
 from conftest import EXAMPLE_DESIRED_STATE
 
 from devenv import demo, images
+from devenv.kube import KubeCluster
 from devenv.postgres import PersistentPostgres, PostgresServer
 from devenv.servers import ServerRecord, ServerStartError, free_port, port_is_free
 from devenv.tansu import PersistentTansu, TansuBroker, cluster_id_at
@@ -257,3 +264,76 @@ def test_image_for_version_replaces_only_the_tag() -> None:
         "localhost/plexica/crm:1.3.0"
     )
     assert images.image_for_version("localhost:5000/crm", "2.0.0") == "localhost:5000/crm:2.0.0"
+
+
+# --- the demo on Kubernetes ---------------------------------------------------------------
+
+
+@pytest.fixture
+def kube_demo_dir(demo_dir: Path) -> Iterator[Path]:
+    """The Kubernetes demo's directory inside `demo_dir`; its control plane and servers are
+    stopped afterwards (by their records: only what the demo started)."""
+    from devenv import kube
+
+    if not kube.built():
+        pytest.fail(f"the Kubernetes binaries are not built in {kube.bin_dir()}: run "
+                    "`python3 -m devenv.kube build` first")  # fmt: skip
+    directory = demo_dir / demo.KUBE_SCOPE
+    try:
+        yield directory
+    finally:
+        cluster = kube.KubeCluster.recorded(directory / "kube")
+        if cluster is not None:
+            cluster.stop()
+        PersistentTansu(directory / "tansu", 0).stop()
+        if (directory / "postgres" / "data").exists():
+            PersistentPostgres(directory / "postgres", 0).stop_keeping_data()
+
+
+def _exported(output: str) -> dict[str, str]:
+    """The variables the demo printed to use its servers (`export NAME=value   # ...`)."""
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("export "):
+            name, value = shlex.split(line, comments=True)[1].split("=", 1)
+            found[name] = value
+    return found
+
+
+def test_the_demo_on_kubernetes_ends_with_every_deployment_healthy(
+    kube_demo_dir: Path, kube_cluster: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`kube_cluster` is someone else's control plane on the same machine: `--down` stops
+    the demo's, never that one."""
+    begun = time.monotonic()
+    assert demo.main(["--provider", "kubernetes"]) == 0
+    took = time.monotonic() - begun
+    output = capfd.readouterr().out
+    assert "simulated by kwok" in output
+    assert output.count("Plan: ") == 1  # shown once: `plan --out`, then apply of that plan
+    assert "No changes. The platform matches the desired state." in output  # converged
+    env = _exported(output)
+    assert set(env) == {*demo.KUBE_SERVER_VARIABLES, "BILLING_STRIPE_API_KEY"}
+
+    status = subprocess.run(
+        [sys.executable, "-m", "plexica_gitops.cli", "status", "--format", "json"],
+        env={**os.environ, **env}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    view = json.loads(status.stdout)
+    assert view["runtime"]["provider"] == "kubernetes"
+    plugins = {p["id"]: p for p in view["plugins"]}
+    assert set(plugins) == {"analytics", "billing", "contacts", "crm", "inventory", "notifications"}
+    for pid, plugin in plugins.items():
+        workload = plugin["workload"]
+        assert workload["observed"] and workload["running"], pid
+        assert workload["ready"] == workload["replicas"] >= 1, pid  # every Deployment healthy
+    assert plugins["crm"]["endpoints"][0]["url"] == (
+        "http://plexica-crm.plexica-plugins.svc.cluster.local:8080"
+    )
+    print(f"kubernetes demo: {took:.1f} s")  # ≤ 90 s on an idle machine
+
+    server = KubeCluster.recorded(kube_demo_dir / "kube")
+    assert server is not None and server.answers()
+    assert demo.main(["--provider", "kubernetes", "--down"]) == 0
+    assert not server.answers()  # the demo's control plane is stopped...
+    assert kube_cluster.request("GET", "/api/v1/nodes")["items"]  # ...the other one is not

@@ -578,12 +578,21 @@ def render_manifests(
     Secret is rendered without data (its keys listed in `plexica.io/env-keys`): values
     are never written out; the Deployment refers to it as it does when applied. A
     blue-green plugin renders its blue Deployment."""
-    rendered: list[dict[str, Any]] = []
+    return [obj for _, objects in render_groups(specs, settings) for obj in objects]
+
+
+def render_groups(
+    specs: Sequence[WorkloadSpec], settings: KubernetesSettings
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """`render_manifests` in named groups, one file each: `namespace` (when the provider
+    would create it), then `plugin-<id>` per plugin by id (the names cannot collide: a
+    plugin id is a DNS label)."""
+    groups: list[tuple[str, list[dict[str, Any]]]] = []
     if settings.create_namespace:
-        rendered.append(namespace_object(settings))
+        groups.append(("namespace", [namespace_object(settings)]))
     for spec in sorted(specs, key=lambda s: s.plugin_id):
         color = COLORS[0] if spec.strategy is RolloutStrategy.BLUE_GREEN else None
         name = deployment_name(spec.plugin_id, color)
-        replicas = None if autoscaling_of(spec) else spec.replicas
-        rendered += build_objects(spec, settings, deployment=name, replicas=replicas).all()
-    return rendered
+        built = build_objects(spec, settings, deployment=name)  # replicas as apply sets them
+        groups.append((f"plugin-{spec.plugin_id}", built.all()))
+    return groups
