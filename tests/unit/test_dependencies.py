@@ -41,7 +41,7 @@ def _declared() -> tuple[set[str], set[str]]:
 def _first_party() -> set[str]:
     """Our own packages, and the helper modules tests and benchmarks import by name."""
     names = {"plexica_gitops", "plexica_gitops_docker", "plexica_gitops_kubernetes", "devenv"}
-    for folder in ("tests", "bench"):
+    for folder in ("tests", "tests/unit", "tests/integration", "bench"):  # pytest's pythonpath
         names.update(path.stem for path in (ROOT / folder).glob("*.py"))
     return names
 
