@@ -76,7 +76,7 @@ def plan_topic(
             f"published by {pid}",
             "drift: the topic was deleted outside plexica-gitops",
         )
-        b.add(
+        created = b.add(
             Action(
                 address,
                 "create",
@@ -90,7 +90,7 @@ def plan_topic(
             after=[f"plugin.{pid}:install"],
         )
         # Topics exist before the publisher is marked installed (README, Plans: Order).
-        b.before(f"plugin.{pid}:mark-installed", f"{address}:create")
+        b.before(f"plugin.{pid}:mark-installed", created)
         return
     if current.owner not in (None, pid):
         b.warnings.append(

@@ -43,9 +43,7 @@ def plan_workload(
     address = f"plugin.{pid}.workload"
     current = live.workload if live else None
     if not b.live.workloads_observed and live is not None and live.status in MAY_RUN:
-        _note_unobserved_workloads(
-            b,
-        )
+        _note_unobserved_workloads(b)
         return None
     if final not in DEPLOYED or desired is None:
         if current is None:
