@@ -30,7 +30,6 @@ from typing import Protocol
 
 import psycopg
 
-from plexica_gitops.addresses import ResourceKind
 from plexica_gitops.errors import PlexicaError, StepFailed
 from plexica_gitops.plan.model import Action
 
@@ -177,13 +176,13 @@ class _Walk:
         self.ready.sort(key=self.position.__getitem__)
 
     def failed(self, step_id: str) -> list[str]:
-        """The steps a failure holds back, in plan order. A tenant's creation or migrations
-        hold back only that tenant's steps: spec 004 edge case 2, a migration failing in
+        """The steps a failure holds back, in plan order. A step whose failure the planner
+        contained to a tenant (`Action.contains_failure_to`: its creation, its migrations)
+        holds back only that tenant's steps: spec 004 edge case 2, a migration failing in
         one tenant schema leaves the other tenants unaffected. The plugin still activates;
         that tenant's binding waits for the next apply."""
-        action = self.actions[step_id]
-        tenant = action.tenant
-        if tenant is None or not _brings_a_tenant_forward(action):
+        tenant = self.actions[step_id].contains_failure_to
+        if tenant is None:
             # Anything else (a binding being disabled, say) guards what comes after it:
             # never tear a plugin down under a tenant that still has it enabled.
             return self.blocked_by(step_id)
@@ -222,15 +221,6 @@ class _Walk:
 
     def not_started(self) -> list[str]:
         return [sid for sid in self.actions if sid not in self.done]
-
-
-def _brings_a_tenant_forward(action: Action) -> bool:
-    """A tenant's record or schema migrations: steps whose failure concerns that tenant
-    alone."""
-    kind = action.resource.kind
-    if kind is ResourceKind.TENANT:
-        return action.step == "create"
-    return kind is ResourceKind.MIGRATIONS
 
 
 def execute(

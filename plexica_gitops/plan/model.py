@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from plexica_gitops.addresses import Address
+from plexica_gitops.addresses import Address, ResourceKind
 from plexica_gitops.findings import Finding
+from plexica_gitops.hashing import stable_hash
+from plexica_gitops.sensitive import mask
 
 PLAN_FORMAT_VERSION = "1.1"
 
@@ -37,6 +39,12 @@ class Cause(StrEnum):
     REPLACE_REQUESTED = "replace_requested"  # `apply --replace`
     SECRET_ROTATION = "secret_rotation"  # a secret the workload reads changed value
     UNKNOWN = "unknown"  # read from a plan of format 1.0, which did not record it
+
+
+def fingerprint_of(value: Any) -> str:
+    """What apply records as last-applied at an address. Secret-looking values are masked
+    first: a short unsalted hash of a short secret could be brute-forced from a plan."""
+    return stable_hash(mask(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +75,13 @@ class Action:
 
     `before`/`after` are for people: values under secret-looking keys are already masked as
     "(sensitive)". `fingerprint` hashes the real desired attributes; apply records it as
-    last-applied so the next plan can tell drift from change."""
+    last-applied so the next plan can tell drift from change.
+
+    `contains_failure_to`: a tenant slug when a failure of this step concerns that tenant
+    alone (its creation, its schema migrations: spec 004 edge case 2), so apply holds back
+    only that tenant's steps and the rest of the plan goes on; None: a failure holds back
+    everything after the step. The planner sets it; a saved plan does not carry it (it is
+    derived when the plan is read, see `from_json`)."""
 
     address: str
     step: str
@@ -81,6 +95,7 @@ class Action:
     tenant: str | None = None
     fingerprint: str | None = None
     cause: Cause = Cause.UNKNOWN
+    contains_failure_to: str | None = None
 
     @property
     def id(self) -> str:
@@ -124,7 +139,19 @@ class Action:
             fingerprint=data.get("fingerprint"),
             # format 1.0 did not record why; its words (`reason`) are kept
             cause=Cause(data.get("cause", Cause.UNKNOWN)),
+            contains_failure_to=_contained(data["address"], data["step"], data.get("tenant")),
         )
+
+
+def _contained(address: str, step: str, tenant: str | None) -> str | None:
+    """`Action.contains_failure_to` of a saved action, as the planner sets it: a tenant's
+    `create` and its migrations' `apply` (the plan file does not carry it, in 1.0 or 1.1)."""
+    if tenant is None or step not in ("create", "apply"):
+        return None  # most saved actions: no address parsed
+    kind = Address.parse(address).kind
+    if (kind, step) in ((ResourceKind.TENANT, "create"), (ResourceKind.MIGRATIONS, "apply")):
+        return tenant
+    return None
 
 
 @dataclass(frozen=True)

@@ -204,9 +204,19 @@ def test_parallelism_must_be_positive() -> None:
         execute([], lambda a: "ok", Recorder(), Recorder(), parallelism=0)
 
 
-def _step(address: str, step: str, tenant: str | None, *depends_on: str) -> Action:
+def _step(
+    address: str, step: str, tenant: str | None, *depends_on: str, contained: bool = False
+) -> Action:
+    """`contained`: a step whose failure concerns its tenant alone, as the planner marks a
+    tenant's creation and its migrations."""
     return Action(
-        address, step, ActionKind.CREATE, "test", depends_on=tuple(depends_on), tenant=tenant
+        address,
+        step,
+        ActionKind.CREATE,
+        "test",
+        depends_on=tuple(depends_on),
+        tenant=tenant,
+        contains_failure_to=tenant if contained else None,
     )
 
 
@@ -214,9 +224,9 @@ def test_a_failure_in_one_tenant_holds_back_that_tenant_only() -> None:
     """Spec 004 edge case 2: a tenant (or its migrations) failing must not keep the plugin
     from activating for the others."""
     actions = [
-        _step("tenant.bad", "create", "bad"),
-        _step("tenant.bad.migrations.crm", "apply", "bad", "tenant.bad:create"),
-        _step("tenant.ok.migrations.crm", "apply", "ok"),
+        _step("tenant.bad", "create", "bad", contained=True),
+        _step("tenant.bad.migrations.crm", "apply", "bad", "tenant.bad:create", contained=True),
+        _step("tenant.ok.migrations.crm", "apply", "ok", contained=True),
         _step(
             "plugin.crm",
             "mark-installed",
@@ -272,8 +282,8 @@ def test_a_binding_that_fails_to_disable_keeps_its_plugin_from_being_torn_down()
 def test_a_plugin_failure_holds_back_every_tenant_that_needs_it() -> None:
     actions = [
         _step("plugin.crm", "install", None),
-        _step("tenant.a.migrations.crm", "apply", "a", "plugin.crm:install"),
-        _step("tenant.b.migrations.crm", "apply", "b", "plugin.crm:install"),
+        _step("tenant.a.migrations.crm", "apply", "a", "plugin.crm:install", contained=True),
+        _step("tenant.b.migrations.crm", "apply", "b", "plugin.crm:install", contained=True),
     ]
 
     def run(action: Action) -> str:
