@@ -15,8 +15,8 @@ from plexica_gitops.plan.model import Action, ActionKind, Cause
 from plexica_gitops.plan.planfile import load_plan
 from plexica_gitops.plan.wire import plan_from_json, plan_to_json
 
-EXAMPLE = Path(__file__).parent.parent / "desired-state"
-PLAN_1_0 = Path(__file__).parent / "fixtures" / "plan-1.0.plan"
+EXAMPLE = Path(__file__).parents[2] / "desired-state"
+PLAN_1_0 = Path(__file__).parents[1] / "fixtures" / "plan-1.0.plan"
 
 
 @pytest.fixture(scope="module")
