@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 from unittest import mock
 
@@ -192,8 +193,9 @@ def test_fast_check_agrees_with_jsonschema(
     expected = jsonschema_valid(schema, instance)
     if check.valid(instance):
         assert expected, (schema, instance)
-    elif _plain_json(instance):
-        # the other way round only costs time, but on plain JSON they should agree
+    elif _plain_json(instance) and not re.search(r"\d{16,}", json.dumps(instance)):
+        # the other way round only costs time, but on plain JSON they should agree (16 or
+        # more digits in a row: the fast check leaves it to jsonschema on purpose)
         assert not expected, (schema, instance)
 
 
