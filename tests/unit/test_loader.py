@@ -446,7 +446,9 @@ def test_deep_nesting_of_any_kind_stops_at_the_limit_quickly(
 ) -> None:
     started = time.perf_counter()
     result = load_text(tmp_path, text)
-    assert time.perf_counter() - started < 1.0
+    # reading 4 MB takes a while on a loaded machine; the bound catches a parser that goes
+    # on composing (tens of seconds), not ordinary noise (1.4 s seen beside a busy suite)
+    assert time.perf_counter() - started < 3.0
     assert_depth_finding(result, backend, 1, column)
 
 
