@@ -53,7 +53,7 @@ from plexica_gitops.gitops.metrics import DriftSummary, Metrics
 from plexica_gitops.gitops.notify import Delivery, deliver, webhook_secret
 from plexica_gitops.lifecycle import DEPLOYED, RUNNING, TARGET_STATUS
 from plexica_gitops.live.model import LiveState, ObservedPart
-from plexica_gitops.live.observe import observe_platform
+from plexica_gitops.observe import observe_platform
 from plexica_gitops.plan.builder import address_exists, build_plan
 from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
 from plexica_gitops.plan.model import (

@@ -1,5 +1,6 @@
 """Observe the whole live platform: the store's records, the runtime's workloads and the
-broker's topics, put together into the one `LiveState` the planner reads."""
+broker's topics, put together into the one `LiveState` the planner reads. It sits above
+the adapters it reads (store/, runtime/, broker/), not in live/, which they import."""
 
 from __future__ import annotations
 
