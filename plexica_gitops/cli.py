@@ -23,6 +23,7 @@ from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.errors import PlexicaError, UsageError
 from plexica_gitops.gitops import reconcile as reconcile_loop
 from plexica_gitops.live.model import ObservedPart
+from plexica_gitops.plan.drift import DriftReport, FailOn
 from plexica_gitops.plan.model import Plan
 from plexica_gitops.plan.planfile import save_plan
 from plexica_gitops.render import findings as report
@@ -645,9 +646,9 @@ def drift(
         PlanFormat, typer.Option("--format", help="text, json or markdown (an issue body).")
     ] = PlanFormat.TEXT,
     fail_on: Annotated[
-        service.FailOn,
+        FailOn,
         typer.Option("--fail-on", help="Exit 2 on drift (default), pending changes, or any."),
-    ] = service.FailOn.DRIFT,
+    ] = FailOn.DRIFT,
     database_url: DatabaseUrlOption = None,
     unobserved: UnobservedOption = None,
     notify: Annotated[
@@ -687,7 +688,7 @@ def drift(
     raise typer.Exit(code if outputs_ok else max(code, 1))
 
 
-def _drift_outputs(result: service.DriftReport, notify: str | None, metrics: Path | None) -> bool:
+def _drift_outputs(result: DriftReport, notify: str | None, metrics: Path | None) -> bool:
     """Writes the metrics file and notifies the webhook; False when either failed (said on
     stderr: the report above stands)."""
     ok = True
