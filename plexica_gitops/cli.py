@@ -15,13 +15,13 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from plexica_gitops import reconcile as reconcile_loop
 from plexica_gitops import service
 from plexica_gitops.apply.engine import Reporter
 from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
 from plexica_gitops.desired.schemas import write_schemas
 from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.errors import PlexicaError, UsageError
-from plexica_gitops.gitops import reconcile as reconcile_loop
 from plexica_gitops.live.model import ObservedPart
 from plexica_gitops.plan.drift import DriftReport, FailOn
 from plexica_gitops.plan.model import Plan
