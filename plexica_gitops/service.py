@@ -114,7 +114,7 @@ def _validated(chosen: SourceChoice) -> ValidationReport:
     source = chosen.source
     if isinstance(source, Path) and not source.is_dir():
         raise UsageError(f"{source} is not a directory", "Name the desired-state directory.")
-    return validate_directory(source)
+    return validate_directory(source, check_provider_settings)
 
 
 @dataclass(frozen=True)
@@ -777,7 +777,7 @@ def _status_runtime(
 
 
 def _runtime_of(root: Path) -> _Runtime | None:
-    result = validate_directory(root)
+    result = validate_directory(root, check_provider_settings)
     platform = result.desired.platform if result.valid else None
     if platform is None:
         return None
