@@ -50,7 +50,7 @@ from plexica_gitops.gitops.metrics import DriftSummary, Metrics
 from plexica_gitops.gitops.notify import Delivery, deliver, webhook_secret
 from plexica_gitops.lifecycle import DEPLOYED, RUNNING, TARGET_STATUS
 from plexica_gitops.live.model import LiveState, ObservedPart
-from plexica_gitops.observe import observe_platform
+from plexica_gitops.observe import SettingsSource, StatusView, observe_platform
 from plexica_gitops.plan.builder import address_exists, build_plan
 from plexica_gitops.plan.drift import DriftEntry, DriftReport, drift_report
 from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
@@ -61,7 +61,6 @@ from plexica_gitops.plan.model import (
     secret_replacements,
 )
 from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
-from plexica_gitops.render.status import SettingsSource, StatusView
 from plexica_gitops.runtime.provider import (
     ENTRY_POINT_GROUP,
     Provider,
