@@ -15,14 +15,15 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from plexica_gitops import reconcile as reconcile_loop
 from plexica_gitops import service
 from plexica_gitops.apply.engine import Reporter
 from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
 from plexica_gitops.desired.schemas import write_schemas
 from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.errors import PlexicaError, UsageError
-from plexica_gitops.gitops import reconcile as reconcile_loop
 from plexica_gitops.live.model import ObservedPart
+from plexica_gitops.plan.drift import DriftReport, FailOn
 from plexica_gitops.plan.model import Plan
 from plexica_gitops.plan.planfile import save_plan
 from plexica_gitops.render import findings as report
@@ -42,6 +43,7 @@ from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
 from plexica_gitops.render.status import render_status_json, render_status_text
 from plexica_gitops.render.text import NO_CHANGES, print_plan
+from plexica_gitops.runtime.provider import check_provider_settings
 from plexica_gitops.source.loader import ROOT_MISSING
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.store.connection import connect
@@ -210,7 +212,7 @@ def validate(
     Exit 0 when valid (warnings allowed), 1 on any error, 2 on usage errors.
     """
     chosen = _desired_source(directory, repo, ref, path)
-    result = validate_directory(chosen.source)
+    result = validate_directory(chosen.source, check_provider_settings)
     if output_format is ValidateFormat.JSON:
         sys.stdout.write(report.render_json(result) + "\n")
     elif output_format is ValidateFormat.GITHUB:
@@ -645,9 +647,9 @@ def drift(
         PlanFormat, typer.Option("--format", help="text, json or markdown (an issue body).")
     ] = PlanFormat.TEXT,
     fail_on: Annotated[
-        service.FailOn,
+        FailOn,
         typer.Option("--fail-on", help="Exit 2 on drift (default), pending changes, or any."),
-    ] = service.FailOn.DRIFT,
+    ] = FailOn.DRIFT,
     database_url: DatabaseUrlOption = None,
     unobserved: UnobservedOption = None,
     notify: Annotated[
@@ -687,7 +689,7 @@ def drift(
     raise typer.Exit(code if outputs_ok else max(code, 1))
 
 
-def _drift_outputs(result: service.DriftReport, notify: str | None, metrics: Path | None) -> bool:
+def _drift_outputs(result: DriftReport, notify: str | None, metrics: Path | None) -> bool:
     """Writes the metrics file and notifies the webhook; False when either failed (said on
     stderr: the report above stands)."""
     ok = True

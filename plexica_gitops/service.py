@@ -11,7 +11,6 @@ by a `LiveSource`."""
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import os
 import socket
@@ -22,7 +21,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,6 @@ from plexica_gitops.apply.engine import ApplyReport, Reporter
 from plexica_gitops.apply.session import run_apply
 from plexica_gitops.broker.kafka import BrokerError, BrokerSettings, EventBroker
 from plexica_gitops.desired.build import DesiredState
-from plexica_gitops.desired.model import DriftIgnore
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.errors import (
     LiveStateError,
@@ -53,19 +50,17 @@ from plexica_gitops.gitops.metrics import DriftSummary, Metrics
 from plexica_gitops.gitops.notify import Delivery, deliver, webhook_secret
 from plexica_gitops.lifecycle import DEPLOYED, RUNNING, TARGET_STATUS
 from plexica_gitops.live.model import LiveState, ObservedPart
-from plexica_gitops.live.observe import observe_platform
+from plexica_gitops.observe import SettingsSource, StatusView, observe_platform
 from plexica_gitops.plan.builder import address_exists, build_plan
+from plexica_gitops.plan.drift import DriftEntry, DriftReport, drift_report
 from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
 from plexica_gitops.plan.model import (
-    Action,
-    ActionKind,
     Cause,
     Plan,
     Replacement,
     secret_replacements,
 )
 from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
-from plexica_gitops.render.status import SettingsSource, StatusView
 from plexica_gitops.runtime.provider import (
     ENTRY_POINT_GROUP,
     Provider,
@@ -118,7 +113,7 @@ def _validated(chosen: SourceChoice) -> ValidationReport:
     source = chosen.source
     if isinstance(source, Path) and not source.is_dir():
         raise UsageError(f"{source} is not a directory", "Name the desired-state directory.")
-    return validate_directory(source)
+    return validate_directory(source, check_provider_settings)
 
 
 @dataclass(frozen=True)
@@ -781,7 +776,7 @@ def _status_runtime(
 
 
 def _runtime_of(root: Path) -> _Runtime | None:
-    result = validate_directory(root)
+    result = validate_directory(root, check_provider_settings)
     platform = result.desired.platform if result.valid else None
     if platform is None:
         return None
@@ -811,138 +806,6 @@ def _observe_for_status(url: str, runtime: _Runtime | None, warnings: list[str])
 
 
 # --------------------------------------------------------------------------- drift
-
-# The causes that mean the live platform moved away from what was last applied; every
-# other cause (a git change, prune, a dependency, a secret rotation) is pending work.
-DRIFT_CAUSES = frozenset({Cause.DRIFT, Cause.CRASH_REPAIR})
-
-
-class FailOn(StrEnum):
-    """What makes `drift` exit 2: drift only (the default), pending changes only, or any."""
-
-    DRIFT = "drift"
-    PENDING = "pending"
-    ANY = "any"
-
-
-class DriftStatus(StrEnum):
-    IN_SYNC = "in_sync"
-    DRIFT = "drift"  # drift found (pending changes may be there too)
-    PENDING = "pending"  # only git changes not applied yet
-    NOT_OBSERVED = "not_observed"  # a part the check needs was not seen: nothing is claimed
-    PLAN_ERRORS = "plan_errors"  # git asks for what cannot be planned: nothing is claimed
-
-
-@dataclass(frozen=True)
-class DriftEntry:
-    """One planned action, as `drift` reports it: `change` is the planner's reason (before →
-    after where it knows both)."""
-
-    address: str
-    kind: str  # the resource kind (ResourceKind value): workload, binding, topic, ...
-    step: str
-    action: ActionKind
-    cause: Cause
-    change: str
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
-    # The attributes before and after both name, with their values: "replicas 1 → 2"
-    changed: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, action: Action) -> DriftEntry:
-        return cls(
-            address=action.address,
-            kind=action.resource.kind.value,
-            step=action.step,
-            action=action.kind,
-            cause=action.cause,
-            change=action.reason,
-            before=action.before,
-            after=action.after,
-            changed=_attribute_changes(action.before, action.after),
-        )
-
-    @property
-    def fields(self) -> frozenset[str]:
-        return frozenset(change.split(" ", 1)[0] for change in self.changed)
-
-
-def _attribute_changes(
-    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None
-) -> tuple[str, ...]:
-    """Plain values (already masked when secret-looking) that differ between before and
-    after; nested ones are in the entry's before/after."""
-    if not before or not after:
-        return ()
-    plain = (str, int, float, bool)
-    return tuple(
-        f"{key} {before[key]} → {after[key]}"
-        for key in sorted(before.keys() & after.keys())
-        if before[key] != after[key]
-        and isinstance(before[key], plain)
-        and isinstance(after[key], plain)
-    )
-
-
-def _ignored(entry: DriftEntry, rules: Sequence[DriftIgnore]) -> bool:
-    """A rule covers an entry whose address it matches, when it names no fields or the
-    entry changed only fields it names (a change the planner does not break down into
-    fields is never covered by a rule that names some)."""
-    for rule in rules:
-        if not fnmatch.fnmatchcase(entry.address, rule.address):
-            continue
-        if not rule.fields or (entry.fields and entry.fields <= set(rule.fields)):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    """Live vs last applied (`drift`) kept apart from git vs live (`pending`). `not_observed`
-    maps each part the check needed but could not see to why: what it holds was not
-    compared, so the report never says in sync then. `unobserved` are the parts left out on
-    request (`--unobserved`), which the report states."""
-
-    desired_revision: str
-    checked_at: datetime
-    drift: tuple[DriftEntry, ...] = ()
-    pending: tuple[DriftEntry, ...] = ()
-    not_observed: Mapping[ObservedPart, str] | None = None
-    unobserved: frozenset[ObservedPart] = frozenset()
-    observed: Mapping[ObservedPart, bool] | None = None
-    # Drift that spec.drift.ignore in platform.yaml leaves to other systems
-    ignored: tuple[DriftEntry, ...] = ()
-    # The planner's findings: warnings (PGP206: secret values not compared, ...) and errors
-    # (git asks for what cannot be planned, such as an edited applied migration)
-    findings: tuple[Finding, ...] = ()
-
-    @property
-    def has_errors(self) -> bool:
-        return any(f.is_error for f in self.findings)
-
-    @property
-    def status(self) -> DriftStatus:
-        if self.not_observed:
-            return DriftStatus.NOT_OBSERVED
-        if self.has_errors:
-            return DriftStatus.PLAN_ERRORS
-        if self.drift:
-            return DriftStatus.DRIFT
-        return DriftStatus.PENDING if self.pending else DriftStatus.IN_SYNC
-
-    def exit_code(self, fail_on: FailOn = FailOn.DRIFT) -> int:
-        """1 when a needed part was not observed (whatever was found elsewhere: the check is
-        incomplete) or the plan has errors, else 2 when what `fail_on` names was found, else
-        0."""
-        if self.not_observed or self.has_errors:
-            return 1
-        failing = {
-            FailOn.DRIFT: bool(self.drift),
-            FailOn.PENDING: bool(self.pending),
-            FailOn.ANY: bool(self.drift or self.pending),
-        }
-        return 2 if failing[fail_on] else 0
 
 
 @dataclass(frozen=True)
@@ -997,20 +860,14 @@ def drift_check(
         for part in sorted(needed - options.unobserved)
     }
     rules = desired.platform.document.spec.drift.ignore if desired.platform else []
-    drifted = [DriftEntry.of(a) for a in made.actions if a.cause in DRIFT_CAUSES]
-    report = DriftReport(
-        desired_revision=made.desired_revision,
-        checked_at=datetime.now(UTC),
-        drift=tuple(e for e in drifted if not _ignored(e, rules)),
-        ignored=tuple(e for e in drifted if _ignored(e, rules)),
-        pending=tuple(DriftEntry.of(a) for a in made.actions if a.cause not in DRIFT_CAUSES),
+    report = drift_report(
+        made,
+        live,
+        rules,
         not_observed=missing,
         unobserved=options.unobserved,
-        observed={
-            ObservedPart.RUNTIME: live.workloads_observed,
-            ObservedPart.BROKER: live.topics_observed,
-        },
-        findings=(*made.errors, *unsure, *made.warnings),
+        unsure=unsure,
+        checked_at=datetime.now(UTC),
     )
     return DriftCheck(report, live)
 

@@ -12,10 +12,10 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import networkx as nx
@@ -37,7 +37,6 @@ from plexica_gitops.desired.versions import (
 from plexica_gitops.findings import Finding, Location, error, warning
 from plexica_gitops.lifecycle import NEEDED_BY, TARGET_STATUS
 from plexica_gitops.quantities import MAX_CPU_CORES, QuantityError, parse_cpu, parse_memory
-from plexica_gitops.runtime.provider import check_provider_settings
 from plexica_gitops.sensitive import (
     has_credentials,
     is_reference,
@@ -125,10 +124,39 @@ class ValidationReport:
 MEMORY_FACTOR = 6
 
 
-def validate_directory(source: Path | SourceTree) -> ValidationReport:
-    """Build and check a desired-state directory, or a git commit's tree (GitTree)."""
+class SettingIssue(Protocol):
+    """One unusable runtime setting as a provider's settings check reports it
+    (runtime.provider.SettingProblem): `key` is its key in platform.yaml `spec.runtime`."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def hint(self) -> str: ...
+
+
+# The problems provider `name` finds in its settings, or None when no provider of that name
+# is installed (runtime.provider.check_provider_settings).
+SettingsCheck = Callable[[str, Mapping[str, Any]], Sequence[SettingIssue] | None]
+
+# The check used when a caller passes none: runtime/provider.py registers the real one when
+# it is imported (validation sits below the runtime, so it cannot import it).
+_registered: list[SettingsCheck] = []
+
+
+def register_settings_check(check: SettingsCheck) -> None:
+    """Make `check` the runtime-settings check of every validation that is given none."""
+    _registered[:] = [check]
+
+
+def validate_directory(
+    source: Path | SourceTree, settings_check: SettingsCheck | None = None
+) -> ValidationReport:
+    """Build and check a desired-state directory, or a git commit's tree (GitTree).
+    `settings_check` checks the runtime provider's settings (default: the registered one)."""
     try:
-        return validate_build(build_desired_state(source))
+        return validate_build(build_desired_state(source), settings_check)
     except MemoryError:
         pass  # leave the handler first: its traceback still holds what filled the memory
     return _out_of_memory(source if isinstance(source, Path) else Path(source.root_label))
@@ -149,11 +177,15 @@ def _out_of_memory(root: Path) -> ValidationReport:
     return ValidationReport(empty, [finding])
 
 
-def validate_build(built: BuildResult) -> ValidationReport:
+def validate_build(
+    built: BuildResult, settings_check: SettingsCheck | None = None
+) -> ValidationReport:
     findings = list(built.findings)
     repaired = built.repaired
     for rule in RULES:
         findings.extend(f for f in rule(built.desired) if f.location not in repaired)
+    settings = check_runtime_settings(built.desired, settings_check)
+    findings.extend(f for f in settings if f.location not in repaired)
     findings = [_with_owner(f) for f in findings]
     unique = {(f.code, f.location, f.message): f for f in findings}
     return ValidationReport(built.desired, sorted(unique.values(), key=Finding.sort_key))
@@ -1083,15 +1115,29 @@ def check_secrets(desired: DesiredState) -> Iterator[Finding]:
             )
 
 
-def check_runtime_settings(desired: DesiredState) -> Iterator[Finding]:
+def check_runtime_settings(
+    desired: DesiredState, check: SettingsCheck | None = None
+) -> Iterator[Finding]:
     """The runtime provider's own settings, checked by the provider's settings hook at
-    `validate` time (a finding at the setting's line, not a failure at apply)."""
+    `validate` time (a finding at the setting's line, not a failure at apply). Without a
+    check (none given, none registered) nothing is claimed: the settings are reported
+    not checked."""
     platform = desired.platform
     if platform is None:
         return
     runtime = platform.document.spec.runtime
     settings = {key: value for key, value in (runtime.model_extra or {}).items()}
-    problems = check_provider_settings(runtime.provider, settings)
+    check = check or next(iter(_registered), None)
+    if check is None:
+        yield warning(
+            "PGV515",
+            f"runtime provider {_clip(runtime.provider)!r}: its settings were not checked "
+            "(no provider settings check was loaded)",
+            "Validate with the plexica-gitops command, which loads the installed providers.",
+            platform.location("spec", "runtime", "provider"),
+        )
+        return
+    problems = check(runtime.provider, settings)
     if problems is None:
         yield warning(
             "PGV515",
@@ -1191,5 +1237,4 @@ RULES: list[Callable[[DesiredState], Iterator[Finding]]] = [
     check_tenant_plugins,
     check_secrets,
     check_env,
-    check_runtime_settings,
-]
+]  # then check_runtime_settings, with the settings check the caller gives

@@ -1,2 +1,2 @@
-"""Live state: its model, the fast JSON codec of snapshots, and observe (store + runtime +
-broker put together)."""
+"""Live state: its model and the fast JSON codec of snapshots. Observing it (store +
+runtime + broker put together) is `plexica_gitops.observe`, a stage above the adapters."""

@@ -44,8 +44,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from plexica_gitops.plan.drift import DriftEntry, DriftReport, DriftStatus
 from plexica_gitops.plan.model import SYMBOLS
-from plexica_gitops.service import DriftEntry, DriftReport, DriftStatus
 from plexica_gitops.source.select import short_revision
 
 DRIFT_FORMAT_VERSION = "1.0"

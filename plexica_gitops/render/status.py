@@ -63,34 +63,15 @@ topics.items                    array of object   by name: {name, owner (plugin 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Sequence
 from typing import Any
 
 from plexica_gitops.live.model import LivePlugin, LiveState, LiveWorkload
+from plexica_gitops.observe import StatusView
 from plexica_gitops.store.catalog import Endpoint
 
 FORMAT_VERSION = "1.0"
 NOT_OBSERVED = "(not observed)"
-
-
-class SettingsSource(StrEnum):
-    """Where the runtime provider's settings came from."""
-
-    STORE = "store"
-    DESIRED_STATE = "desired-state"
-
-
-@dataclass(frozen=True)
-class StatusView:
-    """Everything `status` observed, ready to render."""
-
-    live: LiveState
-    endpoints: Mapping[str, Sequence[Endpoint]]
-    provider: str | None = None
-    settings_from: SettingsSource | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 # --- JSON ---------------------------------------------------------------------------------

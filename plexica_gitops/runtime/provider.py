@@ -25,6 +25,7 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol
 
 from plexica_gitops.desired.model import RolloutStrategy
+from plexica_gitops.desired.validate import register_settings_check
 from plexica_gitops.errors import ProviderError as ProviderError
 from plexica_gitops.live.model import LiveWorkload
 
@@ -216,6 +217,10 @@ def check_provider_settings(name: str, settings: Mapping[str, Any]) -> list[Sett
             ]
         return [] if check is None else list(check(settings))
     return None
+
+
+# Validation (desired/, below the runtime) checks the settings with this unless told other.
+register_settings_check(check_provider_settings)
 
 
 def load_provider(name: str, settings: Mapping[str, Any]) -> Provider:

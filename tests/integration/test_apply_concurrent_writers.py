@@ -28,7 +28,7 @@ from plexica_gitops.apply.steps import (
 from plexica_gitops.desired.build import DesiredState
 from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.desired.view import manifest_hash
-from plexica_gitops.live.observe import observe_platform
+from plexica_gitops.observe import observe_platform
 from plexica_gitops.plan.builder import build_plan
 from plexica_gitops.plan.model import Action
 from plexica_gitops.runtime.provider import Endpoint

@@ -16,7 +16,7 @@ import docker
 import psycopg
 from apply_support import EchoPlatform, TrafficLoop, containers_of, run_cli
 
-from plexica_gitops.live.observe import observe_platform
+from plexica_gitops.observe import observe_platform
 from plexica_gitops.runtime.provider import load_provider
 
 TOKEN = "ECHO_API_TOKEN"

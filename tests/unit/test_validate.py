@@ -1817,6 +1817,29 @@ def test_pgv515_runtime_provider_not_installed(desired_state_copy: DesiredStateC
     assert report.valid
 
 
+def test_a_settings_check_given_by_the_caller_is_the_one_used(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    from plexica_gitops.runtime.provider import SettingProblem
+
+    def refuse(provider: str, settings: object) -> list[SettingProblem]:
+        return [SettingProblem("endpointMode", f"{provider}: endpointMode refused", "fix it")]
+
+    report = validate_directory(desired_state_copy.root, refuse)
+    only_codes(report, "PGV514")
+    assert the(report, "PGV514").message == "docker: endpointMode refused"
+
+
+def test_without_a_settings_check_the_settings_are_said_not_checked(
+    desired_state_copy: DesiredStateCopy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(validate, "_registered", [])  # as if runtime/ were never imported
+    report = validate_directory(desired_state_copy.root)
+    only_codes(report, "PGV515")
+    assert "not checked" in the(report, "PGV515").message
+    assert report.valid
+
+
 # --------------------------------------------------------------------------- one error, all errors
 
 

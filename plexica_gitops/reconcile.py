@@ -52,6 +52,7 @@ from plexica_gitops.gitops.metrics import (
 )
 from plexica_gitops.lifecycle import LifecycleStatus
 from plexica_gitops.live.model import LiveState, ObservedPart
+from plexica_gitops.plan.drift import DriftEntry, DriftReport, FailOn
 from plexica_gitops.plan.model import Action
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.store import catalog
@@ -207,7 +208,7 @@ def _commit(revision: str | None) -> str | None:
     return sha if at else revision.removeprefix("sha1:")
 
 
-def _addresses(entries: Sequence[service.DriftEntry], most: int = 3) -> str:
+def _addresses(entries: Sequence[DriftEntry], most: int = 3) -> str:
     unique = sorted({e.address for e in entries})
     shown = ", ".join(unique[:most])
     return shown + (f" and {len(unique) - most} more" if len(unique) > most else "")
@@ -335,7 +336,7 @@ class Reconciler:
             target, why = self._target(report, head, last)
             if target is None:
                 did = Did.IN_SYNC if not (report.drift or report.pending) else Did.REPORTED
-                code = report.exit_code(service.FailOn.DRIFT)
+                code = report.exit_code(FailOn.DRIFT)
                 return replace(seen_now, did=did, detail=why, exit_code=code)
             try:
                 return self._apply(target, seen_now)
@@ -351,7 +352,7 @@ class Reconciler:
             return catalog.last_applied_revisions(conn), catalog.last_succeeded_revision(conn)
 
     def _target(
-        self, report: service.DriftReport, head: SourceChoice, last: str | None
+        self, report: DriftReport, head: SourceChoice, last: str | None
     ) -> tuple[_Target | None, str]:
         """What this cycle applies (None: nothing), and why in words."""
         o = self.options
@@ -379,7 +380,7 @@ class Reconciler:
             return None
         return choose_source(None, self.options.repo, sha, self.options.path)
 
-    def _report_only(self, report: service.DriftReport, new: bool, last: str | None) -> str:
+    def _report_only(self, report: DriftReport, new: bool, last: str | None) -> str:
         if not (report.drift or report.pending):
             return "in sync"
         parts = []
@@ -471,7 +472,7 @@ def _applied(target: _Target, apply_id: int | None, report: ApplyReport, seen: C
     )
 
 
-def _not_seen(report: service.DriftReport) -> str:
+def _not_seen(report: DriftReport) -> str:
     """Why the check is incomplete ("" when it is not): never "in sync" for what was not
     observed, nor for a plan with errors."""
     if report.not_observed:
@@ -485,7 +486,7 @@ def _not_seen(report: service.DriftReport) -> str:
 
 
 def _resources(
-    live: LiveState, report: service.DriftReport, revisions: dict[str, str]
+    live: LiveState, report: DriftReport, revisions: dict[str, str]
 ) -> Iterator[Resource]:
     """`plexica_resource_info`: each resource seen, ready False when it drifted (or its
     workload is not fully ready), Unknown when its part was not observed."""

@@ -1,12 +1,19 @@
 """Observe the whole live platform: the store's records, the runtime's workloads and the
-broker's topics, put together into the one `LiveState` the planner reads."""
+broker's topics, put together into the one `LiveState` the planner reads. It sits above
+the adapters it reads (store/, runtime/, broker/), not in live/, which they import. Also
+what `status` observed (`StatusView`), which render/status.py draws."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 from plexica_gitops.broker.kafka import BrokerError, EventBroker
 from plexica_gitops.live.model import LiveState, LiveWorkload, ObservedPart
 from plexica_gitops.runtime.provider import Provider, ProviderError
 from plexica_gitops.store import catalog
+from plexica_gitops.store.catalog import Endpoint
 from plexica_gitops.store.connection import connect
 from plexica_gitops.store.observe import observe_store
 
@@ -101,3 +108,21 @@ def _with_registry(
 def _note(problems: dict[ObservedPart, str] | None, part: ObservedPart, text: str) -> None:
     if problems is not None:
         problems[part] = text
+
+
+class SettingsSource(StrEnum):
+    """Where the runtime provider's settings came from."""
+
+    STORE = "store"
+    DESIRED_STATE = "desired-state"
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """Everything `status` observed, ready to render."""
+
+    live: LiveState
+    endpoints: Mapping[str, Sequence[Endpoint]]
+    provider: str | None = None
+    settings_from: SettingsSource | None = None
+    warnings: list[str] = field(default_factory=list)
