@@ -20,7 +20,6 @@ from plexica_gitops import service
 from plexica_gitops.apply.engine import Reporter
 from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
 from plexica_gitops.desired.schemas import write_schemas
-from plexica_gitops.desired.validate import validate_directory
 from plexica_gitops.errors import PlexicaError, UsageError
 from plexica_gitops.live.model import ObservedPart
 from plexica_gitops.plan.drift import DriftReport, FailOn
@@ -43,7 +42,6 @@ from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
 from plexica_gitops.render.status import render_status_json, render_status_text
 from plexica_gitops.render.text import NO_CHANGES, print_plan
-from plexica_gitops.runtime.provider import check_provider_settings
 from plexica_gitops.source.loader import ROOT_MISSING
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.store.connection import connect
@@ -212,7 +210,7 @@ def validate(
     Exit 0 when valid (warnings allowed), 1 on any error, 2 on usage errors.
     """
     chosen = _desired_source(directory, repo, ref, path)
-    result = validate_directory(chosen.source, check_provider_settings)
+    result = service.validate(chosen.source)
     if output_format is ValidateFormat.JSON:
         sys.stdout.write(report.render_json(result) + "\n")
     elif output_format is ValidateFormat.GITHUB:

@@ -70,6 +70,7 @@ from plexica_gitops.runtime.provider import (
 )
 from plexica_gitops.runtime.spec import secret_rotations, workload_spec
 from plexica_gitops.source.select import SourceChoice, choose_source
+from plexica_gitops.source.tree import SourceTree
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import ENV_DATABASE_URL, connect
 from plexica_gitops.store.connection import database_url as store_database_url
@@ -109,11 +110,17 @@ class DesiredStateInvalid(PlexicaError):
         self.result = result
 
 
+def validate(source: Path | SourceTree) -> ValidationReport:
+    """`validate`: the desired state's findings, the installed providers checking their
+    runtime settings."""
+    return validate_directory(source, check_provider_settings)
+
+
 def _validated(chosen: SourceChoice) -> ValidationReport:
     source = chosen.source
     if isinstance(source, Path) and not source.is_dir():
         raise UsageError(f"{source} is not a directory", "Name the desired-state directory.")
-    return validate_directory(source, check_provider_settings)
+    return validate(source)
 
 
 @dataclass(frozen=True)
@@ -776,7 +783,7 @@ def _status_runtime(
 
 
 def _runtime_of(root: Path) -> _Runtime | None:
-    result = validate_directory(root, check_provider_settings)
+    result = validate(root)
     platform = result.desired.platform if result.valid else None
     if platform is None:
         return None
