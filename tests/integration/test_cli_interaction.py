@@ -60,11 +60,20 @@ class Terminal:
         os.write(self.fd, keys)
 
     def finish(self, timeout: float = 60) -> tuple[int, str]:
-        """Exit code and everything shown."""
+        """Exit code and everything shown; a CLI still running after `timeout` fails the
+        test (the caller's kill() ends it) instead of hanging the suite in waitpid."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self._read(deadline - time.monotonic()):
             pass
-        _, status = os.waitpid(self.pid, 0)
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                break
+            assert time.monotonic() < deadline, (
+                f"the CLI still runs after {timeout:g} s:\n"
+                + self.output.decode(errors="replace")[-2000:]
+            )
+            self._read(0.2)
         os.close(self.fd)
         return os.waitstatus_to_exitcode(status), self.output.decode(errors="replace")
 
