@@ -86,7 +86,8 @@ def test_apply_records_the_runtime_for_status(
 ) -> None:
     root = echo.write("1.0.0", replicas=1)
     assert run_cli(environment, "init")[0] == 0
-    assert run_cli(environment, "apply", root, "--auto-approve")[0] == 0
+    code, output = run_cli(environment, "apply", root, "--auto-approve")
+    assert code == 0, output
     with psycopg.connect(environment["PLEXICA_DATABASE_URL"]) as conn:
         recorded = recorded_runtime(conn)
     assert recorded is not None and recorded.settings["scope"] == echo.scope
