@@ -32,7 +32,9 @@ _encode_canonical = (
 def canonical_json(value: dict[str, Any]) -> str:
     if _encode_canonical is None:  # pragma: no cover - CPython without its _json module
         return _CANONICAL.encode(value)
-    return "".join(_encode_canonical(value, 0))
+    chunks = _encode_canonical(value, 0)
+    # CPython's C encoder hands back the whole text as one chunk: no join to pay for.
+    return chunks[0] if len(chunks) == 1 else "".join(chunks)
 
 
 # The JSON text of a value, keys in their order (-0.0, 1.0, 1 and true all differ): what
