@@ -71,7 +71,6 @@ from plexica_gitops_kubernetes.objects import (
     LABEL_SCOPE,
     LABEL_VERSION,
     PluginObjects,
-    autoscaling_of,
     build_objects,
     check_plugin_id,
     deployment_name,
@@ -544,7 +543,7 @@ class KubernetesProvider(Provider):
         live = work.live.objects.get(f"Deployment/{name}")
         suffix = self._secret_suffix(work, live)
         replicas: int | None = None
-        scaling = autoscaling_of(spec)
+        scaling = spec.autoscaling
         if scaling is not None and not spec.running:
             replicas = 0
         elif scaling is not None and (live is None or int(live["spec"].get("replicas", 1)) == 0):
@@ -590,7 +589,7 @@ class KubernetesProvider(Provider):
                 self._apply_recorded(companion, work)
         manifest = objects.deployment
         answer = self._apply_recorded(manifest, work)
-        if "replicas" in manifest["spec"] and autoscaling_of(work.spec) and work.spec.running:
+        if "replicas" in manifest["spec"] and work.spec.autoscaling and work.spec.running:
             manifest, answer = self._hand_over(manifest, answer, work)
         if promote:
             self._promote(inventory, manifest)
@@ -970,6 +969,8 @@ class KubernetesProvider(Provider):
         available = min(
             int(status.get("availableReplicas") or 0), int(status.get("updatedReplicas") or 0)
         )
+        if autoscaled and running and available >= asked:
+            available = replicas  # every replica the HPA asks for serves: not short of git's
         applied = (plugin.inventory.applied if plugin.inventory else {}).get(_ref(deployment), {})
         template_drift, companions = self._drifted(plugin, deployment)
         env_hash = "drift" if template_drift else labels.get(LABEL_ENV_HASH, "")
