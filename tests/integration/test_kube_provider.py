@@ -803,6 +803,32 @@ def test_the_plugin_kinds_autoscaling_egress_and_secret_refs_reach_the_cluster(
 
 @integration
 @kube_only
+def test_each_applied_object_carries_the_revision_and_a_new_revision_alone_is_no_drift(
+    provider: KubernetesProvider, kube_api: Any
+) -> None:
+    first, second = "main@sha1:" + "a" * 40, "main@sha1:" + "b" * 40
+    spec = plugin_spec(revision=first, autoscaling=Autoscaling(min_replicas=2, max_replicas=3))
+    provider.deploy(spec, RecordingRoutes())
+    found = read(kube_api, provider)
+    revisions = {
+        ref: (obj["metadata"].get("annotations") or {}).get("plexica.io/revision")
+        for ref, obj in found.items()
+    }
+    kinds = ("Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget")
+    for ref in [f"{kind}/plexica-crm" for kind in (*kinds, "HorizontalPodAutoscaler")]:
+        assert revisions.pop(ref) == first, ref
+    # The env Secret is shared by every template with its values, the inventory is ours.
+    assert set(revisions.values()) == {None}
+
+    assert provider.drift(dataclasses.replace(spec, revision=second)) == []
+    provider.update(version(dataclasses.replace(spec, revision=second), "1.1.0"), RecordingRoutes())
+    deployment = read(kube_api, provider)["Deployment/plexica-crm"]
+    assert deployment["metadata"]["annotations"]["plexica.io/revision"] == second
+    assert provider.observe()["crm"].env_hash == "e100"  # not taken for template drift
+
+
+@integration
+@kube_only
 def test_blue_green_switches_the_service_once_the_new_deployment_is_ready(
     provider: KubernetesProvider, kube_api: Any
 ) -> None:

@@ -119,6 +119,8 @@ def test_autoscaling_egress_and_secret_refs_of_the_plugin_kind_render_valid_obje
     assert env["LOG_LEVEL"] == {"name": "LOG_LEVEL", "value": "warn"}  # a literal of git
     keys = by_ref[("Secret", "plexica-analytics-env")]["metadata"]["annotations"]
     assert "WAREHOUSE_TOKEN" not in keys["plexica.io/env-keys"].split(",")  # not copied
+    # Rendered files change when the objects do, not with every commit.
+    assert not [o for o in objects if "plexica.io/revision" in o["metadata"].get("annotations", {})]
 
 
 def test_out_writes_a_file_per_plugin_and_rerendering_is_byte_identical(

@@ -15,7 +15,8 @@ Per plugin, in the settings' namespace (names for people, labels for the reconci
 
 Every object carries `LABEL_MANAGED_BY`, `LABEL_NAME`, `LABEL_PLUGIN`, `LABEL_VERSION`,
 `LABEL_SCOPE`, `LABEL_MANIFEST_HASH` and `LABEL_ENV_HASH` (the env Secret all but the last
-three: it is shared by every template with the same values). Env values are never in a label,
+three: it is shared by every template with the same values), and, but for that Secret,
+`ANNOTATION_REVISION` when the spec carries the revision. Env values are never in a label,
 an annotation or the Deployment: `secretRef` entries become `secretKeyRef`s to the named
 Secret, values the provider resolved go into the provider's own Secret.
 """
@@ -23,9 +24,10 @@ Secret, values the provider resolved go into the provider's own Secret.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +60,9 @@ ANNOTATION_MEMORY = "plexica.io/memory"
 # since "hmac-sha256:<64 hex>" is no valid label value
 ANNOTATION_ENV_DIGEST = "plexica.io/env-digest"
 ANNOTATION_ENV_KEYS = "plexica.io/env-keys"  # on a rendered Secret: the keys to fill in
+# The desired-state revision of the apply that last applied the object, for people (`kubectl
+# describe`): never compared, so a commit that changes nothing about a plugin changes nothing.
+ANNOTATION_REVISION = "plexica.io/revision"
 
 CONTAINER = "plugin"
 PORT_NAME = "http"
@@ -135,14 +140,22 @@ def spec_labels(spec: WorkloadSpec, settings: KubernetesSettings) -> dict[str, s
 
 
 def _metadata(
-    name: str, spec: WorkloadSpec, settings: KubernetesSettings, **extra: Any
+    name: str,
+    spec: WorkloadSpec,
+    settings: KubernetesSettings,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    return {
+    metadata: dict[str, Any] = {
         "name": name,
         "namespace": settings.namespace,
         "labels": spec_labels(spec, settings),
-        **extra,
     }
+    chosen = dict(annotations or {})
+    if spec.revision:
+        chosen[ANNOTATION_REVISION] = spec.revision
+    if chosen:
+        metadata["annotations"] = chosen
+    return metadata
 
 
 def _pod_selector(plugin_id: str, settings: KubernetesSettings) -> dict[str, str]:
@@ -544,6 +557,9 @@ def render_groups(
     for spec in sorted(specs, key=lambda s: s.plugin_id):
         color = COLORS[0] if spec.strategy is RolloutStrategy.BLUE_GREEN else None
         name = deployment_name(spec.plugin_id, color)
-        built = build_objects(spec, settings, deployment=name)  # replicas as apply sets them
+        # No revision: rendered files change only when the objects do (Argo CD and Helm
+        # keep their own revision of what they applied).
+        unrevised = dataclasses.replace(spec, revision="")
+        built = build_objects(unrevised, settings, deployment=name)  # replicas as apply sets
         groups.append((f"plugin-{spec.plugin_id}", built.all()))
     return groups

@@ -60,6 +60,7 @@ from plexica_gitops_kubernetes.objects import (
     ANNOTATION_ENV_DIGEST,
     ANNOTATION_MEMORY,
     ANNOTATION_REPLICAS,
+    ANNOTATION_REVISION,
     ANNOTATION_VERSION,
     COLORS,
     CONTAINER,
@@ -1010,7 +1011,11 @@ class KubernetesProvider(Provider):
             if live is None:
                 companions += 1
                 continue
-            found = [d for d in ssa.differences(projection, live) if not _reported(d[0])]
+            found = [
+                (path, wanted, have)
+                for path, wanted, have in ssa.differences(projection, live)
+                if not _reported(path) and not _revision_only(path, wanted)
+            ]
             if kind != "Deployment":
                 companions += bool(found)
             elif any(path[:2] == ("spec", "template") for path, _, _ in found):
@@ -1041,6 +1046,8 @@ class KubernetesProvider(Provider):
             answer = ssa.apply(conn, obj, FIELD_MANAGER, dry_run=True, force=True)
         # Secret data is not projected: an env Secret is immutable, named by its values.
         for path, wanted, found in ssa.differences(_projection(answer, obj), live):
+            if _revision_only(path, wanted):
+                continue  # which commit applied it last, not what it is
             owners = tuple(m for m in ssa.owners(live, path) if m != FIELD_MANAGER)
             drifts.append(
                 FieldDrift(ref, ssa.format_path(path), DriftKind.CHANGED, wanted, found, owners)
@@ -1165,6 +1172,14 @@ def _reported(path: ssa.Path) -> bool:
     if len(path) >= 6 and path[:4] == ("spec", "template", "spec", "containers"):
         return path[5] in ("image", "resources")
     return False
+
+
+def _revision_only(path: ssa.Path, wanted: Any) -> bool:
+    """The difference is the revision annotation alone (the object's, or all of its
+    annotations when the live object has none and we want only that one)."""
+    if path == ("metadata", "annotations", ANNOTATION_REVISION):
+        return True
+    return path == ("metadata", "annotations") and set(wanted or {}) == {ANNOTATION_REVISION}
 
 
 def _with_operation(conflict: ssa.Conflict, live: Mapping[str, Any]) -> ssa.Conflict:
