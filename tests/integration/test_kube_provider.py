@@ -19,7 +19,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from kube_cluster import exists, wait_for
+from kube_cluster import ExternalCluster, exists, kube_context, wait_for
 from kubernetes import client as k8s
 
 from devenv import kube
@@ -99,7 +99,7 @@ class RecordingRoutes:
 
 
 @pytest.fixture
-def make_provider(kube_cluster: kube.KubeCluster, kube_api: Any) -> Iterator[Any]:
+def make_provider(kube_cluster: kube.KubeCluster | ExternalCluster, kube_api: Any) -> Iterator[Any]:
     """KubernetesProvider(s) on the devenv cluster, each in a namespace of its own (or the
     one given), with short waits; the namespaces are deleted afterwards."""
     made: list[KubernetesProvider] = []
@@ -107,6 +107,7 @@ def make_provider(kube_cluster: kube.KubeCluster, kube_api: Any) -> Iterator[Any
     def make(namespace: str | None = None, **settings: Any) -> KubernetesProvider:
         values = {
             "kubeconfig": str(kube_cluster.kubeconfig),
+            "context": kube_context(kube_cluster),
             "namespace": namespace or f"p-{uuid.uuid4().hex[:8]}",
             "drainSeconds": 0.1,
             "progressSlackSeconds": 5,
