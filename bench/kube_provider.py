@@ -36,8 +36,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from devenv import kube
-from plexica_gitops.runtime.provider import Endpoint, RolloutSettings
-from plexica_gitops_kubernetes.objects import KubeWorkloadSpec
+from plexica_gitops.runtime.provider import Endpoint, RolloutSettings, WorkloadSpec
 from plexica_gitops_kubernetes.provider import KubernetesProvider
 from plexica_gitops_kubernetes.settings import parse_settings
 
@@ -50,8 +49,8 @@ class Routes:
         pass
 
 
-def spec(plugin_id: str, replicas: int, version: str = "1.0.0") -> KubeWorkloadSpec:
-    return KubeWorkloadSpec(
+def spec(plugin_id: str, replicas: int, version: str = "1.0.0") -> WorkloadSpec:
+    return WorkloadSpec(
         plugin_id=plugin_id,
         version=version,
         image=f"plexica/echo:{version}",

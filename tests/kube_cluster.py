@@ -3,16 +3,24 @@
 
 - `kube_cluster` (session): a throwaway `devenv.kube.KubeCluster` (etcd, kube-apiserver,
   controller-manager, scheduler, kwok), started once (a few seconds: the binaries must be
-  built, `python3 -m devenv.kube build`, which `.ci/run` does).
+  built, `python3 -m devenv.kube build`, which `.ci/run` does) — or, when
+  `PLEXICA_TEST_KUBECONFIG` names a kubeconfig (and `PLEXICA_TEST_KUBE_CONTEXT`, optionally,
+  one of its contexts), that cluster instead (`ExternalCluster`: nothing is started or
+  stopped; every test makes namespaces of its own there and deletes them). Not `KUBECONFIG`:
+  a shell's everyday cluster is never tested against by accident.
 - `kube_api` (session): a `kubernetes.client.ApiClient` on it.
 - `kube_namespace` (function): a namespace of the test's own, deleted afterwards.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
@@ -25,8 +33,50 @@ from devenv import kube
 T = TypeVar("T")
 
 
+KUBECONFIG_ENV = "PLEXICA_TEST_KUBECONFIG"
+CONTEXT_ENV = "PLEXICA_TEST_KUBE_CONTEXT"
+
+
+@dataclass(frozen=True)
+class ExternalCluster:
+    """A cluster the tests are pointed at (`PLEXICA_TEST_KUBECONFIG`), used as it is."""
+
+    kubeconfig: Path
+    context: str | None = None
+
+    def request(self, method: str, path: str) -> Any:
+        """The API's JSON answer at `path` (what `KubeCluster.request` offers)."""
+        api = kubernetes.config.new_client_from_config(
+            config_file=str(self.kubeconfig), context=self.context
+        )
+        try:
+            answer = api.call_api(
+                path, method, auth_settings=["BearerToken"], _preload_content=False
+            )
+            return json.loads(answer[0].data)
+        finally:
+            api.close()
+
+
+def chosen_cluster(environ: Mapping[str, str]) -> ExternalCluster | None:
+    """The cluster `PLEXICA_TEST_KUBECONFIG` names, or None (the devenv control plane).
+    A name that is no readable file fails the session rather than quietly testing the
+    devenv cluster instead."""
+    given = environ.get(KUBECONFIG_ENV, "")
+    if not given:
+        return None
+    path = Path(given).expanduser()
+    if not path.is_file():
+        pytest.fail(f"{KUBECONFIG_ENV}={given}: no such kubeconfig file", pytrace=False)
+    return ExternalCluster(path.resolve(), environ.get(CONTEXT_ENV) or None)
+
+
 @pytest.fixture(scope="session")
-def kube_cluster() -> Iterator[kube.KubeCluster]:
+def kube_cluster() -> Iterator[kube.KubeCluster | ExternalCluster]:
+    external = chosen_cluster(os.environ)
+    if external is not None:
+        yield external
+        return
     if not kube.built():
         pytest.fail(
             f"the Kubernetes binaries are not built in {kube.bin_dir()}: run "
@@ -40,9 +90,16 @@ def kube_cluster() -> Iterator[kube.KubeCluster]:
         cluster.stop()
 
 
+def kube_context(cluster: kube.KubeCluster | ExternalCluster) -> str | None:
+    """The kubeconfig context to use (None: the file's current one)."""
+    return cluster.context if isinstance(cluster, ExternalCluster) else None
+
+
 @pytest.fixture(scope="session")
-def kube_api(kube_cluster: kube.KubeCluster) -> Iterator[Any]:
-    api = kubernetes.config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
+def kube_api(kube_cluster: kube.KubeCluster | ExternalCluster) -> Iterator[Any]:
+    api = kubernetes.config.new_client_from_config(
+        config_file=str(kube_cluster.kubeconfig), context=kube_context(kube_cluster)
+    )
     try:
         yield api
     finally:

@@ -78,7 +78,7 @@ def _http_answer(endpoint: Endpoint) -> str:
 
 @pytest.fixture
 def kubernetes_contract(kube_cluster: Any, kube_api: Any) -> Iterator[Contract]:
-    from kube_cluster import exists
+    from kube_cluster import exists, kube_context
     from kubernetes import client as k8s
 
     from plexica_gitops_kubernetes.provider import KubernetesProvider
@@ -87,6 +87,7 @@ def kubernetes_contract(kube_cluster: Any, kube_api: Any) -> Iterator[Contract]:
     namespace = f"c-{uuid.uuid4().hex[:8]}"
     settings = {
         "kubeconfig": str(kube_cluster.kubeconfig),
+        "context": kube_context(kube_cluster),
         "namespace": namespace,
         "drainSeconds": 0.1,
         "progressSlackSeconds": 5,

@@ -40,6 +40,12 @@ class TenantStatus(StrEnum):
     DELETED = "deleted"
 
 
+class Protocol(StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
 class RolloutStrategy(StrEnum):
     ROLLING = "rolling"
     BLUE_GREEN = "blue-green"
@@ -283,9 +289,56 @@ class TopicOverrides(_Model):
     )
 
 
+MAX_REPLICAS = 100
+
+
+class Autoscaling(_Model):
+    """Replicas between the bounds, by CPU utilisation (a Kubernetes HPA). While declared,
+    the replica count is the autoscaler's: `replicas` only seeds it."""
+
+    min_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    max_replicas: int = Field(ge=1, le=MAX_REPLICAS, description="At least minReplicas.")
+    target_cpu_utilization_percentage: int = Field(
+        default=80,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilizationPercentage",
+        description="Average CPU use, in percent of the requested CPU, the autoscaler keeps.",
+    )
+
+
+class EgressRule(_Model):
+    """A destination the plugin may reach besides the platform's own services (core,
+    PostgreSQL, Kafka, DNS): pods by their labels (in namespaces by theirs; without
+    `namespaceLabels`, the plugins' own namespace), or a network `cidr`; on `ports`."""
+
+    pod_labels: dict[str, str] | SkipJsonSchema[None] = None
+    namespace_labels: dict[str, str] | SkipJsonSchema[None] = None
+    cidr: str | SkipJsonSchema[None] = Field(
+        default=None, max_length=64, description="e.g. 10.0.0.0/8 or 2001:db8::/32"
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list, max_length=32, description="Empty: every port."
+    )
+    protocols: list[Protocol] = Field(
+        default_factory=lambda: [Protocol.TCP], min_length=1, max_length=3
+    )
+
+
+class Network(_Model):
+    egress: list[EgressRule] = Field(
+        default_factory=list,
+        max_length=64,
+        description="What the plugin may reach beyond the platform's services (enforced "
+        "where the runtime can: a Kubernetes NetworkPolicy).",
+    )
+
+
 class PluginSpec(_Model):
     state: PluginState
-    replicas: int = Field(default=1, ge=1, le=100)
+    replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    autoscaling: Autoscaling | SkipJsonSchema[None] = None
+    network: Network = Field(default_factory=Network)
     rollout: RolloutOverrides = Field(default_factory=RolloutOverrides)
     env: dict[str, EnvValue] = Field(default_factory=dict)
     purge_data_on_uninstall: bool = Field(

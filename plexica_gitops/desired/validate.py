@@ -27,6 +27,7 @@ from referencing.exceptions import Unresolvable
 from plexica_gitops.desired.build import BuildResult, DesiredState, PluginEntry, build_desired_state
 from plexica_gitops.desired.fastcheck import FastCheck, compile_fast_check
 from plexica_gitops.desired.model import PluginState
+from plexica_gitops.desired.peers import cidr_problem, kind_problem, labels_problem
 from plexica_gitops.desired.versions import (
     RangeSyntaxError,
     VersionRange,
@@ -618,6 +619,96 @@ def check_resources(desired: DesiredState) -> Iterator[Finding]:
                     plugin.manifest_location("runtime", "resources", "memory"),
                     (plugin.id,),
                 )
+
+
+def check_autoscaling(desired: DesiredState) -> Iterator[Finding]:
+    """`spec.autoscaling` must leave the autoscaler a range: min ≤ max, and a `replicas`
+    written beside it inside that range (it only seeds the count the autoscaler owns)."""
+    for plugin in desired.plugins.values():
+        spec = plugin.document.spec
+        scaling = spec.autoscaling
+        if scaling is None:
+            continue
+        if scaling.min_replicas > scaling.max_replicas:
+            yield error(
+                "PGV516",
+                f"plugin {plugin.id!r} autoscaling: minReplicas {scaling.min_replicas} is "
+                f"above maxReplicas {scaling.max_replicas}",
+                "Set minReplicas ≤ maxReplicas (both from 1 to 100).",
+                plugin.location("spec", "autoscaling", "minReplicas"),
+                (plugin.id,),
+            )
+        elif "replicas" in spec.model_fields_set and not (
+            scaling.min_replicas <= spec.replicas <= scaling.max_replicas
+        ):
+            yield error(
+                "PGV516",
+                f"plugin {plugin.id!r}: replicas {spec.replicas} is outside its autoscaling "
+                f"range {scaling.min_replicas}..{scaling.max_replicas}",
+                "Leave `replicas` out (the autoscaler owns the count) or set it within "
+                "minReplicas..maxReplicas.",
+                plugin.location("spec", "replicas"),
+                (plugin.id,),
+            )
+
+
+def check_egress(desired: DesiredState) -> Iterator[Finding]:
+    """Each `spec.network.egress` destination is pods by labels or a network, in the
+    syntax a NetworkPolicy accepts."""
+    for plugin in desired.plugins.values():
+        for index, rule in enumerate(plugin.document.spec.network.egress):
+            selects = rule.pod_labels is not None or rule.namespace_labels is not None
+            problem = (
+                kind_problem(selects, rule.cidr)
+                or labels_problem(rule.pod_labels)
+                or labels_problem(rule.namespace_labels)
+                or (cidr_problem(rule.cidr) if rule.cidr is not None else None)
+            )
+            if problem is None:
+                continue
+            yield error(
+                "PGV517",
+                f"plugin {plugin.id!r} network.egress[{index}]: {problem}",
+                "Name pods by `podLabels` (and their namespaces by `namespaceLabels`), or "
+                "a network by `cidr` (e.g. 10.0.0.0/8), with `ports` and `protocols`.",
+                plugin.location("spec", "network", "egress", index),
+                (plugin.id,),
+            )
+
+
+# What each provider that ships with plexica-gitops cannot do of the Plugin kind.
+_UNSUPPORTED: dict[str, dict[str, str]] = {
+    "docker": {
+        "autoscaling": "runs `replicas` containers and never autoscales",
+        "network": "does not restrict where a container connects (network.egress is not enforced)",
+    },
+}
+
+
+def check_provider_support(desired: DesiredState) -> Iterator[Finding]:
+    """A warning for what a plugin declares that the platform's runtime provider ignores
+    (docker: autoscaling, egress), so nobody believes it is enforced."""
+    platform = desired.platform
+    provider = platform.document.spec.runtime.provider if platform else ""
+    unsupported = _UNSUPPORTED.get(provider, {})
+    for plugin in desired.plugins.values():
+        spec = plugin.document.spec
+        declared = {
+            "autoscaling": spec.autoscaling is not None,
+            "network": bool(spec.network.egress),
+        }
+        for key, what in unsupported.items():
+            if not declared[key]:
+                continue
+            yield warning(
+                "PGV518",
+                f"plugin {plugin.id!r} declares {key}, which the {provider} runtime provider "
+                f"ignores: it {what}",
+                f"Run the platform on a provider that supports it (kubernetes), or remove "
+                f"spec.{key} from the plugin.",
+                plugin.location("spec", key),
+                (plugin.id,),
+            )
 
 
 def _quantity_problem(parse: Callable[[str], int], text: str) -> str | None:
@@ -1231,6 +1322,9 @@ RULES: list[Callable[[DesiredState], Iterator[Finding]]] = [
     check_lifecycle,
     check_routes,
     check_resources,
+    check_autoscaling,
+    check_egress,
+    check_provider_support,
     check_permissions,
     check_events,
     check_topic_configs,

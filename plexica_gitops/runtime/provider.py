@@ -66,6 +66,48 @@ class RolloutSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretKeyRef:
+    """An env value that is a `secretRef` of the desired state: key `key` of secret `name`
+    in the runtime's secret store (a Kubernetes Secret in the plugins' namespace)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class FromEnvRef:
+    """An env value that is a `fromEnv` of the desired state: resolved by apply from its
+    own environment (`variable`), so the provider must keep the value itself."""
+
+    variable: str
+
+
+EnvRef = SecretKeyRef | FromEnvRef
+
+
+@dataclass(frozen=True, slots=True)
+class Autoscaling:
+    """The Plugin kind's `spec.autoscaling`: replicas between the bounds by CPU use. While
+    set, the replica count is the autoscaler's; `WorkloadSpec.replicas` only seeds it."""
+
+    min_replicas: int
+    max_replicas: int
+    target_cpu_percent: int = 80
+
+
+@dataclass(frozen=True, slots=True)
+class EgressPeer:
+    """One of the Plugin kind's `spec.network.egress`: pods by labels (in namespaces by
+    theirs), or a `cidr`; on `ports` (none: every port) over `protocols`."""
+
+    pod_labels: Mapping[str, str] | None = None
+    namespace_labels: Mapping[str, str] | None = None
+    cidr: str | None = None
+    ports: tuple[int, ...] = ()
+    protocols: tuple[str, ...] = ("TCP",)
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSpec:
     """Everything a provider needs to run one plugin's replicas."""
 
@@ -94,6 +136,13 @@ class WorkloadSpec:
     # "sha256:<hex>"), labelled on it for people; never compared, so a commit that changes
     # nothing about the workload replaces nothing.
     revision: str = ""
+    # The references among the env entries, by env name (names only, never a value); None
+    # when the caller cannot say, so a provider must treat every value of `env` as one to
+    # keep secret. A `secretRef` may be read by the runtime itself (Kubernetes'
+    # secretKeyRef) rather than from its resolved value in `env`.
+    env_refs: Mapping[str, EnvRef] | None = None
+    autoscaling: Autoscaling | None = None
+    egress: tuple[EgressPeer, ...] = ()  # declared destinations beyond the platform's own
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,13 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from plexica_gitops.desired.build import DesiredState, PluginEntry
-from plexica_gitops.desired.model import RolloutStrategy
+from plexica_gitops.desired.model import EgressRule, RolloutStrategy
 from plexica_gitops.desired.view import desired_plugin, env_hash
 from plexica_gitops.errors import EnvResolutionError as EnvResolutionError
 from plexica_gitops.findings import Finding, warning
 from plexica_gitops.lifecycle import DEPLOYED, TARGET_STATUS
 from plexica_gitops.live.model import LiveState
-from plexica_gitops.runtime.provider import RolloutSettings, WorkloadSpec
+from plexica_gitops.runtime.provider import (
+    Autoscaling,
+    EgressPeer,
+    EnvRef,
+    FromEnvRef,
+    RolloutSettings,
+    SecretKeyRef,
+    WorkloadSpec,
+)
 
 SECRET_VALUE_CHANGED = "secret value changed"
 NOT_COMPARED = "PGP206"
@@ -155,14 +163,15 @@ def workload_spec(
 ) -> WorkloadSpec:
     """What the provider should run for this plugin, env resolved; with `digest_key`,
     labelled with the keyed digest of the values; with `replace_id`, a replacement. With
-    `resolve=False`, every env value is "" (nothing read): for rendering manifests."""
+    `resolve=False`, every reference's value is "" (nothing read; literals are git's): for
+    rendering manifests."""
     plugin = desired_plugin(entry, desired)
     want = plugin.workload
     api = entry.manifest.api
     values = (
         resolve_env(entry.id, want["env"], os.environ if environ is None else environ)
         if resolve
-        else dict.fromkeys(want["env"], "")
+        else {name: value if isinstance(value, str) else "" for name, value in want["env"].items()}
     )
     return WorkloadSpec(
         plugin_id=entry.id,
@@ -183,4 +192,39 @@ def workload_spec(
         env_digest=env_digest(digest_key, values) if digest_key else "",
         replace_id=replace_id,
         revision=desired.revision,
+        env_refs=env_references(want["env"]),
+        autoscaling=_autoscaling(entry),
+        egress=tuple(_egress_peer(rule) for rule in entry.document.spec.network.egress),
+    )
+
+
+def env_references(env: Mapping[str, Any]) -> dict[str, EnvRef]:
+    """The references among the env entries (as `desired_plugin` writes them), by name."""
+    refs: dict[str, EnvRef] = {}
+    for name, value in env.items():
+        if isinstance(value, str):
+            continue
+        if "fromEnv" in value:
+            refs[name] = FromEnvRef(value["fromEnv"])
+        else:
+            refs[name] = SecretKeyRef(value["secretRef"]["name"], value["secretRef"]["key"])
+    return refs
+
+
+def _autoscaling(entry: PluginEntry) -> Autoscaling | None:
+    declared = entry.document.spec.autoscaling
+    if declared is None:
+        return None
+    return Autoscaling(
+        declared.min_replicas, declared.max_replicas, declared.target_cpu_utilization_percentage
+    )
+
+
+def _egress_peer(rule: EgressRule) -> EgressPeer:
+    return EgressPeer(
+        pod_labels=rule.pod_labels,
+        namespace_labels=rule.namespace_labels,
+        cidr=rule.cidr,
+        ports=tuple(rule.ports),
+        protocols=tuple(protocol.value for protocol in rule.protocols),
     )

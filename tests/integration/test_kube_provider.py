@@ -9,6 +9,7 @@ rendering with offline validation) need no cluster."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import time
@@ -18,26 +19,26 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from kube_cluster import exists, wait_for
+from kube_cluster import ExternalCluster, exists, kube_context, wait_for
 from kubernetes import client as k8s
 
 from devenv import kube
 from plexica_gitops.desired.model import RolloutStrategy
 from plexica_gitops.runtime.provider import (
+    Autoscaling,
+    EgressPeer,
     Endpoint,
+    FromEnvRef,
     ProviderError,
     RolloutFailed,
     RolloutSettings,
+    SecretKeyRef,
+    WorkloadSpec,
     load_provider,
 )
+from plexica_gitops.runtime.spec import workload_spec
 from plexica_gitops_kubernetes import check_settings
-from plexica_gitops_kubernetes.objects import (
-    Autoscaling,
-    FromEnvRef,
-    KubeWorkloadSpec,
-    SecretKeyRef,
-    render_manifests,
-)
+from plexica_gitops_kubernetes.objects import render_manifests
 from plexica_gitops_kubernetes.provider import DriftKind, KubernetesProvider
 from plexica_gitops_kubernetes.settings import KubernetesSettings, Peer, parse_settings
 
@@ -45,12 +46,13 @@ integration = pytest.mark.integration
 kube_only = pytest.mark.kube
 
 SECRET_VALUE = "postgres://plugin:Sup3r-s3cret@db/plexica"
+REF_VALUE = "ref-" + uuid.uuid4().hex  # behind a secretRef: the cluster reads it, never us
 OURS = "app.kubernetes.io/managed-by=plexica-gitops"
 KUBERNETES_VERSION = "1.37.0"  # the newest schema kubernetes-validate has (cluster: 1.37.2)
 
 
-def plugin_spec(**changes: Any) -> KubeWorkloadSpec:
-    base = KubeWorkloadSpec(
+def plugin_spec(**changes: Any) -> WorkloadSpec:
+    base = WorkloadSpec(
         plugin_id="crm",
         version="1.0.0",
         image="plexica/echo:1.0.0",
@@ -72,7 +74,7 @@ def plugin_spec(**changes: Any) -> KubeWorkloadSpec:
     return dataclasses.replace(base, **changes)
 
 
-def version(spec: KubeWorkloadSpec, number: str, image: str | None = None) -> KubeWorkloadSpec:
+def version(spec: WorkloadSpec, number: str, image: str | None = None) -> WorkloadSpec:
     return dataclasses.replace(
         spec, version=number, image=image or f"plexica/echo:{number}", manifest_hash=f"m{number}"
     )
@@ -97,7 +99,7 @@ class RecordingRoutes:
 
 
 @pytest.fixture
-def make_provider(kube_cluster: kube.KubeCluster, kube_api: Any) -> Iterator[Any]:
+def make_provider(kube_cluster: kube.KubeCluster | ExternalCluster, kube_api: Any) -> Iterator[Any]:
     """KubernetesProvider(s) on the devenv cluster, each in a namespace of its own (or the
     one given), with short waits; the namespaces are deleted afterwards."""
     made: list[KubernetesProvider] = []
@@ -105,6 +107,7 @@ def make_provider(kube_cluster: kube.KubeCluster, kube_api: Any) -> Iterator[Any
     def make(namespace: str | None = None, **settings: Any) -> KubernetesProvider:
         values = {
             "kubeconfig": str(kube_cluster.kubeconfig),
+            "context": kube_context(kube_cluster),
             "namespace": namespace or f"p-{uuid.uuid4().hex[:8]}",
             "drainSeconds": 0.1,
             "progressSlackSeconds": 5,
@@ -211,7 +214,7 @@ def test_rendered_manifests_validate_offline_and_hold_no_secret() -> None:
         plugin_spec(
             plugin_id="analytics",
             autoscaling=Autoscaling(min_replicas=2, max_replicas=6, target_cpu_percent=70),
-            egress=(Peer(cidr="192.0.2.0/24", ports=(443,)),),
+            egress=(EgressPeer(cidr="192.0.2.0/24", ports=(443,)),),
         ),
         plugin_spec(plugin_id="plain", env={"ONLY": "value"}, env_refs={}, cpu=None, memory="1K"),
     ]
@@ -727,6 +730,102 @@ def test_an_autoscaled_plugin_leaves_the_replica_count_to_its_hpa(
     assert apps.read_namespaced_deployment("plexica-crm", namespace).spec.replicas == 0
     provider.start(version(spec, "1.1.0"), RecordingRoutes())
     assert apps.read_namespaced_deployment("plexica-crm", namespace).spec.replicas == 2
+
+
+@integration
+@kube_only
+def test_the_plugin_kinds_autoscaling_egress_and_secret_refs_reach_the_cluster(
+    provider: KubernetesProvider, kube_api: Any, desired_state_copy: Any, tmp_path: Any
+) -> None:
+    """Through the core's WorkloadSpec (desired state -> workload_spec), not a hand-made
+    one: the HPA, the declared egress, and a secretRef read by the cluster itself."""
+    repo = desired_state_copy
+    repo.replace(
+        "plugins/crm/plugin.yaml",
+        "  replicas: 2\n  env:\n",
+        "  replicas: 2\n"
+        "  autoscaling: {minReplicas: 1, maxReplicas: 5, targetCPUUtilizationPercentage: 60}\n"
+        "  network: {egress: [{cidr: 192.0.2.0/24, ports: [443]}]}\n"
+        "  env:\n    CRM_API_TOKEN: {secretRef: {name: crm-api, key: token}}\n",
+    )
+    report = repo.validate()
+    assert [f.code for f in report.findings] == ["PGV518"] * 2  # the example names docker
+    secrets_dir = tmp_path / "secrets"
+    (secrets_dir / "crm-api").mkdir(parents=True)
+    (secrets_dir / "crm-api" / "token").write_text(REF_VALUE, encoding="utf-8")
+    environ = {
+        "PLEXICA_SECRETS_DIR": str(secrets_dir),
+        "PLEXICA_PLUGIN_DATABASE_URL": SECRET_VALUE,
+        "PLEXICA_KAFKA_BOOTSTRAP_SERVERS": "kafka:29092",
+    }
+    entry = report.desired.plugins["crm"]
+    spec = workload_spec(entry, report.desired, running=True, environ=environ, digest_key=b"k")
+    spec = dataclasses.replace(spec, rollout=RolloutSettings(ready_probes=1, timeout_seconds=5))
+    provider.deploy(spec, RecordingRoutes())
+
+    found = read(kube_api, provider)
+    hpa = found["HorizontalPodAutoscaler/plexica-crm"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 5)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    egress = found["NetworkPolicy/plexica-crm"]["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}], "ports": [
+        {"port": 443, "protocol": "TCP"}
+    ]} in egress  # fmt: skip
+    deployment = found["Deployment/plexica-crm"]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CRM_API_TOKEN"] == {
+        "name": "CRM_API_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "crm-api", "key": "token"}},
+    }
+    assert "value" in env["LOG_LEVEL"]  # a literal of git stays one
+    [owned] = [r for r in found if r.startswith("Secret/")]
+    data = {k: base64.b64decode(v).decode() for k, v in found[owned]["data"].items()}
+    assert data["DATABASE_URL"] == SECRET_VALUE  # fromEnv: resolved into our Secret
+    assert "CRM_API_TOKEN" not in data and "LOG_LEVEL" not in data
+    for ref, obj in found.items():  # neither value in any object, label or annotation
+        text = json.dumps(obj)
+        assert REF_VALUE not in text, ref
+        if not ref.startswith("Secret/"):
+            assert SECRET_VALUE not in text and "Sup3r-s3cret" not in text, ref
+    assert REF_VALUE not in data.values()
+
+    # The HPA scales below git's `replicas` (it owns the count): neither drift nor unready.
+    apps = k8s.AppsV1Api(kube_api)
+    namespace = provider.settings.namespace
+    apps.patch_namespaced_deployment_scale(
+        "plexica-crm", namespace, {"spec": {"replicas": 1}}, field_manager="kube-controller-manager"
+    )
+    wait_for(lambda: apps.read_namespaced_deployment_status("plexica-crm", namespace).status
+             .replicas == 1)  # fmt: skip
+    assert provider.drift(spec) == []
+    workload = provider.observe()["crm"]
+    assert (workload.replicas, workload.ready_replicas) == (2, 2)
+
+
+@integration
+@kube_only
+def test_each_applied_object_carries_the_revision_and_a_new_revision_alone_is_no_drift(
+    provider: KubernetesProvider, kube_api: Any
+) -> None:
+    first, second = "main@sha1:" + "a" * 40, "main@sha1:" + "b" * 40
+    spec = plugin_spec(revision=first, autoscaling=Autoscaling(min_replicas=2, max_replicas=3))
+    provider.deploy(spec, RecordingRoutes())
+    found = read(kube_api, provider)
+    revisions = {
+        ref: (obj["metadata"].get("annotations") or {}).get("plexica.io/revision")
+        for ref, obj in found.items()
+    }
+    kinds = ("Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget")
+    for ref in [f"{kind}/plexica-crm" for kind in (*kinds, "HorizontalPodAutoscaler")]:
+        assert revisions.pop(ref) == first, ref
+    # The env Secret is shared by every template with its values, the inventory is ours.
+    assert set(revisions.values()) == {None}
+
+    assert provider.drift(dataclasses.replace(spec, revision=second)) == []
+    provider.update(version(dataclasses.replace(spec, revision=second), "1.1.0"), RecordingRoutes())
+    deployment = read(kube_api, provider)["Deployment/plexica-crm"]
+    assert deployment["metadata"]["annotations"]["plexica.io/revision"] == second
+    assert provider.observe()["crm"].env_hash == "e100"  # not taken for template drift
 
 
 @integration

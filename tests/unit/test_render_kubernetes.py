@@ -74,6 +74,55 @@ def test_every_rendered_object_validates_strictly_and_holds_no_secret(
     assert "rendering with the kubernetes provider's defaults" in err
 
 
+def test_autoscaling_egress_and_secret_refs_of_the_plugin_kind_render_valid_objects(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    desired_state_copy.replace(
+        "plugins/analytics/plugin.yaml",
+        "  replicas: 1\n  env:\n",
+        "  autoscaling: {minReplicas: 2, maxReplicas: 6, targetCPUUtilizationPercentage: 70}\n"
+        "  network:\n    egress:\n      - {cidr: 192.0.2.0/24, ports: [443]}\n"
+        "      - {podLabels: {app: redis}, ports: [6379], protocols: [TCP, UDP]}\n"
+        "  env:\n    WAREHOUSE_TOKEN: {secretRef: {name: analytics-warehouse, key: token}}\n",
+    )
+    code, out, err = _render("--provider", "kubernetes", str(desired_state_copy.root))
+    assert code == 0, err
+    objects = _objects(out)
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)  # raises if invalid
+    by_ref = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    hpa = by_ref[("HorizontalPodAutoscaler", "plexica-analytics")]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "plexica-analytics",
+    }
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert ("HorizontalPodAutoscaler", "plexica-crm") not in by_ref  # not declared there
+    assert ("PodDisruptionBudget", "plexica-analytics") in by_ref  # at least two replicas
+    deployment = by_ref[("Deployment", "plexica-analytics")]
+    assert "replicas" not in deployment["spec"]  # the HPA's
+    egress = by_ref[("NetworkPolicy", "plexica-analytics")]["spec"]["egress"]
+    assert {"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}], "ports": [
+        {"protocol": "TCP", "port": 443}
+    ]} in egress  # fmt: skip
+    redis = next(
+        r for r in egress if r["to"] == [{"podSelector": {"matchLabels": {"app": "redis"}}}]
+    )
+    assert redis["ports"] == [{"protocol": "TCP", "port": 6379}, {"protocol": "UDP", "port": 6379}]
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["WAREHOUSE_TOKEN"] == {
+        "name": "WAREHOUSE_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "analytics-warehouse", "key": "token"}},
+    }
+    assert env["LOG_LEVEL"] == {"name": "LOG_LEVEL", "value": "warn"}  # a literal of git
+    keys = by_ref[("Secret", "plexica-analytics-env")]["metadata"]["annotations"]
+    assert "WAREHOUSE_TOKEN" not in keys["plexica.io/env-keys"].split(",")  # not copied
+    # Rendered files change when the objects do, not with every commit.
+    assert not [o for o in objects if "plexica.io/revision" in o["metadata"].get("annotations", {})]
+
+
 def test_out_writes_a_file_per_plugin_and_rerendering_is_byte_identical(
     desired_state_copy: DesiredStateCopy, tmp_path: Path
 ) -> None:

@@ -2039,3 +2039,134 @@ def test_mask_copes_with_any_depth() -> None:
         "password": reference,
         "list": [reference, 2],
     }
+
+
+# --------------------------------------------------------------------------- autoscaling, egress
+
+
+def test_declared_autoscaling_and_egress_validate_clean_on_kubernetes(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    docker = "    provider: docker\n    network: plexica\n    endpointMode: loopback\n"
+    repo.replace(PLATFORM, docker, "    provider: kubernetes\n")
+    repo.replace(
+        INVENTORY,
+        "  replicas: 1\n",
+        "  autoscaling: {minReplicas: 1, maxReplicas: 4, targetCPUUtilizationPercentage: 70}\n"
+        "  network:\n    egress:\n      - {cidr: 192.0.2.0/24, ports: [443]}\n"
+        "      - podLabels: {app: redis}\n        namespaceLabels: {team: cache}\n"
+        "        ports: [6379]\n",
+    )
+    report = repo.validate()
+    assert report.findings == []
+    spec = report.desired.plugins["inventory"].document.spec
+    assert spec.autoscaling is not None
+    assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (1, 4)
+    assert spec.autoscaling.target_cpu_utilization_percentage == 70
+    assert [rule.cidr for rule in spec.network.egress] == ["192.0.2.0/24", None]
+
+
+def test_pgv516_autoscaling_minimum_above_its_maximum(desired_state_copy: DesiredStateCopy) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        INVENTORY, "  replicas: 1\n", "  autoscaling:\n    minReplicas: 5\n    maxReplicas: 2\n"
+    )
+    where = repo.locate(INVENTORY, "minReplicas: 5")
+    report = repo.validate()
+    only_codes(report, "PGV516", "PGV518")  # PGV518: the example runs on docker
+    finding = the(report, "PGV516")
+    assert_finding(finding, "PGV516", where)
+    assert "minReplicas 5 is above maxReplicas 2" in finding.message
+    assert finding.subjects == ("inventory",)
+
+
+def test_pgv516_replicas_outside_the_autoscaling_range(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        INVENTORY,
+        "  replicas: 1\n",
+        "  replicas: 1\n  autoscaling: {minReplicas: 2, maxReplicas: 3}\n",
+    )
+    where = repo.locate(INVENTORY, "replicas: 1")
+    report = repo.validate()
+    only_codes(report, "PGV516", "PGV518")
+    assert_finding(the(report, "PGV516"), "PGV516", where)
+    assert "outside its autoscaling range 2..3" in the(report, "PGV516").message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("minReplicas", 0),
+        ("maxReplicas", 101),
+        ("targetCPUUtilizationPercentage", 0),
+        ("targetCPUUtilizationPercentage", 101),
+    ],
+)
+def test_autoscaling_bounds_are_schema_errors_at_the_value(
+    desired_state_copy: DesiredStateCopy, field: str, value: int
+) -> None:
+    repo = desired_state_copy
+    values = {"minReplicas": 1, "maxReplicas": 3, field: value}
+    lines = "".join(f"    {key}: {number}\n" for key, number in values.items())
+    repo.replace(INVENTORY, "  replicas: 1\n", f"  autoscaling:\n{lines}")
+    report = repo.validate()
+    [finding] = [f for f in report.findings if f.code.startswith("PGS")]
+    assert finding.location.file == INVENTORY
+    assert finding.location == repo.locate(INVENTORY, f"{field}: {value}")
+    assert not report.valid
+
+
+@pytest.mark.parametrize(
+    ("rule", "problem"),
+    [
+        ("{cidr: 10.0.0.300/8}", "is not a network"),
+        ("{cidr: 10.0.0.1/8}", "is not a network"),
+        ("{ports: [443]}", "either podLabels/namespaceLabels or a cidr"),
+        ("{cidr: 10.0.0.0/8, podLabels: {app: x}}", "either podLabels/namespaceLabels or a cidr"),
+        ("{podLabels: {'bad key!': x}}", "is not a label name"),
+        ("{namespaceLabels: {team: 'a b'}}", "is not a label value"),
+    ],
+)
+def test_pgv517_egress_destination_a_network_policy_cannot_hold(
+    desired_state_copy: DesiredStateCopy, rule: str, problem: str
+) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        INVENTORY,
+        "  replicas: 1\n",
+        f"  replicas: 1\n  network:\n    egress:\n      - {{cidr: 192.0.2.0/24}}\n      - {rule}\n",
+    )
+    where = repo.locate(INVENTORY, f"- {rule}", offset=2)
+    report = repo.validate()
+    only_codes(report, "PGV517", "PGV518")
+    finding = the(report, "PGV517")
+    assert_finding(finding, "PGV517", where)
+    assert "network.egress[1]" in finding.message and problem in finding.message
+
+
+def test_pgv518_docker_warns_that_it_ignores_autoscaling_and_egress(
+    desired_state_copy: DesiredStateCopy,
+) -> None:
+    repo = desired_state_copy
+    repo.replace(
+        INVENTORY,
+        "  replicas: 1\n",
+        "  autoscaling: {minReplicas: 1, maxReplicas: 3}\n"
+        "  network: {egress: [{cidr: 192.0.2.0/24}]}\n",
+    )
+    report = repo.validate()
+    assert report.valid  # warnings only: the plugin runs, unscaled and unrestricted
+    found = {f.message.split(" declares ")[1].split(",")[0]: f for f in all_with(report, "PGV518")}
+    assert sorted(found) == ["autoscaling", "network"]
+    assert_finding(
+        found["autoscaling"],
+        "PGV518",
+        repo.locate(INVENTORY, "autoscaling:"),
+        Severity.WARNING,
+    )
+    assert "never autoscales" in found["autoscaling"].message
+    assert "not enforced" in found["network"].message

@@ -15,7 +15,8 @@ Per plugin, in the settings' namespace (names for people, labels for the reconci
 
 Every object carries `LABEL_MANAGED_BY`, `LABEL_NAME`, `LABEL_PLUGIN`, `LABEL_VERSION`,
 `LABEL_SCOPE`, `LABEL_MANIFEST_HASH` and `LABEL_ENV_HASH` (the env Secret all but the last
-three: it is shared by every template with the same values). Env values are never in a label,
+three: it is shared by every template with the same values), and, but for that Secret,
+`ANNOTATION_REVISION` when the spec carries the revision. Env values are never in a label,
 an annotation or the Deployment: `secretRef` entries become `secretKeyRef`s to the named
 Secret, values the provider resolved go into the provider's own Secret.
 """
@@ -23,14 +24,22 @@ Secret, values the provider resolved go into the provider's own Secret.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from plexica_gitops.desired.model import RolloutStrategy
-from plexica_gitops.runtime.provider import MANAGED_BY, ProviderError, WorkloadSpec
+from plexica_gitops.runtime.provider import (
+    MANAGED_BY,
+    EgressPeer,
+    FromEnvRef,
+    ProviderError,
+    SecretKeyRef,
+    WorkloadSpec,
+)
 from plexica_gitops_kubernetes.settings import DNS_LABEL, KubernetesSettings, Peer
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -51,6 +60,9 @@ ANNOTATION_MEMORY = "plexica.io/memory"
 # since "hmac-sha256:<64 hex>" is no valid label value
 ANNOTATION_ENV_DIGEST = "plexica.io/env-digest"
 ANNOTATION_ENV_KEYS = "plexica.io/env-keys"  # on a rendered Secret: the keys to fill in
+# The desired-state revision of the apply that last applied the object, for people (`kubectl
+# describe`): never compared, so a commit that changes nothing about a plugin changes nothing.
+ANNOTATION_REVISION = "plexica.io/revision"
 
 CONTAINER = "plugin"
 PORT_NAME = "http"
@@ -58,63 +70,6 @@ COLORS = ("blue", "green")
 MAX_ID_LENGTH = 63 - len("plexica--green")  # every name stays a DNS label
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _ENV_KEY = re.compile(r"[-._a-zA-Z0-9]+")
-
-
-# --- what the spec does not say yet (proposed core fields; see the README) ---------------
-
-
-@dataclass(frozen=True, slots=True)
-class SecretKeyRef:
-    """`secretRef` of the desired state: a key of a Secret in the plugins' namespace."""
-
-    name: str
-    key: str
-
-
-@dataclass(frozen=True, slots=True)
-class FromEnvRef:
-    """`fromEnv` of the desired state: resolved by apply into the provider's own Secret."""
-
-    variable: str
-
-
-EnvRef = SecretKeyRef | FromEnvRef
-
-
-@dataclass(frozen=True, slots=True)
-class Autoscaling:
-    """The Plugin kind's autoscaling: an HPA between the bounds, on CPU utilisation."""
-
-    min_replicas: int
-    max_replicas: int
-    target_cpu_percent: int = 80
-
-
-@dataclass(frozen=True, slots=True)
-class KubeWorkloadSpec(WorkloadSpec):
-    """A WorkloadSpec with the fields the core does not have yet. `env_refs`: every env
-    entry that is a reference, by name (no values); `env` keeps the resolved values, of
-    which the Kubernetes provider uses only the `fromEnv` ones (and literals)."""
-
-    env_refs: Mapping[str, EnvRef] = field(default_factory=dict)
-    autoscaling: Autoscaling | None = None
-    egress: tuple[Peer, ...] = ()  # what the plugin declares beyond the platform's services
-
-
-def env_refs_of(spec: WorkloadSpec) -> Mapping[str, EnvRef] | None:
-    """The spec's references by env name; None when the spec cannot say (a core
-    WorkloadSpec without `env_refs`: every value is then kept in the provider's Secret)."""
-    refs = getattr(spec, "env_refs", None)
-    return None if refs is None else dict(refs)
-
-
-def autoscaling_of(spec: WorkloadSpec) -> Autoscaling | None:
-    value = getattr(spec, "autoscaling", None)
-    return value if isinstance(value, Autoscaling) else None
-
-
-def egress_of(spec: WorkloadSpec) -> tuple[Peer, ...]:
-    return tuple(getattr(spec, "egress", ()) or ())
 
 
 # --- names and labels ----------------------------------------------------------------------
@@ -185,14 +140,22 @@ def spec_labels(spec: WorkloadSpec, settings: KubernetesSettings) -> dict[str, s
 
 
 def _metadata(
-    name: str, spec: WorkloadSpec, settings: KubernetesSettings, **extra: Any
+    name: str,
+    spec: WorkloadSpec,
+    settings: KubernetesSettings,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    return {
+    metadata: dict[str, Any] = {
         "name": name,
         "namespace": settings.namespace,
         "labels": spec_labels(spec, settings),
-        **extra,
     }
+    chosen = dict(annotations or {})
+    if spec.revision:
+        chosen[ANNOTATION_REVISION] = spec.revision
+    if chosen:
+        metadata["annotations"] = chosen
+    return metadata
 
 
 def _pod_selector(plugin_id: str, settings: KubernetesSettings) -> dict[str, str]:
@@ -244,8 +207,7 @@ def build_objects(
     check_plugin_id(spec.plugin_id)
     name = deployment or deployment_name(spec.plugin_id)
     secret = env_secret(spec, settings, secret_suffix)
-    autoscaling = autoscaling_of(spec)
-    if replicas is None and autoscaling is None:
+    if replicas is None and spec.autoscaling is None:
         replicas = spec.replicas if spec.running else 0
     return PluginObjects(
         secret=secret,
@@ -263,8 +225,8 @@ def env_secret(
     spec: WorkloadSpec, settings: KubernetesSettings, suffix: str | None
 ) -> dict[str, Any] | None:
     """The provider's Secret holding the values it resolved (`fromEnv`; every value when
-    the spec has no `env_refs`), or None when there are none. Rendered (`suffix` None):
-    no data, the keys to fill in listed in an annotation."""
+    the spec cannot say which are references), or None when there are none. Rendered
+    (`suffix` None): no data, the keys to fill in listed in an annotation."""
     keys = _secret_keys(spec)
     if not keys:
         return None
@@ -293,7 +255,7 @@ def secret_data(spec: WorkloadSpec) -> dict[str, str]:
 
 
 def _secret_keys(spec: WorkloadSpec) -> list[str]:
-    refs = env_refs_of(spec)
+    refs = spec.env_refs
     if refs is None:
         keys = sorted(spec.env)
     else:
@@ -312,7 +274,7 @@ def _b64(value: str) -> str:
 
 
 def _env(spec: WorkloadSpec, secret: str | None) -> list[dict[str, Any]]:
-    refs = env_refs_of(spec)
+    refs = spec.env_refs
     in_secret = set(_secret_keys(spec))
     names = sorted(set(spec.env) | set(refs or {}))
     entries: list[dict[str, Any]] = []
@@ -469,7 +431,7 @@ def service(spec: WorkloadSpec, settings: KubernetesSettings, deployment: str) -
     }
 
 
-def _peer(peer: Peer) -> dict[str, Any]:
+def _peer(peer: Peer | EgressPeer) -> dict[str, Any]:
     if peer.cidr is not None:
         return {"ipBlock": {"cidr": peer.cidr}}
     found: dict[str, Any] = {}
@@ -484,7 +446,9 @@ def _ports(ports: Sequence[int], protocols: Sequence[str]) -> list[dict[str, Any
     return [{"protocol": proto, "port": port} for port in ports for proto in protocols]
 
 
-def _rule(direction: str, peer: Peer, ports: Sequence[int] | None = None) -> dict[str, Any]:
+def _rule(
+    direction: str, peer: Peer | EgressPeer, ports: Sequence[int] | None = None
+) -> dict[str, Any]:
     rule: dict[str, Any] = {direction: [_peer(peer)]}
     chosen = peer.ports if ports is None else ports
     if chosen:
@@ -496,7 +460,7 @@ def network_policy(spec: WorkloadSpec, settings: KubernetesSettings) -> dict[str
     """Default deny both ways for the plugin's pods; in: the gateway, on the plugin's port
     (the gateway peer's own `ports` are not used); out: DNS, the platform's services of
     `egress` and what the plugin declares."""
-    egress = [settings.dns, *settings.egress.values(), *egress_of(spec)]
+    egress: list[Peer | EgressPeer] = [settings.dns, *settings.egress.values(), *spec.egress]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -513,7 +477,7 @@ def network_policy(spec: WorkloadSpec, settings: KubernetesSettings) -> dict[str
 def autoscaler(
     spec: WorkloadSpec, settings: KubernetesSettings, deployment: str
 ) -> dict[str, Any] | None:
-    scaling = autoscaling_of(spec)
+    scaling = spec.autoscaling
     if scaling is None:
         return None
     return {
@@ -543,7 +507,7 @@ def autoscaler(
 def disruption_budget(spec: WorkloadSpec, settings: KubernetesSettings) -> dict[str, Any] | None:
     """Voluntary evictions (node drains) take one replica at a time: present when the
     plugin has more than one replica (or may have, autoscaled)."""
-    scaling = autoscaling_of(spec)
+    scaling = spec.autoscaling
     least = scaling.min_replicas if scaling else spec.replicas
     if least <= 1:
         return None
@@ -593,6 +557,9 @@ def render_groups(
     for spec in sorted(specs, key=lambda s: s.plugin_id):
         color = COLORS[0] if spec.strategy is RolloutStrategy.BLUE_GREEN else None
         name = deployment_name(spec.plugin_id, color)
-        built = build_objects(spec, settings, deployment=name)  # replicas as apply sets them
+        # No revision: rendered files change only when the objects do (Argo CD and Helm
+        # keep their own revision of what they applied).
+        unrevised = dataclasses.replace(spec, revision="")
+        built = build_objects(unrevised, settings, deployment=name)  # replicas as apply sets
         groups.append((f"plugin-{spec.plugin_id}", built.all()))
     return groups

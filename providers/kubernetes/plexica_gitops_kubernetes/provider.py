@@ -60,6 +60,7 @@ from plexica_gitops_kubernetes.objects import (
     ANNOTATION_ENV_DIGEST,
     ANNOTATION_MEMORY,
     ANNOTATION_REPLICAS,
+    ANNOTATION_REVISION,
     ANNOTATION_VERSION,
     COLORS,
     CONTAINER,
@@ -71,7 +72,6 @@ from plexica_gitops_kubernetes.objects import (
     LABEL_SCOPE,
     LABEL_VERSION,
     PluginObjects,
-    autoscaling_of,
     build_objects,
     check_plugin_id,
     deployment_name,
@@ -544,7 +544,7 @@ class KubernetesProvider(Provider):
         live = work.live.objects.get(f"Deployment/{name}")
         suffix = self._secret_suffix(work, live)
         replicas: int | None = None
-        scaling = autoscaling_of(spec)
+        scaling = spec.autoscaling
         if scaling is not None and not spec.running:
             replicas = 0
         elif scaling is not None and (live is None or int(live["spec"].get("replicas", 1)) == 0):
@@ -590,7 +590,7 @@ class KubernetesProvider(Provider):
                 self._apply_recorded(companion, work)
         manifest = objects.deployment
         answer = self._apply_recorded(manifest, work)
-        if "replicas" in manifest["spec"] and autoscaling_of(work.spec) and work.spec.running:
+        if "replicas" in manifest["spec"] and work.spec.autoscaling and work.spec.running:
             manifest, answer = self._hand_over(manifest, answer, work)
         if promote:
             self._promote(inventory, manifest)
@@ -970,6 +970,8 @@ class KubernetesProvider(Provider):
         available = min(
             int(status.get("availableReplicas") or 0), int(status.get("updatedReplicas") or 0)
         )
+        if autoscaled and running and available >= asked:
+            available = replicas  # every replica the HPA asks for serves: not short of git's
         applied = (plugin.inventory.applied if plugin.inventory else {}).get(_ref(deployment), {})
         template_drift, companions = self._drifted(plugin, deployment)
         env_hash = "drift" if template_drift else labels.get(LABEL_ENV_HASH, "")
@@ -1009,7 +1011,11 @@ class KubernetesProvider(Provider):
             if live is None:
                 companions += 1
                 continue
-            found = [d for d in ssa.differences(projection, live) if not _reported(d[0])]
+            found = [
+                (path, wanted, have)
+                for path, wanted, have in ssa.differences(projection, live)
+                if not _reported(path) and not _revision_only(path, wanted)
+            ]
             if kind != "Deployment":
                 companions += bool(found)
             elif any(path[:2] == ("spec", "template") for path, _, _ in found):
@@ -1040,6 +1046,8 @@ class KubernetesProvider(Provider):
             answer = ssa.apply(conn, obj, FIELD_MANAGER, dry_run=True, force=True)
         # Secret data is not projected: an env Secret is immutable, named by its values.
         for path, wanted, found in ssa.differences(_projection(answer, obj), live):
+            if _revision_only(path, wanted):
+                continue  # which commit applied it last, not what it is
             owners = tuple(m for m in ssa.owners(live, path) if m != FIELD_MANAGER)
             drifts.append(
                 FieldDrift(ref, ssa.format_path(path), DriftKind.CHANGED, wanted, found, owners)
@@ -1164,6 +1172,14 @@ def _reported(path: ssa.Path) -> bool:
     if len(path) >= 6 and path[:4] == ("spec", "template", "spec", "containers"):
         return path[5] in ("image", "resources")
     return False
+
+
+def _revision_only(path: ssa.Path, wanted: Any) -> bool:
+    """The difference is the revision annotation alone (the object's, or all of its
+    annotations when the live object has none and we want only that one)."""
+    if path == ("metadata", "annotations", ANNOTATION_REVISION):
+        return True
+    return path == ("metadata", "annotations") and set(wanted or {}) == {ANNOTATION_REVISION}
 
 
 def _with_operation(conflict: ssa.Conflict, live: Mapping[str, Any]) -> ssa.Conflict:

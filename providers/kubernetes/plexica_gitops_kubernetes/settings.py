@@ -13,7 +13,6 @@ label syntax, CIDRs are networks, ports are ports, waits are finite.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,11 +21,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from plexica_gitops.desired.peers import (
+    LABEL_NAME,
+    LABEL_PREFIX,
+    cidr_problem,
+    kind_problem,
+    labels_problem,
+)
 from plexica_gitops.runtime.provider import ProviderError
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", re.ASCII)
-_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]", re.ASCII)
-_LABEL_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", re.ASCII)
 _QUANTITY = re.compile(r"[1-9][0-9]{0,9}(Ki|Mi|Gi|k|M|G)?", re.ASCII)
 _MANAGER = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.:]{0,127}", re.ASCII)
 Protocol = Literal["TCP", "UDP", "SCTP"]
@@ -43,22 +47,10 @@ class SettingProblem:
     hint: str
 
 
-def _label_key_problem(key: str) -> str | None:
-    prefix, _, name = key.rpartition("/")
-    if prefix and not _LABEL_PREFIX.fullmatch(prefix):
-        return f"label key {key[:80]!r}: the prefix must be a DNS subdomain"
-    if not _LABEL_NAME.fullmatch(name):
-        return f"label key {key[:80]!r} is not a label name (letters, digits, `-_.`; up to 63)"
-    return None
-
-
 def _check_labels(value: dict[str, str] | None) -> dict[str, str] | None:
-    for key, label in (value or {}).items():
-        problem = _label_key_problem(key)
-        if problem:
-            raise ValueError(problem)
-        if label and not _LABEL_NAME.fullmatch(label):
-            raise ValueError(f"label value {label[:80]!r} of {key!r} is not a label value")
+    problem = labels_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -83,11 +75,9 @@ class Peer(_Model):
     @field_validator("cidr")
     @classmethod
     def _network(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ipaddress.ip_network(value, strict=True)
-            except ValueError as error:
-                raise ValueError(f"{value[:80]!r} is not a network (e.g. 10.0.0.0/8)") from error
+        problem = None if value is None else cidr_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("ports")
@@ -100,8 +90,9 @@ class Peer(_Model):
     @model_validator(mode="after")
     def _one_kind(self) -> Peer:
         selects = self.pod_labels is not None or self.namespace_labels is not None
-        if selects == (self.cidr is not None):
-            raise ValueError("give either podLabels/namespaceLabels or a cidr")
+        problem = kind_problem(selects, self.cidr)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -171,7 +162,7 @@ class KubernetesSettings(_Model):
     @field_validator("scope")
     @classmethod
     def _scope(cls, value: str) -> str:
-        if not _LABEL_NAME.fullmatch(value):
+        if not LABEL_NAME.fullmatch(value):
             raise ValueError("must be a label value (letters, digits, `-_.`; up to 63)")
         return value
 
@@ -185,7 +176,7 @@ class KubernetesSettings(_Model):
     @field_validator("image_pull_secrets")
     @classmethod
     def _secret_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not all(_LABEL_PREFIX.fullmatch(name) for name in value):
+        if not all(LABEL_PREFIX.fullmatch(name) for name in value):
             raise ValueError("must be Secret names (DNS subdomains)")
         return value
 
