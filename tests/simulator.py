@@ -44,6 +44,7 @@ from plexica_gitops.desired.view import (
     desired_plugin,
     env_hash,
     manifest_hash,
+    policy_hash,
 )
 from plexica_gitops.lifecycle import LIFECYCLE_EDGES, LifecycleStatus
 from plexica_gitops.live.model import (
@@ -357,6 +358,7 @@ class _Simulator:
                 running=running,
                 resources=LiveResources(cpu=want["cpu"], memory=want["memory"]),
                 env_hash=env_hash(want["env"]),
+                policy_hash=policy_hash(want.get("policy")),
             ),
         )
 
@@ -646,6 +648,7 @@ def platform_document(
     partitions: int = 3,
     strategy: str = "rolling",
     env: dict[str, Any] | None = None,
+    provider: str = "docker",
 ) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
@@ -653,7 +656,7 @@ def platform_document(
         "metadata": {"name": "test"},
         "spec": {
             "version": "2.4.0",
-            "runtime": {"provider": "docker"},
+            "runtime": {"provider": provider},
             "events": {
                 "platformTopics": list(PLATFORM_TOPICS),
                 "defaults": {

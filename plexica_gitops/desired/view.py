@@ -44,6 +44,18 @@ def desired_plugin(entry: PluginEntry, desired: DesiredState) -> DesiredPlugin:
         strategy = platform_spec.rollout.strategy
     env = {**platform_env, **{k: _env_value(v) for k, v in spec.env.items()}}
     frontend = manifest.frontend
+    workload: dict[str, Any] = {
+        "image": manifest.runtime.image,
+        "version": manifest.version,
+        "replicas": spec.replicas,
+        "cpu": manifest.runtime.resources.cpu,
+        "memory": manifest.runtime.resources.memory,
+        "env": env,
+        "strategy": (spec.rollout.strategy or strategy).value,
+    }
+    policy = _policy(entry, desired)
+    if policy:  # only when declared: the fingerprints of every other workload stay the same
+        workload["policy"] = policy
     return DesiredPlugin(
         id=entry.id,
         target=TARGET_STATUS[spec.state],
@@ -52,15 +64,7 @@ def desired_plugin(entry: PluginEntry, desired: DesiredState) -> DesiredPlugin:
         name=manifest.name,
         stored_manifest_hash=stable_hash(catalog_manifest(entry)),
         dependencies=tuple(sorted(d.plugin for d in manifest.dependencies)),
-        workload={
-            "image": manifest.runtime.image,
-            "version": manifest.version,
-            "replicas": spec.replicas,
-            "cpu": manifest.runtime.resources.cpu,
-            "memory": manifest.runtime.resources.memory,
-            "env": env,
-            "strategy": (spec.rollout.strategy or strategy).value,
-        },
+        workload=workload,
         permissions={
             p.key: {"name": p.name, "description": p.description} for p in manifest.permissions
         },
@@ -95,6 +99,35 @@ def catalog_manifest(entry: PluginEntry) -> dict[str, Any]:
 def env_hash(env: dict[str, Any]) -> str:
     """Hash of the env *specification*; the provider labels workloads with it."""
     return stable_hash(env)
+
+
+# The runtime providers that ignore autoscaling and egress (validate warns, PGV518): there
+# is nothing to apply, so a change of either plans nothing there.
+POLICY_IGNORED_BY = frozenset({"docker"})
+
+
+def _policy(entry: PluginEntry, desired: DesiredState) -> dict[str, Any]:
+    """The plugin's autoscaling and egress as the workload view compares them ({} when it
+    declares neither, or its provider ignores both)."""
+    platform = desired.platform
+    if platform is not None and platform.document.spec.runtime.provider in POLICY_IGNORED_BY:
+        return {}
+    spec = entry.document.spec
+    policy: dict[str, Any] = {}
+    if spec.autoscaling is not None:
+        policy["autoscaling"] = spec.autoscaling.model_dump(mode="json", by_alias=True)
+    if spec.network.egress:
+        policy["egress"] = [
+            rule.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for rule in spec.network.egress
+        ]
+    return policy
+
+
+def policy_hash(policy: dict[str, Any] | None) -> str:
+    """Hash of a workload view's `policy` ("" when there is none); the provider records
+    it on what it applied, so a change in git is seen."""
+    return stable_hash(policy) if policy else ""
 
 
 def _env_value(value: Any) -> Any:

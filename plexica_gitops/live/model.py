@@ -83,6 +83,9 @@ class LiveWorkload(_Live):
     # keyed digest of the env values the replicas run with (workload.env_digest); "mixed"
     # when they differ, "" when unknown (replicas made before digests were labelled)
     env_digest: str = ""
+    # hash of the autoscaling and egress applied (desired.view.policy_hash); "" for none,
+    # or from a provider that ignores them
+    policy_hash: str = ""
     # Registered endpoints (service registry) whose replica no longer runs: traffic sent
     # there fails. Filled in when the store and the runtime are observed together.
     stale_endpoints: int = Field(default=0, ge=0)
@@ -266,7 +269,7 @@ class LiveState(_Live):
 
 # Workload fields added after the fingerprint was first defined are hashed only when set:
 # a state that does not use them keeps the fingerprint it always had.
-_LATER_WORKLOAD_FIELDS = {"unregistered_endpoints": 0, "instances": []}
+_LATER_WORKLOAD_FIELDS = {"unregistered_endpoints": 0, "instances": [], "policy_hash": ""}
 _LATER_PLUGIN_FIELDS = {"name": None, "stored_manifest_hash": None}
 
 

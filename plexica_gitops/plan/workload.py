@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from plexica_gitops.desired.view import DesiredPlugin, env_hash
+from plexica_gitops.desired.view import DesiredPlugin, env_hash, policy_hash
 from plexica_gitops.findings import warning
 from plexica_gitops.lifecycle import DEPLOYED, MAY_RUN, RUNNING, LifecycleStatus
 from plexica_gitops.live.model import LivePlugin, LiveWorkload, ObservedPart
@@ -104,7 +104,7 @@ def plan_workload(
     if not changed and not forced:
         return None
     before = _workload_view(current)
-    if forced or changed & {"image", "version", "cpu", "memory", "env", "builds"}:
+    if forced or changed & _REPLACED_FOR:
         strategy = want["strategy"]
         causes = [*sorted(changed), *([forced.why] if forced else [])]
         reason = (
@@ -112,6 +112,9 @@ def plan_workload(
             if current.version != want["version"]
             else f"reconfigure ({', '.join(causes)}): {strategy} restart"
         )
+        if not forced and changed & _REPLACED_FOR == {"policy"}:
+            # the pod template is the same: the objects around it change, no pod restarts
+            reason = "reconfigure (autoscaling or egress): apply the changed objects"
         if "builds" in changed:  # a rollout cut short: whatever git says, it is drift
             cause, reason = (
                 Cause.CRASH_REPAIR,
@@ -196,6 +199,10 @@ def _mixture(current: LiveWorkload) -> str:
     return f"replicas of {len(versions)} versions run ({listed})"
 
 
+# What a workload is replaced for (the rest is a scale, start or stop in place).
+_REPLACED_FOR = frozenset({"image", "version", "cpu", "memory", "env", "builds", "policy"})
+
+
 def _workload_changes(current: LiveWorkload, want: dict[str, Any]) -> set[str]:
     changed = set()
     if current.image != want["image"]:
@@ -208,6 +215,8 @@ def _workload_changes(current: LiveWorkload, want: dict[str, Any]) -> set[str]:
         changed.add("memory")
     if current.env_hash != env_hash(want["env"]):
         changed.add("env")
+    if current.policy_hash != policy_hash(want.get("policy")):
+        changed.add("policy")  # autoscaling or egress
     if current.replicas != want["replicas"]:
         changed.add("replicas")
     if len(current.builds()) > 1:

@@ -363,6 +363,7 @@ def _workload(group: list[FakeReplica]) -> LiveWorkload:
         resources=LiveResources(cpu=spec.cpu, memory=spec.memory),
         env_hash=spec.env_hash,
         env_digest=digests.pop() if len(digests) == 1 else MIXED,
+        policy_hash=spec.policy_hash,
         instances=tuple(
             LiveReplica(
                 name=r.name,

@@ -143,6 +143,9 @@ class WorkloadSpec:
     env_refs: Mapping[str, EnvRef] | None = None
     autoscaling: Autoscaling | None = None
     egress: tuple[EgressPeer, ...] = ()  # declared destinations beyond the platform's own
+    # Hash of the autoscaling and egress the workload view holds ("" for none): recorded
+    # by the provider and reported back as LiveWorkload.policy_hash.
+    policy_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from plexica_gitops.desired.build import DesiredState, PluginEntry
 from plexica_gitops.desired.model import EgressRule, RolloutStrategy
-from plexica_gitops.desired.view import desired_plugin, env_hash
+from plexica_gitops.desired.view import desired_plugin, env_hash, policy_hash
 from plexica_gitops.errors import EnvResolutionError as EnvResolutionError
 from plexica_gitops.findings import Finding, warning
 from plexica_gitops.lifecycle import DEPLOYED, TARGET_STATUS
@@ -195,6 +195,7 @@ def workload_spec(
         env_refs=env_references(want["env"]),
         autoscaling=_autoscaling(entry),
         egress=tuple(_egress_peer(rule) for rule in entry.document.spec.network.egress),
+        policy_hash=policy_hash(want.get("policy")),
     )
 
 

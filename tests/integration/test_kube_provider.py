@@ -882,3 +882,33 @@ def test_a_fresh_install_that_never_gets_ready_leaves_nothing(
     assert routes.calls == []
     assert read(kube_api, provider) == {}
     assert provider.observe() == {}
+
+
+@integration
+@kube_only
+def test_a_changed_autoscaling_alone_is_applied_without_restarting_pods(
+    provider: KubernetesProvider, kube_api: Any
+) -> None:
+    """The planner replaces the workload when only the policy hash differs (git changed
+    autoscaling or egress): the provider then updates the HPA, records the new hash for the
+    next plan, and leaves the pod template (so the pods) alone."""
+    apps = k8s.AppsV1Api(kube_api)
+    namespace = provider.settings.namespace
+    spec = plugin_spec(
+        replicas=2, autoscaling=Autoscaling(min_replicas=2, max_replicas=3), policy_hash="p-one"
+    )
+    provider.deploy(spec, RecordingRoutes())
+    assert provider.observe()["crm"].policy_hash == "p-one"
+    revision = "deployment.kubernetes.io/revision"  # the controller's: one per pod template
+    first = apps.read_namespaced_deployment("plexica-crm", namespace).metadata.annotations
+
+    wider = dataclasses.replace(
+        spec, autoscaling=Autoscaling(min_replicas=2, max_replicas=6), policy_hash="p-two"
+    )
+    provider.update(wider, RecordingRoutes())
+    hpa = read(kube_api, provider)["HorizontalPodAutoscaler/plexica-crm"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert provider.observe()["crm"].policy_hash == "p-two"
+    after = apps.read_namespaced_deployment("plexica-crm", namespace).metadata.annotations
+    assert after[revision] == first[revision]  # the same ReplicaSet: no pod was replaced
+    assert provider.drift(wider) == []

@@ -847,3 +847,40 @@ def test_a_forced_replacement_says_who_asked_for_it(world: World, cause: Cause) 
     replace = action(plan, "plugin.alpha.workload:replace")
     assert replace.cause is cause
     assert replace.reason == "reconfigure (asked): rolling restart"
+
+
+def _autoscaled(maximum: int, egress_port: int = 443) -> dict[str, Any]:
+    document = plugin_document("alpha")
+    document["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": maximum}
+    document["spec"]["network"] = {"egress": [{"cidr": "192.0.2.0/24", "ports": [egress_port]}]}
+    return document
+
+
+@pytest.mark.parametrize(
+    "changed", [_autoscaled(8), _autoscaled(4, egress_port=8443)], ids=["autoscaling", "egress"]
+)
+def test_a_change_of_only_autoscaling_or_egress_is_planned_on_kubernetes(
+    world: World, changed: dict[str, Any]
+) -> None:
+    """Neither is in the pod template, and both are what the provider applies around it
+    (HorizontalPodAutoscaler, NetworkPolicy): a git change of either alone must be planned,
+    and nothing else must be planned with it."""
+    before = world.desired(_autoscaled(4), provider="kubernetes")
+    live = applied(before)
+    assert build_plan(before, live).actions == []
+    plan = build_plan(world.desired(changed, provider="kubernetes"), live)
+    assert ids(plan) == ["plugin.alpha.workload:replace"]
+    (replace,) = plan.actions
+    assert replace.cause is Cause.GIT_CHANGE
+    assert replace.reason == "reconfigure (autoscaling or egress): apply the changed objects"
+    assert replace.after is not None
+    policy = replace.after["policy"]  # shown in the plan, as git has it
+    assert policy["autoscaling"]["maxReplicas"] == changed["spec"]["autoscaling"]["maxReplicas"]
+    assert policy["egress"][0]["ports"] == changed["spec"]["network"]["egress"][0]["ports"]
+
+
+def test_autoscaling_and_egress_plan_nothing_on_docker_which_ignores_them(world: World) -> None:
+    """PGV518 warns that docker ignores them; a change of them then has nothing to apply."""
+    before = world.desired(_autoscaled(4))
+    live = applied(before)
+    assert build_plan(world.desired(_autoscaled(8)), live).actions == []

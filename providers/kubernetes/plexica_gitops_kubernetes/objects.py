@@ -59,6 +59,9 @@ ANNOTATION_MEMORY = "plexica.io/memory"
 # keyed digest of the env values (WorkloadSpec.env_digest; never the values): an annotation,
 # since "hmac-sha256:<64 hex>" is no valid label value
 ANNOTATION_ENV_DIGEST = "plexica.io/env-digest"
+# hash of the plugin's autoscaling and egress as applied (WorkloadSpec.policy_hash): the
+# planner compares it with git's, so a change of only those is planned
+ANNOTATION_POLICY_HASH = "plexica.io/policy-hash"
 ANNOTATION_ENV_KEYS = "plexica.io/env-keys"  # on a rendered Secret: the keys to fill in
 # The desired-state revision of the apply that last applied the object, for people (`kubectl
 # describe`): never compared, so a commit that changes nothing about a plugin changes nothing.
@@ -395,6 +398,8 @@ def deployment_object(
         annotations[ANNOTATION_MEMORY] = spec.memory
     if spec.env_digest:
         annotations[ANNOTATION_ENV_DIGEST] = spec.env_digest
+    if spec.policy_hash:
+        annotations[ANNOTATION_POLICY_HASH] = spec.policy_hash
     body: dict[str, Any] = {
         "selector": {"matchLabels": _deployment_selector(spec.plugin_id, name, settings)},
         "progressDeadlineSeconds": max(1, math.ceil(rollout.timeout_seconds)),

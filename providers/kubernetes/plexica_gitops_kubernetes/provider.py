@@ -59,6 +59,7 @@ from plexica_gitops_kubernetes.objects import (
     ANNOTATION_CPU,
     ANNOTATION_ENV_DIGEST,
     ANNOTATION_MEMORY,
+    ANNOTATION_POLICY_HASH,
     ANNOTATION_REPLICAS,
     ANNOTATION_REVISION,
     ANNOTATION_VERSION,
@@ -988,6 +989,7 @@ class KubernetesProvider(Provider):
             ),
             env_hash=env_hash,
             env_digest=annotations.get(ANNOTATION_ENV_DIGEST, ""),
+            policy_hash=annotations.get(ANNOTATION_POLICY_HASH, ""),
             stale_endpoints=companions,
         )
 
