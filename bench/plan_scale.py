@@ -51,6 +51,7 @@ import dataclasses
 import functools
 import gc
 import hashlib
+import io
 import json
 import os
 import platform
@@ -662,9 +663,29 @@ def child_scale(params: dict[str, Any]) -> dict[str, Any]:
     text, figures["render_json_s"], _ = _timed(lambda: render_json(plan))
     figures["plan_json_mb"] = len(text) / 1e6
     del text
+    figures |= _render_people(plan)
     figures["bindings"] = sum(len(t.document.spec.plugins) for t in desired.tenants.values())
     figures["live_bindings"] = sum(len(t.plugins) for t in live.tenants.values())
     figures["child_peak_mb"] = _peak_mb()
+    return figures
+
+
+def _render_people(plan: Any) -> dict[str, Any]:
+    """The plan as `plan` shows it on a terminal (text, tenant actions collapsed, and with
+    `--verbose` every action listed) and as the pull-request comment (Markdown), timed."""
+    from rich.console import Console
+
+    from plexica_gitops.render.markdown import render_markdown
+    from plexica_gitops.render.text import print_plan
+
+    figures: dict[str, Any] = {}
+    for key, verbose in (("render_text_s", False), ("render_text_verbose_s", True)):
+        sink = io.StringIO()
+        console = Console(file=sink, width=120, color_system=None, force_terminal=False)
+        _, figures[key], _ = _timed(lambda c=console, v=verbose: print_plan(plan, c, verbose=v))
+        figures[key.replace("_s", "_mb")] = len(sink.getvalue()) / 1e6
+    comment, figures["render_markdown_s"], _ = _timed(lambda: render_markdown(plan))
+    figures["render_markdown_kb"] = len(comment) / 1e3
     return figures
 
 
@@ -1170,6 +1191,8 @@ def print_report(r: dict[str, Any]) -> None:
             "live parse s",
             "live JSON MB",
             "render_json s",
+            "text s (verbose)",
+            "markdown s",
             "load",
         ]
         table = [
@@ -1185,6 +1208,8 @@ def print_report(r: dict[str, Any]) -> None:
                 f"{x['live_parse_s']:.2f}",
                 f"{x['live_json_mb']:.0f}",
                 f"{x['render_json_s']:.2f}",
+                f"{x['render_text_s']:.2f} ({x['render_text_verbose_s']:.2f})",
+                f"{x['render_markdown_s']:.2f}",
                 f"{x['loadavg_1m_before']:.1f}",
             ]
             for x in rows
