@@ -64,16 +64,17 @@ REPO_ROOT = BENCH_DIR.parent
 # reads files through iter_directory, a generator: each file it yields counts as `load`).
 # When these functions move, update the table (and only it).
 STAGES = (
-    ("plexica_gitops.desired.build", "iter_directory", "load"),
+    ("plexica_gitops.source.loader", "iter_directory", "load"),
+    ("plexica_gitops.source.loader", "iter_tree", "load"),
     ("plexica_gitops.desired.validate", "build_desired_state", "build"),
     ("plexica_gitops.desired.validate", "validate_build", "rules"),
-    ("plexica_gitops.cli", "_read_live_state", "live"),
-    ("plexica_gitops.cli", "_secret_rotations", "secrets"),
-    ("plexica_gitops.cli", "build_plan", "plan"),
+    ("plexica_gitops.service", "read_live_state", "live"),
+    ("plexica_gitops.service", "_secret_rotations", "secrets"),
+    ("plexica_gitops.service", "build_plan", "plan"),
     ("plexica_gitops.cli", "_render", "render"),
     ("plexica_gitops.render.findings", "print_text", "render"),
 )
-GENERATORS = {"iter_directory"}  # timed per item yielded, not per call
+GENERATORS = {"iter_directory", "iter_tree"}  # timed per item yielded, not per call
 NESTED = {"build": "load"}  # stage -> the stage it contains
 _DONE = object()
 STAGE_ORDER = ("load", "build", "rules", "live", "secrets", "plan", "render", "other")
