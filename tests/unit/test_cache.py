@@ -235,3 +235,19 @@ def test_cli_cache_dir_no_cache_and_environment(
         app, ["plan", str(EXAMPLE), "--live-state", "-", "--cache-dir", str(by_flag)], input="{}"
     )
     assert planned.exit_code == 0, planned.output
+
+
+def test_a_git_revision_reads_through_the_cache_as_without_it(tmp_path: Path) -> None:
+    from git_repos import desired_repo
+
+    from plexica_gitops.source.git import GitTree
+
+    repo = desired_repo(tmp_path)
+    cache_dir = tmp_path / "cache"
+    for ref in ("v1", "main", "v1"):
+        with GitTree(repo.work, ref, "desired-state") as tree:
+            plain = _seen(validate_directory(tree))
+        with GitTree(repo.work, ref, "desired-state") as tree:
+            cache = Cache(cache_dir)
+            assert _seen(validate_directory(tree, cache=cache)) == plain
+    assert cache.hits > 0 and cache.written == 0  # v1 again: every tenant file reused
