@@ -203,6 +203,10 @@ class _Builder:
     def __init__(self, source: DesiredFiles, cache: Cache | None = None) -> None:
         self.source = source
         self.cache = cache
+        # what `_checked` found of the last document: its kind and apiVersion accepted,
+        # the paths repaired
+        self._kind_accepted = False
+        self._last_repaired: frozenset[JsonPath] = frozenset()
         self.root = source.root
         self.findings: list[Finding] = []
         self.files: list[str] = []  # the YAML files read (or tried)
@@ -370,7 +374,7 @@ class _Builder:
         """The model of a document (its kind and apiVersion checked, then its schema), or
         None; the paths repaired are left in `_last_repaired`."""
         self._kind_accepted = False
-        self._last_repaired: frozenset[JsonPath] = frozenset()
+        self._last_repaired = frozenset()
         kind = doc.data.get("kind")
         api_version = doc.data.get("apiVersion")
         if kind is None or api_version is None:

@@ -152,7 +152,17 @@ class Cache:
         except ValueError:
             return None
         payload = raw[header_end + 1 :]
-        expected = {
+        if header != self._header(kind, key, payload):
+            return None
+        try:
+            return json.loads(payload)
+        except (ValueError, RecursionError):
+            return None
+
+    def _header(self, kind: str, key: str, payload: bytes) -> dict[str, Any]:
+        """What an entry's first line says: what wrote it, for which key, and its payload's
+        size and digest (checked before the payload is read)."""
+        return {
             "format": FORMAT,
             "tool": self.fingerprint,
             "kind": kind,
@@ -160,12 +170,6 @@ class Cache:
             "size": len(payload),
             "sha256": hashlib.sha256(payload).hexdigest(),
         }
-        if header != expected:
-            return None
-        try:
-            return json.loads(payload)
-        except (ValueError, RecursionError):
-            return None
 
     def put(self, kind: str, key: str, value: Any) -> None:
         """Store `value` (plain JSON values) atomically: a temporary file renamed in place."""
@@ -173,14 +177,7 @@ class Cache:
             payload = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
         except (ValueError, TypeError, RecursionError):
             return  # not plain JSON: not cached
-        header = {
-            "format": FORMAT,
-            "tool": self.fingerprint,
-            "kind": kind,
-            "key": key,
-            "size": len(payload),
-            "sha256": hashlib.sha256(payload).hexdigest(),
-        }
+        header = self._header(kind, key, payload)
         data = MAGIC + json.dumps(header).encode() + b"\n" + payload
         path = self._path(kind, key)
         try:
