@@ -109,7 +109,9 @@ REQUIRED_DEPENDENCY_STATES: dict[PluginState, set[PluginState]] = {
 
 JsonPathParts = tuple[str | int, ...]
 Subjects = tuple[str, ...]
-_Place = tuple[Callable[..., Location], JsonPathParts, Any, Subjects]
+# where, the path of the value, the value, who it concerns, and (a tenant's configuration
+# read with a cache) its `configuration_digest`
+_Place = tuple[Callable[..., Location], JsonPathParts, Any, Subjects, str | None]
 
 
 @dataclass
@@ -1204,19 +1206,61 @@ def _env_places(desired: DesiredState) -> Iterator[_Place]:
     written), each tenant binding's configuration."""
     if desired.platform is not None:
         env = desired.platform.source.data.get("spec", {}).get("env", {})
-        yield desired.platform.location, ("spec", "env"), env, ()
+        yield desired.platform.location, ("spec", "env"), env, (), None
     for plugin in desired.plugins.values():
         env = plugin.source.data.get("spec", {}).get("env", {})
-        yield plugin.location, ("spec", "env"), env, (plugin.id,)
+        yield plugin.location, ("spec", "env"), env, (plugin.id,), None
     for slug, tenant in desired.tenants.items():
+        digests = tenant.configuration_digests or {}
         for plugin_id, binding in tenant.document.spec.plugins.items():
             config_path = ("spec", "plugins", plugin_id, "configuration")
-            yield tenant.location, config_path, binding.configuration, (slug, plugin_id)
+            subjects = (slug, plugin_id)
+            digest = digests.get(plugin_id)
+            yield tenant.location, config_path, binding.configuration, subjects, digest
+
+
+class _CleanConfigurations:
+    """The configurations (by `configuration_digest`) in which a rule found nothing, kept in
+    the cache: what the rule finds depends on the configuration alone, so a configuration
+    found clean before is not walked again."""
+
+    def __init__(self, desired: DesiredState, rule: str) -> None:
+        self.cache = desired.cache
+        self.key = "" if self.cache is None else self.cache.key("clean", rule.encode())
+        known = None if self.cache is None else self.cache.get("clean", self.key)
+        valid = isinstance(known, list) and all(isinstance(d, str) for d in known)
+        self.known: set[str] = set(known) if valid and isinstance(known, list) else set()
+        self.seen: set[str] = set()
+
+    def known_clean(self, digest: str | None) -> bool:
+        if digest is None or digest not in self.known:
+            return False
+        self.seen.add(digest)
+        return True
+
+    def found_clean(self, digest: str | None) -> None:
+        if digest is not None:
+            self.seen.add(digest)
+
+    def save(self) -> None:
+        """Add this run's clean configurations to those known; once the known ones are
+        four times this run's, forget those this run did not see."""
+        if self.cache is None or self.seen <= self.known:
+            return
+        kept = self.known | self.seen
+        if len(kept) > 4 * len(self.seen):
+            kept = self.seen
+        self.cache.put("clean", self.key, sorted(kept))
 
 
 def check_secrets(desired: DesiredState) -> Iterator[Finding]:
-    for locate, base, value, subjects in _env_places(desired):
+    clean = _CleanConfigurations(desired, "check_secrets")
+    for locate, base, value, subjects, digest in _env_places(desired):
+        if clean.known_clean(digest):
+            continue
+        found = False
         for path in _secret_literals(value, ()):
+            found = True
             yield error(
                 "PGV701",
                 f"`{'.'.join(map(str, (*base, *path)))}` holds a literal secret (value not shown)",
@@ -1226,6 +1270,7 @@ def check_secrets(desired: DesiredState) -> Iterator[Finding]:
                 subjects,
             )
         for path in _credential_urls(value, ()):
+            found = True
             yield error(
                 "PGV702",
                 f"`{'.'.join(map(str, (*base, *path)))}` is a URL with a password in it "
@@ -1235,6 +1280,9 @@ def check_secrets(desired: DesiredState) -> Iterator[Finding]:
                 locate(*base, *path),
                 subjects,
             )
+        if not found:
+            clean.found_clean(digest)
+    clean.save()
 
 
 def check_runtime_settings(
@@ -1283,10 +1331,15 @@ def check_env(desired: DesiredState) -> Iterator[Finding]:
     """Env names go to the container as `NAME=value`; a `fromEnv` names a variable of the
     apply process; a `secretRef` names the file `<secrets dir>/<name>/<key>`. Each must be
     exactly a name: never a path that leaves the secrets directory."""
-    for locate, base, value, subjects in _env_places(desired):
+    clean = _CleanConfigurations(desired, "check_env")
+    for locate, base, value, subjects, digest in _env_places(desired):
+        if clean.known_clean(digest):
+            continue
+        found = False
         if isinstance(value, dict):
             for name in value:
                 if not ENV_NAME.fullmatch(name):
+                    found = True
                     yield error(
                         "PGV703",
                         f"env variable name {_clip(name)!r} is not a valid name",
@@ -1297,7 +1350,12 @@ def check_env(desired: DesiredState) -> Iterator[Finding]:
                     )
         for path, reference in _references(value):
             where = _LazyLocation(locate, (*base, *path))  # positions only for a finding
-            yield from _reference_problems(reference, where, subjects)
+            for finding in _reference_problems(reference, where, subjects):
+                found = True
+                yield finding
+        if not found:
+            clean.found_clean(digest)
+    clean.save()
 
 
 def _reference_problems(
