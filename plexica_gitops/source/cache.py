@@ -7,7 +7,10 @@ What is cached (see desired/build.py and desired/validate.py, which use it):
   (a tenant's validated document, its findings, the places repaired, the positions of its
   values) - so an unchanged file is neither parsed nor validated again;
 * per plugin configuration schema, keyed by the schema: the problems of each distinct
-  tenant configuration checked against it (by a digest of the configuration's JSON).
+  tenant configuration checked against it (by a digest of the configuration's JSON), and
+  that the schema passed the meta-schema;
+* per rule that walks every configuration (secrets, references): the digests of the
+  configurations it found nothing in.
 
 Every key also holds the tool's fingerprint (:func:`tool_fingerprint`: the version, a
 digest of the package's own source, the versions of the libraries that shape a result) and
