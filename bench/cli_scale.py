@@ -24,12 +24,14 @@ bulk-loaded with COPY from the same snapshot `plan-json` reads. Workloads live i
 container engine and topics in the broker, not in PostgreSQL, so the plan observes neither:
 `--unobserved runtime,broker` says so (without it, plan refuses to plan blind).
 
-Runs: "cold" (the first), "again" (the same command again: there is no cache yet, so this
-is the baseline of the incremental-plan target) and "changed" (after one tenant file
-changed: one binding disabled). The cold run is instrumented: it runs the CLI's own `app`
-in-process (`--_cli`) with timers around the package's stage functions (table STAGES), so
-its stage shares come from the same process the parent measures; "again" and "changed"
-run the plain `plexica-gitops` console script.
+Runs, each command with its own cache directory (PLEXICA_CACHE_DIR, source/cache.py),
+emptied before the first: "cold" (the cache empty: everything parsed, checked and written
+to it), "warm" (the same command again, the cache full), "changed" (after one tenant file
+changed, one binding disabled: the pull-request case, the cache full but for that file) and
+"nocache" (the same changed state with `--no-cache`: what every run cost before the cache).
+The cold run is instrumented: it runs the CLI's own `app` in-process (`--_cli`) with timers
+around the package's stage functions (table STAGES), so its stage shares come from the same
+process the parent measures; the others run the plain `plexica-gitops` console script.
 
 Terraform plans the same action graph (the plan of plan-json, one `terraform_data` per
 action, plan_scale.terraform_config) once per size: the ratio to our cold plan-json run.
@@ -64,16 +66,17 @@ REPO_ROOT = BENCH_DIR.parent
 # reads files through iter_directory, a generator: each file it yields counts as `load`).
 # When these functions move, update the table (and only it).
 STAGES = (
-    ("plexica_gitops.desired.build", "iter_directory", "load"),
+    ("plexica_gitops.source.loader", "iter_directory", "load"),
+    ("plexica_gitops.source.loader", "iter_tree", "load"),
     ("plexica_gitops.desired.validate", "build_desired_state", "build"),
     ("plexica_gitops.desired.validate", "validate_build", "rules"),
-    ("plexica_gitops.cli", "_read_live_state", "live"),
-    ("plexica_gitops.cli", "_secret_rotations", "secrets"),
-    ("plexica_gitops.cli", "build_plan", "plan"),
+    ("plexica_gitops.service", "read_live_state", "live"),
+    ("plexica_gitops.service", "_secret_rotations", "secrets"),
+    ("plexica_gitops.service", "build_plan", "plan"),
     ("plexica_gitops.cli", "_render", "render"),
     ("plexica_gitops.render.findings", "print_text", "render"),
 )
-GENERATORS = {"iter_directory"}  # timed per item yielded, not per call
+GENERATORS = {"iter_directory", "iter_tree"}  # timed per item yielded, not per call
 NESTED = {"build": "load"}  # stage -> the stage it contains
 _DONE = object()
 STAGE_ORDER = ("load", "build", "rules", "live", "secrets", "plan", "render", "other")
@@ -155,7 +158,7 @@ import validate_scale as vs  # noqa: E402  (the skewed generator, YAML writer)
 
 DEFAULT_SIZES = "100x1000,100x10000,200x10000x20"
 COMMANDS = ("validate", "plan-json", "plan-db")
-RUNS = ("cold", "again", "changed")
+RUNS = ("cold", "warm", "changed", "nocache")
 UNOBSERVED = "runtime,broker"
 GENERATED = "generated.json"
 TERRAFORM_TIMEOUT = 1200.0
@@ -449,6 +452,12 @@ def run_cli(
     """One measured run of a command: the console script, or (`stages_file`) the same CLI
     instrumented in-process."""
     args = _command(name, directory / "state", directory / "live.json")
+    if run == "nocache":
+        args.append("--no-cache")
+    cache = directory / f"cache-{name}"
+    if run == "cold":
+        shutil.rmtree(cache, ignore_errors=True)
+    env = {**env, "PLEXICA_CACHE_DIR": str(cache)}
     if stages_file is None:
         command = [str(Path(sys.executable).parent / "plexica-gitops"), *args]
     else:
@@ -472,6 +481,7 @@ def run_cli(
         "output_mb": len(text.encode()) / 1e6,
         "summary": _summary_line(text),
         "loadavg_1m_before": load,
+        "cache_mb": sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 1e6,
     }
     if code != 0:
         raise SystemExit(f"{name} ({run}) exited {code}:\n{text[-3000:]}")
@@ -622,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         "--runs",
         type=lambda text: [r for r in RUNS if r in text.split(",")],
         default=list(RUNS),
-        help="which runs of each command: cold,again,changed (default all; cold is always run)",
+        help="which runs of each command: cold,warm,changed,nocache (default all; cold is "
+        "always run)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     parser.add_argument("--skip-terraform", action="store_true")
@@ -721,7 +732,7 @@ def print_report(r: dict[str, Any]) -> None:
                 f"{st['migrations']:,} migrations, {st['last_applied']:,} last-applied rows, "
                 f"loaded in {st['load_db_s']:.0f} s (read back and checked)"
             )
-        header = ["command", "run", "wall s", "CPU s", "peak RSS MB", "load", "result"]
+        header = ["command", "run", "wall s", "CPU s", "peak RSS MB", "cache MB", "load", "result"]
         rows = [
             [
                 x["command"],
@@ -729,6 +740,7 @@ def print_report(r: dict[str, Any]) -> None:
                 f"{x['wall_s']:.2f}",
                 f"{x['cpu_s']:.2f}",
                 f"{x['peak_rss_mb']:,.0f}",
+                f"{x.get('cache_mb', 0):,.0f}",
                 f"{x['loadavg_1m_before']:.1f}",
                 x["summary"][:70],
             ]

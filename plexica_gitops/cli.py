@@ -42,6 +42,7 @@ from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
 from plexica_gitops.render.status import render_status_json, render_status_text
 from plexica_gitops.render.text import NO_CHANGES, print_plan
+from plexica_gitops.source.cache import ENV_CACHE_DIR, Cache, default_cache_dir
 from plexica_gitops.source.loader import ROOT_MISSING
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.store.connection import connect
@@ -146,13 +147,35 @@ SubdirOption = Annotated[
 ]
 
 
+CacheDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        metavar="DIR",
+        help="Reuse what earlier runs built of unchanged files from DIR (default: "
+        f"${ENV_CACHE_DIR}, else $XDG_CACHE_HOME/plexica-gitops or ~/.cache/plexica-gitops).",
+        show_default=False,
+    ),
+]
+NoCacheOption = Annotated[
+    bool, typer.Option("--no-cache", help="Read and check every file anew; use no cache.")
+]
+
+
 def _desired_source(
-    directory: Path | None, repo: str | None = None, ref: str | None = None, path: str | None = None
+    directory: Path | None,
+    repo: str | None = None,
+    ref: str | None = None,
+    path: str | None = None,
+    cache_dir: Path | None = None,
+    no_cache: bool = True,
 ) -> SourceChoice:
     """The desired state a command reads: its directory argument, or a git revision
-    (`--repo/--ref/--path`, source/select.py). The one place the options naming it end up;
-    a bad combination is a UsageError (exit 2), an unreadable source a SourceError."""
-    return choose_source(directory, repo, ref, path)
+    (`--repo/--ref/--path`, source/select.py), and the cache it reuses (source/cache.py).
+    The one place the options naming it end up; a bad combination is a UsageError (exit
+    2), an unreadable source a SourceError."""
+    cache = None if no_cache else Cache(cache_dir or default_cache_dir())
+    return choose_source(directory, repo, ref, path, cache=cache)
 
 
 class ValidateFormat(StrEnum):
@@ -204,13 +227,15 @@ def validate(
     repo: RepoOption = None,
     ref: RefOption = None,
     path: SubdirOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Check a desired-state directory (or a git revision): YAML, schemas and cross-file rules.
 
     Exit 0 when valid (warnings allowed), 1 on any error, 2 on usage errors.
     """
-    chosen = _desired_source(directory, repo, ref, path)
-    result = service.validate(chosen.source)
+    chosen = _desired_source(directory, repo, ref, path, cache_dir, no_cache)
+    result = service.validate(chosen.source, chosen.cache)
     if output_format is ValidateFormat.JSON:
         sys.stdout.write(report.render_json(result) + "\n")
     elif output_format is ValidateFormat.GITHUB:
@@ -348,10 +373,12 @@ def plan(
     repo: RepoOption = None,
     ref: RefOption = None,
     path: SubdirOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Compute the ordered actions that converge the live platform to the desired state."""
     _writable_plan_path(out)
-    chosen = _desired_source(directory, repo, ref, path)
+    chosen = _desired_source(directory, repo, ref, path, cache_dir, no_cache)
     result = _make_plan(chosen, live_state, target, database_url, unobserved)
     _render(result, output_format, verbose)
     if result.has_errors:
@@ -554,6 +581,8 @@ def apply(
     repo: RepoOption = None,
     ref: RefOption = None,
     path: SubdirOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Carry out a plan: walk its graph, journal each step, roll back failed updates.
 
@@ -578,7 +607,9 @@ def apply(
         require_saved_plan=require_saved_plan,
     )
     result = service.apply(
-        _desired_source(desired_state if saved_plan else source, repo, ref, path),
+        _desired_source(
+            desired_state if saved_plan else source, repo, ref, path, cache_dir, no_cache
+        ),
         options,
         _apply_hooks(auto_approve, log_format),
         saved_plan=saved_plan,
@@ -671,6 +702,8 @@ def drift(
     repo: RepoOption = None,
     ref: RefOption = None,
     path: SubdirOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Compare the live platform with what was last applied (drift) and with git (pending).
 
@@ -678,7 +711,7 @@ def drift(
     observed (never "in sync" for what was not seen) or on errors. A webhook or metrics
     file that fails is reported on stderr and makes the exit at least 1.
     """
-    chosen = _desired_source(directory, repo, ref, path)
+    chosen = _desired_source(directory, repo, ref, path, cache_dir, no_cache)
     options = service.DriftOptions(_unobserved_parts(unobserved))
     result = service.drift(chosen, database_url, options, warn=_warn)
     sys.stdout.write(_DRIFT_RENDERERS[output_format](result))
@@ -869,12 +902,14 @@ def render(
     repo: RepoOption = None,
     ref: RefOption = None,
     path: SubdirOption = None,
+    cache_dir: CacheDirOption = None,
+    no_cache: NoCacheOption = False,
 ) -> None:
     """Write the manifests apply would create (for Argo CD or Helm): every object per
     plugin, labelled as the provider labels them; env Secrets as stubs naming their keys,
     never a value. Needs no cluster. Exit 1 when the desired state is invalid (nothing
     written)."""
-    chosen = _desired_source(directory, repo, ref, path)
+    chosen = _desired_source(directory, repo, ref, path, cache_dir, no_cache)
     rendered = service.render_manifests(chosen, provider, namespace=namespace, warn=_warn)
     if out is None:
         sys.stdout.write(rendered.stream)

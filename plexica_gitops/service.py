@@ -69,6 +69,7 @@ from plexica_gitops.runtime.provider import (
     load_provider,
 )
 from plexica_gitops.runtime.spec import secret_rotations, workload_spec
+from plexica_gitops.source.cache import Cache
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.source.tree import SourceTree
 from plexica_gitops.store import catalog
@@ -110,17 +111,17 @@ class DesiredStateInvalid(PlexicaError):
         self.result = result
 
 
-def validate(source: Path | SourceTree) -> ValidationReport:
+def validate(source: Path | SourceTree, cache: Cache | None = None) -> ValidationReport:
     """`validate`: the desired state's findings, the installed providers checking their
-    runtime settings."""
-    return validate_directory(source, check_provider_settings)
+    runtime settings; `cache`: what earlier runs built of unchanged files (source/cache.py)."""
+    return validate_directory(source, check_provider_settings, cache)
 
 
 def _validated(chosen: SourceChoice) -> ValidationReport:
     source = chosen.source
     if isinstance(source, Path) and not source.is_dir():
         raise UsageError(f"{source} is not a directory", "Name the desired-state directory.")
-    return validate(source)
+    return validate(source, chosen.cache)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import pydantic
 from jsonschema import ValidationError as SchemaError
+from pydantic_core import PydanticSerializationError
 
 from plexica_gitops.desired.model import (
     API_VERSION,
@@ -28,14 +30,17 @@ from plexica_gitops.desired.model import (
     TenantDocument,
 )
 from plexica_gitops.desired.schemas import kind_fast_check, kind_validator
-from plexica_gitops.findings import Finding, Location, error, warning
+from plexica_gitops.findings import Finding, Location, Severity, error, warning
 from plexica_gitops.interning import SharedValues
+from plexica_gitops.source.cache import Cache
 from plexica_gitops.source.files import DesiredFiles, Located, desired_files
 from plexica_gitops.source.loader import (
     WORK_TREE_DIRTY,
     JsonPath,
+    LazyPositions,
     LoadedFile,
     LoadLimits,
+    Positions,
     SourceDocument,
 )
 from plexica_gitops.source.tree import DirectoryRevision, EntryKind, Revision, SourceTree
@@ -93,6 +98,9 @@ class TenantEntry:
 
     document: TenantDocument
     source: SourceDocument
+    # With a cache: each binding's `configuration_digest`, by plugin id (the key of its
+    # configuration's check in the cache; computed once, when the file was parsed)
+    configuration_digests: dict[str, str] | None = None
 
     @property
     def slug(self) -> str:
@@ -140,6 +148,8 @@ class DesiredState:
     unbuilt_plugins: frozenset[str] = frozenset()
     platform_unbuilt: bool = False
     source_revision: Revision | None = None  # None only for a report that built nothing
+    # where results of earlier runs are reused (validate.py's configuration checks)
+    cache: Cache | None = field(default=None, repr=False, compare=False)
 
     @property
     def work_tree_dirty(self) -> bool | None:
@@ -165,20 +175,38 @@ class BuildResult:
     repaired: frozenset[Location] = frozenset()
 
 
-def build_desired_state(source: Path | SourceTree) -> BuildResult:
+def build_desired_state(source: Path | SourceTree, cache: Cache | None = None) -> BuildResult:
     """Load and build `source` (a directory, or a git commit's tree) one file at a time:
     each file's documents are built (and their parsed data dropped where the model
     replaces it) before the next file is read, so memory follows what the desired state
-    keeps, not its text."""
+    keeps, not its text. With a `cache`, a tenant file whose bytes were built before is
+    not parsed again: its built documents and findings come from the cache."""
     files = desired_files(source)
-    builder = _Builder(files)
-    desired = builder.build(files.documents())
+    builder = _Builder(files, cache)
+    desired = builder.build(files.documents(None if cache is None else builder.reuse))
     return BuildResult(desired, builder.findings, frozenset(builder.repaired))
 
 
+@dataclass
+class _TenantOutcome:
+    """What building one Tenant document gives, before it joins the others (where a slug
+    declared twice is found): what the cache keeps of a tenant file."""
+
+    source: SourceDocument  # without its data
+    findings: list[Finding]
+    repaired: set[Location]
+    model: TenantDocument | None
+    digests: dict[str, str] | None
+
+
 class _Builder:
-    def __init__(self, source: DesiredFiles) -> None:
+    def __init__(self, source: DesiredFiles, cache: Cache | None = None) -> None:
         self.source = source
+        self.cache = cache
+        # what `_checked` found of the last document: its kind and apiVersion accepted,
+        # the paths repaired
+        self._kind_accepted = False
+        self._last_repaired: frozenset[JsonPath] = frozenset()
         self.root = source.root
         self.findings: list[Finding] = []
         self.files: list[str] = []  # the YAML files read (or tried)
@@ -203,12 +231,25 @@ class _Builder:
             self.findings.extend(loaded.findings)
             if any(f.is_error for f in loaded.findings):
                 self.failed.add(loaded.file)  # "" for the root itself
+            if loaded.cached is not None:
+                for outcome in loaded.cached:
+                    self._add_outcome(outcome)
+                continue
+            # a file of Tenant documents only is kept in the cache as built
+            outcomes: list[_TenantOutcome] | None = [] if loaded.key is not None else None
             for doc in loaded.documents:
                 self._note_manifest_file(doc)
-                if "kind" in doc.data:
-                    self._add_document(doc)
-                else:
+                if "kind" not in doc.data:
+                    outcomes = None
                     waiting.append(doc)
+                elif outcomes is not None and doc.data["kind"] == "Tenant":
+                    outcomes.append(self._tenant_outcome(doc))
+                    self._add_outcome(outcomes[-1])
+                else:
+                    outcomes = None
+                    self._add_document(doc)
+            if outcomes is not None and loaded.key is not None:
+                self._store(loaded, outcomes)
         for doc in waiting:
             if doc.file not in self.manifest_files:
                 self._add_document(doc)
@@ -237,6 +278,7 @@ class _Builder:
             unbuilt_plugins=frozenset(self.unbuilt_plugins - set(self.plugins)),
             platform_unbuilt=self.platform is None and (self.platform_seen or bool(self.failed)),
             source_revision=revision,
+            cache=self.cache,
         )
 
     # --- dispatch ------------------------------------------------------------------------
@@ -250,7 +292,89 @@ class _Builder:
         if isinstance(target, str):
             self.manifest_files.add(str(PurePosixPath(PurePosixPath(doc.file).parent / target)))
 
+    # --- the cache ---------------------------------------------------------------------
+
+    def reuse(self, rel: str, raw: bytes) -> LoadedFile | str:
+        """What the cache holds for this file's bytes, or the key to store them under."""
+        assert self.cache is not None
+        key = self.cache.key("file", rel.encode(), raw)
+        plain = self.cache.get("file", key)
+        if plain is None:
+            return key
+        try:
+            return _cached_file(rel, plain)
+        except (TypeError, ValueError, KeyError, pydantic.ValidationError):
+            return key  # not what this code writes: parsed again, and rewritten
+
+    def _store(self, loaded: LoadedFile, outcomes: list[_TenantOutcome]) -> None:
+        assert self.cache is not None and loaded.key is not None
+        documents = []
+        for outcome in outcomes:
+            model = None if outcome.model is None else _model_json(outcome.model)
+            positions = outcome.source.positions
+            if (outcome.model is not None and model is None) or not isinstance(
+                positions, Positions
+            ):
+                return  # a value JSON cannot carry exactly (NaN): not cached
+            documents.append(
+                {
+                    "index": outcome.source.index,
+                    "line": outcome.source.line,
+                    "positions": positions.to_text(),
+                    "findings": [_plain_finding(f) for f in outcome.findings],
+                    "repaired": [_plain_location(where) for where in sorted(outcome.repaired)],
+                    "model": model,
+                    "digests": outcome.digests,
+                }
+            )
+        entry = {"findings": [_plain_finding(f) for f in loaded.findings], "documents": documents}
+        self.cache.put("file", loaded.key, entry)
+
+    def _tenant_outcome(self, doc: SourceDocument) -> _TenantOutcome:
+        """`_add_document` of a Tenant document, up to adding it to the tenants."""
+        outer = self.findings, self.repaired
+        self.findings, self.repaired = [], set()
+        try:
+            model = self._checked(doc)
+        finally:
+            findings, repaired = self.findings, self.repaired
+            self.findings, self.repaired = outer
+        tenant = model if isinstance(model, TenantDocument) else None
+        digests = None
+        if tenant is not None and self.cache is not None:
+            digests = {
+                pid: configuration_digest(binding.configuration)
+                for pid, binding in tenant.spec.plugins.items()
+            }
+        source = dataclasses.replace(doc, data=None)
+        return _TenantOutcome(source, findings, repaired, tenant, digests)
+
+    def _add_outcome(self, outcome: _TenantOutcome) -> None:
+        self.findings.extend(outcome.findings)
+        self.repaired.update(outcome.repaired)
+        if outcome.model is not None:
+            self._add_tenant(outcome.model, outcome.source, outcome.digests)
+
+    # --- documents -----------------------------------------------------------------------
+
     def _add_document(self, doc: SourceDocument) -> None:
+        kind = doc.data.get("kind")
+        model = self._checked(doc)
+        if isinstance(model, PlatformDocument):
+            self._add_platform(model, doc)
+        elif isinstance(model, PluginDocument):
+            if not self._add_plugin(model, doc, self._last_repaired):
+                self.unbuilt_plugins.add(model.metadata.name)
+        elif isinstance(model, TenantDocument):
+            self._add_tenant(model, doc)
+        elif kind == "Plugin" and self._kind_accepted:
+            self.unbuilt_plugins.add(_declared_name(doc.data))
+
+    def _checked(self, doc: SourceDocument) -> pydantic.BaseModel | None:
+        """The model of a document (its kind and apiVersion checked, then its schema), or
+        None; the paths repaired are left in `_last_repaired`."""
+        self._kind_accepted = False
+        self._last_repaired = frozenset()
         kind = doc.data.get("kind")
         api_version = doc.data.get("apiVersion")
         if kind is None or api_version is None:
@@ -264,7 +388,7 @@ class _Builder:
                     doc.location(()),
                 )
             )
-            return
+            return None
         if not isinstance(kind, str) or kind not in DOCUMENT_MODELS:
             self.findings.append(
                 error(
@@ -274,7 +398,7 @@ class _Builder:
                     doc.location(("kind",)),
                 )
             )
-            return
+            return None
         if api_version != API_VERSION:
             self.findings.append(
                 error(
@@ -284,18 +408,11 @@ class _Builder:
                     doc.location(("apiVersion",)),
                 )
             )
-            return
+            return None
         self.platform_seen |= kind == "Platform"
-        model, repaired = self._parse(doc, kind, doc.data)
-        if isinstance(model, PlatformDocument):
-            self._add_platform(model, doc)
-        elif isinstance(model, PluginDocument):
-            if not self._add_plugin(model, doc, repaired):
-                self.unbuilt_plugins.add(model.metadata.name)
-        elif isinstance(model, TenantDocument):
-            self._add_tenant(model, doc)
-        elif kind == "Plugin":
-            self.unbuilt_plugins.add(_declared_name(doc.data))
+        self._kind_accepted = True
+        model, self._last_repaired = self._parse(doc, kind, doc.data)
+        return model
 
     def _parse(
         self, doc: SourceDocument, kind: str, data: dict[str, Any], wrapper: JsonPath = ()
@@ -362,7 +479,9 @@ class _Builder:
             return
         self.platform = PlatformEntry(model, doc)
 
-    def _add_tenant(self, model: TenantDocument, doc: SourceDocument) -> None:
+    def _add_tenant(
+        self, model: TenantDocument, doc: SourceDocument, digests: dict[str, str] | None = None
+    ) -> None:
         slug = model.metadata.name
         if slug in self.tenants:
             first = self.tenants[slug].location("metadata", "name")
@@ -377,7 +496,7 @@ class _Builder:
             )
             return
         share_tenant_values(model, self.shared)
-        self.tenants[slug] = TenantEntry(model, dataclasses.replace(doc, data=None))
+        self.tenants[slug] = TenantEntry(model, dataclasses.replace(doc, data=None), digests)
 
     # --- plugins -------------------------------------------------------------------------
 
@@ -614,6 +733,109 @@ class _Builder:
             checksum=hashlib.sha256(raw).hexdigest(),
             sql=sql,
         )
+
+
+# --- the cache's form of a built tenant file -----------------------------------------------
+
+
+def configuration_digest(configuration: dict[str, Any]) -> str:
+    """What a configuration's check is cached under: a digest of its JSON, keys in their
+    order (a message may list keys in the order written)."""
+    text = json.dumps(configuration, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _model_json(model: TenantDocument) -> str | None:
+    """The model as JSON that gives it back exactly (fields set included); None when JSON
+    cannot carry it (NaN, infinities, a number too large for pydantic's JSON)."""
+    try:
+        text = model.model_dump_json(by_alias=True, exclude_unset=True)
+        again = TenantDocument.model_validate_json(text)
+    except (ValueError, pydantic.ValidationError, PydanticSerializationError):
+        return None
+    if again != model or again.model_dump_json(by_alias=True, exclude_unset=True) != text:
+        return None
+    return text
+
+
+def _plain_location(where: Location | None) -> list[Any] | None:
+    return None if where is None else [where.file, where.line, where.column]
+
+
+def _plain_finding(finding: Finding) -> list[Any]:
+    return [
+        finding.code,
+        finding.severity.value,
+        finding.message,
+        finding.hint,
+        _plain_location(finding.location),
+        list(finding.subjects),
+    ]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("text expected")
+    return value
+
+
+def _number(value: Any) -> int | None:
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    raise TypeError("a line or column is a number")
+
+
+def _location_of(plain: Any) -> Location | None:
+    if plain is None:
+        return None
+    file, line, column = plain
+    return Location(_text(file), _number(line), _number(column))
+
+
+def _finding_of(plain: Any) -> Finding:
+    code, severity, message, hint, where, subjects = plain
+    return Finding(
+        _text(code),
+        Severity(severity),
+        _text(message),
+        _text(hint),
+        _location_of(where),
+        tuple(map(_text, subjects)),
+    )
+
+
+def _cached_file(rel: str, plain: Any) -> LoadedFile:
+    """A LoadedFile of a cache entry `_Builder._store` wrote; a TypeError, ValueError or
+    KeyError when it is not one."""
+    outcomes = []
+    for document in plain["documents"]:
+        model = document["model"]
+        digests = document["digests"]
+        if digests is not None and not (
+            isinstance(digests, dict) and all(isinstance(d, str) for d in digests.values())
+        ):
+            raise TypeError("digests are text by plugin id")
+        index, line = document["index"], document["line"]
+        if type(index) is not int or type(line) is not int:
+            raise TypeError("index and line are numbers")
+        positions = LazyPositions(_text(document["positions"]))
+        source = SourceDocument(rel, index, line, None, positions)
+        tenant = None if model is None else TenantDocument.model_validate_json(_text(model))
+        bindings = tenant.spec.plugins if tenant is not None else None
+        if bindings is not None and digests is not None and digests.keys() != bindings.keys():
+            raise ValueError("one digest per binding")
+        repaired = {_location_of(where) for where in document["repaired"]}
+        outcomes.append(
+            _TenantOutcome(
+                source,
+                [_finding_of(f) for f in document["findings"]],
+                {where for where in repaired if where is not None},
+                tenant,
+                digests,
+            )
+        )
+    findings = [_finding_of(f) for f in plain["findings"]]
+    return LoadedFile(rel, [], findings, listed=True, cached=outcomes)
 
 
 # --- repairing a document that failed its schema ----------------------------------------

@@ -24,7 +24,13 @@ from jsonschema.exceptions import SchemaError, UnknownType
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 from referencing.exceptions import Unresolvable
 
-from plexica_gitops.desired.build import BuildResult, DesiredState, PluginEntry, build_desired_state
+from plexica_gitops.desired.build import (
+    BuildResult,
+    DesiredState,
+    PluginEntry,
+    build_desired_state,
+    configuration_digest,
+)
 from plexica_gitops.desired.fastcheck import FastCheck, compile_fast_check
 from plexica_gitops.desired.model import PluginState
 from plexica_gitops.desired.peers import cidr_problem, kind_problem, labels_problem
@@ -45,6 +51,7 @@ from plexica_gitops.sensitive import (
     mask,
     names_secret,
 )
+from plexica_gitops.source.cache import Cache
 from plexica_gitops.source.loader import OUT_OF_MEMORY
 from plexica_gitops.source.tree import SourceTree
 
@@ -103,7 +110,9 @@ REQUIRED_DEPENDENCY_STATES: dict[PluginState, set[PluginState]] = {
 
 JsonPathParts = tuple[str | int, ...]
 Subjects = tuple[str, ...]
-_Place = tuple[Callable[..., Location], JsonPathParts, Any, Subjects]
+# where, the path of the value, the value, who it concerns, and (a tenant's configuration
+# read with a cache) its `configuration_digest`
+_Place = tuple[Callable[..., Location], JsonPathParts, Any, Subjects, str | None]
 
 
 @dataclass
@@ -152,12 +161,19 @@ def register_settings_check(check: SettingsCheck) -> None:
 
 
 def validate_directory(
-    source: Path | SourceTree, settings_check: SettingsCheck | None = None
+    source: Path | SourceTree,
+    settings_check: SettingsCheck | None = None,
+    cache: Cache | None = None,
 ) -> ValidationReport:
     """Build and check a desired-state directory, or a git commit's tree (GitTree).
-    `settings_check` checks the runtime provider's settings (default: the registered one)."""
+    `settings_check` checks the runtime provider's settings (default: the registered one).
+    With a `cache`, what an earlier run built and checked of the same files is reused (the
+    findings are the same: source/cache.py)."""
     try:
-        return validate_build(build_desired_state(source), settings_check)
+        report = validate_build(build_desired_state(source, cache), settings_check)
+        if cache is not None:
+            cache.finish()
+        return report
     except MemoryError:
         pass  # leave the handler first: its traceback still holds what filled the memory
     return _out_of_memory(source if isinstance(source, Path) else Path(source.root_label))
@@ -244,8 +260,10 @@ def check_tenant_identities(desired: DesiredState) -> Iterator[Finding]:
                 tenant.location("metadata", "name"),
                 (slug,),
             )
-        yield from _tenant_id(slug, spec.id, tenant.location("spec", "id"), ids)
-        yield from _tenant_schema(slug, spec.schema_name, tenant.location("spec", "schema"))
+        # positions only for a finding (a tenant from the cache keeps them packed)
+        yield from _tenant_id(slug, spec.id, _LazyLocation(tenant.location, ("spec", "id")), ids)
+        where = _LazyLocation(tenant.location, ("spec", "schema"))
+        yield from _tenant_schema(slug, spec.schema_name, where)
         other = schemas.setdefault(spec.schema_name, slug)
         if other != slug:
             yield error(
@@ -257,14 +275,16 @@ def check_tenant_identities(desired: DesiredState) -> Iterator[Finding]:
             )
 
 
-def _tenant_id(slug: str, raw: str, where: Location, seen: dict[str, str]) -> Iterator[Finding]:
+def _tenant_id(
+    slug: str, raw: str, where: Callable[[], Location], seen: dict[str, str]
+) -> Iterator[Finding]:
     canonical = raw.lower()
     if not CANONICAL_UUID.fullmatch(canonical):
         yield error(
             "PGV207",
             f"tenant {slug!r} has id {raw!r}, which is not a UUID",
             "Use a UUID such as 6f1c2d3e-4b5a-4c6d-8e7f-901234567890 (`uuidgen` makes one).",
-            where,
+            where(),
             (slug,),
         )
         return
@@ -274,12 +294,12 @@ def _tenant_id(slug: str, raw: str, where: Location, seen: dict[str, str]) -> It
             "PGV204",
             f"tenants {other!r} and {slug!r} have the same id {canonical}",
             "Tenant ids must be unique; give one tenant a new UUID.",
-            where,
+            where(),
             (other, slug),
         )
 
 
-def _tenant_schema(slug: str, name: str, where: Location) -> Iterator[Finding]:
+def _tenant_schema(slug: str, name: str, where: Callable[[], Location]) -> Iterator[Finding]:
     unsafe = (
         not SAFE_SCHEMA.fullmatch(name)
         or len(name) > MAX_NAME_LENGTH
@@ -294,7 +314,7 @@ def _tenant_schema(slug: str, name: str, where: Location) -> Iterator[Finding]:
             "Use lowercase letters, digits and underscores, starting with a letter or "
             "underscore, at most 63 characters, not `pg_*`, `public` or a reserved word "
             "(e.g. `tenant_acme`).",
-            where,
+            where(),
             (slug,),
         )
 
@@ -931,7 +951,7 @@ def _configuration_checkers(
     findings = []
     for pid, entry in sorted(desired.plugins.items()):
         schema = entry.manifest.configuration.schema_
-        exc = _schema_error(json.dumps(schema, sort_keys=True, default=str))
+        exc = _checked_schema(json.dumps(schema, sort_keys=True, default=str), desired.cache)
         if exc is not None:
             checkers[pid] = None
             findings.append(
@@ -945,8 +965,25 @@ def _configuration_checkers(
                 )
             )
             continue
-        checkers[pid] = _ConfigurationChecker(schema, compile_fast_check(schema))
+        checker = _ConfigurationChecker(schema, compile_fast_check(schema))
+        if desired.cache is not None:
+            checker.use_cache(desired.cache)
+        checkers[pid] = checker
     return checkers, findings
+
+
+def _checked_schema(schema_text: str, cache: Cache | None) -> SchemaError | None:
+    """`_schema_error`, remembered in the cache for a schema that passed (the error of one
+    that failed is found again: its message and path are the finding)."""
+    if cache is None:
+        return _schema_error(schema_text)
+    key = cache.key("schema", schema_text.encode("utf-8", "surrogatepass"))
+    if cache.get("schema", key) == "valid":
+        return None
+    exc = _schema_error(schema_text)
+    if exc is None:
+        cache.put("schema", key, "valid")
+    return exc
 
 
 @functools.lru_cache(maxsize=256)
@@ -966,8 +1003,11 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
     yield from findings
     for slug, tenant in sorted(desired.tenants.items()):
         bindings = tenant.document.spec.plugins
+        digests = tenant.configuration_digests
         for plugin_id, binding in bindings.items():
-            where = tenant.location("spec", "plugins", plugin_id)
+            # a position only for a finding: a tenant read from the cache keeps its
+            # positions packed until one is needed
+            where = _LazyLocation(tenant.location, ("spec", "plugins", plugin_id))
             plugin = desired.plugins.get(plugin_id)
             if plugin is None and plugin_id in desired.unbuilt_plugins:
                 continue  # declared; the finding that rejected it is what to fix
@@ -976,14 +1016,15 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
                     "PGV603",
                     f"tenant {slug!r} configures plugin {plugin_id!r}, which is not declared",
                     f"Add plugins/{plugin_id}/plugin.yaml, or remove it from this tenant.",
-                    where,
+                    where(),
                     (slug, plugin_id),
                 )
                 continue
             validator = validators[plugin_id]
             if validator is not None:
+                digest = None if digests is None else digests.get(plugin_id)
                 yield from _tenant_configuration(
-                    desired, slug, plugin, validator, binding.configuration
+                    desired, slug, plugin, validator, binding.configuration, digest
                 )
             if not binding.enabled:
                 continue
@@ -995,7 +1036,7 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
                     f"{state.value}, not active",
                     f"Set plugins/{plugin_id} to `state: active` (or `disabled`, to hold it "
                     "off for now), or set `enabled: false`.",
-                    where,
+                    where(),
                     (slug, plugin_id),
                 )
             for dependency in plugin.manifest.dependencies:
@@ -1006,9 +1047,21 @@ def check_tenant_plugins(desired: DesiredState) -> Iterator[Finding]:
                         f"tenant {slug!r} enables {plugin_id!r} without its dependency "
                         f"{dependency.plugin!r}",
                         f"Enable {dependency.plugin} for this tenant too.",
-                        where,
+                        where(),
                         (slug, plugin_id, dependency.plugin),
                     )
+    for checker in validators.values():
+        if checker is not None:
+            checker.save()
+
+
+@dataclass(frozen=True, slots=True)
+class _LazyLocation:
+    locate: Callable[..., Location]
+    path: JsonPathParts
+
+    def __call__(self) -> Location:
+        return self.locate(*self.path)
 
 
 class _ConfigurationChecker:
@@ -1021,14 +1074,55 @@ class _ConfigurationChecker:
         # their messages) are computed for the others alone
         self.fast = fast
         self.broken = False  # cannot be evaluated: reported once, then skipped
-        # digest of a configuration's canonical JSON -> its problems: a digest, not the
-        # text, so that remembering a configuration costs bytes, not its size again
+        # digest of a configuration's JSON (keys in their order: a message may list them)
+        # -> its problems: a digest, not the text, so that remembering a configuration
+        # costs bytes, not its size again
         self.seen: dict[bytes, list[SchemaValidationError]] = {}
+        # With a cache: `configuration_digest` -> the problems (path, message) found in
+        # the configuration, for this schema (its key); `changed`: some to write back.
+        self.cache: Cache | None = None
+        self.key = ""
+        self.stored: dict[str, list[_Problem]] = {}
+        self.changed = False
+
+    def use_cache(self, cache: Cache) -> None:
+        self.cache = cache
+        self.key = cache.key("configuration", json.dumps(self.validator.schema).encode())
+        self.stored = _stored_problems(cache.get("configuration", self.key))
+
+    def save(self) -> None:
+        if self.cache is None or not self.changed:
+            return
+        valid = [digest for digest, found in self.stored.items() if not found]
+        invalid = {
+            digest: [[list(path), message] for path, message in found]
+            for digest, found in self.stored.items()
+            if found
+        }
+        self.cache.put("configuration", self.key, {"valid": valid, "invalid": invalid})
+
+    def outcome(self, configuration: dict[str, Any], digest: str | None) -> list[_Problem]:
+        """The problems of `configuration`, sorted by path: from the cache when it was
+        checked against this schema before (`digest` is its `configuration_digest`)."""
+        if self.cache is not None:
+            digest = digest or configuration_digest(configuration)
+            known = self.stored.get(digest)
+            if known is not None:
+                return known
+        problems = sorted(
+            self.problems(configuration), key=lambda e: list(map(str, e.absolute_path))
+        )
+        found = [(tuple(problem.absolute_path), _redacted_message(problem)) for problem in problems]
+        found = found or _NO_PROBLEM_LIST
+        if self.cache is not None and digest is not None:
+            self.stored[digest] = found
+            self.changed = True
+        return found
 
     def problems(self, configuration: dict[str, Any]) -> list[SchemaValidationError]:
         if self.fast is not None and self.fast.valid(configuration):
             return _NO_PROBLEMS
-        text = json.dumps(configuration, sort_keys=True, default=str)
+        text = json.dumps(configuration, default=str)
         key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
         found = self.seen.get(key)
         if found is None:
@@ -1042,6 +1136,35 @@ class _ConfigurationChecker:
 
 
 _NO_PROBLEMS: list[SchemaValidationError] = []  # shared, never changed
+_Problem = tuple[JsonPathParts, str]  # where in a configuration, the (redacted) message
+_NO_PROBLEM_LIST: list[_Problem] = []  # shared, never changed
+
+
+def _stored_problems(plain: Any) -> dict[str, list[_Problem]]:
+    """A configuration cache entry's problems; nothing of an entry not of that shape."""
+    if not isinstance(plain, dict) or plain.keys() != {"valid", "invalid"}:
+        return {}
+    valid, invalid = plain["valid"], plain["invalid"]
+    if not isinstance(valid, list) or not isinstance(invalid, dict):
+        return {}
+    if not all(isinstance(digest, str) for digest in valid):
+        return {}
+    stored: dict[str, list[_Problem]] = dict.fromkeys(valid, _NO_PROBLEM_LIST)
+    for digest, found in invalid.items():
+        if not isinstance(found, list):
+            return {}
+        problems: list[_Problem] = []
+        for item in found:
+            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)):
+                return {}
+            path, message = item
+            if not isinstance(path, list) or not all(
+                isinstance(part, str) or (type(part) is int and part >= 0) for part in path
+            ):
+                return {}
+            problems.append((tuple(path), message))
+        stored[digest] = problems
+    return stored
 
 
 def _tenant_configuration(
@@ -1050,11 +1173,12 @@ def _tenant_configuration(
     plugin: PluginEntry,
     checker: _ConfigurationChecker,
     configuration: dict[str, Any],
+    digest: str | None = None,
 ) -> Iterator[Finding]:
     if checker.broken:
         return
     try:
-        problems = checker.problems(configuration)
+        problems = checker.outcome(configuration, digest)
     except OverflowError:  # an int past 1e308 against a float multipleOf: the value's fault
         yield error(
             "PGV602",
@@ -1084,13 +1208,13 @@ def _tenant_configuration(
         )
         return
     tenant = desired.tenants[slug]
-    for problem in sorted(problems, key=lambda e: list(map(str, e.absolute_path))):
-        path = ("spec", "plugins", plugin.id, "configuration", *problem.absolute_path)
+    for where, message in problems:
+        path = ("spec", "plugins", plugin.id, "configuration", *where)
         yield error(
             "PGV602",
             f"tenant {slug!r} configuration of {plugin.id!r} is invalid at "
-            f"`{'.'.join(map(str, problem.absolute_path)) or '(top)'}`: "
-            f"{_redacted_message(problem)}",
+            f"`{'.'.join(map(str, where)) or '(top)'}`: "
+            f"{message}",
             f"Fix the value to match {plugin.id}'s configuration.schema "
             f"({plugin.manifest_location('configuration', 'schema')}).",
             tenant.location(*path),
@@ -1173,19 +1297,61 @@ def _env_places(desired: DesiredState) -> Iterator[_Place]:
     written), each tenant binding's configuration."""
     if desired.platform is not None:
         env = desired.platform.source.data.get("spec", {}).get("env", {})
-        yield desired.platform.location, ("spec", "env"), env, ()
+        yield desired.platform.location, ("spec", "env"), env, (), None
     for plugin in desired.plugins.values():
         env = plugin.source.data.get("spec", {}).get("env", {})
-        yield plugin.location, ("spec", "env"), env, (plugin.id,)
+        yield plugin.location, ("spec", "env"), env, (plugin.id,), None
     for slug, tenant in desired.tenants.items():
+        digests = tenant.configuration_digests or {}
         for plugin_id, binding in tenant.document.spec.plugins.items():
             config_path = ("spec", "plugins", plugin_id, "configuration")
-            yield tenant.location, config_path, binding.configuration, (slug, plugin_id)
+            subjects = (slug, plugin_id)
+            digest = digests.get(plugin_id)
+            yield tenant.location, config_path, binding.configuration, subjects, digest
+
+
+class _CleanConfigurations:
+    """The configurations (by `configuration_digest`) in which a rule found nothing, kept in
+    the cache: what the rule finds depends on the configuration alone, so a configuration
+    found clean before is not walked again."""
+
+    def __init__(self, desired: DesiredState, rule: str) -> None:
+        self.cache = desired.cache
+        self.key = "" if self.cache is None else self.cache.key("clean", rule.encode())
+        known = None if self.cache is None else self.cache.get("clean", self.key)
+        valid = isinstance(known, list) and all(isinstance(d, str) for d in known)
+        self.known: set[str] = set(known) if valid and isinstance(known, list) else set()
+        self.seen: set[str] = set()
+
+    def known_clean(self, digest: str | None) -> bool:
+        if digest is None or digest not in self.known:
+            return False
+        self.seen.add(digest)
+        return True
+
+    def found_clean(self, digest: str | None) -> None:
+        if digest is not None:
+            self.seen.add(digest)
+
+    def save(self) -> None:
+        """Add this run's clean configurations to those known; once the known ones are
+        four times this run's, forget those this run did not see."""
+        if self.cache is None or self.seen <= self.known:
+            return
+        kept = self.known | self.seen
+        if len(kept) > 4 * len(self.seen):
+            kept = self.seen
+        self.cache.put("clean", self.key, sorted(kept))
 
 
 def check_secrets(desired: DesiredState) -> Iterator[Finding]:
-    for locate, base, value, subjects in _env_places(desired):
+    clean = _CleanConfigurations(desired, "check_secrets")
+    for locate, base, value, subjects, digest in _env_places(desired):
+        if clean.known_clean(digest):
+            continue
+        found = False
         for path in _secret_literals(value, ()):
+            found = True
             yield error(
                 "PGV701",
                 f"`{'.'.join(map(str, (*base, *path)))}` holds a literal secret (value not shown)",
@@ -1195,6 +1361,7 @@ def check_secrets(desired: DesiredState) -> Iterator[Finding]:
                 subjects,
             )
         for path in _credential_urls(value, ()):
+            found = True
             yield error(
                 "PGV702",
                 f"`{'.'.join(map(str, (*base, *path)))}` is a URL with a password in it "
@@ -1204,6 +1371,9 @@ def check_secrets(desired: DesiredState) -> Iterator[Finding]:
                 locate(*base, *path),
                 subjects,
             )
+        if not found:
+            clean.found_clean(digest)
+    clean.save()
 
 
 def check_runtime_settings(
@@ -1252,10 +1422,15 @@ def check_env(desired: DesiredState) -> Iterator[Finding]:
     """Env names go to the container as `NAME=value`; a `fromEnv` names a variable of the
     apply process; a `secretRef` names the file `<secrets dir>/<name>/<key>`. Each must be
     exactly a name: never a path that leaves the secrets directory."""
-    for locate, base, value, subjects in _env_places(desired):
+    clean = _CleanConfigurations(desired, "check_env")
+    for locate, base, value, subjects, digest in _env_places(desired):
+        if clean.known_clean(digest):
+            continue
+        found = False
         if isinstance(value, dict):
             for name in value:
                 if not ENV_NAME.fullmatch(name):
+                    found = True
                     yield error(
                         "PGV703",
                         f"env variable name {_clip(name)!r} is not a valid name",
@@ -1265,11 +1440,17 @@ def check_env(desired: DesiredState) -> Iterator[Finding]:
                         subjects,
                     )
         for path, reference in _references(value):
-            yield from _reference_problems(reference, locate(*base, *path), subjects)
+            where = _LazyLocation(locate, (*base, *path))  # positions only for a finding
+            for finding in _reference_problems(reference, where, subjects):
+                found = True
+                yield finding
+        if not found:
+            clean.found_clean(digest)
+    clean.save()
 
 
 def _reference_problems(
-    reference: dict[str, Any], where: Location, subjects: Subjects
+    reference: dict[str, Any], where: Callable[[], Location], subjects: Subjects
 ) -> Iterator[Finding]:
     if "fromEnv" in reference:
         name = reference["fromEnv"]
@@ -1279,7 +1460,7 @@ def _reference_problems(
                 f"`fromEnv: {_clip(name)!r}` is not a valid environment variable name",
                 "Name a variable of the apply process: letters, digits and `_`, not starting "
                 "with a digit.",
-                where,
+                where(),
                 subjects,
             )
         return
@@ -1291,7 +1472,7 @@ def _reference_problems(
             "is not a secret name and key",
             "A secret is read from <secrets dir>/<name>/<key>: name and key are each one "
             "name of letters, digits, `.`, `_` and `-` (no `/`, not `.` or `..`).",
-            where,
+            where(),
             subjects,
         )
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from plexica_gitops.findings import Finding
 from plexica_gitops.source import loader
-from plexica_gitops.source.loader import LoadedFile, LoadLimits, SourceDocument
+from plexica_gitops.source.loader import LoadedFile, LoadLimits, Reuse, SourceDocument
 from plexica_gitops.source.tree import (
     DirectoryRevision,
     DirectoryTree,
@@ -49,8 +49,9 @@ class DesiredFiles(ABC):
     root: Path  # DesiredState.root: the directory, or the tree's label
 
     @abstractmethod
-    def documents(self) -> Iterator[LoadedFile]:
-        """Every YAML file's documents, one file at a time (see loader.iter_directory)."""
+    def documents(self, reuse: Reuse | None = None) -> Iterator[LoadedFile]:
+        """Every YAML file's documents, one file at a time (see loader.iter_directory);
+        `reuse` may hand back what a cache holds for a file instead of parsing it."""
 
     @abstractmethod
     def locate(self, relative: str) -> Located | None:
@@ -87,8 +88,8 @@ class _DirectoryFiles(DesiredFiles):
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def documents(self) -> Iterator[LoadedFile]:
-        return loader.iter_directory(self.root)
+    def documents(self, reuse: Reuse | None = None) -> Iterator[LoadedFile]:
+        return loader.iter_directory(self.root, reuse=reuse)
 
     def locate(self, relative: str) -> Located | None:
         real_root = self.root.resolve()
@@ -146,8 +147,8 @@ class _TreeFiles(DesiredFiles):
         self.root = Path(tree.root_label)
         self._children: dict[str, list[str]] | None = None
 
-    def documents(self) -> Iterator[LoadedFile]:
-        return loader.iter_tree(self.tree)
+    def documents(self, reuse: Reuse | None = None) -> Iterator[LoadedFile]:
+        return loader.iter_tree(self.tree, reuse=reuse)
 
     def locate(self, relative: str) -> Located | None:
         found = self.tree.resolve(relative)

@@ -88,7 +88,10 @@ contributes no documents.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gc
+import json
 import os
 import re
 import stat
@@ -144,9 +147,12 @@ __all__ = [
     "WORK_TREE_DIRTY",
     "YAML_SYNTAX",
     "JsonPath",
+    "LazyPositions",
     "LoadLimits",
     "LoadResult",
     "LoadedFile",
+    "Positions",
+    "Reuse",
     "SourceDocument",
     "broken_link",
     "iter_directory",
@@ -191,7 +197,7 @@ class LoadLimits:
 # the same keys - or, for a list, its length; where its entries start in the document's
 # packed marks; then, only when some entry is a mapping or list, each entry's own node or
 # None).
-_PositionNode = tuple[Any, ...]
+_PositionNode = Sequence[Any]
 
 
 class Positions(Mapping[JsonPath, tuple[int, int]]):
@@ -260,6 +266,61 @@ class Positions(Mapping[JsonPath, tuple[int, int]]):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    def to_text(self) -> str:
+        """JSON text that `LazyPositions` reads these positions from (the cache's form):
+        the start, the tree of keys and offsets (lists for tuples), the packed marks in
+        base64."""
+        marks = base64.b64encode(self._marks.tobytes()).decode("ascii")
+        plain = [self._start[0], self._start[1], self._root, marks]
+        return json.dumps(plain, separators=(",", ":"))
+
+
+class LazyPositions(Mapping[JsonPath, tuple[int, int]]):
+    """Positions kept as the cache's JSON text until a finding needs one (most documents
+    read from the cache never report anything), then read as they are: JSON lists where
+    `Positions` has tuples, which it reads alike. A tree that does not fit its marks (an
+    entry tampered with) has no positions: findings then point at the document's start."""
+
+    __slots__ = ("_positions", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text: str | None = text
+        self._positions: Positions | None = None
+
+    def _decoded(self) -> Positions | None:
+        if self._text is not None:
+            text, self._text = self._text, None
+            try:
+                line, column, root, packed = json.loads(text)
+                marks = array("Q")
+                marks.frombytes(base64.b64decode(packed, validate=True))
+                if type(line) is int and type(column) is int:
+                    self._positions = Positions((line, column), root, marks)
+            except (TypeError, ValueError, RecursionError, binascii.Error):
+                pass
+        return self._positions
+
+    def __getitem__(self, path: JsonPath) -> tuple[int, int]:
+        positions = self._decoded()
+        if positions is None:
+            raise KeyError(path)
+        try:
+            return positions[path]
+        except (TypeError, IndexError, AttributeError, ValueError):  # not a tree of marks
+            raise KeyError(path) from None
+
+    def __iter__(self) -> Iterator[JsonPath]:
+        positions = self._decoded()
+        if positions is None:
+            return iter(())
+        try:
+            return iter(list(positions))
+        except (TypeError, IndexError, AttributeError, ValueError):
+            return iter(())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
 
 @dataclass
 class SourceDocument:
@@ -304,6 +365,15 @@ class LoadedFile:
     documents: list[SourceDocument]
     findings: list[Finding]
     listed: bool  # one of LoadResult.files: a YAML file that was read (or tried)
+    # With a `Reuse` hook: the cache key of the file's bytes (parsed, so the reader may
+    # store what it makes of it), or what the hook had cached for them (not parsed).
+    key: str | None = None
+    cached: Any = None
+
+
+# What a reader of the files may reuse instead of parsing: given a file's relative name
+# and bytes, a LoadedFile made from what it cached, or the key to store the parse under.
+Reuse = Callable[[str, bytes], "LoadedFile | str"]
 
 
 def load_directory(root: Path, limits: LoadLimits = LoadLimits()) -> LoadResult:
@@ -319,7 +389,9 @@ def load_directory(root: Path, limits: LoadLimits = LoadLimits()) -> LoadResult:
     return result
 
 
-def iter_directory(root: Path, limits: LoadLimits = LoadLimits()) -> Iterator[LoadedFile]:
+def iter_directory(
+    root: Path, limits: LoadLimits = LoadLimits(), reuse: Reuse | None = None
+) -> Iterator[LoadedFile]:
     """`load_directory` one file at a time, so that a caller can use and drop each file's
     documents before the next is parsed: memory then follows what is kept, not the size
     of the whole desired state. Walk problems come first, then the files in order."""
@@ -336,10 +408,12 @@ def iter_directory(root: Path, limits: LoadLimits = LoadLimits()) -> Iterator[Lo
     real_root = os.path.realpath(root)
     candidates, walk_findings = _walk(root, real_root)
     readers = [(rel, partial(_read, real, rel, limits.max_file_bytes)) for rel, real in candidates]
-    yield from _load_files(walk_findings, readers, limits)
+    yield from _load_files(walk_findings, readers, limits, reuse)
 
 
-def iter_tree(tree: SourceTree, limits: LoadLimits = LoadLimits()) -> Iterator[LoadedFile]:
+def iter_tree(
+    tree: SourceTree, limits: LoadLimits = LoadLimits(), reuse: Reuse | None = None
+) -> Iterator[LoadedFile]:
     """`iter_directory` over any source tree (a git commit): the same walk (symlinks
     followed while they stay inside the root, each directory once), the same findings;
     a submodule is refused like an escaping link (its files are no part of the commit)."""
@@ -357,13 +431,14 @@ def iter_tree(tree: SourceTree, limits: LoadLimits = LoadLimits()) -> Iterator[L
             readers.append(
                 (reached.path, partial(read_tree_file, tree, target, reached.path, limits))
             )
-    yield from _load_files(findings, readers, limits)
+    yield from _load_files(findings, readers, limits, reuse)
 
 
 def _load_files(
     walk_findings: list[Finding],
     readers: Sequence[tuple[str, Callable[[], bytes | Finding]]],
     limits: LoadLimits,
+    reuse: Reuse | None = None,
 ) -> Iterator[LoadedFile]:
     """Walk problems first, then each file (relative name, how to read it) in order."""
     for finding in walk_findings:
@@ -395,9 +470,16 @@ def _load_files(
                 listed=False,
             )
             return
+        key = None
+        if reuse is not None:
+            reused = reuse(rel, raw)
+            if isinstance(reused, LoadedFile):
+                yield reused
+                continue
+            key = reused
         documents, findings = _parse(raw, rel, limits, json_mode=False, shared=shared)
         del raw
-        yield LoadedFile(rel, documents, findings, listed=True)
+        yield LoadedFile(rel, documents, findings, listed=True, key=key)
 
 
 def load_tree_file(

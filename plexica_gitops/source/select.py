@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plexica_gitops.errors import UsageError
+from plexica_gitops.source.cache import Cache
 from plexica_gitops.source.tree import SourceError, SourceTree
 
 __all__ = ["SourceChoice", "SourceUsageError", "choose_source", "short_revision"]
@@ -37,6 +38,7 @@ class SourceChoice:
     # to the working directory) or the --path inside the repository; "" or "dir/".
     prefix: str
     arguments: str  # how to name it again on a command line ("dir", "--repo R --ref X")
+    cache: Cache | None = None  # what reading it may reuse (source/cache.py)
 
     def close(self) -> None:
         if isinstance(self.source, SourceTree):
@@ -50,6 +52,7 @@ def choose_source(
     path: str | None,
     *,
     env: Mapping[str, str] | None = None,
+    cache: Cache | None = None,
 ) -> SourceChoice:
     """The source the options name (see the module docstring)."""
     if repo is None:
@@ -62,7 +65,7 @@ def choose_source(
             )
         chosen = directory if directory is not None else DEFAULT_DIRECTORY
         prefix = "" if chosen == Path(".") else chosen.as_posix().rstrip("/") + "/"
-        return SourceChoice(chosen, chosen.as_posix(), prefix, chosen.as_posix())
+        return SourceChoice(chosen, chosen.as_posix(), prefix, chosen.as_posix(), cache)
     if directory is not None:
         raise SourceUsageError(
             f"both a directory ({directory.as_posix()}) and --repo name the desired state",
@@ -78,7 +81,7 @@ def choose_source(
     tree = GitTree(repo, ref, path, env=env)
     inside = (path or "").strip("/")
     arguments = f"--repo {scrub_url(repo)} --ref {ref}" + (f" --path {inside}" if inside else "")
-    return SourceChoice(tree, tree.root_label, inside + "/" if inside else "", arguments)
+    return SourceChoice(tree, tree.root_label, inside + "/" if inside else "", arguments, cache)
 
 
 def short_revision(revision: str) -> str:

@@ -1,0 +1,246 @@
+"""A content-addressed cache of what reading a desired state computes, so that a pull request
+that changes one tenant file re-reads only that file.
+
+What is cached (see desired/build.py and desired/validate.py, which use it):
+
+* per YAML file, keyed by its path and bytes: what building the desired state takes from it
+  (a tenant's validated document, its findings, the places repaired, the positions of its
+  values) - so an unchanged file is neither parsed nor validated again;
+* per plugin configuration schema, keyed by the schema: the problems of each distinct
+  tenant configuration checked against it (by a digest of the configuration's JSON), and
+  that the schema passed the meta-schema;
+* per rule that walks every configuration (secrets, references): the digests of the
+  configurations it found nothing in.
+
+Every key also holds the tool's fingerprint (:func:`tool_fingerprint`: the version, a
+digest of the package's own source, the versions of the libraries that shape a result) and
+:data:`FORMAT`, so an entry written by other code is never found, and an entry that claims
+another fingerprint is ignored.
+
+Safe to share between CI runs: an entry is written to a temporary file and renamed into
+place (readers see a whole entry or none), and nothing read is trusted blindly: an entry
+is JSON (never pickle: reading it cannot run code), it starts with a header naming its key
+and fingerprint and a sha256 of its payload, and an entry that is truncated, corrupt, of
+another version, under the wrong key or whose payload does not match its digest is
+ignored (and rewritten by the run that needed it). A cache is only as trustworthy as the
+directory it lives in: one restored from runs of untrusted code (a fork's pull request)
+should not be used by an apply. Entries hold only what the YAML holds: references such as
+``{fromEnv: NAME}``, never a resolved value.
+
+Size: bounded by ``max_bytes`` (default 1 GiB). A run that wrote entries prunes the cache
+(at most once an hour, by a stamp file): the least recently used entries go first until it
+is under 80 % of the bound. An entry read is marked used (its mtime) at most once a day.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENV_CACHE_DIR",
+    "FORMAT",
+    "Cache",
+    "default_cache_dir",
+    "tool_fingerprint",
+]
+
+ENV_CACHE_DIR = "PLEXICA_CACHE_DIR"
+FORMAT = 1  # bump when the shape of what is cached changes
+MAGIC = b"plexica-gitops cache\n"
+MAX_BYTES = 1 << 30
+PRUNE_EVERY_S = 3600.0
+TOUCH_AFTER_S = 86400.0
+# Libraries whose behaviour shapes a cached result (parsing, validation, messages).
+_LIBRARIES = ("PyYAML", "pydantic", "pydantic-core", "jsonschema", "jsonschema-rs")
+
+_fingerprint: str | None = None
+
+
+def tool_fingerprint() -> str:
+    """What must be equal for a cached result to be reused: the package version, a digest
+    of the package's source files (two builds of one version differ), the libraries'
+    versions, the Python version and byte order (positions are packed)."""
+    global _fingerprint
+    if _fingerprint is not None:
+        return _fingerprint
+    import plexica_gitops
+
+    digest = hashlib.sha256()
+    package = Path(plexica_gitops.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    parts = [plexica_gitops.__version__, digest.hexdigest()[:16]]
+    for name in _LIBRARIES:
+        try:
+            parts.append(f"{name}={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{name}=none")
+    parts.append(f"py{sys.version_info[0]}.{sys.version_info[1]}-{sys.byteorder}")
+    _fingerprint = " ".join(parts)
+    return _fingerprint
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """$PLEXICA_CACHE_DIR, else $XDG_CACHE_HOME/plexica-gitops, else ~/.cache/plexica-gitops."""
+    env = os.environ if env is None else env
+    chosen = env.get(ENV_CACHE_DIR)
+    if chosen:
+        return Path(chosen)
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "plexica-gitops"
+
+
+class Cache:
+    """Entries by (kind, key) under `directory`/desired-v<FORMAT>/. Never raises for what is
+    on disk: a problem reading is a miss, a problem writing is a write not done."""
+
+    def __init__(self, directory: Path, max_bytes: int = MAX_BYTES) -> None:
+        self.directory = directory
+        self.entries = directory / f"desired-v{FORMAT}"
+        self.max_bytes = max_bytes
+        self.fingerprint = tool_fingerprint()
+        self.written = 0
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, kind: str, *parts: bytes) -> str:
+        """The key of an entry: a digest of the fingerprint, the kind and `parts`."""
+        digest = hashlib.sha256(f"{self.fingerprint}\0{FORMAT}\0{kind}\0".encode())
+        for part in parts:
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part)
+        return digest.hexdigest()
+
+    def _path(self, kind: str, key: str) -> Path:
+        return self.entries / kind / key[:2] / key
+
+    def get(self, kind: str, key: str) -> Any | None:
+        """The value stored under (kind, key), or None: missing, or not to be trusted."""
+        path = self._path(kind, key)
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+                mtime = os.fstat(handle.fileno()).st_mtime
+        except OSError:
+            self.misses += 1
+            return None
+        value = self._decode(raw, kind, key)
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        if time.time() - mtime > TOUCH_AFTER_S:
+            _touch(path)
+        return value
+
+    def _decode(self, raw: bytes, kind: str, key: str) -> Any | None:
+        if not raw.startswith(MAGIC):
+            return None
+        header_end = raw.find(b"\n", len(MAGIC))
+        if header_end < 0:
+            return None
+        try:
+            header = json.loads(raw[len(MAGIC) : header_end])
+        except ValueError:
+            return None
+        payload = raw[header_end + 1 :]
+        if header != self._header(kind, key, payload):
+            return None
+        try:
+            return json.loads(payload)
+        except (ValueError, RecursionError):
+            return None
+
+    def _header(self, kind: str, key: str, payload: bytes) -> dict[str, Any]:
+        """What an entry's first line says: what wrote it, for which key, and its payload's
+        size and digest (checked before the payload is read)."""
+        return {
+            "format": FORMAT,
+            "tool": self.fingerprint,
+            "kind": kind,
+            "key": key,
+            "size": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        }
+
+    def put(self, kind: str, key: str, value: Any) -> None:
+        """Store `value` (plain JSON values) atomically: a temporary file renamed in place."""
+        try:
+            payload = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        except (ValueError, TypeError, RecursionError):
+            return  # not plain JSON: not cached
+        header = self._header(kind, key, payload)
+        data = MAGIC + json.dumps(header).encode() + b"\n" + payload
+        path = self._path(kind, key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.replace(temporary, path)
+            except BaseException:
+                _unlink(temporary)
+                raise
+        except OSError:
+            return  # a read-only or full cache slows the next run, nothing more
+        self.written += len(data)
+
+    def finish(self) -> None:
+        """After a run: prune when it wrote anything (at most once an hour)."""
+        if not self.written:
+            return
+        stamp = self.entries / ".pruned"
+        try:
+            if time.time() - stamp.stat().st_mtime < PRUNE_EVERY_S:
+                return
+        except OSError:
+            pass
+        try:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.touch()
+        except OSError:
+            return
+        self.prune()
+
+    def prune(self) -> None:
+        """Remove the least recently used entries until the cache is under 80 % of its
+        bound (nothing when it is under the bound)."""
+        found: list[tuple[float, int, str]] = []
+        for directory, _, names in os.walk(self.entries):
+            for name in names:
+                path = os.path.join(directory, name)
+                try:
+                    info = os.stat(path)
+                except OSError:
+                    continue
+                found.append((info.st_mtime, info.st_size, path))
+        total = sum(size for _, size, _ in found)
+        if total <= self.max_bytes:
+            return
+        for _, size, path in sorted(found):
+            if total <= self.max_bytes * 0.8:
+                break
+            _unlink(path)
+            total -= size
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -1,0 +1,253 @@
+"""The content-addressed cache (source/cache.py): the same findings and the same desired
+state with and without it, cold, warm and after edits; an entry that cannot be trusted is
+ignored and rewritten; the CLI's --cache-dir, --no-cache and PLEXICA_CACHE_DIR."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from plexica_gitops.cli import app
+from plexica_gitops.desired.validate import ValidationReport, validate_directory
+from plexica_gitops.render.findings import render_json
+from plexica_gitops.source.cache import MAGIC, Cache, default_cache_dir
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "desired-state"
+
+# Tenants of the generated state: clones of acme, some with findings of every stage that
+# the cache keeps (schema, model, configuration, secret literal, reference names).
+_BROKEN = {
+    3: (
+        "currency: USD\n        paymentTermsDays: 30",
+        "currency: 12\n        paymentTermsDays: -1",
+    ),
+    5: ("  displayName:", "  displayNam:"),
+    7: ("staleDealDays: 21", "staleDealDays: .nan"),
+    9: ("secretRef: {name: acme-smtp, key: password}", "hunter2"),
+    11: ("key: bot-token}", "key: ../bot-token}"),
+    13: ("schema: tenant_", "schema: pg_tenant_"),
+}
+
+
+def _generated(root: Path, tenants: int = 16) -> Path:
+    shutil.copytree(EXAMPLE, root)
+    acme = (root / "tenants" / "acme.yaml").read_text(encoding="utf-8")
+    for number in range(tenants):
+        slug = f"clone-{number:03d}"
+        text = acme.replace("name: acme ", f"name: {slug} ").replace(
+            "tenant_acme", f"tenant_{number}"
+        )
+        text = text.replace(
+            "7be72c81-2e45-42c0-b2f0-8962a8", f"7be72c81-2e45-42c0-b2f0-{number:06d}"
+        )
+        if number in _BROKEN:
+            old, new = _BROKEN[number]
+            assert old in text, old
+            text = text.replace(old, new, 1)
+        text = text.replace("staleDealDays: 21", f"staleDealDays: {number + 1}")
+        (root / "tenants" / f"{slug}.yaml").write_text(text, encoding="utf-8")
+    (root / "tenants" / "broken.yaml").write_text("apiVersion: [\n", encoding="utf-8")
+    return root
+
+
+def _seen(report: ValidationReport) -> tuple[str, str]:
+    """What a user sees (the findings, byte for byte) and what the planner gets."""
+    desired = report.desired
+    state = json.dumps(
+        {
+            "revision": desired.revision,
+            "files": desired.files,
+            "tenants": {
+                slug: entry.document.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                for slug, entry in desired.tenants.items()
+            },
+        },
+        sort_keys=True,
+    )
+    return render_json(report), state
+
+
+def _same_with_and_without(root: Path, cache_dir: Path) -> Cache:
+    cache = Cache(cache_dir)
+    assert _seen(validate_directory(root, cache=cache)) == _seen(validate_directory(root))
+    return cache
+
+
+@pytest.fixture(params=["example", "generated"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    if request.param == "example":
+        root = tmp_path / "state"
+        shutil.copytree(EXAMPLE, root)
+        return root
+    return _generated(tmp_path / "state")
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_findings_and_desired_state_are_the_same_cold_warm_and_after_edits(
+    state: Path, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    cold = _same_with_and_without(state, cache_dir)
+    assert cold.hits == 0 and cold.written > 0
+    warm = _same_with_and_without(state, cache_dir)
+    assert warm.hits > 0 and warm.written == 0  # nothing new: every tenant file reused
+    tenants = len(list((state / "tenants").iterdir()))
+    # one tenant file edited: a configuration now invalid, found at its line
+    _edit(state / "tenants" / "acme.yaml", "staleDealDays: 21", 'staleDealDays: "21"')
+    edited = _same_with_and_without(state, cache_dir)
+    assert edited.written > 0
+    report = validate_directory(state, cache=Cache(cache_dir))
+    assert any(
+        f.code == "PGV602" and f.location and f.location.file == "tenants/acme.yaml"
+        for f in report.findings
+    )
+    # a plugin's configuration schema edited: every tenant's configuration checked again
+    _edit(
+        state / "plugins" / "crm" / "plugin.yaml",
+        "is flagged as stale.\n            minimum: 1\n",
+        "is flagged as stale.\n            minimum: 5\n",
+    )
+    after_schema = _same_with_and_without(state, cache_dir)
+    assert after_schema.hits >= tenants - 1  # tenant files reused, their checks not
+
+
+def _entries(cache_dir: Path) -> list[Path]:
+    return sorted(p for p in cache_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _truncate(raw: bytes) -> bytes:
+    return raw[: len(raw) // 2]
+
+
+def _corrupt(raw: bytes) -> bytes:
+    return raw[:-10] + bytes(b ^ 0x55 for b in raw[-10:])
+
+
+def _foreign(raw: bytes) -> bytes:
+    """Written by another version of the tool: a consistent entry, another fingerprint."""
+    header_end = raw.index(b"\n", len(MAGIC))
+    header = json.loads(raw[len(MAGIC) : header_end])
+    header["tool"] = "0.0.1 0123456789abcdef"
+    return MAGIC + json.dumps(header).encode() + raw[header_end:]
+
+
+def _tampered(raw: bytes) -> bytes:
+    """Its payload edited (a tenant's schema renamed, a configuration said valid)."""
+    return re.sub(rb"tenant_", b"tenant_x", raw, count=1) if b"tenant_" in raw else raw + b" "
+
+
+def _garbage(raw: bytes) -> bytes:
+    return b"\x80\x04\x95 not an entry at all" + raw[:7]
+
+
+@pytest.mark.parametrize("damage", [_truncate, _corrupt, _foreign, _tampered, _garbage])
+def test_an_entry_that_cannot_be_trusted_is_ignored_and_rewritten(
+    damage: Callable[[bytes], bytes], tmp_path: Path
+) -> None:
+    root = _generated(tmp_path / "state", tenants=4)
+    cache_dir = tmp_path / "cache"
+    _same_with_and_without(root, cache_dir)
+    good = {path: path.read_bytes() for path in _entries(cache_dir)}
+    for path, raw in good.items():
+        path.write_bytes(damage(raw))
+    damaged = _same_with_and_without(root, cache_dir)  # no traceback, the same findings
+    assert damaged.hits == 0
+    assert {path: path.read_bytes() for path in _entries(cache_dir)} == good  # rewritten
+    assert _same_with_and_without(root, cache_dir).hits > 0
+
+
+def test_an_entry_moved_under_another_key_is_not_used(tmp_path: Path) -> None:
+    root = _generated(tmp_path / "state", tenants=2)
+    cache_dir = tmp_path / "cache"
+    _same_with_and_without(root, cache_dir)
+    files = [p for p in _entries(cache_dir) if p.parent.parent.name == "file"]
+    first, second = files[0], files[1]
+    second.write_bytes(first.read_bytes())  # a valid entry, for another file's bytes
+    _same_with_and_without(root, cache_dir)
+
+
+def test_an_unwritable_cache_directory_only_costs_time(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    cache = _same_with_and_without(EXAMPLE, blocked)
+    assert cache.written == 0
+
+
+def test_the_cache_is_pruned_to_its_bound(tmp_path: Path) -> None:
+    root = _generated(tmp_path / "state", tenants=6)
+    validate_directory(root, cache=Cache(tmp_path / "kept"))
+    assert _entries(tmp_path / "kept")
+    validate_directory(root, cache=Cache(tmp_path / "bounded", max_bytes=1))
+    assert not _entries(tmp_path / "bounded")  # the run that wrote them pruned them
+
+
+def test_cached_entries_hold_references_never_resolved_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PLEXICA_PLUGIN_DATABASE_URL", "postgresql://u:s3cr3t-value@db/x")
+    _same_with_and_without(EXAMPLE, tmp_path / "cache")
+    text = b"".join(path.read_bytes() for path in _entries(tmp_path / "cache"))
+    assert b"s3cr3t-value" not in text
+    assert b"acme-smtp" in text  # the reference, as the YAML writes it
+
+
+def test_default_cache_directory() -> None:
+    assert default_cache_dir({"PLEXICA_CACHE_DIR": "/c"}) == Path("/c")
+    assert default_cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/plexica-gitops")
+    assert default_cache_dir({}).parts[-2:] == (".cache", "plexica-gitops")
+
+
+def test_cli_cache_dir_no_cache_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _generated(tmp_path / "state", tenants=3)
+    runner = CliRunner()
+    plain = runner.invoke(app, ["validate", str(root), "--format", "json", "--no-cache"])
+    assert plain.exit_code == 1, plain.output
+    by_flag = tmp_path / "flag"
+    for _ in range(2):
+        cached = runner.invoke(
+            app, ["validate", str(root), "--format", "json", "--cache-dir", str(by_flag)]
+        )
+        assert (cached.exit_code, cached.output) == (1, plain.output)
+    assert _entries(by_flag)
+    by_env = tmp_path / "env"
+    monkeypatch.setenv("PLEXICA_CACHE_DIR", str(by_env))
+    cached = runner.invoke(app, ["validate", str(root), "--format", "json"])
+    assert (cached.exit_code, cached.output) == (1, plain.output)
+    assert _entries(by_env)
+    none = tmp_path / "none"
+    monkeypatch.setenv("PLEXICA_CACHE_DIR", str(none))
+    runner.invoke(app, ["validate", str(root), "--no-cache"])
+    assert not none.exists()
+    planned = runner.invoke(
+        app, ["plan", str(EXAMPLE), "--live-state", "-", "--cache-dir", str(by_flag)], input="{}"
+    )
+    assert planned.exit_code == 0, planned.output
+
+
+def test_a_git_revision_reads_through_the_cache_as_without_it(tmp_path: Path) -> None:
+    from git_repos import desired_repo
+
+    from plexica_gitops.source.git import GitTree
+
+    repo = desired_repo(tmp_path)
+    cache_dir = tmp_path / "cache"
+    for ref in ("v1", "main", "v1"):
+        with GitTree(repo.work, ref, "desired-state") as tree:
+            plain = _seen(validate_directory(tree))
+        with GitTree(repo.work, ref, "desired-state") as tree:
+            cache = Cache(cache_dir)
+            assert _seen(validate_directory(tree, cache=cache)) == plain
+    assert cache.hits > 0 and cache.written == 0  # v1 again: every tenant file reused
