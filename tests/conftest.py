@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,18 @@ INTEGRATION_FIXTURES = frozenset(
     | {"demo_dir", "foreign_postgres", "restartable_postgres"}
 )
 KUBE_FIXTURES = frozenset({"kube_cluster"})
+
+
+_CACHE_DIR = "PLEXICA_CACHE_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every CLI a test runs (in process or as a subprocess) caches parsed files in a
+    directory of this test process, never in the user's cache (~/.cache/plexica-gitops):
+    a test must not read what an earlier run or another checkout wrote there."""
+    if _CACHE_DIR not in os.environ:
+        os.environ[_CACHE_DIR] = tempfile.mkdtemp(prefix="plexica-test-cache-")
+        config.add_cleanup(lambda: shutil.rmtree(os.environ.pop(_CACHE_DIR), ignore_errors=True))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
