@@ -1,0 +1,188 @@
+"""The engine's walk of a plan (a heap of plan positions) starts steps in the order the
+sorted ready list of earlier releases did, with the same results, on plan-shaped graphs
+with failures: the lowest plan position among the ready steps first."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+
+import pytest
+
+from plexica_gitops.apply.engine import ApplyReport, StepResult, StepStatus, execute
+from plexica_gitops.apply.steps import StepFailed
+from plexica_gitops.plan.model import Action, ActionKind
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.order: list[str] = []  # the steps, as they started
+        self.lock = threading.Lock()
+
+    def started(self, action: Action) -> None:
+        with self.lock:
+            self.order.append(action.id)
+
+    def finished(self, result: StepResult) -> None:
+        pass
+
+    def begin(self, actions: Sequence[Action]) -> None:
+        pass
+
+    def step_started(self, action: Action) -> None:
+        pass
+
+    def step_finished(self, result: StepResult) -> None:
+        pass
+
+    def interrupting(self, in_flight: int) -> None:
+        pass
+
+    def end(self, report: ApplyReport) -> None:
+        pass
+
+
+def _reference(actions: list[Action], fails: set[str]) -> tuple[list[str], dict[str, str]]:
+    """The walk as it was (a ready list sorted by plan position after every step), one
+    step at a time: the order steps start in, and each step's status (and blocker)."""
+    ids = {a.id: a for a in actions}
+    position = {a.id: i for i, a in enumerate(actions)}
+    waiting = {a.id: {d for d in a.depends_on if d in ids} for a in actions}
+    dependents: dict[str, list[str]] = defaultdict(list)
+    for action in actions:
+        for dependency in waiting[action.id]:
+            dependents[dependency].append(action.id)
+    ready = [a.id for a in actions if not waiting[a.id]]
+    done: set[str] = set()
+    order: list[str] = []
+    outcome: dict[str, str] = {}
+    while ready:
+        current = ready.pop(0)
+        order.append(current)
+        if current not in fails:
+            outcome[current] = "succeeded"
+            done.add(current)
+            for dependent in dependents[current]:
+                waiting[dependent].discard(current)
+                if not waiting[dependent] and dependent not in done:
+                    ready.append(dependent)
+            ready.sort(key=position.__getitem__)
+            continue
+        outcome[current] = "failed"
+        done.add(current)
+        tenant = ids[current].contains_failure_to
+        stack = [current] if tenant else list(dependents[current])
+        while stack:
+            step = stack.pop()
+            if tenant is None:
+                if step in done:
+                    continue
+                done.add(step)
+                outcome[step] = f"skipped by {current}"
+                stack.extend(dependents[step])
+                continue
+            for dependent in dependents[step]:
+                if dependent in done:
+                    continue
+                if ids[dependent].tenant == tenant:
+                    done.add(dependent)
+                    outcome[dependent] = f"skipped by {current}"
+                    stack.append(dependent)
+                    continue
+                waiting[dependent].discard(step)
+                if not waiting[dependent]:
+                    ready.append(dependent)
+        ready.sort(key=position.__getitem__)
+    return order, outcome
+
+
+def _plan_shaped(rng: random.Random, tenants: int, plugins: int) -> list[Action]:
+    """Plugins registered and installed, tenants created, migrated and bound, in a plan
+    order that is not the order steps become ready (tenants first, plugins last)."""
+    actions: list[Action] = []
+    for t in range(tenants):
+        slug = f"t{t}"
+        actions.append(_act(f"tenant.{slug}", "create", slug, contained=True))
+        for p in range(plugins):
+            actions.append(
+                _act(
+                    f"tenant.{slug}.migrations.p{p}",
+                    "apply",
+                    slug,
+                    f"tenant.{slug}:create",
+                    f"plugin.p{p}:register",
+                    contained=True,
+                )
+            )
+    for p in range(plugins):
+        actions.append(_act(f"plugin.p{p}", "register", None))
+        migrations = [f"tenant.t{t}.migrations.p{p}:apply" for t in range(tenants)]
+        actions.append(_act(f"plugin.p{p}", "mark-installed", None, *migrations))
+    for t in range(tenants):
+        for p in range(plugins):
+            actions.append(
+                _act(
+                    f"tenant.t{t}.plugin.p{p}",
+                    "enable",
+                    f"t{t}",
+                    f"plugin.p{p}:mark-installed",
+                    f"tenant.t{t}.migrations.p{p}:apply",
+                )
+            )
+    rng.shuffle(actions)
+    return _topological(actions)
+
+
+def _topological(actions: list[Action]) -> list[Action]:
+    """A plan order: dependencies first, otherwise as given."""
+    placed: set[str] = set()
+    ordered: list[Action] = []
+    pending = list(actions)
+    while pending:
+        rest = []
+        for action in pending:
+            if all(d in placed for d in action.depends_on):
+                ordered.append(action)
+                placed.add(action.id)
+            else:
+                rest.append(action)
+        pending = rest
+    return ordered
+
+
+def _act(
+    address: str, step: str, tenant: str | None, *deps: str, contained: bool = False
+) -> Action:
+    return Action(
+        address,
+        step,
+        ActionKind.CREATE,
+        "test",
+        depends_on=tuple(deps),
+        tenant=tenant,
+        contains_failure_to=tenant if contained else None,
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_steps_start_in_the_order_and_end_as_the_sorted_walk_did(seed: int) -> None:
+    rng = random.Random(seed)
+    actions = _plan_shaped(rng, tenants=rng.randint(1, 12), plugins=rng.randint(1, 4))
+    fails = {a.id for a in actions if rng.random() < 0.08}
+
+    def run(action: Action) -> str:
+        if action.id in fails:
+            raise StepFailed("no")
+        return "ok"
+
+    recorder = _Recorder()
+    report = execute(actions, run, recorder, recorder, parallelism=1)
+    order, outcome = _reference(actions, fails)
+    assert recorder.order == order
+    seen = {
+        sid: f"skipped by {r.blocked_by}" if r.status is StepStatus.SKIPPED else r.status.value
+        for sid, r in report.results.items()
+    }
+    assert seen == outcome
