@@ -1,17 +1,23 @@
 """The engine's walk of a plan (a heap of plan positions) starts steps in the order the
 sorted ready list of earlier releases did, with the same results, on plan-shaped graphs
-with failures: the lowest plan position among the ready steps first."""
+with failures: the lowest plan position among the ready steps first. And what each step
+costs in display: the live display redraws a few times a second, the log a line a step."""
 
 from __future__ import annotations
 
+import io
 import random
+import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
 import pytest
+from rich.console import Console
 
 from plexica_gitops.apply.engine import ApplyReport, StepResult, StepStatus, execute
+from plexica_gitops.apply.progress import LineReporter, LiveReporter
 from plexica_gitops.apply.steps import StepFailed
 from plexica_gitops.plan.model import Action, ActionKind
 
@@ -186,3 +192,37 @@ def test_steps_start_in_the_order_and_end_as_the_sorted_walk_did(seed: int) -> N
         for sid, r in report.results.items()
     }
     assert seen == outcome
+
+
+def _many_quick_steps(count: int) -> list[Action]:
+    return [_act(f"tenant.t{n}.plugin.crm", "enable", f"t{n}") for n in range(count)]
+
+
+def test_the_live_display_is_redrawn_a_few_times_a_second_not_once_a_step() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=120, force_terminal=True, color_system=None)
+    started = time.monotonic()
+    report = execute(_many_quick_steps(600), lambda a: "ok", _Recorder(), LiveReporter(console))
+    seconds = time.monotonic() - started
+    text = buffer.getvalue()
+    assert report.ok
+    assert all(f"tenant.t{n}.plugin.crm:enable" in text for n in range(600))  # every line
+    redraws = text.count("Applying")
+    assert redraws <= seconds * LiveReporter.REFRESH_PER_SECOND + 5, (redraws, seconds)
+
+
+def test_the_plain_log_has_a_line_for_each_step_as_it_starts_and_ends() -> None:
+    buffer = io.StringIO()
+    execute(
+        _many_quick_steps(300),
+        lambda a: "enabled",
+        _Recorder(),
+        LineReporter(Console(file=buffer, soft_wrap=True, highlight=False)),
+    )
+    lines = buffer.getvalue().splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT[\d:.]+Z"
+    for n in range(300):
+        step = re.escape(f"tenant.t{n}.plugin.crm:enable")
+        assert sum(bool(re.fullmatch(f"{stamp}   start  {step}", x)) for x in lines) == 1
+        done = f"{stamp} ✓ succeeded   {step} \\(0\\.0 s\\): enabled"
+        assert sum(bool(re.fullmatch(done, x)) for x in lines) == 1
