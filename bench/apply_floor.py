@@ -26,7 +26,9 @@ is of the tenant steps, which are all but 27 (or 2) of the steps.
 
 **The apply** (`--apply`) runs the real `plexica-gitops apply DIR --auto-approve
 --log-format json --parallelism P` against Podman (DOCKER_HOST when it answers) on its own
-fresh PostgreSQL, for the same two applies.
+fresh PostgreSQL, for the same two applies, then a no-op `plan` and `apply` of the
+converged platform. `python bench/apply_scale.py --tenants N` runs all of it and prints
+the ratios.
 
 Each variant gets a fresh PostgreSQL (devenv.postgres.PostgresServer, fsync off as in the
 tests), because tens of thousands of relations created on one server slow the next round
