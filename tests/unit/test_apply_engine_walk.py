@@ -8,46 +8,21 @@ from __future__ import annotations
 import io
 import random
 import re
-import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 
 import pytest
 from rich.console import Console
+from test_apply_engine import Recorder
 
-from plexica_gitops.apply.engine import ApplyReport, StepResult, StepStatus, execute
+from plexica_gitops.apply.engine import StepStatus, execute
 from plexica_gitops.apply.progress import LineReporter, LiveReporter
 from plexica_gitops.apply.steps import StepFailed
 from plexica_gitops.plan.model import Action, ActionKind
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.order: list[str] = []  # the steps, as they started
-        self.lock = threading.Lock()
-
-    def started(self, action: Action) -> None:
-        with self.lock:
-            self.order.append(action.id)
-
-    def finished(self, result: StepResult) -> None:
-        pass
-
-    def begin(self, actions: Sequence[Action]) -> None:
-        pass
-
-    def step_started(self, action: Action) -> None:
-        pass
-
-    def step_finished(self, result: StepResult) -> None:
-        pass
-
-    def interrupting(self, in_flight: int) -> None:
-        pass
-
-    def end(self, report: ApplyReport) -> None:
-        pass
+def _start_order(recorder: Recorder) -> list[str]:
+    return [step for event, step in recorder.events if event == "started"]
 
 
 def _reference(actions: list[Action], fails: set[str]) -> tuple[list[str], dict[str, str]]:
@@ -183,10 +158,10 @@ def test_steps_start_in_the_order_and_end_as_the_sorted_walk_did(seed: int) -> N
             raise StepFailed("no")
         return "ok"
 
-    recorder = _Recorder()
+    recorder = Recorder()
     report = execute(actions, run, recorder, recorder, parallelism=1)
     order, outcome = _reference(actions, fails)
-    assert recorder.order == order
+    assert _start_order(recorder) == order
     seen = {
         sid: f"skipped by {r.blocked_by}" if r.status is StepStatus.SKIPPED else r.status.value
         for sid, r in report.results.items()
@@ -202,7 +177,7 @@ def test_the_live_display_is_redrawn_a_few_times_a_second_not_once_a_step() -> N
     buffer = io.StringIO()
     console = Console(file=buffer, width=120, force_terminal=True, color_system=None)
     started = time.monotonic()
-    report = execute(_many_quick_steps(600), lambda a: "ok", _Recorder(), LiveReporter(console))
+    report = execute(_many_quick_steps(600), lambda a: "ok", Recorder(), LiveReporter(console))
     seconds = time.monotonic() - started
     text = buffer.getvalue()
     assert report.ok
@@ -216,7 +191,7 @@ def test_the_plain_log_has_a_line_for_each_step_as_it_starts_and_ends() -> None:
     execute(
         _many_quick_steps(300),
         lambda a: "enabled",
-        _Recorder(),
+        Recorder(),
         LineReporter(Console(file=buffer, soft_wrap=True, highlight=False)),
     )
     lines = buffer.getvalue().splitlines()
