@@ -120,20 +120,20 @@ def start_apply(
     return int(rows[0][0])
 
 
-# clock_timestamp(), not now(): the statements of a batch (write_batch) share one
-# transaction, and each row keeps the time it was written at, in the order written.
+# statement_timestamp(), not now(): the statements of a batch (write_batch) share one
+# transaction, and each row keeps the time its own statement came in, in the order written.
 _STEP_STARTED: LiteralString = (
     "INSERT INTO plexica_gitops.journal (apply_id, step_id, status, started_at)"
-    " VALUES (%s, %s, 'started', clock_timestamp())"
+    " VALUES (%s, %s, 'started', statement_timestamp())"
     " ON CONFLICT (apply_id, step_id) DO UPDATE"
-    " SET status = 'started', detail = NULL, started_at = clock_timestamp(), finished_at = NULL"
+    " SET status = 'started', detail = NULL, started_at = statement_timestamp(), finished_at = NULL"
 )
 _STEP_FINISHED: LiteralString = (
     "INSERT INTO plexica_gitops.journal"
     " (apply_id, step_id, status, detail, started_at, finished_at)"
-    " VALUES (%s, %s, %s, %s, clock_timestamp(), clock_timestamp())"
+    " VALUES (%s, %s, %s, %s, statement_timestamp(), statement_timestamp())"
     " ON CONFLICT (apply_id, step_id) DO UPDATE"
-    " SET status = excluded.status, detail = excluded.detail, finished_at = clock_timestamp()"
+    " SET status = excluded.status, detail = excluded.detail, finished_at = statement_timestamp()"
 )
 
 
