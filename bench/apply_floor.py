@@ -26,7 +26,9 @@ is of the tenant steps, which are all but 27 (or 2) of the steps.
 
 **The apply** (`--apply`) runs the real `plexica-gitops apply DIR --auto-approve
 --log-format json --parallelism P` against Podman (DOCKER_HOST when it answers) on its own
-fresh PostgreSQL, for the same two applies.
+fresh PostgreSQL, for the same two applies, then a no-op `plan` and `apply` of the
+converged platform. `python bench/apply_scale.py --tenants N` runs all of it and prints
+the ratios.
 
 Each variant gets a fresh PostgreSQL (devenv.postgres.PostgresServer, fsync off as in the
 tests), because tens of thousands of relations created on one server slow the next round
@@ -393,11 +395,14 @@ def real_apply(
     wall = time.perf_counter() - started
     sessions_after, commits_after = _db_counters(dsn)
     statuses: dict[str, int] = defaultdict(int)
+    engine_s = 0.0  # the walk of the plan, from the log: the rest is start, observe, plan
     for line in result.stdout.splitlines():
         if line.startswith("{"):
             record = json.loads(line)
             if record.get("event") == "step.finished":
                 statuses[record["status"]] += 1
+            elif record.get("event") == "apply.finished":
+                engine_s = float(record["seconds"])
     if result.returncode != 0:
         raise SystemExit(
             f"apply ({label}) exited {result.returncode}:\n{result.stdout[-3000:]}\n"
@@ -410,10 +415,50 @@ def real_apply(
         "steps": steps,
         "statuses": dict(statuses),
         "wall_s": wall,
+        "engine_s": engine_s,
         "steps_per_s": steps / wall,
         "sessions": sessions_after - sessions_before - 1,
         "commits": commits_after - commits_before - 1,
     }
+
+
+def _cli(env: dict[str, str], *arguments: str) -> tuple[int, float, str]:
+    command = [sys.executable, "-m", "plexica_gitops.cli", *arguments]
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    return result.returncode, time.perf_counter() - started, result.stdout + result.stderr
+
+
+def noop(root: Path, env: dict[str, str], parallelism: int) -> dict[str, Any]:
+    """`plan` and `apply` of the converged platform: both must find nothing to do."""
+    code, plan_s, output = _cli(env, "plan", str(root), "--detailed-exitcode")
+    if code != 0:
+        raise SystemExit(f"no-op plan exited {code}:\n{output[-3000:]}")
+    code, apply_s, output = _cli(
+        env, "apply", str(root), "--auto-approve", "--log-format", "json",
+        "--parallelism", str(parallelism),
+    )  # fmt: skip
+    if code != 0 or '"no-changes"' not in output:
+        raise SystemExit(f"no-op apply exited {code}:\n{output[-3000:]}")
+    return {
+        "variant": "apply", "apply": "no-op", "steps": 0, "wall_s": plan_s + apply_s,
+        "plan_s": plan_s, "apply_s": apply_s, "steps_per_s": 0.0, "sessions": 0, "commits": 0,
+    }  # fmt: skip
+
+
+def walk_seconds(root: Path, parallelism: int) -> tuple[int, float]:
+    """The engine's walk alone: every step of the first apply's plan, each doing nothing,
+    with no journal and no display (steps, seconds)."""
+    from plexica_gitops.apply.engine import execute
+
+    class Nothing:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args: None
+
+    _, plan = _plan(root, None)
+    started = time.perf_counter()
+    execute(plan.actions, lambda action: "", Nothing(), Nothing(), parallelism=parallelism)
+    return len(plan.actions), time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------- main
@@ -474,6 +519,8 @@ def run_real(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
             log(f"apply, {label}: {args.tenants:,} tenants, parallelism {args.parallelism}")
             results.append(real_apply(dsn, root, env, args.parallelism, label))
             log(f"apply, {label}: {results[-1]['wall_s']:.1f} s")
+        results.append(noop(root, env, args.parallelism))
+        log(f"no-op plan + apply: {results[-1]['wall_s']:.1f} s")
         return results
     finally:
         for container in client.containers.list(

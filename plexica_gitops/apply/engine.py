@@ -19,6 +19,7 @@ and keeps one job per module."""
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections import defaultdict
@@ -151,29 +152,40 @@ def _attempt(action: Action, run: Callable[[Action], str], retry: RetryPolicy) -
 
 
 class _Walk:
-    """The bookkeeping of one apply: what may start, what is blocked, what is done."""
+    """The bookkeeping of one apply: what may start, what is blocked, what is done.
+
+    The steps ready to start are a heap of plan positions: the lowest first, as the plan
+    orders them, at O(log n) a step (a list sorted after every step made a 70,000-step
+    walk quadratic)."""
 
     def __init__(self, actions: Sequence[Action]) -> None:
         self.actions = {a.id: a for a in actions}
+        self.order = [a.id for a in actions]
         self.position = {a.id: i for i, a in enumerate(actions)}
         self.waiting = {a.id: {d for d in a.depends_on if d in self.actions} for a in actions}
         self.dependents: dict[str, list[str]] = defaultdict(list)
         for action in actions:
             for dependency in self.waiting[action.id]:
                 self.dependents[dependency].append(action.id)
-        self.ready = [a.id for a in actions if not self.waiting[a.id]]
+        self.ready = [i for i, a in enumerate(actions) if not self.waiting[a.id]]  # a heap
         self.done: set[str] = set()
 
     def next_ready(self) -> Action:
-        return self.actions[self.ready.pop(0)]
+        return self.actions[self.order[heapq.heappop(self.ready)]]
+
+    def put_back(self, action: Action) -> None:
+        """A step taken that never started: it is ready again, in its place."""
+        heapq.heappush(self.ready, self.position[action.id])
+
+    def _ready(self, step_id: str) -> None:
+        heapq.heappush(self.ready, self.position[step_id])
 
     def succeeded(self, step_id: str) -> None:
         self.done.add(step_id)
         for dependent in self.dependents[step_id]:
             self.waiting[dependent].discard(step_id)
             if not self.waiting[dependent] and dependent not in self.done:
-                self.ready.append(dependent)
-        self.ready.sort(key=self.position.__getitem__)
+                self._ready(dependent)
 
     def failed(self, step_id: str) -> list[str]:
         """The steps a failure holds back, in plan order. A step whose failure the planner
@@ -201,8 +213,7 @@ class _Walk:
                     continue
                 self.waiting[dependent].discard(current)  # not that tenant's: it goes on
                 if not self.waiting[dependent]:
-                    self.ready.append(dependent)
-        self.ready.sort(key=self.position.__getitem__)
+                    self._ready(dependent)
         return sorted(blocked, key=self.position.__getitem__)
 
     def blocked_by(self, step_id: str) -> list[str]:
@@ -269,7 +280,7 @@ def execute(
                 action = walk.next_ready()
                 journal.started(action)
                 if halted():  # lost while the start was recorded: it never runs
-                    walk.ready.insert(0, action.id)
+                    walk.put_back(action)
                     break
                 reporter.step_started(action)
                 running[pool.submit(_attempt, action, run, retry)] = action

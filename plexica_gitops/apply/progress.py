@@ -31,8 +31,22 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# The marks without markup, for logs that are not a terminal.
+PLAIN_MARKS = {
+    StepStatus.SUCCEEDED: "✓",
+    StepStatus.FAILED: "✗",
+    StepStatus.ROLLED_BACK: "↺",
+    StepStatus.SKIPPED: "-",
+}
+
+
 class LineReporter:
-    """One timestamped line per step start and end: greppable CI logs."""
+    """One timestamped line per step start and end: greppable CI logs.
+
+    When the console is not a terminal (a CI log, a pipe), where rich would print no
+    colours anyway, the step lines are written straight to its stream as plain text:
+    rich's markup and layout cost about a millisecond a line, on the engine's thread, which
+    at tens of thousands of steps is minutes."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -42,21 +56,35 @@ class LineReporter:
         with self._lock:
             self.console.print(f"[dim]{_now()}[/dim] {text}")
 
+    def _plain(self, text: str) -> bool:
+        """Write `text` as a plain timestamped line, if the console is not a terminal."""
+        if self.console.is_terminal:
+            return False
+        stream = self.console.file
+        with self._lock:
+            stream.write(f"{_now()} {text}\n")
+            stream.flush()
+        return True
+
     def begin(self, actions: Sequence[Action]) -> None:
         self._line(f"apply: {len(actions)} steps")
 
     def step_started(self, action: Action) -> None:
-        self._line(f"  start  {escape(action.id)}")
+        if not self._plain(f"  start  {action.id}"):
+            self._line(f"  start  {escape(action.id)}")
 
     def step_finished(self, result: StepResult) -> None:
         if result.status is StepStatus.SKIPPED:
             return  # listed once in the summary, not one line each
         took = f" ({result.seconds:.1f} s)"
+        status = result.status
+        detail = f": {result.detail}" if result.detail else ""
+        if self._plain(
+            f"{PLAIN_MARKS[status]} {status.value:<11} {result.action.id}{took}{detail}"
+        ):
+            return
         detail = f": {escape(result.detail)}" if result.detail else ""
-        self._line(
-            f"{MARKS[result.status]} {result.status.value:<11} {escape(result.action.id)}"
-            f"{took}{detail}"
-        )
+        self._line(f"{MARKS[status]} {status.value:<11} {escape(result.action.id)}{took}{detail}")
 
     def interrupting(self, in_flight: int) -> None:
         self._line(
@@ -135,7 +163,13 @@ class JsonReporter:
 
 
 class LiveReporter(LineReporter):
-    """A terminal: a progress bar with the steps in flight, finished steps above it."""
+    """A terminal: a progress bar with the steps in flight, finished steps above it.
+
+    Steps only queue what changed; the display is redrawn, and the finished steps' lines
+    printed (in one go), at most REFRESH_PER_SECOND times a second by a thread of its
+    own: each redraw re-renders the bar, far too costly to do for every step."""
+
+    REFRESH_PER_SECOND = 10
 
     def __init__(self, console: Console) -> None:
         super().__init__(console)
@@ -147,33 +181,44 @@ class LiveReporter(LineReporter):
             TextColumn("{task.description}"),
             console=console,
             transient=True,
+            auto_refresh=False,
         )
         self.task = self.progress.add_task("", total=0)
-        self.in_flight: list[str] = []
+        self.in_flight: dict[str, None] = {}  # in the order they started
+        self._lines: list[str] = []  # finished steps' lines not printed yet
+        self._done = 0
+        self._shown = -1  # the count last drawn
+        self._stop = threading.Event()
+        self._painter: threading.Thread | None = None
 
     def _line(self, text: str) -> None:
         with self._lock:
-            self.progress.console.print(text)
+            self._lines.append(text)
+
+    def _plain(self, text: str) -> bool:
+        return False  # a terminal: the display draws it
 
     def _describe(self) -> str:
-        shown = ", ".join(self.in_flight[:3])
+        shown = ", ".join(list(self.in_flight)[:3])
         more = len(self.in_flight) - 3
         return escape(shown + (f" +{more}" if more > 0 else ""))
 
     def begin(self, actions: Sequence[Action]) -> None:
         self.progress.update(self.task, total=len(actions))
         self.progress.start()
+        self._painter = threading.Thread(target=self._paint_often, name="apply-display")
+        self._painter.daemon = True
+        self._painter.start()
 
     def step_started(self, action: Action) -> None:
         with self._lock:
-            self.in_flight.append(action.id)
-            self.progress.update(self.task, description=self._describe())
+            self.in_flight[action.id] = None
+            self._shown = -1
 
     def step_finished(self, result: StepResult) -> None:
         with self._lock:
-            if result.action.id in self.in_flight:
-                self.in_flight.remove(result.action.id)
-            self.progress.update(self.task, advance=1, description=self._describe())
+            self.in_flight.pop(result.action.id, None)
+            self._done += 1
         if result.status is not StepStatus.SKIPPED:
             detail = f" [dim]{escape(result.detail)}[/dim]" if result.detail else ""
             self._line(
@@ -181,7 +226,29 @@ class LiveReporter(LineReporter):
                 f"[dim]({result.seconds:.1f} s)[/dim]{detail}"
             )
 
+    def _paint_often(self) -> None:
+        while not self._stop.wait(1 / self.REFRESH_PER_SECOND):
+            self._paint()
+
+    def _paint(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+            changed = self._shown != self._done
+            self._shown = self._done
+            described = self._describe() if changed else ""
+            done = self._done
+        if lines:
+            self.progress.console.print("\n".join(lines))
+        if changed:
+            self.progress.update(self.task, completed=done, description=described)
+        if lines or changed:
+            self.progress.refresh()
+
     def end(self, report: ApplyReport) -> None:
+        self._stop.set()
+        if self._painter is not None:
+            self._painter.join()
+        self._paint()
         self.progress.stop()
         print_summary(report, self.console)
 

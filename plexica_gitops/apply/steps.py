@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from plexica_gitops.addresses import AddressError, ResourceKind
 from plexica_gitops.broker.kafka import BrokerError, EventBroker
 from plexica_gitops.desired.build import DesiredState, PluginEntry
@@ -36,8 +38,8 @@ from plexica_gitops.runtime.spec import EnvResolutionError, rollout_settings, wo
 from plexica_gitops.sensitive import mask
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import StoreError
-from plexica_gitops.store.migrate import TenantMigrationJob, run_migrations
-from plexica_gitops.store.pool import STEP_APPLICATION_NAME, ConnectionPool
+from plexica_gitops.store.migrate import FailureKind, TenantMigrationJob, run_job
+from plexica_gitops.store.pool import ConnectionPool
 from plexica_gitops.store.purge import purge_plugin_data
 
 S = LifecycleStatus
@@ -710,22 +712,25 @@ def _shown(value: dict[str, Any] | None) -> str:
 
 
 def _migrations(action: Action, context: StepContext) -> str:
+    """A tenant's pending migrations of one plugin, in one transaction on a pooled
+    connection. A connection that broke meanwhile (a stale pooled one, a restarted server)
+    is dropped by the pool and the step retried as transient: the job is one transaction
+    and skips what its history holds, so running it again is safe."""
     slug = _tenant_of(action)
     pid = _plugin_of(action)
     spec = context.desired.tenants[slug].document.spec
     job = TenantMigrationJob(
         slug, spec.id, spec.schema_name, pid, context.plugin_entry(pid).migrations
     )
-    report = run_migrations(
-        context.pool.dsn,
-        [job],
-        parallelism=1,
-        lock_timeout_ms=context.lock_timeout_ms,
-        statement_timeout_ms=context.statement_timeout_ms,
-        application_name=STEP_APPLICATION_NAME,
-        epoch=context.pool.epoch,
-    )
-    result = report.results[0]
+    with context.pool.connection() as conn:
+        result = run_job(
+            conn,
+            job,
+            lock_timeout_ms=context.lock_timeout_ms,
+            statement_timeout_ms=context.statement_timeout_ms,
+        )
+        if result.failure is not None and result.failure.kind is FailureKind.CONNECTION:
+            raise psycopg.OperationalError(result.failure.message)
     if result.failure is not None:
         raise StepFailed(result.failure.message, result.failure.hint)
     return f"{len(result.applied)} migrations applied in {result.duration_ms:.0f} ms"

@@ -1,9 +1,11 @@
 """The apply journal: each apply's record and each step's start and end, as they happen.
 
-Every write commits at once (a single autocommitted statement, or its own transaction), so
+Every write commits when it returns (a single autocommitted statement, or its own
+transaction; a running apply's steps in batches, `write_batch`, one transaction each), so
 the journal is accurate whatever happens to the process: after a kill -9, the steps that
 were running are the ones still 'started' (`in_flight`), and the apply itself stays
 'running' until the next apply, having taken the lock, calls `mark_interrupted`.
+apply/session.py says when a batch is written relative to what its steps do.
 
 Use a connection with no transaction open (the store's connections are autocommit); a
 write inside a caller's open transaction would not be durable on its own, so it is
@@ -118,15 +120,31 @@ def start_apply(
     return int(rows[0][0])
 
 
+# statement_timestamp(), not now(): the statements of a batch (write_batch) share one
+# transaction, and each row keeps the time its own statement came in, in the order written.
+_STEP_STARTED: LiteralString = (
+    "INSERT INTO plexica_gitops.journal (apply_id, step_id, status, started_at)"
+    " VALUES (%s, %s, 'started', statement_timestamp())"
+    " ON CONFLICT (apply_id, step_id) DO UPDATE"
+    " SET status = 'started', detail = NULL, started_at = statement_timestamp(), finished_at = NULL"
+)
+_STEP_FINISHED: LiteralString = (
+    "INSERT INTO plexica_gitops.journal"
+    " (apply_id, step_id, status, detail, started_at, finished_at)"
+    " VALUES (%s, %s, %s, %s, statement_timestamp(), statement_timestamp())"
+    " ON CONFLICT (apply_id, step_id) DO UPDATE"
+    " SET status = excluded.status, detail = excluded.detail, finished_at = statement_timestamp()"
+)
+
+
 def step_started(conn: psycopg.Connection[Any], apply_id: int, step_id: str) -> None:
     """Record that a step is starting (again, if it had been recorded before)."""
-    _write(
-        conn,
-        "INSERT INTO plexica_gitops.journal (apply_id, step_id, status) VALUES (%s, %s, 'started')"
-        " ON CONFLICT (apply_id, step_id) DO UPDATE"
-        " SET status = 'started', detail = NULL, started_at = now(), finished_at = NULL",
-        (apply_id, step_id),
-    )
+    _write(conn, _STEP_STARTED, (apply_id, step_id))
+
+
+def _check_status(status: str) -> None:
+    if status not in _STEP_STATUSES:
+        raise ValueError(f"step status must be one of {sorted(_STEP_STATUSES)}, not {status!r}")
 
 
 def step_finished(
@@ -138,16 +156,96 @@ def step_finished(
 ) -> None:
     """Record how a step ended. A step never started (e.g. skipped because a dependency
     failed) is recorded with the same start and end time."""
-    if status not in _STEP_STATUSES:
-        raise ValueError(f"step status must be one of {sorted(_STEP_STATUSES)}, not {status!r}")
-    _write(
+    _check_status(status)
+    _write(conn, _STEP_FINISHED, (apply_id, step_id, status, detail))
+
+
+# --- batches: the journal of a running apply -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppliedRow:
+    """A last-applied row as it was before a step at its address started."""
+
+    fingerprint: str
+    apply_id: int | None
+    revision: str | None
+    applied_at: dt.datetime | None  # None: written by this apply, at the time it commits
+
+
+@dataclass(frozen=True)
+class StepStart:
+    step_id: str
+    address: str
+    fingerprint: str | None  # what the step records as last-applied when it succeeds
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    step_id: str
+    address: str
+    fingerprint: str | None
+    status: StepStatus
+    detail: str | None = None
+
+
+JournalEntry = StepStart | StepEnd
+
+
+def last_applied_rows(conn: psycopg.Connection[Any], addresses: list[str]) -> dict[str, AppliedRow]:
+    """The last-applied rows at `addresses` (those that have one)."""
+    rows = _read(
         conn,
-        "INSERT INTO plexica_gitops.journal (apply_id, step_id, status, detail, finished_at)"
-        " VALUES (%s, %s, %s, %s, now())"
-        " ON CONFLICT (apply_id, step_id) DO UPDATE"
-        " SET status = excluded.status, detail = excluded.detail, finished_at = now()",
-        (apply_id, step_id, status, detail),
+        "SELECT address, fingerprint, apply_id, revision, applied_at"
+        " FROM plexica_gitops.last_applied WHERE address = ANY(%s)",
+        (addresses,),
     )
+    return {str(r[0]): AppliedRow(str(r[1]), r[2], r[3], r[4]) for r in rows}
+
+
+_FORGET_APPLIED: LiteralString = "DELETE FROM plexica_gitops.last_applied WHERE address = %s"
+_RESTORE_APPLIED: LiteralString = (
+    "INSERT INTO plexica_gitops.last_applied (address, fingerprint, apply_id, revision, applied_at)"
+    " VALUES (%s, %s, %s, %s, COALESCE(%s, now()))"
+    " ON CONFLICT (address) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+    " apply_id = EXCLUDED.apply_id, revision = EXCLUDED.revision, applied_at = EXCLUDED.applied_at"
+)
+
+
+def write_batch(
+    conn: psycopg.Connection[Any],
+    apply_id: int,
+    entries: list[JournalEntry],
+    applied: dict[str, AppliedRow],
+    revision: str,
+) -> None:
+    """Write `entries` in their order in ONE transaction (committed when this returns), with
+    the last-applied rows they imply. A step's start removes the last-applied row at its
+    address and its success writes the new one; any other end (a skipped step too: it may
+    have been recorded as starting) puts back the row it removed (`applied`: the rows as
+    they stand, updated here). So while a step may be having its
+    effect, no last-applied row claims what is there: a crash then leaves none, and the
+    next plan calls a difference there a change in git, never drift (session.py).
+    `revision`: the apply's desired revision, recorded with what it applied."""
+    with conn.transaction(), conn.pipeline(), conn.cursor() as cur:
+        for entry in entries:
+            if isinstance(entry, StepStart):
+                cur.execute(_STEP_STARTED, (apply_id, entry.step_id))
+                if entry.fingerprint:
+                    cur.execute(_FORGET_APPLIED, (entry.address,))
+                continue
+            _check_status(entry.status)
+            cur.execute(_STEP_FINISHED, (apply_id, entry.step_id, entry.status, entry.detail))
+            if not entry.fingerprint:
+                continue
+            if entry.status == "succeeded":
+                applied[entry.address] = AppliedRow(entry.fingerprint, apply_id, revision, None)
+            row = applied.get(entry.address)
+            if row is not None:
+                cur.execute(
+                    _RESTORE_APPLIED,
+                    (entry.address, row.fingerprint, row.apply_id, row.revision, row.applied_at),
+                )
 
 
 def finish_apply(

@@ -282,6 +282,26 @@ def run_migrations(
     )
 
 
+def run_job(
+    conn: psycopg.Connection[Any],
+    job: TenantMigrationJob,
+    *,
+    lock_timeout_ms: int = 5000,
+    statement_timeout_ms: int = 300000,
+) -> TenantMigrationResult:
+    """One job in its own transaction on the caller's connection (an apply's pooled one,
+    idle, with no transaction open), as run_migrations runs each job; a failure is in the
+    result. The connection's automatic prepared statements are off meanwhile (see
+    `_connect`)."""
+    settings = _Settings("", "", lock_timeout_ms, statement_timeout_ms)
+    threshold = conn.prepare_threshold
+    conn.prepare_threshold = None
+    try:
+        return _run_job(conn, job, settings)
+    finally:
+        conn.prepare_threshold = threshold
+
+
 def _connect(settings: _Settings) -> psycopg.Connection[Any]:
     conn = connect(settings.dsn, application_name=settings.application_name, epoch=settings.epoch)
     # No automatic prepared statements: migration files run once per tenant with another

@@ -41,6 +41,8 @@ class ConnectionPool:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one use (a step's statements); back to the pool afterwards,
+        unless it broke: then it is closed and the next use opens a fresh one."""
         with self._slots:
             try:
                 conn = self._idle.get_nowait()
@@ -51,12 +53,26 @@ class ConnectionPool:
             try:
                 yield conn
             finally:
-                if conn.broken or conn.closed:
-                    conn.close()
-                else:
-                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        conn.rollback()
-                    self._idle.put(conn)
+                self._give_back(conn)
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        if not (conn.broken or conn.closed):
+            try:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+                self._idle.put(conn)
+                return
+            except psycopg.Error:
+                pass  # it broke as it was rolled back: discarded below
+        conn.close()
+        with self._lock:
+            self._all.remove(conn)
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections the pool holds open (in use or idle)."""
+        with self._lock:
+            return len(self._all)
 
     def _open(self) -> psycopg.Connection[Any]:
         """A step's catalog writes are short: bounded, so a lock held elsewhere or a stuck
