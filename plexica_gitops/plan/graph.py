@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-import networkx as nx
-
 from plexica_gitops.addresses import ResourceKind, is_below, parsed_or_none
 from plexica_gitops.plan.model import Action
 
@@ -42,6 +40,9 @@ def order(steps: Mapping[str, tuple[Action, Sequence[str]]]) -> list[Action]:
             if not waiting[following]:
                 ready.append(following)
     if len(waves) != len(steps):
+        # Only to name the cycle (a planner bug): networkx costs a planning process 24 MB.
+        import networkx as nx
+
         graph = nx.DiGraph()
         graph.add_nodes_from(steps)
         for step_id, (_, deps) in steps.items():
