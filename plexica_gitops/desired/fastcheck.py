@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 
 Keyword = Callable[[Any, Any, Any, dict[str, Any]], Iterator[Any]]
@@ -156,10 +157,6 @@ def compile_fast_check(schema: Any) -> FastCheck | None:
         return None
     if not isinstance(schema, dict | bool) or not _trusted(schema):
         return None
-    # Imported here: planning and applying import this module but never check a schema,
-    # and the compiled extension costs 4 MB of every such process.
-    import jsonschema_rs
-
     try:
         validator = jsonschema_rs.Draft202012Validator(
             schema, validate_formats=False, keywords=_python_keywords(schema)

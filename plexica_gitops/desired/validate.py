@@ -18,10 +18,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-# Loaded with validation rather than at the first schema the fast check compiles: under
-# a memory limit its Rust code aborts the process where Python raises MemoryError (which
-# becomes PGL012), so it must be in memory before a large desired state is loaded.
-import jsonschema_rs  # noqa: F401
 import networkx as nx
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, UnknownType
