@@ -41,6 +41,7 @@ from plexica_gitops.desired.versions import (
     parse_range,
     parse_version,
 )
+from plexica_gitops.desired.view import POLICY_IGNORED_BY
 from plexica_gitops.findings import Finding, Location, error, warning
 from plexica_gitops.lifecycle import NEEDED_BY, TARGET_STATUS
 from plexica_gitops.quantities import MAX_CPU_CORES, QuantityError, parse_cpu, parse_memory
@@ -697,11 +698,11 @@ def check_egress(desired: DesiredState) -> Iterator[Finding]:
 
 
 # What each provider that ships with plexica-gitops cannot do of the Plugin kind.
-_UNSUPPORTED: dict[str, dict[str, str]] = {
-    "docker": {
-        "autoscaling": "runs `replicas` containers and never autoscales",
-        "network": "does not restrict where a container connects (network.egress is not enforced)",
-    },
+# What a provider that ignores autoscaling and egress (desired.view.POLICY_IGNORED_BY, which
+# the planner reads too) does instead.
+_IGNORED = {
+    "autoscaling": "runs `replicas` containers and never autoscales",
+    "network": "does not restrict where a container connects (network.egress is not enforced)",
 }
 
 
@@ -710,7 +711,7 @@ def check_provider_support(desired: DesiredState) -> Iterator[Finding]:
     (docker: autoscaling, egress), so nobody believes it is enforced."""
     platform = desired.platform
     provider = platform.document.spec.runtime.provider if platform else ""
-    unsupported = _UNSUPPORTED.get(provider, {})
+    unsupported = _IGNORED if provider in POLICY_IGNORED_BY else {}
     for plugin in desired.plugins.values():
         spec = plugin.document.spec
         declared = {
