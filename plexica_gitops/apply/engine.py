@@ -173,11 +173,8 @@ class _Walk:
     def next_ready(self) -> Action:
         return self.actions[self.order[heapq.heappop(self.ready)]]
 
-    def put_back(self, action: Action) -> None:
-        """A step taken that never started: it is ready again, in its place."""
-        heapq.heappush(self.ready, self.position[action.id])
-
-    def _ready(self, step_id: str) -> None:
+    def make_ready(self, step_id: str) -> None:
+        """Ready to start, in its plan place (also a step taken that never started)."""
         heapq.heappush(self.ready, self.position[step_id])
 
     def succeeded(self, step_id: str) -> None:
@@ -185,7 +182,7 @@ class _Walk:
         for dependent in self.dependents[step_id]:
             self.waiting[dependent].discard(step_id)
             if not self.waiting[dependent] and dependent not in self.done:
-                self._ready(dependent)
+                self.make_ready(dependent)
 
     def failed(self, step_id: str) -> list[str]:
         """The steps a failure holds back, in plan order. A step whose failure the planner
@@ -213,7 +210,7 @@ class _Walk:
                     continue
                 self.waiting[dependent].discard(current)  # not that tenant's: it goes on
                 if not self.waiting[dependent]:
-                    self._ready(dependent)
+                    self.make_ready(dependent)
         return sorted(blocked, key=self.position.__getitem__)
 
     def blocked_by(self, step_id: str) -> list[str]:
@@ -280,7 +277,7 @@ def execute(
                 action = walk.next_ready()
                 journal.started(action)
                 if halted():  # lost while the start was recorded: it never runs
-                    walk.put_back(action)
+                    walk.make_ready(action.id)
                     break
                 reporter.step_started(action)
                 running[pool.submit(_attempt, action, run, retry)] = action
