@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 import threading
@@ -456,13 +457,40 @@ def _confirm(auto_approve: bool) -> None:
         )
     typer.echo("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.")
     try:
-        answer = input("\n  Enter a value: ")
+        answer = _answer("\n  Enter a value: ")
     except (KeyboardInterrupt, EOFError):
         typer.echo(f"\n{CANCELLED}")
         raise typer.Exit(130) from None
     if answer.strip() != "yes":
         typer.echo(CANCELLED)
         raise typer.Exit(1)
+
+
+def _answer(prompt: str) -> str:
+    """A line typed at the terminal, as input() reads it, but woken by Ctrl-C whichever
+    thread the kernel hands SIGINT to. The prompt is asked under the apply lock, whose
+    lease thread (and the clients' threads) may receive it; input() would then go on
+    waiting in read(), and the KeyboardInterrupt would come only after the next Enter.
+    Python's handler writes to the wakeup fd from any thread, so waiting on it as well
+    lets the main thread run the handler (KeyboardInterrupt) at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return input(prompt)  # only the main thread may set the wakeup fd
+    wake, woken = os.pipe()
+    os.set_blocking(woken, False)
+    previous = signal.set_wakeup_fd(woken)
+    try:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        while sys.stdin not in select.select([sys.stdin, wake], [], [])[0]:
+            os.read(wake, 64)  # a signal came: its handler runs before the next wait
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(wake)
+        os.close(woken)
 
 
 def _stop_on_signals() -> threading.Event:
