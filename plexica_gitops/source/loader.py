@@ -849,6 +849,28 @@ def _implicit_resolvers() -> tuple[dict[str, _Resolvers], _Resolvers]:
     return by_first, wildcard
 
 
+def _plain_resolver() -> Callable[[str], str]:
+    """The tag of a plain (unquoted, untagged) scalar, as ``Resolver.resolve`` gives it;
+    the tags of the most recent distinct values are remembered (for one file)."""
+    by_first, wildcard = _implicit_resolvers()
+    resolved: dict[str, str] = {}
+
+    def resolve(value: str) -> str:
+        tag = resolved.get(value)
+        if tag is not None:
+            return tag
+        tag = _STR
+        for candidate, regexp in by_first.get(value[:1], wildcard):
+            if regexp.match(value):
+                tag = candidate
+                break
+        if len(resolved) < _RESOLVED_CACHE_SIZE:
+            resolved[value] = tag
+        return tag
+
+    return resolve
+
+
 def _compose(events: _EventSource, limits: LoadLimits) -> Iterator[Node]:
     """The root node of each document of the stream, in order, measured.
 
@@ -867,8 +889,7 @@ def _compose(events: _EventSource, limits: LoadLimits) -> Iterator[Node]:
     """
     max_depth = limits.max_depth
     budget = limits.max_nodes_per_document
-    by_first, wildcard = _implicit_resolvers()
-    resolved: dict[str, str] = {}  # plain scalar -> its resolved tag
+    resolve = _plain_resolver()
     next_event = events.get_event
     next_event()  # StreamStartEvent
     while True:
@@ -894,19 +915,7 @@ def _compose(events: _EventSource, limits: LoadLimits) -> Iterator[Node]:
                 tag = event.tag
                 value = event.value
                 if tag is None or tag == "!":  # resolve as Resolver.resolve(ScalarNode, ...)
-                    tag = _STR
-                    if event.implicit[0]:
-                        candidates = by_first.get(value[:1], wildcard)
-                        if candidates:
-                            tag = resolved.get(value)
-                            if tag is None:
-                                tag = _STR
-                                for candidate, regexp in candidates:
-                                    if regexp.match(value):
-                                        tag = candidate
-                                        break
-                                if len(resolved) < _RESOLVED_CACHE_SIZE:
-                                    resolved[value] = tag
+                    tag = resolve(value) if event.implicit[0] else _STR
                 node = ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
                 total += 1
                 if event.anchor is not None:
@@ -1383,36 +1392,56 @@ class _Builder:
     def _scalar(self, node: ScalarNode) -> Any:
         tag = node.tag
         text = str(node.value)
-        if tag in _TEXT_TAGS:
-            if self.json_mode and tag == _STR and not node.style:
-                match = _JSON_NUMBER.match(text)
-                if match:
-                    return float(text) if match.group(1) or match.group(2) else int(text)
-            return text
-        if tag == _NULL:
-            return None
         try:
-            if tag == _BOOL:
-                return SafeConstructor.bool_values[text.lower()]
-            if tag == _INT:
-                if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
-                    return int(text)  # what construct_yaml_int does for plain decimals
-                return _CONSTRUCTOR.construct_yaml_int(node)
-            if tag == _FLOAT:
-                return _CONSTRUCTOR.construct_yaml_float(node)
-        except (KeyError, ValueError) as exc:
-            reason = f" ({exc})" if isinstance(exc, ValueError) else ""
+            return _scalar_value(tag, text, node.style, self.json_mode)
+        except _Unconvertible as exc:
             self._problem(
                 UNSUPPORTED,
-                f"value {_clip(text)!r} cannot be read as {_show_tag(tag)}{reason}",
+                f"value {_clip(text)!r} cannot be read as {_show_tag(tag)}{exc.reason}",
                 "Fix the value, or quote it (and drop the tag) if it is meant as text.",
                 node.start_mark,
             )
-            return None
-        self._problem(
-            UNSUPPORTED, f"unsupported tag {_show_tag(tag)}", _UNSUPPORTED_HINT, node.start_mark
-        )
+        except _UnsupportedTag:
+            self._problem(
+                UNSUPPORTED, f"unsupported tag {_show_tag(tag)}", _UNSUPPORTED_HINT, node.start_mark
+            )
         return None
+
+
+class _Unconvertible(Exception):
+    """A scalar its tag cannot read (``!!int abc``); `reason` is shown after the value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _UnsupportedTag(Exception):
+    pass
+
+
+def _scalar_value(tag: str, text: str, style: str | None, json_mode: bool) -> Any:
+    """The value of a scalar of `tag` (resolved or explicit) written as `text`."""
+    if tag in _TEXT_TAGS:
+        if json_mode and tag == _STR and not style:
+            match = _JSON_NUMBER.match(text)
+            if match:
+                return float(text) if match.group(1) or match.group(2) else int(text)
+        return text
+    if tag == _NULL:
+        return None
+    try:
+        if tag == _BOOL:
+            return SafeConstructor.bool_values[text.lower()]
+        if tag == _INT:
+            if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
+                return int(text)  # what construct_yaml_int does for plain decimals
+            return _CONSTRUCTOR.construct_yaml_int(ScalarNode(tag, text))
+        if tag == _FLOAT:
+            return _CONSTRUCTOR.construct_yaml_float(ScalarNode(tag, text))
+    except (KeyError, ValueError) as exc:
+        raise _Unconvertible(f" ({exc})" if isinstance(exc, ValueError) else "") from None
+    raise _UnsupportedTag
 
 
 def _clip(text: str, limit: int = 40) -> str:
