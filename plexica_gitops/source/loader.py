@@ -113,6 +113,7 @@ from yaml.events import (
     MappingStartEvent,
     ScalarEvent,
     SequenceEndEvent,
+    SequenceStartEvent,
     StreamEndEvent,
 )
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -849,6 +850,28 @@ def _implicit_resolvers() -> tuple[dict[str, _Resolvers], _Resolvers]:
     return by_first, wildcard
 
 
+def _plain_resolver() -> Callable[[str], str]:
+    """The tag of a plain (unquoted, untagged) scalar, as ``Resolver.resolve`` gives it;
+    the tags of the most recent distinct values are remembered (for one file)."""
+    by_first, wildcard = _implicit_resolvers()
+    resolved: dict[str, str] = {}
+
+    def resolve(value: str) -> str:
+        tag = resolved.get(value)
+        if tag is not None:
+            return tag
+        tag = _STR
+        for candidate, regexp in by_first.get(value[:1], wildcard):
+            if regexp.match(value):
+                tag = candidate
+                break
+        if len(resolved) < _RESOLVED_CACHE_SIZE:
+            resolved[value] = tag
+        return tag
+
+    return resolve
+
+
 def _compose(events: _EventSource, limits: LoadLimits) -> Iterator[Node]:
     """The root node of each document of the stream, in order, measured.
 
@@ -867,8 +890,7 @@ def _compose(events: _EventSource, limits: LoadLimits) -> Iterator[Node]:
     """
     max_depth = limits.max_depth
     budget = limits.max_nodes_per_document
-    by_first, wildcard = _implicit_resolvers()
-    resolved: dict[str, str] = {}  # plain scalar -> its resolved tag
+    resolve = _plain_resolver()
     next_event = events.get_event
     next_event()  # StreamStartEvent
     while True:
@@ -894,19 +916,7 @@ def _compose(events: _EventSource, limits: LoadLimits) -> Iterator[Node]:
                 tag = event.tag
                 value = event.value
                 if tag is None or tag == "!":  # resolve as Resolver.resolve(ScalarNode, ...)
-                    tag = _STR
-                    if event.implicit[0]:
-                        candidates = by_first.get(value[:1], wildcard)
-                        if candidates:
-                            tag = resolved.get(value)
-                            if tag is None:
-                                tag = _STR
-                                for candidate, regexp in candidates:
-                                    if regexp.match(value):
-                                        tag = candidate
-                                        break
-                                if len(resolved) < _RESOLVED_CACHE_SIZE:
-                                    resolved[value] = tag
+                    tag = resolve(value) if event.implicit[0] else _STR
                 node = ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
                 total += 1
                 if event.anchor is not None:
@@ -1062,6 +1072,10 @@ def _gc_paused() -> Iterator[None]:
 def _parse_text(
     text: str, rel: str, limits: LoadLimits, shared: _Shared, *, json_mode: bool
 ) -> tuple[list[SourceDocument], list[Finding]]:
+    if _FAST_PATH:
+        fast = _regular_documents(text, rel, limits, shared, json_mode=json_mode)
+        if fast is not None:
+            return fast, []
     sink = _Sink()
     documents: list[SourceDocument] = []
     events: _EventSource | None = None
@@ -1103,6 +1117,148 @@ def _parse_text(
     if sink.items:
         return [], sink.items
     return documents, []
+
+
+# Most files are plain data: no anchor, alias, merge key, tag, duplicate key or problem of
+# any kind. Those are read in one pass over the parser's events, straight into their data
+# and positions, with no node tree and no second walk (half the loading time). Anything
+# else stops that pass, and the file is read again by `_compose` and `_Builder`, which
+# report exactly what they always did: a finding can only come from them. Tests switch
+# this off to compare the two.
+_FAST_PATH = True
+
+
+class _Irregular(Exception):
+    """What only the composer handles (an anchor, a tag, a problem): read the file again."""
+
+
+def _regular_documents(
+    text: str, rel: str, limits: LoadLimits, shared: _Shared, *, json_mode: bool
+) -> list[SourceDocument] | None:
+    """The file's documents, or None when it is not plain data (see `_FAST_PATH`)."""
+    events: _EventSource | None = None
+    try:
+        _check_printable(text)
+        events = _event_source(text)
+        return _regular_stream(events, rel, limits, shared, json_mode)
+    except (_Irregular, yaml.YAMLError):
+        return None
+    finally:
+        if events is not None:
+            events.dispose()
+
+
+# An open mapping or list of `_regular_stream`: its data, its keys (None for a list), the
+# packed marks of its entries, the positions nodes of the entries that are collections
+# (by entry number), and the key whose value comes next.
+_MAPPING_DATA, _KEYS, _MARKS, _CHILDREN, _PENDING = range(5)
+
+
+def _regular_stream(
+    events: _EventSource, rel: str, limits: LoadLimits, shared: _Shared, json_mode: bool
+) -> list[SourceDocument]:
+    """What `_compose` + `_document` give for a stream of plain documents; `_Irregular`
+    at the first thing they would treat otherwise (before any limit, too)."""
+    resolve = _plain_resolver()
+    share = shared.strings.setdefault
+    key_set = shared.key_sets.setdefault
+    max_depth, budget = limits.max_depth, limits.max_nodes_per_document
+    next_event = events.get_event
+    documents: list[SourceDocument] = []
+    next_event()  # StreamStartEvent
+    while next_event().__class__ is not StreamEndEvent:  # a DocumentStartEvent
+        event: Any = next_event()  # the root
+        if event.__class__ is not MappingStartEvent:
+            raise _Irregular  # not a mapping, or an empty document: the composer says
+        event = cast(Any, event)  # any event from here on, told apart by its class
+        start = _position(event.start_mark)
+        marks = array("Q")
+        stack: list[list[Any]] = []
+        total = 0
+        while True:
+            kind = event.__class__
+            if kind is ScalarEvent:
+                if event.anchor is not None or event.tag is not None:
+                    raise _Irregular
+                value = event.value
+                total += 1
+                frame = stack[-1]
+                mark = event.start_mark
+                if frame[_KEYS] is not None and frame[_PENDING] is None:  # a key
+                    if value == "<<" and event.implicit[0]:
+                        raise _Irregular  # a merge key
+                    value = share(value, value)
+                    frame[_KEYS].append(value)
+                    frame[_MARKS].append(((mark.line + 1) << 32) | (mark.column + 1))
+                    frame[_PENDING] = value
+                    event = next_event()
+                    continue
+                tag = resolve(value) if event.implicit[0] else _STR
+                if tag is not _STR or json_mode:
+                    try:
+                        value = _scalar_value(tag, value, event.style, json_mode)
+                    except (_Unconvertible, _UnsupportedTag):
+                        raise _Irregular from None
+                node = None
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                if event.anchor is not None or event.tag is not None or len(stack) >= max_depth:
+                    raise _Irregular
+                total += 1
+                mark = event.start_mark
+                if stack:
+                    frame = stack[-1]
+                    if frame[_KEYS] is None:  # a list item: its own start
+                        frame[_MARKS].append(((mark.line + 1) << 32) | (mark.column + 1))
+                    elif frame[_PENDING] is None:
+                        raise _Irregular  # a mapping or list as a key
+                mapping = kind is MappingStartEvent
+                stack.append([{} if mapping else [], [] if mapping else None, [], None, None])
+                event = next_event()
+                continue
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                frame = stack.pop()
+                value = frame[_MAPPING_DATA]
+                keys = frame[_KEYS]
+                if keys is None:
+                    head: Any = len(value)
+                else:
+                    if len(keys) != len(value):
+                        raise _Irregular  # a duplicate key
+                    head = tuple(keys)
+                    head = key_set(head, head)
+                offset = len(marks)
+                marks.extend(frame[_MARKS])
+                children = frame[_CHILDREN]
+                if children is None:
+                    node = (head, offset)
+                else:
+                    node = (head, offset, *(children.get(n) for n in range(len(frame[_MARKS]))))
+                if not stack:
+                    break
+            else:
+                raise _Irregular  # an alias
+            if total > budget:
+                raise _Irregular
+            frame = stack[-1]
+            data = frame[_MAPPING_DATA]
+            if frame[_KEYS] is None:
+                if kind is ScalarEvent:
+                    frame[_MARKS].append(((mark.line + 1) << 32) | (mark.column + 1))
+                data.append(value)
+                number = len(data) - 1
+            else:
+                data[frame[_PENDING]] = value
+                frame[_PENDING] = None
+                number = len(frame[_KEYS]) - 1
+            if node is not None:
+                if frame[_CHILDREN] is None:
+                    frame[_CHILDREN] = {}
+                frame[_CHILDREN][number] = node
+            event = next_event()
+        next_event()  # DocumentEndEvent
+        positions = Positions(start, node, marks)
+        documents.append(SourceDocument(rel, len(documents), start[0], value, positions))
+    return documents
 
 
 # libyaml's own nesting limit (1,000 levels unless an application changes it), which stops
@@ -1383,36 +1539,56 @@ class _Builder:
     def _scalar(self, node: ScalarNode) -> Any:
         tag = node.tag
         text = str(node.value)
-        if tag in _TEXT_TAGS:
-            if self.json_mode and tag == _STR and not node.style:
-                match = _JSON_NUMBER.match(text)
-                if match:
-                    return float(text) if match.group(1) or match.group(2) else int(text)
-            return text
-        if tag == _NULL:
-            return None
         try:
-            if tag == _BOOL:
-                return SafeConstructor.bool_values[text.lower()]
-            if tag == _INT:
-                if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
-                    return int(text)  # what construct_yaml_int does for plain decimals
-                return _CONSTRUCTOR.construct_yaml_int(node)
-            if tag == _FLOAT:
-                return _CONSTRUCTOR.construct_yaml_float(node)
-        except (KeyError, ValueError) as exc:
-            reason = f" ({exc})" if isinstance(exc, ValueError) else ""
+            return _scalar_value(tag, text, node.style, self.json_mode)
+        except _Unconvertible as exc:
             self._problem(
                 UNSUPPORTED,
-                f"value {_clip(text)!r} cannot be read as {_show_tag(tag)}{reason}",
+                f"value {_clip(text)!r} cannot be read as {_show_tag(tag)}{exc.reason}",
                 "Fix the value, or quote it (and drop the tag) if it is meant as text.",
                 node.start_mark,
             )
-            return None
-        self._problem(
-            UNSUPPORTED, f"unsupported tag {_show_tag(tag)}", _UNSUPPORTED_HINT, node.start_mark
-        )
+        except _UnsupportedTag:
+            self._problem(
+                UNSUPPORTED, f"unsupported tag {_show_tag(tag)}", _UNSUPPORTED_HINT, node.start_mark
+            )
         return None
+
+
+class _Unconvertible(Exception):
+    """A scalar its tag cannot read (``!!int abc``); `reason` is shown after the value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _UnsupportedTag(Exception):
+    pass
+
+
+def _scalar_value(tag: str, text: str, style: str | None, json_mode: bool) -> Any:
+    """The value of a scalar of `tag` (resolved or explicit) written as `text`."""
+    if tag in _TEXT_TAGS:
+        if json_mode and tag == _STR and not style:
+            match = _JSON_NUMBER.match(text)
+            if match:
+                return float(text) if match.group(1) or match.group(2) else int(text)
+        return text
+    if tag == _NULL:
+        return None
+    try:
+        if tag == _BOOL:
+            return SafeConstructor.bool_values[text.lower()]
+        if tag == _INT:
+            if text.isascii() and text.isdigit() and (text[0] != "0" or text == "0"):
+                return int(text)  # what construct_yaml_int does for plain decimals
+            return _CONSTRUCTOR.construct_yaml_int(ScalarNode(tag, text))
+        if tag == _FLOAT:
+            return _CONSTRUCTOR.construct_yaml_float(ScalarNode(tag, text))
+    except (KeyError, ValueError) as exc:
+        raise _Unconvertible(f" ({exc})" if isinstance(exc, ValueError) else "") from None
+    raise _UnsupportedTag
 
 
 def _clip(text: str, limit: int = 40) -> str:
