@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,6 +17,9 @@ SECRET_KEY = re.compile(
 SHORT_SECRET_KEY = re.compile(r"(^|[_.-])(pass|pwd)\Z")  # DB_PASS, smtp.pwd; not "bypass"
 
 
+# Keys repeat across a million bindings (the same few dozen configuration keys): each is
+# matched once. A key is a str, so the answer depends on nothing else.
+@lru_cache(maxsize=65536)
 def looks_secret(key: str) -> bool:
     """Keys like `password`, `CRM_API_TOKEN`, `apiKey`, `client-secret`, `DB_PASS`."""
     lowered = key.lower()
@@ -25,6 +29,7 @@ def looks_secret(key: str) -> bool:
     )
 
 
+@lru_cache(maxsize=65536)
 def names_secret(key: str) -> bool:
     """Stricter than `looks_secret`: the key *ends* with the secret word (`apiToken`,
     `smtpPassword`), so `tokenTtlSeconds` holding a number is not taken for a secret."""
