@@ -1,6 +1,6 @@
 """The commands that neither apply nor talk to the runtime start fast: `--help`,
-`validate`, `plan --live-state` and `show` import none of apply's machinery, the broker's
-client or the runtime providers' SDKs (issue 15: they cost over a second on every run).
+`validate`, `plan --live-state` and `show` import none of apply's machinery, nor the
+store's, the broker's or the runtimes' clients (issue 15: they cost over a second a run).
 
 Each command runs in a fresh interpreter, since this process has long imported them all."""
 
@@ -21,14 +21,14 @@ pytestmark = pytest.mark.slow  # a fresh interpreter per command: seconds in all
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "desired-state"
 
-# What only apply (and the reconcile loop) needs, and the SDKs behind the broker and the
-# runtime providers.
+# What only apply (and the reconcile loop) needs, and the clients of the store, the broker
+# and the runtimes.
 APPLY_ONLY = (
     "plexica_gitops.apply.session",
     "plexica_gitops.apply.steps",
     "plexica_gitops.reconcile",
 )
-CLIENTS = ("confluent_kafka", "docker", "kubernetes")
+CLIENTS = ("psycopg", "confluent_kafka", "docker", "kubernetes")
 
 # Runs the CLI as `plexica-gitops ARGS…` would, then writes which of MODULES it imported.
 _PROBE = """
