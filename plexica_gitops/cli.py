@@ -9,17 +9,14 @@ import sys
 import threading
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from plexica_gitops import reconcile as reconcile_loop
-from plexica_gitops import service
-from plexica_gitops.apply.engine import Reporter
-from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
+from plexica_gitops import reconcile_defaults, service
 from plexica_gitops.desired.schemas import write_schemas
 from plexica_gitops.errors import PlexicaError, UsageError
 from plexica_gitops.live.model import ObservedPart
@@ -33,25 +30,19 @@ from plexica_gitops.render.drift import (
     render_drift_text,
 )
 from plexica_gitops.render.graph import to_dot, to_mermaid
-from plexica_gitops.render.history import (
-    ApplyJournal,
-    render_apply_json,
-    render_apply_text,
-    render_history_text,
-)
 from plexica_gitops.render.json import render_json
 from plexica_gitops.render.markdown import render_markdown
-from plexica_gitops.render.status import render_status_json, render_status_text
 from plexica_gitops.render.text import NO_CHANGES, print_plan
 from plexica_gitops.source.cache import ENV_CACHE_DIR, Cache, default_cache_dir
 from plexica_gitops.source.loader import ROOT_MISSING
 from plexica_gitops.source.select import SourceChoice, choose_source
-from plexica_gitops.store.connection import connect
-from plexica_gitops.store.connection import database_url as store_database_url
-from plexica_gitops.store.journal import apply_record, journal_steps
-from plexica_gitops.store.journal import history as apply_history
-from plexica_gitops.store.lock import LeaseHolder
-from plexica_gitops.store.schema import check_store, init_store, store_version
+
+# The apply engine, its progress displays, the store's driver and the reconcile loop are
+# imported by the commands that use them: `--help`, `validate` and `plan --live-state`
+# would pay for them on every run (issue 15; tests/unit/test_cli_imports.py).
+if TYPE_CHECKING:
+    from plexica_gitops.apply.engine import Reporter
+    from plexica_gitops.store.lock import LeaseHolder
 
 # How an option's value is named in --help, by typer's type label.
 _VALUE_NAMES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "FLOAT",
@@ -433,6 +424,8 @@ class LogFormat(StrEnum):
 
 def _reporter(log_format: LogFormat) -> Reporter:
     """A live display on a terminal; timestamped lines in CI; JSON lines on request."""
+    from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
+
     if log_format is LogFormat.JSON:
         return JsonReporter(sys.stdout)
     console = _stdout()
@@ -509,6 +502,8 @@ def _stop_on_signals() -> threading.Event:
 def _say_no_changes(log_format: LogFormat, shown: bool) -> None:
     """Once: the plan shown above already said it."""
     if log_format is LogFormat.JSON:
+        from plexica_gitops.apply.progress import JsonReporter
+
         JsonReporter(sys.stdout).no_changes()
     elif not shown:
         typer.echo(NO_CHANGES)
@@ -683,6 +678,8 @@ def status(
     """Show the live platform: plugins with their workloads and endpoints, tenants with the
     migrations applied in their schemas, and the topics. Works from any directory: the
     store says which runtime the last apply used."""
+    from plexica_gitops.render.status import render_status_json, render_status_text
+
     view = service.status(directory, database_url)
     for warning in view.warnings:
         _warn(warning)
@@ -776,7 +773,7 @@ def reconcile(
     interval: Annotated[
         float,
         typer.Option("--interval", min=0.1, help="Seconds between reconciles."),
-    ] = reconcile_loop.DEFAULT_INTERVAL,
+    ] = reconcile_defaults.DEFAULT_INTERVAL,
     auto_apply: Annotated[
         bool,
         typer.Option("--auto-apply", help="Apply a new revision (a new commit) when it has work."),
@@ -801,20 +798,20 @@ def reconcile(
             metavar="HOST:PORT",
             help="Serve /metrics, /healthz and /readyz here (port 0: any free port).",
         ),
-    ] = reconcile_loop.DEFAULT_METRICS_ADDRESS,
+    ] = reconcile_defaults.DEFAULT_METRICS_ADDRESS,
     max_backoff: Annotated[
         float,
         typer.Option(
             "--max-backoff", min=0, help="Longest wait after failures (the interval doubles)."
         ),
-    ] = reconcile_loop.DEFAULT_MAX_BACKOFF,
+    ] = reconcile_defaults.DEFAULT_MAX_BACKOFF,
     parallelism: Annotated[
         int, typer.Option("--parallelism", min=1, max=64, help="Steps an apply runs at once.")
     ] = 4,
     log_format: Annotated[
-        reconcile_loop.LogFormat,
+        reconcile_defaults.LogFormat,
         typer.Option("--log-format", help="text (key=value) or json, one line per reconcile."),
-    ] = reconcile_loop.LogFormat.TEXT,
+    ] = reconcile_defaults.LogFormat.TEXT,
     database_url: DatabaseUrlOption = None,
     unobserved: UnobservedOption = None,
 ) -> None:
@@ -824,6 +821,8 @@ def reconcile(
     Runs until SIGTERM or Ctrl-C (the step in flight finishes; exit 0; a second signal
     exits at once). Several replicas are safe: one applies at a time, the others skip.
     """
+    from plexica_gitops import reconcile as reconcile_loop
+
     options = reconcile_loop.ReconcileOptions(
         directory=directory,
         repo=repo,
@@ -846,6 +845,10 @@ def reconcile(
 @app.command()
 def init(database_url: DatabaseUrlOption = None) -> None:
     """Create or upgrade the store's tables in the platform's PostgreSQL (idempotent)."""
+    from plexica_gitops.store.connection import connect
+    from plexica_gitops.store.connection import database_url as store_database_url
+    from plexica_gitops.store.schema import init_store, store_version
+
     with connect(store_database_url(database_url)) as conn:
         applied = init_store(conn)
         version = store_version(conn)
@@ -880,6 +883,18 @@ def history(
 ) -> None:
     """List the latest applies: revision, plan hash, start, end, result and step counts;
     or, with --apply ID, one apply in full."""
+    from plexica_gitops.render.history import (
+        ApplyJournal,
+        render_apply_json,
+        render_apply_text,
+        render_history_text,
+    )
+    from plexica_gitops.store.connection import connect
+    from plexica_gitops.store.connection import database_url as store_database_url
+    from plexica_gitops.store.journal import apply_record, journal_steps
+    from plexica_gitops.store.journal import history as apply_history
+    from plexica_gitops.store.schema import check_store
+
     if apply_id is None and output_format is HistoryFormat.JSON:
         raise _usage("--format json needs --apply ID", "Name the apply: history --apply ID.")
     with connect(store_database_url(database_url)) as conn:

@@ -54,20 +54,17 @@ from plexica_gitops.lifecycle import LifecycleStatus
 from plexica_gitops.live.model import LiveState, ObservedPart
 from plexica_gitops.plan.drift import DriftEntry, DriftReport, FailOn
 from plexica_gitops.plan.model import Action
+from plexica_gitops.reconcile_defaults import (
+    DEFAULT_INTERVAL,
+    DEFAULT_MAX_BACKOFF,
+    DEFAULT_METRICS_ADDRESS,
+    LogFormat,
+)
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.store import catalog
 from plexica_gitops.store.connection import connect
 from plexica_gitops.store.connection import database_url as store_database_url
 from plexica_gitops.store.lock import LeaseHolder, LockHeldError
-
-DEFAULT_INTERVAL = 60.0
-DEFAULT_MAX_BACKOFF = 300.0
-DEFAULT_METRICS_ADDRESS = "0.0.0.0:8080"
-
-
-class LogFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
 
 
 class Did(StrEnum):

@@ -23,19 +23,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import pydantic
 import yaml
 
 from plexica_gitops.addresses import ResourceKind, parsed_or_none
-from plexica_gitops.apply.engine import ApplyReport, Reporter
-from plexica_gitops.apply.session import run_apply
-from plexica_gitops.broker.kafka import BrokerError, BrokerSettings, EventBroker
 from plexica_gitops.desired.build import DesiredState
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.errors import (
+    BrokerError,
     LiveStateError,
     NotObserved,
     PlanFileError,
@@ -46,11 +43,8 @@ from plexica_gitops.errors import (
     UsageError,
 )
 from plexica_gitops.findings import Finding
-from plexica_gitops.gitops.metrics import DriftSummary, Metrics
-from plexica_gitops.gitops.notify import Delivery, deliver, webhook_secret
 from plexica_gitops.lifecycle import DEPLOYED, RUNNING, TARGET_STATUS
 from plexica_gitops.live.model import LiveState, ObservedPart
-from plexica_gitops.observe import SettingsSource, StatusView, observe_platform
 from plexica_gitops.plan.builder import address_exists, build_plan
 from plexica_gitops.plan.drift import DriftEntry, DriftReport, drift_report
 from plexica_gitops.plan.graph import PlanCycleError, order, select_targets
@@ -72,13 +66,19 @@ from plexica_gitops.runtime.spec import secret_rotations, workload_spec
 from plexica_gitops.source.cache import Cache
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.source.tree import SourceTree
-from plexica_gitops.store import catalog
-from plexica_gitops.store.connection import ENV_DATABASE_URL, connect
-from plexica_gitops.store.connection import database_url as store_database_url
-from plexica_gitops.store.journal import mark_interrupted
-from plexica_gitops.store.lock import ApplyLock, LeaseHolder, apply_lock
-from plexica_gitops.store.runtime import record_runtime, recorded_runtime
-from plexica_gitops.store.schema import check_store
+
+# What only apply, observing the platform, status and drift's outputs use is imported where
+# they use it: the store's driver, the broker's client, the apply engine and the metrics
+# library cost a second on every `validate`, `plan --live-state` and `--help` (issue 15).
+if TYPE_CHECKING:
+    import psycopg
+
+    from plexica_gitops.apply.engine import ApplyReport, Reporter
+    from plexica_gitops.broker.kafka import EventBroker
+    from plexica_gitops.gitops.metrics import DriftSummary
+    from plexica_gitops.gitops.notify import Delivery
+    from plexica_gitops.observe import SettingsSource, StatusView
+    from plexica_gitops.store.lock import ApplyLock, LeaseHolder
 
 DEFAULT_DESIRED_STATE = Path("desired-state")
 
@@ -212,6 +212,8 @@ def read_live_state(
     """The platform observed (or the snapshot), without the parts in `skip`; why a part
     could not be observed goes to `problems`."""
     if source.snapshot is None:
+        from plexica_gitops.store.connection import ENV_DATABASE_URL
+
         if source.database_url or os.environ.get(ENV_DATABASE_URL):
             with _platform_clients(desired, warn=warn) as (provider, broker):
                 return _observe(
@@ -316,6 +318,8 @@ def _provider(
 def _broker() -> EventBroker | None:
     """The platform's broker from KAFKA_BOOTSTRAP_SERVERS (and the SASL/TLS settings beside
     it); None when it is not set (topics are then left out of plans, which say so)."""
+    from plexica_gitops.broker.kafka import BrokerSettings, EventBroker
+
     settings = BrokerSettings.from_env(os.environ)
     return EventBroker(settings) if settings else None
 
@@ -347,6 +351,9 @@ def _observe(
     """The live state from the platform's PostgreSQL, the runtime provider and the broker.
     An unreachable runtime or broker makes `plan` leave workloads or topics out (why goes
     to `problems`, or to `warn` without it); `apply` stops."""
+    from plexica_gitops.observe import observe_platform
+    from plexica_gitops.store.connection import database_url as store_database_url
+
     found: dict[ObservedPart, str] = {}
     try:
         live = observe_platform(
@@ -404,11 +411,18 @@ def _secret_rotations(
     if live_source.snapshot is not None:
         key, why = None, "no store was read: the live state came from --live-state"
     else:
+        from plexica_gitops.store.connection import database_url as store_database_url
+
         key, why = _digest_key(store_database_url(live_source.database_url))
     return secret_rotations(desired, live, key, os.environ, no_key=why)
 
 
 def _digest_key(url: str) -> tuple[bytes | None, str]:
+    import psycopg
+
+    from plexica_gitops.store import catalog
+    from plexica_gitops.store.connection import connect
+
     try:
         with connect(url) as conn:
             key = catalog.env_digest_key(conn)
@@ -546,6 +560,14 @@ def apply(
     `root` against the live platform gives — or a fresh plan of `root` (refused when the
     approval policy requires a saved plan): under the apply lock, observe, plan, check,
     confirm, run."""
+    from plexica_gitops.apply.session import run_apply
+    from plexica_gitops.store import catalog
+    from plexica_gitops.store.connection import connect
+    from plexica_gitops.store.connection import database_url as store_database_url
+    from plexica_gitops.store.journal import mark_interrupted
+    from plexica_gitops.store.lock import apply_lock
+    from plexica_gitops.store.schema import check_store
+
     if options.replace and saved_plan is not None:
         raise UsageError(
             "--replace changes what is planned: it cannot be added to a saved plan",
@@ -627,6 +649,8 @@ def _fence(lock: ApplyLock, provider: Provider | None, lease_expired: Callable[[
 def _record_runtime(conn: psycopg.Connection[Any], desired: DesiredState) -> None:
     """Record the runtime provider and settings an apply uses, for `status` (call it once
     the apply holds the lock, before its first step)."""
+    from plexica_gitops.store.runtime import record_runtime
+
     if desired.platform is None:
         return
     runtime = desired.platform.document.spec.runtime
@@ -738,6 +762,11 @@ def status(root: Path | None, database_url: str | None = None) -> StatusView:
     provider when given and valid; else what the last apply recorded; else
     ./desired-state. An unreachable runtime or broker is a warning in the view, not an
     error: an incident is no time to be unable to look at the platform."""
+    from plexica_gitops.observe import StatusView
+    from plexica_gitops.store import catalog
+    from plexica_gitops.store.connection import connect
+    from plexica_gitops.store.connection import database_url as store_database_url
+
     url = store_database_url(database_url)
     warnings: list[str] = []
     with connect(url) as conn:
@@ -758,6 +787,9 @@ def _status_runtime(
 ) -> _Runtime | None:
     """ROOT's platform.yaml when ROOT is given and valid; else what the last apply recorded;
     else ./desired-state when there is one. None (workloads not observed) otherwise."""
+    from plexica_gitops.observe import SettingsSource
+    from plexica_gitops.store.runtime import recorded_runtime
+
     if root is not None:
         if not root.is_dir():
             raise UsageError(f"{root} is not a directory", "Name the desired-state directory.")
@@ -784,6 +816,8 @@ def _status_runtime(
 
 
 def _runtime_of(root: Path) -> _Runtime | None:
+    from plexica_gitops.observe import SettingsSource
+
     result = validate(root)
     platform = result.desired.platform if result.valid else None
     if platform is None:
@@ -794,6 +828,8 @@ def _runtime_of(root: Path) -> _Runtime | None:
 
 def _observe_for_status(url: str, runtime: _Runtime | None, warnings: list[str]) -> LiveState:
     """Whatever can be seen: an unreachable runtime or broker is a warning, not an error."""
+    from plexica_gitops.observe import observe_platform
+
     provider: Provider | None = None
     if runtime is not None:
         try:
@@ -857,6 +893,8 @@ def drift_check(
     if not result.valid:
         raise DesiredStateInvalid(chosen, result)
     desired = result.desired
+    from plexica_gitops.store.connection import database_url as store_database_url
+
     source = LiveSource(database_url=store_database_url(database_url))
     problems: dict[ObservedPart, str] = {}
     live = read_live_state(source, desired, options.unobserved, problems, warn)
@@ -883,6 +921,8 @@ def drift_check(
 def drift_summary(report: DriftReport) -> DriftSummary:
     """The report as metrics (gitops/metrics.py): resources per kind, and which parts were
     seen (the store always was, or there would be no report)."""
+    from plexica_gitops.gitops.metrics import DriftSummary
+
     observed = {part.value: seen for part, seen in (report.observed or {}).items()}
     for part in report.not_observed or {}:
         observed[part.value] = False
@@ -902,6 +942,8 @@ def _resources_per_kind(entries: Sequence[DriftEntry]) -> dict[str, int]:
 def write_drift_metrics(report: DriftReport, path: Path) -> None:
     """Prometheus text for node-exporter's textfile collector (MetricsError when it cannot
     be written)."""
+    from plexica_gitops.gitops.metrics import Metrics
+
     metrics = Metrics()
     metrics.record_drift(drift_summary(report))
     metrics.write_textfile(path)
@@ -910,6 +952,8 @@ def write_drift_metrics(report: DriftReport, path: Path) -> None:
 def notify_drift(body: bytes, url: str) -> Delivery:
     """POSTs the JSON report to a webhook, signed with PLEXICA_WEBHOOK_SECRET when it is set
     (WebhookError when it was not delivered)."""
+    from plexica_gitops.gitops.notify import deliver, webhook_secret
+
     return deliver(url, body, event="drift", secret=webhook_secret())
 
 
