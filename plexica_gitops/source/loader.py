@@ -12,7 +12,10 @@ How a file is read
   here, without recursion, and plain values are built from the nodes, so that the
   position of every mapping entry (the line/column of its KEY) and of every sequence
   item (the item's own start) is recorded under its JSON path. Lines and columns are
-  1-based and count characters, not bytes.
+  1-based and count characters, not bytes. A file of plain data (no anchor, alias,
+  merge key, tag or problem: most files) is read in one pass over the events instead,
+  to the same data and positions (`_regular_stream`); anything else in it, and every
+  finding, comes from the composer.
 * Scalars resolve as in YAML 1.1 (safe schema): null, bool, int, float, str.
   Timestamps and ``!!binary`` keep their source text as ``str`` - the data stays
   JSON-shaped. Mapping keys are always the key's source text (``on:`` -> ``"on"``,
