@@ -296,7 +296,7 @@ def child_generate(params: dict[str, Any]) -> dict[str, Any]:
         change = _disable_change(root, first, _leaf_binding(desired, first))
     Path(params["catalog"]).write_text(json.dumps(catalog), encoding="utf-8")
     Path(params["change"]).write_text(json.dumps(change), encoding="utf-8")
-    if desired is not None:
+    if desired is not None and params["terraform"]:
         plan = build_plan(desired, LiveState.from_json(live.read_bytes()))
         if plan.errors:
             raise SystemExit(f"the generated state does not plan: {plan.errors[:3]}")
