@@ -649,6 +649,15 @@ def _walk(root: Path, real_root: str) -> tuple[list[tuple[str, str]], list[Findi
                 is_dir = False
             if not is_dir and not _is_yaml_name(entry.name):
                 continue
+            if not _is_link(entry):  # in a real directory, so real already (no lookup)
+                real = os.path.join(real_dir, entry.name)
+                if is_dir:
+                    subdirs.append((real, entry.path, rel + "/"))
+                elif _is_regular(entry) or stat.S_ISREG(mode := _mode(entry)):
+                    found.append((rel, real))
+                else:
+                    findings.append(_not_regular(rel, mode))
+                continue
             real = os.path.realpath(entry.path)
             if not _is_within(real, real_root):  # only possible through a symlink
                 findings.append(_escape_finding(rel, real, is_symlink=True))
@@ -667,6 +676,27 @@ def _walk(root: Path, real_root: str) -> tuple[list[tuple[str, str]], list[Findi
         stack.extend(reversed(subdirs))
     found.sort()
     return found, findings
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return True  # the careful path: resolved and stat'ed
+
+
+def _is_regular(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)  # the directory listing says (no stat)
+    except OSError:
+        return False
+
+
+def _mode(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_mode
+    except OSError:
+        return stat.S_IFREG  # gone or unreadable: reading it says so (PGL008)
 
 
 def _kind_of(mode: int) -> str:
