@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import re
 import shutil
 import types
@@ -275,7 +276,7 @@ _EDGE_VALUES = {
     "minus-zero": "-0.0",
     "lone": '"\\ud800"',
     "text": '"Zürich · 東京 😀 \\u0000 \\u2028"',
-    "key-order": "{zKey: first, aKey: second, mKey: [3, 1.0, true, null]}",
+    "key-order": "{zKey: first, aKey: second, ключ: [3, 1.0, true, null]}",
     "nan-text": '"NaN or Infinity, in words"',
 }
 # JSON cannot carry a NaN, an infinity or a lone surrogate: those files are read again.
@@ -389,3 +390,27 @@ def test_the_tenant_model_holds_only_what_json_carries_exactly() -> None:
 
     check(TenantDocument, "TenantDocument")
     assert TenantPlugin in seen
+
+
+def test_positions_read_back_from_their_cached_text_as_they_were(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(
+        "a:\n  ключ: 1\n  b: [x, {東京: 2}]\n  'quoted \"key\"': {}\n", encoding="utf-8"
+    )
+    documents, findings = loader.load_file(tmp_path / "t.yaml", tmp_path)
+    assert not findings
+    positions = documents[0].positions
+    assert isinstance(positions, loader.Positions)
+    lazy = loader.LazyPositions(positions.to_text())
+    assert dict(lazy) == dict(positions) and len(positions) == 8
+
+
+def test_an_entry_is_written_when_its_temporary_name_is_taken(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    key = cache.key("file", b"a")
+    directory = cache.entries / "file" / key[:2]
+    directory.mkdir(parents=True)
+    taken = directory / f".tmp-{os.getpid()}-1"  # the name this run's first put takes
+    taken.write_bytes(b"another run's")
+    cache.put("file", key, {"n": 1})
+    assert Cache(tmp_path).get("file", key) == {"n": 1}
+    assert taken.read_bytes() == b"another run's"
