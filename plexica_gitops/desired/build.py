@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pydantic
+import pydantic_core
 from jsonschema import ValidationError as SchemaError
 from pydantic_core import PydanticSerializationError
 
@@ -197,6 +198,10 @@ class _TenantOutcome:
     repaired: set[Location]
     model: TenantDocument | None
     digests: dict[str, str] | None
+    # Some configuration may hold a NaN or an infinity (its JSON has a bare NaN or
+    # Infinity, or a string with those letters): `_model_json` then proves by a round trip
+    # that the model's JSON is exact. Only what is stored needs this; a cached one is exact.
+    may_not_be_finite: bool = False
 
 
 class _Builder:
@@ -310,7 +315,11 @@ class _Builder:
         assert self.cache is not None and loaded.key is not None
         documents = []
         for outcome in outcomes:
-            model = None if outcome.model is None else _model_json(outcome.model)
+            model = (
+                None
+                if outcome.model is None
+                else _model_json(outcome.model, outcome.may_not_be_finite)
+            )
             positions = outcome.source.positions
             if (outcome.model is not None and model is None) or not isinstance(
                 positions, Positions
@@ -341,13 +350,15 @@ class _Builder:
             self.findings, self.repaired = outer
         tenant = model if isinstance(model, TenantDocument) else None
         digests = None
+        suspect = False
         if tenant is not None and self.cache is not None:
-            digests = {
-                pid: configuration_digest(binding.configuration)
-                for pid, binding in tenant.spec.plugins.items()
-            }
+            digests = {}
+            for pid, binding in tenant.spec.plugins.items():
+                text = _configuration_json(binding.configuration)
+                digests[pid] = _digest(text)
+                suspect = suspect or b"NaN" in text or b"Infinity" in text
         source = dataclasses.replace(doc, data=None)
-        return _TenantOutcome(source, findings, repaired, tenant, digests)
+        return _TenantOutcome(source, findings, repaired, tenant, digests, suspect)
 
     def _add_outcome(self, outcome: _TenantOutcome) -> None:
         self.findings.extend(outcome.findings)
@@ -739,19 +750,53 @@ class _Builder:
 
 
 def configuration_digest(configuration: dict[str, Any]) -> str:
-    """What a configuration's check is cached under: a digest of its JSON, keys in their
-    order (a message may list keys in the order written)."""
-    text = json.dumps(configuration, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    """What a configuration's check is cached under (the problems found against a schema,
+    and that a rule found nothing in it): a digest of its JSON. The digest must tell apart
+    any two configurations that a check could tell apart - values of another type (1,
+    1.0, true), -0.0 from 0.0, NaN from the infinities, keys in another order (a message
+    may list keys in the order written) - and it does, as their JSON texts differ."""
+    return _digest(_configuration_json(configuration))
 
 
-def _model_json(model: TenantDocument) -> str | None:
+def _configuration_json(configuration: dict[str, Any]) -> bytes:
+    """JSON text that differs for configurations that differ: pydantic's writer (several
+    times faster than json.dumps), which writes a NaN or an infinity as a bare NaN or
+    Infinity; a string with a lone surrogate, which UTF-8 cannot carry, by json.dumps
+    after a 0xff byte (never in UTF-8, so never equal to the writer's text). A
+    configuration is JSON-shaped (the loader keeps timestamps as text): no date or tuple
+    that would write as a string or a list."""
+    try:
+        return pydantic_core.to_json(configuration, inf_nan_mode="constants")
+    except PydanticSerializationError:
+        text = json.dumps(configuration, default=str, separators=(",", ":"))
+        return b"\xff" + text.encode("utf-8", "surrogatepass")
+
+
+def _digest(text: bytes) -> str:
+    return hashlib.sha256(text).hexdigest()[:32]
+
+
+def _model_json(model: TenantDocument, may_not_be_finite: bool) -> str | None:
     """The model as JSON that gives it back exactly (fields set included); None when JSON
-    cannot carry it (NaN, infinities, a number too large for pydantic's JSON)."""
+    cannot carry it (a NaN, an infinity, a lone surrogate).
+
+    Exact without reading it back: a tenant's fields are text, booleans, enums, None and
+    dicts of them, but for the configurations, which hold what the loader builds (dict,
+    list, str, int, float, bool, None); the models have no validators. pydantic writes all
+    of that as JSON that reads back equal and of the same types - ints of any size, -0.0,
+    keys in their order, any text UTF-8 carries - except a NaN or an infinity, which it
+    writes as null, and a lone surrogate, which it refuses. So only a model whose
+    configurations may hold a NaN or an infinity (`may_not_be_finite`) is read back and
+    compared. tests/unit/test_cache.py checks the model still has that shape."""
     try:
         text = model.model_dump_json(by_alias=True, exclude_unset=True)
+    except PydanticSerializationError:
+        return None  # a lone surrogate
+    if not may_not_be_finite:
+        return text
+    try:
         again = TenantDocument.model_validate_json(text)
-    except (ValueError, pydantic.ValidationError, PydanticSerializationError):
+    except (ValueError, pydantic.ValidationError):
         return None
     if again != model or again.model_dump_json(by_alias=True, exclude_unset=True) != text:
         return None

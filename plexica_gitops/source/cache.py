@@ -113,6 +113,8 @@ class Cache:
         self.written = 0
         self.hits = 0
         self.misses = 0
+        self._directories: set[Path] = set()  # made by this run (or found there)
+        self._temporaries = 0
 
     def key(self, kind: str, *parts: bytes) -> str:
         """The key of an entry: a digest of the fingerprint, the kind and `parts`."""
@@ -184,8 +186,7 @@ class Cache:
         data = MAGIC + json.dumps(header).encode() + b"\n" + payload
         path = self._path(kind, key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            fd, temporary = self._temporary(path.parent)
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
@@ -196,6 +197,24 @@ class Cache:
         except OSError:
             return  # a read-only or full cache slows the next run, nothing more
         self.written += len(data)
+
+    def _temporary(self, directory: Path) -> tuple[int, str]:
+        """A new file in `directory` (made once a run) to write an entry into: named by
+        this process and a counter (mkstemp's random names cost more than the write), or
+        by mkstemp when that name is taken (a crashed run's, another host's)."""
+        if directory not in self._directories:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._directories.add(directory)
+        self._temporaries += 1
+        name = os.path.join(directory, f".tmp-{os.getpid()}-{self._temporaries}")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), name
+        except FileExistsError:
+            return tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        except FileNotFoundError:  # removed since (another run pruned it)
+            self._directories.discard(directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            return tempfile.mkstemp(prefix=".tmp-", dir=directory)
 
     def finish(self) -> None:
         """After a run: prune when it wrote anything (at most once an hour)."""

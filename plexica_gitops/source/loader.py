@@ -275,9 +275,17 @@ class Positions(Mapping[JsonPath, tuple[int, int]]):
         """JSON text that `LazyPositions` reads these positions from (the cache's form):
         the start, the tree of keys and offsets (lists for tuples), the packed marks in
         base64."""
+        # pydantic's JSON writer: 4x json.dumps on these trees (a cold run with a cache
+        # writes one per tenant); json.dumps for a key with a lone surrogate, which it
+        # refuses. Imported here so that loading alone does not import pydantic.
+        from pydantic_core import PydanticSerializationError, to_json
+
         marks = base64.b64encode(self._marks.tobytes()).decode("ascii")
         plain = [self._start[0], self._start[1], self._root, marks]
-        return json.dumps(plain, separators=(",", ":"))
+        try:
+            return to_json(plain).decode()
+        except PydanticSerializationError:
+            return json.dumps(plain, separators=(",", ":"))
 
 
 class LazyPositions(Mapping[JsonPath, tuple[int, int]]):

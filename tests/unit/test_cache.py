@@ -4,18 +4,27 @@ ignored and rewritten; the CLI's --cache-dir, --no-cache and PLEXICA_CACHE_DIR."
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
+import os
 import re
 import shutil
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pydantic
 import pytest
 from typer.testing import CliRunner
 
 from plexica_gitops.cli import app
+from plexica_gitops.desired.model import TenantDocument, TenantPlugin
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.render.findings import render_json
+from plexica_gitops.source import loader
 from plexica_gitops.source.cache import MAGIC, Cache, default_cache_dir
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "desired-state"
@@ -251,3 +260,157 @@ def test_a_git_revision_reads_through_the_cache_as_without_it(tmp_path: Path) ->
             cache = Cache(cache_dir)
             assert _seen(validate_directory(tree, cache=cache)) == plain
     assert cache.hits > 0 and cache.written == 0  # v1 again: every tenant file reused
+
+
+# Values that JSON carries only with care, each in its own tenant file (so that one the
+# cache cannot keep does not hide the others): in an open `tuning` object of crm's
+# configuration, where the plan shows them, or as `staleDealDays`, an integer, where a
+# finding shows them. `lone` is read by the pure-Python YAML parser only (libyaml rejects
+# the escape: a syntax error, which would leave no plan).
+_EDGE_VALUES = {
+    "nan": ".nan",
+    "inf": ".inf",
+    "minus-inf": "-.inf",
+    "big": "123456789012345678901234567890",
+    "minus-big": "-123456789012345678901234567890",
+    "minus-zero": "-0.0",
+    "lone": '"\\ud800"',
+    "text": '"Zürich · 東京 😀 \\u0000 \\u2028"',
+    "key-order": "{zKey: first, aKey: second, ключ: [3, 1.0, true, null]}",
+    "nan-text": '"NaN or Infinity, in words"',
+}
+# JSON cannot carry a NaN, an infinity or a lone surrogate: those files are read again.
+_NOT_CACHED = {"nan", "inf", "minus-inf", "lone"}
+
+
+def _edge_state(root: Path, where: str, values: dict[str, str]) -> None:
+    if not root.exists():
+        shutil.copytree(EXAMPLE, root)
+        _edit(
+            root / "plugins" / "crm" / "plugin.yaml",
+            "          requireLostReason:\n",
+            "          tuning: {type: object}\n          requireLostReason:\n",
+        )
+    acme = (EXAMPLE / "tenants" / "acme.yaml").read_text(encoding="utf-8")
+    for number, (slug, value) in enumerate(values.items()):
+        text = acme.replace("name: acme ", f"name: {slug} ").replace(
+            "tenant_acme", f"tenant_{number}"
+        )
+        text = text.replace(
+            "7be72c81-2e45-42c0-b2f0-8962a8", f"7be72c81-2e45-42c0-b2f0-{number:06d}"
+        )
+        if where == "tuning":
+            old, new = "requireLostReason: true\n", f"tuning:\n          value: {value}\n"
+            text = text.replace(old, old + "        " + new)
+        else:
+            text = text.replace("staleDealDays: 21", f"staleDealDays: {value}")
+        (root / "tenants" / f"{slug}.yaml").write_text(text, encoding="utf-8")
+
+
+def _exact(report: ValidationReport) -> dict[str, str]:
+    """Each tenant's model as Python writes it: tells NaN from null, -0.0 from 0.0, 1 from
+    1.0 and true, and shows the key order and the fields set."""
+    return {
+        slug: repr(entry.document.model_dump(exclude_unset=True))
+        for slug, entry in report.desired.tenants.items()
+    }
+
+
+def _planned(root: Path, *cache: str) -> str:
+    result = CliRunner().invoke(
+        app, ["plan", str(root), "--live-state", "-", "--format", "json", *cache], input="{}"
+    )
+    return f"{result.exit_code}\n{result.output}"
+
+
+@pytest.mark.parametrize("libyaml", [True, False], ids=["libyaml", "pure-python-yaml"])
+def test_values_json_carries_with_care_read_back_from_the_cache_as_written(
+    libyaml: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loader, "_USE_LIBYAML", libyaml)
+    root, cache_dir = tmp_path / "state", tmp_path / "cache"
+    values = {k: v for k, v in _EDGE_VALUES.items() if k != "lone" or not libyaml}
+    for where in ("tuning", "staleDealDays"):  # in the plan, then in findings
+        _edge_state(root, where, values)
+        plain = validate_directory(root)
+        exact = _exact(plain)
+        assert set(exact) >= set(values) and "-0.0" in exact["minus-zero"], exact
+        plan = _planned(root, "--no-cache")
+        assert plan.startswith("0\n" if where == "tuning" else "1\n"), plan
+        for run in ("cold", "warm"):
+            report = validate_directory(root, cache=Cache(cache_dir))
+            assert render_json(report) == render_json(plain), (where, run)
+            assert _exact(report) == exact, (where, run)
+            assert _planned(root, "--cache-dir", str(cache_dir)) == plan, (where, run)
+        # the warm run read every tenant JSON carries exactly from the cache, the others anew
+        from_cache = {
+            slug
+            for slug, entry in report.desired.tenants.items()
+            if isinstance(entry.source.positions, loader.LazyPositions)
+        }
+        assert from_cache == set(exact) - _NOT_CACHED, where
+    assert "nan is not of type 'integer'" in render_json(plain)
+
+
+def test_the_tenant_model_holds_only_what_json_carries_exactly() -> None:
+    """What build._model_json relies on to store a tenant without reading its JSON back:
+    every field is text, a boolean, an enum, None or a dict or model of those, but for the
+    configurations (checked for NaN and infinities), and no model has validators or
+    serializers. A new field of another type (a float, a date) must come with a round trip
+    in _model_json, or with a check like the configurations'."""
+    seen: set[type[pydantic.BaseModel]] = set()
+
+    def check(annotation: Any, where: str) -> None:
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if origin is typing.Annotated:
+            check(args[0], where)
+        elif origin in (typing.Union, types.UnionType):
+            for arg in args:
+                check(arg, where)
+        elif origin is typing.Literal:
+            assert all(isinstance(arg, str) for arg in args), where
+        elif origin is dict:
+            assert args[0] is str, where
+            if where == "TenantPlugin.configuration":
+                assert args[1] is Any, where
+                return
+            check(args[1], f"{where}[]")
+        elif isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+            if annotation in seen:
+                return
+            seen.add(annotation)
+            decorators = annotation.__pydantic_decorators__
+            assert not any(dataclasses.asdict(decorators).values()), annotation
+            for name, info in annotation.model_fields.items():
+                check(info.annotation, f"{annotation.__name__}.{name}")
+        else:
+            assert annotation in (str, bool, type(None)) or (
+                isinstance(annotation, type) and issubclass(annotation, enum.StrEnum)
+            ), f"{where}: {annotation!r}"
+
+    check(TenantDocument, "TenantDocument")
+    assert TenantPlugin in seen
+
+
+def test_positions_read_back_from_their_cached_text_as_they_were(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(
+        "a:\n  ключ: 1\n  b: [x, {東京: 2}]\n  'quoted \"key\"': {}\n", encoding="utf-8"
+    )
+    documents, findings = loader.load_file(tmp_path / "t.yaml", tmp_path)
+    assert not findings
+    positions = documents[0].positions
+    assert isinstance(positions, loader.Positions)
+    lazy = loader.LazyPositions(positions.to_text())
+    assert dict(lazy) == dict(positions) and len(positions) == 8
+
+
+def test_an_entry_is_written_when_its_temporary_name_is_taken(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    key = cache.key("file", b"a")
+    directory = cache.entries / "file" / key[:2]
+    directory.mkdir(parents=True)
+    taken = directory / f".tmp-{os.getpid()}-1"  # the name this run's first put takes
+    taken.write_bytes(b"another run's")
+    cache.put("file", key, {"n": 1})
+    assert Cache(tmp_path).get("file", key) == {"n": 1}
+    assert taken.read_bytes() == b"another run's"
