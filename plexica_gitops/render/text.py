@@ -472,9 +472,7 @@ class _Out:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.lines: list[str] = []
-        self.plain = (
-            console.color_system is None and not console.is_terminal and not console.record
-        )
+        self.plain = console.color_system is None and not console.is_terminal and not console.record
 
     def __call__(self, markup: str = "") -> None:
         self.lines.append(markup)
