@@ -36,6 +36,8 @@ from plexica_gitops.render.text import NO_CHANGES, print_plan
 from plexica_gitops.source.cache import ENV_CACHE_DIR, Cache, default_cache_dir
 from plexica_gitops.source.loader import ROOT_MISSING
 from plexica_gitops.source.select import SourceChoice, choose_source
+from plexica_gitops.store.connection import connect
+from plexica_gitops.store.connection import database_url as store_database_url
 
 # The apply engine, its progress displays, the store's driver and the reconcile loop are
 # imported by the commands that use them: `--help`, `validate` and `plan --live-state`
@@ -845,8 +847,6 @@ def reconcile(
 @app.command()
 def init(database_url: DatabaseUrlOption = None) -> None:
     """Create or upgrade the store's tables in the platform's PostgreSQL (idempotent)."""
-    from plexica_gitops.store.connection import connect
-    from plexica_gitops.store.connection import database_url as store_database_url
     from plexica_gitops.store.schema import init_store, store_version
 
     with connect(store_database_url(database_url)) as conn:
@@ -889,8 +889,6 @@ def history(
         render_apply_text,
         render_history_text,
     )
-    from plexica_gitops.store.connection import connect
-    from plexica_gitops.store.connection import database_url as store_database_url
     from plexica_gitops.store.journal import apply_record, journal_steps
     from plexica_gitops.store.journal import history as apply_history
     from plexica_gitops.store.schema import check_store

@@ -66,6 +66,8 @@ from plexica_gitops.runtime.spec import secret_rotations, workload_spec
 from plexica_gitops.source.cache import Cache
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.source.tree import SourceTree
+from plexica_gitops.store.connection import ENV_DATABASE_URL, connect
+from plexica_gitops.store.connection import database_url as store_database_url
 
 # What only apply, observing the platform, status and drift's outputs use is imported where
 # they use it: the store's driver, the broker's client, the apply engine and the metrics
@@ -212,8 +214,6 @@ def read_live_state(
     """The platform observed (or the snapshot), without the parts in `skip`; why a part
     could not be observed goes to `problems`."""
     if source.snapshot is None:
-        from plexica_gitops.store.connection import ENV_DATABASE_URL
-
         if source.database_url or os.environ.get(ENV_DATABASE_URL):
             with _platform_clients(desired, warn=warn) as (provider, broker):
                 return _observe(
@@ -352,7 +352,6 @@ def _observe(
     An unreachable runtime or broker makes `plan` leave workloads or topics out (why goes
     to `problems`, or to `warn` without it); `apply` stops."""
     from plexica_gitops.observe import observe_platform
-    from plexica_gitops.store.connection import database_url as store_database_url
 
     found: dict[ObservedPart, str] = {}
     try:
@@ -411,8 +410,6 @@ def _secret_rotations(
     if live_source.snapshot is not None:
         key, why = None, "no store was read: the live state came from --live-state"
     else:
-        from plexica_gitops.store.connection import database_url as store_database_url
-
         key, why = _digest_key(store_database_url(live_source.database_url))
     return secret_rotations(desired, live, key, os.environ, no_key=why)
 
@@ -421,7 +418,6 @@ def _digest_key(url: str) -> tuple[bytes | None, str]:
     import psycopg
 
     from plexica_gitops.store import catalog
-    from plexica_gitops.store.connection import connect
 
     try:
         with connect(url) as conn:
@@ -562,8 +558,6 @@ def apply(
     confirm, run."""
     from plexica_gitops.apply.session import run_apply
     from plexica_gitops.store import catalog
-    from plexica_gitops.store.connection import connect
-    from plexica_gitops.store.connection import database_url as store_database_url
     from plexica_gitops.store.journal import mark_interrupted
     from plexica_gitops.store.lock import apply_lock
     from plexica_gitops.store.schema import check_store
@@ -764,8 +758,6 @@ def status(root: Path | None, database_url: str | None = None) -> StatusView:
     error: an incident is no time to be unable to look at the platform."""
     from plexica_gitops.observe import StatusView
     from plexica_gitops.store import catalog
-    from plexica_gitops.store.connection import connect
-    from plexica_gitops.store.connection import database_url as store_database_url
 
     url = store_database_url(database_url)
     warnings: list[str] = []
@@ -893,8 +885,6 @@ def drift_check(
     if not result.valid:
         raise DesiredStateInvalid(chosen, result)
     desired = result.desired
-    from plexica_gitops.store.connection import database_url as store_database_url
-
     source = LiveSource(database_url=store_database_url(database_url))
     problems: dict[ObservedPart, str] = {}
     live = read_live_state(source, desired, options.unobserved, problems, warn)

@@ -17,13 +17,16 @@ import getpass
 import os
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-import psycopg
-from psycopg import conninfo
-from psycopg.rows import TupleRow
-
 from plexica_gitops.errors import StoreError as StoreError
+
+# psycopg (and libpq) load on the first connection or URL read: `validate`, `plan
+# --live-state` and `--help` name the store's URL and this module, never connect.
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
 
 ENV_DATABASE_URL = "PLEXICA_DATABASE_URL"
 CONNECT_TIMEOUT_S = 5
@@ -76,6 +79,9 @@ def database_url(explicit: str | None) -> str:
 def describe_target(url: str) -> tuple[str, str, str, str | None]:
     """(host:port, database, user, password) of a connection string; environment defaults
     (PGHOST, PGPORT, ...) fill what the URL leaves out, as libpq does."""
+    import psycopg
+    from psycopg import conninfo
+
     try:
         params = conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
@@ -145,6 +151,9 @@ def connect(
 ) -> psycopg.Connection[TupleRow]:
     """Open an autocommit connection to the store, giving up after CONNECT_TIMEOUT_S. With
     `epoch` (an apply's fencing token), every write it makes is fenced."""
+    import psycopg
+    from psycopg import conninfo
+
     _check_uri_shape(url)
     try:
         conninfo.conninfo_to_dict(url)
