@@ -658,26 +658,17 @@ def _walk(root: Path, real_root: str) -> tuple[list[tuple[str, str]], list[Findi
                 is_dir = False
             if not is_dir and not _is_yaml_name(entry.name):
                 continue
-            if not _is_link(entry):  # in a real directory, so real already (no lookup)
+            if _is_link(entry):
+                real = os.path.realpath(entry.path)
+                if not _is_within(real, real_root):  # only possible through a symlink
+                    findings.append(_escape_finding(rel, real, is_symlink=True))
+                    continue
+            else:  # in a real directory, so real already (no lookup)
                 real = os.path.join(real_dir, entry.name)
-                if is_dir:
-                    subdirs.append((real, entry.path, rel + "/"))
-                elif _is_regular(entry) or stat.S_ISREG(mode := _mode(entry)):
-                    found.append((rel, real))
-                else:
-                    findings.append(_not_regular(rel, mode))
-                continue
-            real = os.path.realpath(entry.path)
-            if not _is_within(real, real_root):  # only possible through a symlink
-                findings.append(_escape_finding(rel, real, is_symlink=True))
-                continue
             if is_dir:
                 subdirs.append((real, entry.path, rel + "/"))
                 continue
-            try:
-                mode = os.stat(real).st_mode
-            except OSError:
-                mode = stat.S_IFREG  # dangling or unreadable: reading it says so (PGL008)
+            mode = _target_mode(entry, real)
             if stat.S_ISREG(mode):
                 found.append((rel, real))
             else:
@@ -694,18 +685,15 @@ def _is_link(entry: os.DirEntry[str]) -> bool:
         return True  # the careful path: resolved and stat'ed
 
 
-def _is_regular(entry: os.DirEntry[str]) -> bool:
+def _target_mode(entry: os.DirEntry[str], real: str) -> int:
+    """The mode of the file `entry` names (a link's target); a regular file's when it
+    cannot be read (dangling, gone, unreadable): reading it says why (PGL008)."""
     try:
-        return entry.is_file(follow_symlinks=False)  # the directory listing says (no stat)
+        if entry.is_file(follow_symlinks=False):  # no link: the directory listing says
+            return stat.S_IFREG
+        return os.stat(real).st_mode
     except OSError:
-        return False
-
-
-def _mode(entry: os.DirEntry[str]) -> int:
-    try:
-        return entry.stat(follow_symlinks=False).st_mode
-    except OSError:
-        return stat.S_IFREG  # gone or unreadable: reading it says so (PGL008)
+        return stat.S_IFREG
 
 
 def _kind_of(mode: int) -> str:
@@ -1066,6 +1054,11 @@ def _check_printable(text: str) -> None:
         raise ReaderError("<text>", match.start(), ord(character), "unicode", "not printable")
 
 
+def _packed(mark: Mark) -> int:
+    """A value's position as `Positions` keeps it: 1-based line and column in one int."""
+    return ((mark.line + 1) << 32) | (mark.column + 1)
+
+
 def _position(mark: Mark | None) -> tuple[int, int]:
     if mark is None:
         return (1, 1)
@@ -1225,16 +1218,18 @@ def _regular_stream(
                 value = event.value
                 total += 1
                 frame = stack[-1]
-                mark = event.start_mark
-                if frame[_KEYS] is not None and frame[_PENDING] is None:  # a key
-                    if value == "<<" and event.implicit[0]:
-                        raise _Irregular  # a merge key
-                    value = share(value, value)
-                    frame[_KEYS].append(value)
+                keys = frame[_KEYS]
+                if keys is None or frame[_PENDING] is None:  # a list item's or a key's start
+                    mark = event.start_mark  # `_packed`, written out: a call costs 5 %
                     frame[_MARKS].append(((mark.line + 1) << 32) | (mark.column + 1))
-                    frame[_PENDING] = value
-                    event = next_event()
-                    continue
+                    if keys is not None:  # a key
+                        if value == "<<" and event.implicit[0]:
+                            raise _Irregular  # a merge key
+                        value = share(value, value)
+                        keys.append(value)
+                        frame[_PENDING] = value
+                        event = next_event()
+                        continue
                 tag = resolve(value) if event.implicit[0] else _STR
                 if tag is not _STR or json_mode:
                     try:
@@ -1246,11 +1241,10 @@ def _regular_stream(
                 if event.anchor is not None or event.tag is not None or len(stack) >= max_depth:
                     raise _Irregular
                 total += 1
-                mark = event.start_mark
                 if stack:
                     frame = stack[-1]
                     if frame[_KEYS] is None:  # a list item: its own start
-                        frame[_MARKS].append(((mark.line + 1) << 32) | (mark.column + 1))
+                        frame[_MARKS].append(_packed(event.start_mark))
                     elif frame[_PENDING] is None:
                         raise _Irregular  # a mapping or list as a key
                 mapping = kind is MappingStartEvent
@@ -1284,8 +1278,6 @@ def _regular_stream(
             frame = stack[-1]
             data = frame[_MAPPING_DATA]
             if frame[_KEYS] is None:
-                if kind is ScalarEvent:
-                    frame[_MARKS].append(((mark.line + 1) << 32) | (mark.column + 1))
                 data.append(value)
                 number = len(data) - 1
             else:
@@ -1490,7 +1482,7 @@ class _Builder:
     def _block(self, marks: list[Mark]) -> int:
         """Record one container's entry positions together; where they start."""
         offset = len(self.marks)
-        self.marks.extend(((mark.line + 1) << 32) | (mark.column + 1) for mark in marks)
+        self.marks.extend(map(_packed, marks))
         return offset
 
     def _entries(self, node: MappingNode) -> list[_Entry]:
