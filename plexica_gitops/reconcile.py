@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from plexica_gitops import service
-from plexica_gitops.apply.engine import ApplyReport, StepResult, StepStatus
+from plexica_gitops.apply.engine import ApplyReport, SilentReporter, StepStatus
 from plexica_gitops.errors import PlexicaError, UsageError
 from plexica_gitops.findings import Finding
 from plexica_gitops.gitops.metrics import (
@@ -53,7 +53,6 @@ from plexica_gitops.gitops.metrics import (
 from plexica_gitops.lifecycle import LifecycleStatus
 from plexica_gitops.live.model import LiveState, ObservedPart
 from plexica_gitops.plan.drift import DriftEntry, DriftReport, FailOn
-from plexica_gitops.plan.model import Action
 from plexica_gitops.reconcile_defaults import (
     DEFAULT_INTERVAL,
     DEFAULT_MAX_BACKOFF,
@@ -209,26 +208,6 @@ def _addresses(entries: Sequence[DriftEntry], most: int = 3) -> str:
     unique = sorted({e.address for e in entries})
     shown = ", ".join(unique[:most])
     return shown + (f" and {len(unique) - most} more" if len(unique) > most else "")
-
-
-class _Silent:
-    """The apply's step reporter: the journal (`history`) has the steps, the log one line
-    per cycle."""
-
-    def begin(self, actions: Sequence[Action]) -> None:
-        pass
-
-    def step_started(self, action: Action) -> None:
-        pass
-
-    def step_finished(self, result: StepResult) -> None:
-        pass
-
-    def interrupting(self, in_flight: int) -> None:
-        pass
-
-    def end(self, report: ApplyReport) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -404,7 +383,7 @@ class Reconciler:
             unobserved=o.unobserved,
         )
         hooks = service.ApplyHooks(
-            reporter=_Silent(),
+            reporter=SilentReporter(),  # the journal (`history`) has the steps
             stop=lambda: self.stop,
             waiting=self._waiting,
             lease_expired=self._lease_expired,

@@ -108,6 +108,25 @@ class Reporter(Protocol):
     def end(self, report: ApplyReport) -> None: ...
 
 
+class SilentReporter:
+    """A reporter that shows nothing: where the journal (`history`) has the steps."""
+
+    def begin(self, actions: Sequence[Action]) -> None:
+        pass
+
+    def step_started(self, action: Action) -> None:
+        pass
+
+    def step_finished(self, result: StepResult) -> None:
+        pass
+
+    def interrupting(self, in_flight: int) -> None:
+        pass
+
+    def end(self, report: ApplyReport) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 3

@@ -12,21 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from plexica_gitops.apply.engine import StepStatus, execute
+from plexica_gitops.apply.engine import SilentReporter, StepStatus, execute
 from plexica_gitops.apply.session import JOURNAL_APPLICATION_NAME, StoreJournal
 from plexica_gitops.errors import StepFailed
 from plexica_gitops.plan.model import Action, ActionKind
 from plexica_gitops.store import catalog, journal
 from plexica_gitops.store.connection import connect
 from plexica_gitops.store.schema import init_store
-
-
-class _Quiet:
-    def begin(self, actions: object) -> None: ...
-    def step_started(self, action: Action) -> None: ...
-    def step_finished(self, result: object) -> None: ...
-    def interrupting(self, in_flight: int) -> None: ...
-    def end(self, report: object) -> None: ...
 
 
 @pytest.fixture
@@ -61,7 +53,7 @@ def _apply(
             recorder.durable(action.id)
             return run(action)
 
-        report = execute(actions, durable_run, recorder, _Quiet(), parallelism=parallelism)
+        report = execute(actions, durable_run, recorder, SilentReporter(), parallelism=parallelism)
         recorder.close()
         journal.finish_apply(recorder.conn, apply_id, report.result, report.counts())  # type: ignore[arg-type]
     finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from plexica_gitops.apply.engine import StepStatus, execute
+from plexica_gitops.apply.engine import SilentReporter, StepStatus, execute
 from plexica_gitops.apply.steps import StepContext, run_step
 from plexica_gitops.desired.build import DesiredState
 from plexica_gitops.desired.validate import validate_directory
@@ -27,16 +27,11 @@ TENANTS = 6
 MIGRATION = "CREATE TABLE ran_by AS SELECT pg_backend_pid() AS pid;\n"
 
 
-class _Quiet:
-    """Journal and reporter that keep nothing."""
+class _NoJournal:
+    """A journal that keeps nothing."""
 
     def started(self, action: Action) -> None: ...
     def finished(self, result: object) -> None: ...
-    def begin(self, actions: object) -> None: ...
-    def step_started(self, action: Action) -> None: ...
-    def step_finished(self, result: object) -> None: ...
-    def interrupting(self, in_flight: int) -> None: ...
-    def end(self, report: object) -> None: ...
 
 
 def _write_state(root: Path) -> DesiredState:
@@ -118,7 +113,9 @@ def test_migration_steps_run_on_the_pools_connections(store: tuple[str, DesiredS
     context = StepContext(desired, pool, None, {})
     try:
         actions = [_migration_step(f"t{n}") for n in range(TENANTS)]
-        report = execute(actions, lambda a: run_step(a, context), _Quiet(), _Quiet(), parallelism=2)
+        report = execute(
+            actions, lambda a: run_step(a, context), _NoJournal(), SilentReporter(), parallelism=2
+        )
         assert [r.status for r in report.results.values()] == [StepStatus.SUCCEEDED] * TENANTS
         assert pool.open_connections <= 2
     finally:
@@ -166,7 +163,7 @@ def test_a_migration_on_a_pooled_connection_the_server_dropped_is_retried(
             stale = conn.info.backend_pid
         _terminate(dsn, stale)
         report = execute(
-            [_migration_step("t0")], lambda a: run_step(a, context), _Quiet(), _Quiet()
+            [_migration_step("t0")], lambda a: run_step(a, context), _NoJournal(), SilentReporter()
         )
         result = report.results["tenant.t0.migrations.notes:apply"]
         assert result.status is StepStatus.SUCCEEDED, result.detail
