@@ -75,6 +75,14 @@ def no_broker(environment: dict[str, str]) -> tuple[str, ...]:
     return () if "KAFKA_BOOTSTRAP_SERVERS" in environment else ("--unobserved", "broker")
 
 
+def write_files(root: Path, files: dict[str, str]) -> None:
+    """Each file under `root` (relative path -> text, dedented), directories made."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+
+
 def containers_of(client: docker.DockerClient, scope: str, plugin: str) -> list[Any]:
     return client.containers.list(
         all=True,
@@ -173,10 +181,7 @@ class EchoPlatform:
                   schema: tenant_{slug}
                   plugins: {bindings}
             """
-        for rel, text in files.items():
-            path = self.root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        write_files(self.root, files)
         return str(self.root)
 
     def install(self, environment: dict[str, str], version: str, **options: Any) -> str:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import docker
 import psycopg
 import pytest
-from apply_support import EchoPlatform, containers_of, run_cli
+from apply_support import EchoPlatform, containers_of, run_cli, write_files
 from git_repos import DesiredRepo, commit_all, desired_repo, git, init
 from typer.testing import CliRunner
 
@@ -263,10 +262,7 @@ def _state(scope: str, tenants: list[str]) -> dict[str, str]:
 
 
 def _commit(work: Path, files: dict[str, str], message: str) -> str:
-    for rel, text in files.items():
-        path = work / "platform" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip())
+    write_files(work / "platform", files)
     return commit_all(work, message)
 
 

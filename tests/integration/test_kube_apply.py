@@ -6,7 +6,6 @@ The provider's own behaviour is in test_kube_provider.py; this proves what a use
 from __future__ import annotations
 
 import json
-import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import kubernetes.client as k8s
 import psycopg
 import pytest
-from apply_support import run_cli
+from apply_support import run_cli, write_files
 from kube_cluster import ExternalCluster, exists, kube_context
 
 from devenv import kube
@@ -98,10 +97,7 @@ class KubePlatform:
                   plugins: {{echo: {{enabled: true}}}}
             """,
         }
-        for rel, text in files.items():
-            path = self.root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        write_files(self.root, files)
         return str(self.root)
 
 

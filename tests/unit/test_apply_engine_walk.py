@@ -13,12 +13,12 @@ from collections import defaultdict
 
 import pytest
 from rich.console import Console
-from test_apply_engine import Recorder
+from test_apply_engine import Recorder, _step
 
 from plexica_gitops.apply.engine import StepStatus, execute
 from plexica_gitops.apply.progress import LineReporter, LiveReporter
 from plexica_gitops.apply.steps import StepFailed
-from plexica_gitops.plan.model import Action, ActionKind
+from plexica_gitops.plan.model import Action
 
 
 def _start_order(recorder: Recorder) -> list[str]:
@@ -85,10 +85,10 @@ def _plan_shaped(rng: random.Random, tenants: int, plugins: int) -> list[Action]
     actions: list[Action] = []
     for t in range(tenants):
         slug = f"t{t}"
-        actions.append(_act(f"tenant.{slug}", "create", slug, contained=True))
+        actions.append(_step(f"tenant.{slug}", "create", slug, contained=True))
         for p in range(plugins):
             actions.append(
-                _act(
+                _step(
                     f"tenant.{slug}.migrations.p{p}",
                     "apply",
                     slug,
@@ -98,13 +98,13 @@ def _plan_shaped(rng: random.Random, tenants: int, plugins: int) -> list[Action]
                 )
             )
     for p in range(plugins):
-        actions.append(_act(f"plugin.p{p}", "register", None))
+        actions.append(_step(f"plugin.p{p}", "register", None))
         migrations = [f"tenant.t{t}.migrations.p{p}:apply" for t in range(tenants)]
-        actions.append(_act(f"plugin.p{p}", "mark-installed", None, *migrations))
+        actions.append(_step(f"plugin.p{p}", "mark-installed", None, *migrations))
     for t in range(tenants):
         for p in range(plugins):
             actions.append(
-                _act(
+                _step(
                     f"tenant.t{t}.plugin.p{p}",
                     "enable",
                     f"t{t}",
@@ -133,20 +133,6 @@ def _topological(actions: list[Action]) -> list[Action]:
     return ordered
 
 
-def _act(
-    address: str, step: str, tenant: str | None, *deps: str, contained: bool = False
-) -> Action:
-    return Action(
-        address,
-        step,
-        ActionKind.CREATE,
-        "test",
-        depends_on=tuple(deps),
-        tenant=tenant,
-        contains_failure_to=tenant if contained else None,
-    )
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_steps_start_in_the_order_and_end_as_the_sorted_walk_did(seed: int) -> None:
     rng = random.Random(seed)
@@ -170,7 +156,7 @@ def test_steps_start_in_the_order_and_end_as_the_sorted_walk_did(seed: int) -> N
 
 
 def _many_quick_steps(count: int) -> list[Action]:
-    return [_act(f"tenant.t{n}.plugin.crm", "enable", f"t{n}") for n in range(count)]
+    return [_step(f"tenant.t{n}.plugin.crm", "enable", f"t{n}") for n in range(count)]
 
 
 def test_the_live_display_is_redrawn_a_few_times_a_second_not_once_a_step() -> None:

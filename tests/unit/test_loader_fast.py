@@ -6,26 +6,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_loader import backend  # noqa: F401  (autouse: every test runs with both parsers)
 
 from plexica_gitops.findings import Finding
 from plexica_gitops.source import loader as loader_module
 from plexica_gitops.source.loader import LoadLimits, SourceDocument
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ["libyaml", "python"] if yaml.__with_libyaml__ else ["python"]
-
-
-@pytest.fixture(autouse=True, params=BACKENDS)
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    name = cast(str, request.param)
-    monkeypatch.setattr(loader_module, "_USE_LIBYAML", name == "libyaml")
-    return name
 
 
 def _typed(value: Any) -> Any:
@@ -196,11 +189,11 @@ VALUES = st.recursive(
     style=st.sampled_from([None, "'", '"']),
 )
 def test_generated_documents_read_alike(
-    backend: str, documents: list[dict[str, Any]], flow: bool | None, style: str | None
+    documents: list[dict[str, Any]], flow: bool | None, style: str | None
 ) -> None:
+    """With each parser: `backend` set it for the whole test, every example included."""
     text = yaml.safe_dump_all(
         documents, default_flow_style=flow, default_style=style, allow_unicode=True
     )
     with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(loader_module, "_USE_LIBYAML", backend == "libyaml")
         _same_both_ways(monkeypatch, text)
