@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import yaml
 
-from plexica_gitops.addresses import ResourceKind, parsed_or_none
+from plexica_gitops.addresses import ResourceKind, is_below, parsed_or_none
 from plexica_gitops.desired.build import DesiredState
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.errors import (
@@ -290,6 +290,11 @@ def _targeted(made: Plan, targets: Sequence[str]) -> Plan:
         kept = select_targets(made.actions, list(targets))
         made.actions = order({a.id: (a, a.depends_on) for a in kept})
         made.targets = list(targets)
+        made.unrecorded = {
+            address: fingerprint
+            for address, fingerprint in made.unrecorded.items()
+            if any(is_below(address, target) for target in targets)
+        }
     return made
 
 
@@ -543,6 +548,7 @@ class ApplyResult:
     apply_id: int | None = None
     report: ApplyReport | None = None
     fresh: bool = True  # planned now, not a saved plan
+    recorded: int = 0  # last-applied rows written for what was in sync (Plan.unrecorded)
 
     @property
     def no_changes(self) -> bool:
@@ -603,9 +609,11 @@ def apply(
         if chosen.has_errors:
             raise PlexicaError("the plan has errors: nothing was applied", "Fix them in git.")
         if not chosen.has_changes:
-            return ApplyResult(chosen, fresh=saved_plan is None)
+            recorded = _record_in_sync(url, lock, chosen)
+            return ApplyResult(chosen, fresh=saved_plan is None, recorded=recorded)
         hooks.confirm(chosen)
         lock.verify()  # the question may have taken long: is the lock still ours?
+        recorded = _record_in_sync(url, lock, chosen)
         apply_id, report = run_apply(
             chosen,
             desired,
@@ -618,7 +626,18 @@ def apply(
             lease=lock,
             digest_key=key,
         )
-    return ApplyResult(chosen, apply_id, report, fresh=saved_plan is None)
+    return ApplyResult(chosen, apply_id, report, fresh=saved_plan is None, recorded=recorded)
+
+
+def _record_in_sync(url: str, lock: ApplyLock, plan: Plan) -> int:
+    """The last-applied rows of what the plan found in sync without one (a crash lost
+    them, or the value was there before us): written before any step, under the lock."""
+    from plexica_gitops.store.journal import record_in_sync
+
+    if not plan.unrecorded:
+        return 0
+    with connect(url, epoch=lock.epoch) as conn:
+        return record_in_sync(conn, plan.unrecorded, plan.desired_revision)
 
 
 def load_desired(root: Desired) -> DesiredState:
@@ -697,6 +716,7 @@ def _checked_saved_plan(
         replanned = _targeted(_build(desired, live, secret_replacements(replace)), saved.targets)
         _refuse_unobserved(replanned, skip)
         check_justified(saved, replanned)
+        saved.unrecorded = replanned.unrecorded  # bookkeeping: never read from the file
     except StalePlanError as exc:
         raise StalePlanError(exc.message, "Nothing was applied.") from None
     except PlanFileError as exc:
