@@ -463,20 +463,30 @@ BY_HAND += ("topic-drift", "tenant-status")
 @settings(SETTINGS, max_examples=60)
 @given(
     desired=desired_specs(),
-    live=live_specs,
+    cut=st.one_of(st.none(), st.floats(0.1, 0.9)),
+    lost=st.sampled_from(["none", "one", "all"]),
     drift=st.lists(st.tuples(st.sampled_from(BY_HAND), st.integers(0, 100)), min_size=1, max_size=3),
 )
 def test_after_one_apply_a_change_by_hand_is_drift_not_a_change_in_git(
-    desired: DesiredSpec, live: LiveSpec, drift: list[tuple[str, int]]
+    desired: DesiredSpec, cut: float | None, lost: str, drift: list[tuple[str, int]]
 ) -> None:
-    """Whatever the platform held before (values in sync that no apply recorded, a crash's
-    leftovers), one apply records what it left in sync: a later change there by hand is
-    drift, which `drift` reports and `reconcile --self-heal` heals, not a change in git."""
+    """An apply of this desired state, cut short or not, then the last-applied rows a
+    crash loses between a step's effect and its end (or values that were there before the
+    reconciler): the next apply records what it finds in sync, so a later change there by
+    hand is drift, which `drift` reports and `reconcile --self-heal` heals, never a change
+    in git."""
     with tempfile.TemporaryDirectory() as tmp:
         state = desired.write(Path(tmp) / "desired")
-        plan = build_plan(state, build_live(live, Path(tmp) / "previous"))
+        before = build_live(LiveSpec(desired, cut, ()), Path(tmp) / "previous")
+        rows = dict(before.last_applied)
+        if lost == "all":  # or values there before the reconciler
+            rows = {}
+        elif lost == "one" and rows:
+            rows.pop(_pick(list(rows), len(drift)) or "")
+        before = before.model_copy(update={"last_applied": rows})
+        plan = build_plan(state, before)
         assume(not plan.errors)
-        converged = simulate(plan, state, build_live(live, Path(tmp) / "again"))
+        converged = simulate(plan, state, before)
         assert not build_plan(state, converged).unrecorded
         edited = converged
         for kind, pick in drift:
