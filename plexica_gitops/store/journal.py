@@ -211,9 +211,7 @@ _RECORD_IN_SYNC: LiteralString = (
 _RECORDED_PER_STATEMENT = 10_000
 
 
-def record_in_sync(
-    conn: psycopg.Connection[Any], rows: Mapping[str, str], revision: str
-) -> int:
+def record_in_sync(conn: psycopg.Connection[Any], rows: Mapping[str, str], revision: str) -> int:
     """Write last-applied rows (address -> fingerprint) where there are none, in one
     transaction: addresses the plan found in sync with git at `revision` (`Plan.unrecorded`),
     with no apply of their own. A row there already is kept. Returns how many were written."""

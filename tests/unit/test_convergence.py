@@ -465,7 +465,9 @@ BY_HAND += ("topic-drift", "tenant-status")
     desired=desired_specs(),
     cut=st.one_of(st.none(), st.floats(0.1, 0.9)),
     lost=st.sampled_from(["none", "one", "all"]),
-    drift=st.lists(st.tuples(st.sampled_from(BY_HAND), st.integers(0, 100)), min_size=1, max_size=3),
+    drift=st.lists(
+        st.tuples(st.sampled_from(BY_HAND), st.integers(0, 100)), min_size=1, max_size=3
+    ),
 )
 def test_after_one_apply_a_change_by_hand_is_drift_not_a_change_in_git(
     desired: DesiredSpec, cut: float | None, lost: str, drift: list[tuple[str, int]]

@@ -822,7 +822,8 @@ def test_a_tenant_suspended_by_hand_is_drift(world: World) -> None:
     edited = live.model_copy(update={"tenants": {"acme": tenant}})
     update = action(build_plan(desired, edited), "tenant.acme:update")
     assert update.cause is Cause.DRIFT and update.reason.startswith("drift:")
-    gone = action(build_plan(desired, live.model_copy(update={"tenants": {}})), "tenant.acme:create")
+    removed = live.model_copy(update={"tenants": {}})
+    gone = action(build_plan(desired, removed), "tenant.acme:create")
     assert gone.cause is Cause.DRIFT
 
 
