@@ -448,6 +448,9 @@ class ApplyOptions:
     replace: Sequence[str] = ()
     unobserved: frozenset[ObservedPart] = frozenset()
     require_saved_plan: bool = False
+    # Write only the last-applied rows of what the plan finds in sync without one
+    # (Plan.unrecorded), never a step: reconcile's in-sync cycles.
+    record_only: bool = False
 
 
 # Set in a pipeline's environment (where the repository cannot turn it off), it has the
@@ -580,7 +583,7 @@ def apply(
             "Only the broker can be left out of an apply (--unobserved broker).",
         )
     desired = load_desired(root)
-    if saved_plan is None:
+    if saved_plan is None and not options.record_only:  # no step runs without review
         _refuse_fresh_plan(root, desired, options.require_saved_plan)
     forced = _forced_replacements(options.replace, desired)
     url = store_database_url(options.database_url)
@@ -608,7 +611,7 @@ def apply(
             hooks.show_plan(chosen)
         if chosen.has_errors:
             raise PlexicaError("the plan has errors: nothing was applied", "Fix them in git.")
-        if not chosen.has_changes:
+        if options.record_only or not chosen.has_changes:
             recorded = _record_in_sync(url, lock, chosen)
             return ApplyResult(chosen, fresh=saved_plan is None, recorded=recorded)
         hooks.confirm(chosen)
