@@ -639,6 +639,9 @@ def apply(
         _apply_hooks(auto_approve, log_format),
         saved_plan=saved_plan,
     )
+    if result.recorded and log_format is not LogFormat.JSON:
+        resources = f"{result.recorded:,} in-sync resource{'s' * (result.recorded != 1)}"
+        typer.echo(f"Recorded what was last applied at {resources}.")
     if result.report is None:
         _say_no_changes(log_format, shown=result.fresh)
         raise typer.Exit(0)

@@ -313,6 +313,8 @@ class Reconciler:
             if target is None:
                 did = Did.IN_SYNC if not (report.drift or report.pending) else Did.REPORTED
                 code = report.exit_code(FailOn.DRIFT)
+                if did is Did.IN_SYNC and report.unrecorded and (o.auto_apply or o.self_heal):
+                    why = "; ".join(filter(None, (why, self._record(head))))
                 return replace(seen_now, did=did, detail=why, exit_code=code)
             try:
                 return self._apply(target, seen_now)
@@ -399,6 +401,25 @@ class Reconciler:
             detail = f"{target.why}: no changes under the lock (applied meanwhile)"
             return replace(seen, did=Did.NOTHING_TO_APPLY, detail=detail)
         return _applied(target, result.apply_id, result.report, seen)
+
+    def _record(self, head: SourceChoice) -> str:
+        """In sync, but some values have no last-applied row (a crash lost it between a
+        step's effect and its end): record them, or a later change there by hand would be
+        pending, which neither --self-heal nor --auto-apply acts on, instead of drift. No
+        step runs. A failure here leaves the cycle in sync: the next one tries again."""
+        o = self.options
+        options = service.ApplyOptions(
+            database_url=o.database_url, lock_timeout=0, unobserved=o.unobserved, record_only=True
+        )
+        hooks = service.ApplyHooks(
+            reporter=SilentReporter(), waiting=self._waiting, lease_expired=self._lease_expired
+        )
+        try:
+            recorded = service.apply(head, options, hooks).recorded
+        except PlexicaError as error:  # the lock held by another replica, too
+            return f"last-applied rows not recorded: {_one_line(error)}"
+        resources = f"{recorded:,} in-sync resource{'s' * (recorded != 1)}"
+        return f"recorded what was last applied at {resources}"
 
     def _waiting(self, holder: LeaseHolder) -> None:
         self.log.event("waiting", detail=holder.describe())

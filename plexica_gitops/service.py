@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import yaml
 
-from plexica_gitops.addresses import ResourceKind, parsed_or_none
+from plexica_gitops.addresses import ResourceKind, is_below, parsed_or_none
 from plexica_gitops.desired.build import DesiredState
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.errors import (
@@ -290,6 +290,11 @@ def _targeted(made: Plan, targets: Sequence[str]) -> Plan:
         kept = select_targets(made.actions, list(targets))
         made.actions = order({a.id: (a, a.depends_on) for a in kept})
         made.targets = list(targets)
+        made.unrecorded = {
+            address: fingerprint
+            for address, fingerprint in made.unrecorded.items()
+            if any(is_below(address, target) for target in targets)
+        }
     return made
 
 
@@ -443,6 +448,9 @@ class ApplyOptions:
     replace: Sequence[str] = ()
     unobserved: frozenset[ObservedPart] = frozenset()
     require_saved_plan: bool = False
+    # Write only the last-applied rows of what the plan finds in sync without one
+    # (Plan.unrecorded), never a step: reconcile's in-sync cycles.
+    record_only: bool = False
 
 
 # Set in a pipeline's environment (where the repository cannot turn it off), it has the
@@ -543,6 +551,7 @@ class ApplyResult:
     apply_id: int | None = None
     report: ApplyReport | None = None
     fresh: bool = True  # planned now, not a saved plan
+    recorded: int = 0  # last-applied rows written for what was in sync (Plan.unrecorded)
 
     @property
     def no_changes(self) -> bool:
@@ -574,7 +583,7 @@ def apply(
             "Only the broker can be left out of an apply (--unobserved broker).",
         )
     desired = load_desired(root)
-    if saved_plan is None:
+    if saved_plan is None and not options.record_only:  # no step runs without review
         _refuse_fresh_plan(root, desired, options.require_saved_plan)
     forced = _forced_replacements(options.replace, desired)
     url = store_database_url(options.database_url)
@@ -602,10 +611,12 @@ def apply(
             hooks.show_plan(chosen)
         if chosen.has_errors:
             raise PlexicaError("the plan has errors: nothing was applied", "Fix them in git.")
-        if not chosen.has_changes:
-            return ApplyResult(chosen, fresh=saved_plan is None)
+        if options.record_only or not chosen.has_changes:
+            recorded = _record_in_sync(url, lock, chosen)
+            return ApplyResult(chosen, fresh=saved_plan is None, recorded=recorded)
         hooks.confirm(chosen)
         lock.verify()  # the question may have taken long: is the lock still ours?
+        recorded = _record_in_sync(url, lock, chosen)
         apply_id, report = run_apply(
             chosen,
             desired,
@@ -618,7 +629,18 @@ def apply(
             lease=lock,
             digest_key=key,
         )
-    return ApplyResult(chosen, apply_id, report, fresh=saved_plan is None)
+    return ApplyResult(chosen, apply_id, report, fresh=saved_plan is None, recorded=recorded)
+
+
+def _record_in_sync(url: str, lock: ApplyLock, plan: Plan) -> int:
+    """The last-applied rows of what the plan found in sync without one (a crash lost
+    them, or the value was there before us): written before any step, under the lock."""
+    from plexica_gitops.store.journal import record_in_sync
+
+    if not plan.unrecorded:
+        return 0
+    with connect(url, epoch=lock.epoch) as conn:
+        return record_in_sync(conn, plan.unrecorded, plan.desired_revision)
 
 
 def load_desired(root: Desired) -> DesiredState:
@@ -697,6 +719,7 @@ def _checked_saved_plan(
         replanned = _targeted(_build(desired, live, secret_replacements(replace)), saved.targets)
         _refuse_unobserved(replanned, skip)
         check_justified(saved, replanned)
+        saved.unrecorded = replanned.unrecorded  # bookkeeping: never read from the file
     except StalePlanError as exc:
         raise StalePlanError(exc.message, "Nothing was applied.") from None
     except PlanFileError as exc:

@@ -108,6 +108,8 @@ def simulate(
             raise SimulationError(f"{action.id} runs before its dependencies {missing}")
         sim.apply(action)
         world.done.add(action.id)
+    for address, fingerprint in plan.unrecorded.items():  # as apply records them
+        world.last_applied.setdefault(address, fingerprint)
     return live.model_copy(
         update={
             "plugins": dict(sorted(world.plugins.items())),

@@ -29,7 +29,10 @@ planned action's cause (drift when the platform moved away from the value last a
 there, else a change in git). With no row, a difference there is called a change in git,
 never drift: a lost row cannot make a plan say "no changes" (what is planned comes from
 live vs git alone), nor make `drift` or `reconcile --self-heal` take a git change for
-drift and put an older value back. The next apply of that address writes its row again.
+drift and put an older value back. When the step's effect did take place, the address is
+in sync and has no row: the plan lists it (`Plan.unrecorded`, PlanBuilder.in_sync) and the
+next apply, even one with nothing to do, writes its row before any step
+(service._record_in_sync), so a later change there by hand is drift again.
 """
 
 from __future__ import annotations

@@ -63,6 +63,8 @@ class PlanBuilder:
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
         self.unmanaged: list[str] = []
+        # In-sync addresses without a last-applied row (Plan.unrecorded).
+        self.unrecorded: dict[str, str] = {}
         # Parts the live state lacks that this plan needed (Plan.unobserved).
         self.unobserved: set[ObservedPart] = set()
         platform = desired.platform.document.spec if desired.platform else None
@@ -117,6 +119,14 @@ class PlanBuilder:
             return Cause.DRIFT, drift_reason
         return Cause.GIT_CHANGE, git_reason
 
+    def in_sync(self, address: str, want: Any) -> None:
+        """`address` holds git's value `want` already. Without a last-applied row there (a
+        crash after a step's effect lost its end, or the value was there before the
+        reconciler), apply records one: else a later change out of band would be told as a
+        change in git, not as drift (`why`)."""
+        if address not in self.live.last_applied:
+            self.unrecorded[address] = fingerprint_of(want)
+
     def removal_cause(self, pid: str) -> Cause:
         """Why a plugin leaves ACTIVE or goes away: git says so, or prune does."""
         return Cause.GIT_CHANGE if pid in self.plugins else Cause.PRUNE
@@ -144,10 +154,12 @@ class PlanBuilder:
             step = self.steps.get(step_id)
             if step is not None:
                 step[1].extend(ids)
+        acted = {action.address for action, _ in self.steps.values()}
         return Plan(
             desired_revision=self.desired.revision,
             live_fingerprint=self.live.fingerprint(),
             actions=order(self.steps),
+            unrecorded={a: f for a, f in sorted(self.unrecorded.items()) if a not in acted},
             warnings=self.warnings,
             errors=self.errors,
             unmanaged=sorted(self.unmanaged),

@@ -121,6 +121,9 @@ class DriftReport:
     # The planner's findings: warnings (PGP206: secret values not compared, ...) and errors
     # (git asks for what cannot be planned, such as an edited applied migration)
     findings: tuple[Finding, ...] = ()
+    # How many in-sync addresses have no last-applied row (Plan.unrecorded): until an
+    # apply records them, a change there by hand would be told as pending, not drift.
+    unrecorded: int = 0
 
     @property
     def has_errors(self) -> bool:
@@ -177,4 +180,5 @@ def drift_report(
             ObservedPart.BROKER: live.topics_observed,
         },
         findings=(*made.errors, *unsure, *made.warnings),
+        unrecorded=len(made.unrecorded),
     )

@@ -185,6 +185,10 @@ class Plan:
     # Parts of the platform the plan was made without (`ObservedPart` values, sorted): what
     # lives there was not compared, so "no changes" never covers it.
     unobserved: list[str] = field(default_factory=list)
+    # Addresses in sync with git that have no last-applied row -> the fingerprint apply
+    # records there (`PlanBuilder.in_sync`). Bookkeeping, not a change: it is never in a
+    # plan file (the apply of a saved plan takes it from the plan it makes again).
+    unrecorded: dict[str, str] = field(default_factory=dict)
     # The format the plan was read in (a plan is always written in the current one).
     format_version: str = PLAN_FORMAT_VERSION
     # A desired-state directory inside a git work tree: whether it differed from HEAD, and

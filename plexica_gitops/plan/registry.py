@@ -45,6 +45,7 @@ def plan_permissions(
         )
     want = desired.permissions
     if want == current:
+        b.in_sync(address, want)
         return None
     deps = [install_step]
     for key in sorted(set(want) - set(current)):
@@ -139,6 +140,7 @@ def plan_routes(
         )
     want = desired.routes
     if current == want:
+        b.in_sync(address, want)
         return None
     deps = [x for x in (workload,) if x]
     deps += [f"plugin.{d}:activate" for d in desired.dependencies]
@@ -196,6 +198,7 @@ def plan_subscriptions(
     _check_subscriptions(b, pid, desired)
     want = {event: consumer_group(pid) for event in desired.subscribes}
     if want == current:
+        b.in_sync(address, want)
         return None
     cause, reason = b.why(
         address,

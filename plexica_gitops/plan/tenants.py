@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Set as AbstractSet
 from functools import cached_property
-from itertools import compress, repeat
+from itertools import compress, filterfalse, repeat
 from operator import attrgetter, ne
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -76,16 +76,22 @@ class _Tenants:
         if live is None:
             if spec.status is TenantStatus.DELETED:
                 return
+            cause, reason = self.b.why(
+                address,
+                want,
+                "new tenant in git: create its schema and record",
+                "drift: the tenant's record was deleted outside plexica-gitops: create it again",
+            )
             self.b.add(
                 Action(
                     address,
                     "create",
                     ActionKind.CREATE,
-                    "new tenant in git: create its schema and record",
+                    reason,
                     after=want,
                     tenant=slug,
                     fingerprint=fingerprint_of(want),
-                    cause=Cause.GIT_CHANGE,
+                    cause=cause,
                     contains_failure_to=slug,  # one tenant's schema: spec 004 edge case 2
                 )
             )
@@ -106,21 +112,28 @@ class _Tenants:
             )
             return
         if live.status is spec.status:
+            self.b.in_sync(address, want)
             return
         deleting = spec.status is TenantStatus.DELETED
+        cause, reason = self.b.why(
+            address,
+            want,
+            "tenant deleted in git (schema and data are kept)"
+            if deleting
+            else f"tenant {live.status} → {spec.status.value} in git",
+            f"drift: tenant {live.status} outside plexica-gitops; git says {spec.status.value}",
+        )
         self.b.add(
             Action(
                 address,
                 "delete" if deleting else "update",
                 ActionKind.DELETE if deleting else ActionKind.UPDATE,
-                "tenant deleted in git (schema and data are kept)"
-                if deleting
-                else f"tenant {live.status} → {spec.status.value} in git",
+                reason,
                 before={"status": live.status},
                 after={"status": spec.status.value},
                 tenant=slug,
                 fingerprint=fingerprint_of(want),
-                cause=Cause.GIT_CHANGE,
+                cause=cause,
             )
         )
 
@@ -140,7 +153,8 @@ class _Tenants:
         )
         held = self.hold_bindings(slug, bindings, live_bindings) if self.not_serving else ()
         broken = self.unreadable_bindings.get(slug, {}) if self.b.live.unreadable else {}
-        for pid in sorted({*changed, *(p for p in broken if p in bindings)}):
+        differ = {*changed, *(p for p in broken if p in bindings)}
+        for pid in sorted(differ):
             if pid in held:
                 continue
             binding = bindings[pid]
@@ -148,8 +162,23 @@ class _Tenants:
                 slug, pid, binding.enabled, binding.configuration, get(pid), broken.get(pid)
             )
         if live is not None:
+            self.note_unrecorded_bindings(slug, bindings, differ.union(held))
             self.plan_forced_binding_disables(slug, live, declared=bindings.keys())
             self.check_stranded_bindings(slug, tenant, live)
+
+    def note_unrecorded_bindings(
+        self, slug: str, bindings: dict[str, Any], planned: AbstractSet[str]
+    ) -> None:
+        """`PlanBuilder.in_sync` for the bindings not `planned`: the lookup of every
+        binding's row runs in C, as a million of them may be in sync."""
+        prefix = f"tenant.{slug}.plugin."
+        applied = self.b.live.last_applied
+        for address in filterfalse(applied.__contains__, map(prefix.__add__, bindings)):
+            pid = address[len(prefix) :]
+            if pid not in planned:
+                binding = bindings[pid]
+                want = {"enabled": binding.enabled, "configuration": binding.configuration}
+                self.b.in_sync(address, want)
 
     @cached_property
     def unreadable_bindings(self) -> dict[str, dict[str, str]]:

@@ -131,6 +131,7 @@ def plan_topic(
         return
     drifted = {k: v for k, v in want["config"].items() if current.config.get(k) != v}
     if want["partitions"] == current.partitions and not drifted:
+        b.in_sync(address, want)
         return
     cause, reason = b.why(
         address,

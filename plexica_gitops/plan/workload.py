@@ -102,6 +102,7 @@ def plan_workload(
     changed = _workload_changes(current, want)
     forced = b.replace.get(pid)  # a changed secret, or `apply --replace`
     if not changed and not forced:
+        b.in_sync(address, want)
         return None
     before = _workload_view(current)
     if forced or changed & _REPLACED_FOR:

@@ -34,6 +34,7 @@ from plexica_gitops.render.text import (
     transition_text,
     unmanaged_lines,
     unobserved_line,
+    unrecorded_line,
 )
 
 DEFAULT_LIMIT = 65_536
@@ -252,6 +253,11 @@ def render_markdown(
                 *(
                     [f"> **{md_escape(unobserved_line(plan.unobserved))}**", ""]
                     if plan.unobserved
+                    else []
+                ),
+                *(
+                    [md_escape(unrecorded_line(len(plan.unrecorded))), ""]
+                    if plan.unrecorded
                     else []
                 ),
             ],

@@ -422,6 +422,15 @@ def no_changes_line(plan: Plan) -> str:
     )
 
 
+def unrecorded_line(count: int) -> str:
+    """Said when apply writes last-applied rows for what was in sync (`Plan.unrecorded`)."""
+    resources = f"{count:,} resource{'s' * (count != 1)}"
+    return (
+        f"Apply also records what was last applied at {resources} in sync with git that "
+        "have no record of it, so that a later change there out of band is told as drift."
+    )
+
+
 def failed_line(errors: int) -> str:
     return f"Plan failed: {errors:,} error{'s' * (errors != 1)}."
 
@@ -644,8 +653,9 @@ def _write_plan(out: _Out, plan: Plan, verbose: bool, collapse_over: int) -> Non
         if plan.unobserved:
             out(_styled("yellow", unobserved_line(plan.unobserved)))
             out(_styled("bold yellow", no_changes_line(plan)))
-            return
-        out(f"[bold green]No changes.[/bold green] {escape(NO_CHANGES.split('. ', 1)[1])}")
+        else:
+            out(f"[bold green]No changes.[/bold green] {escape(NO_CHANGES.split('. ', 1)[1])}")
+        _print_unrecorded(out, plan)
         return
     out(f"Desired revision: {escape(plan.desired_revision)}")
     out(f"Live state:       {escape(plan.live_fingerprint)}")
@@ -677,3 +687,9 @@ def _write_plan(out: _Out, plan: Plan, verbose: bool, collapse_over: int) -> Non
         _print_findings(out, "Warning", "yellow", plan.warnings, cap=warning_cap)
     _print_unmanaged(out, plan, verbose, collapse_over)
     out(f"[bold]{escape(summary_line(plan.summary))}[/bold]")
+    _print_unrecorded(out, plan)
+
+
+def _print_unrecorded(out: _Out, plan: Plan) -> None:
+    if plan.unrecorded:
+        out(escape(unrecorded_line(len(plan.unrecorded))))

@@ -203,6 +203,30 @@ def last_applied_rows(conn: psycopg.Connection[Any], addresses: list[str]) -> di
     return {str(r[0]): AppliedRow(str(r[1]), r[2], r[3], r[4]) for r in rows}
 
 
+_RECORD_IN_SYNC: LiteralString = (
+    "INSERT INTO plexica_gitops.last_applied (address, fingerprint, revision)"
+    " SELECT address, fingerprint, %s FROM unnest(%s::varchar[], %s::varchar[])"
+    " AS t(address, fingerprint) ON CONFLICT (address) DO NOTHING"
+)
+_RECORDED_PER_STATEMENT = 10_000
+
+
+def record_in_sync(conn: psycopg.Connection[Any], rows: Mapping[str, str], revision: str) -> int:
+    """Write last-applied rows (address -> fingerprint) where there are none, in one
+    transaction: addresses the plan found in sync with git at `revision` (`Plan.unrecorded`),
+    with no apply of their own. A row there already is kept. Returns how many were written."""
+    items = sorted(rows.items())
+    written = 0
+    with conn.transaction(), conn.cursor() as cur:
+        for start in range(0, len(items), _RECORDED_PER_STATEMENT):
+            chunk = items[start : start + _RECORDED_PER_STATEMENT]
+            addresses = [address for address, _ in chunk]
+            fingerprints = [fingerprint for _, fingerprint in chunk]
+            cur.execute(_RECORD_IN_SYNC, (revision, addresses, fingerprints))
+            written += cur.rowcount
+    return written
+
+
 _FORGET_APPLIED: LiteralString = "DELETE FROM plexica_gitops.last_applied WHERE address = %s"
 _RESTORE_APPLIED: LiteralString = (
     "INSERT INTO plexica_gitops.last_applied (address, fingerprint, apply_id, revision, applied_at)"

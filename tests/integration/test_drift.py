@@ -13,7 +13,7 @@ from typing import Any
 import docker
 import psycopg
 import pytest
-from apply_support import EchoPlatform, containers_of
+from apply_support import EchoPlatform, containers_of, run_cli
 from git_repos import commit_all, init
 from prometheus_client.parser import text_string_to_metric_families
 from test_notify import Answer, Receiver
@@ -230,6 +230,50 @@ def test_a_binding_configuration_edited_with_sql_is_drift(
     assert samples[("plexica_observed", (("part", "runtime"),))] == 1
     assert samples[("plexica_observed", (("part", "store"),))] == 1
     assert ("plexica_drift_check_timestamp_seconds", ()) in samples
+
+
+def test_a_last_applied_row_lost_in_a_crash_is_written_again_so_drift_stays_drift(
+    installed: str, environment: dict[str, str], tmp_path: Path
+) -> None:
+    """A kill between a step's effect and the journal batch with its end leaves the binding
+    as git says and no last-applied row there (apply/session.py). Nothing is left to do,
+    so before this fix no apply wrote the row again, and an edit by hand was then reported
+    as a pending change in git, not as drift."""
+    address = "tenant.acme.plugin.echo"
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        (fingerprint,) = conn.execute(
+            "DELETE FROM plexica_gitops.last_applied WHERE address = %s RETURNING fingerprint",
+            (address,),
+        ).fetchone() or (None,)
+    assert fingerprint is not None
+
+    saved = tmp_path / "reviewed.plan"
+    code, out = run_cli(environment, "plan", installed, "--out", str(saved))
+    assert code == 0 and "No changes." in out, out
+    assert "records what was last applied at 1 resource in sync" in out
+    assert address not in saved.read_text()  # bookkeeping: made again by the apply
+    code, out = run_cli(
+        environment, "apply", str(saved), "--desired-state", installed, "--auto-approve"
+    )
+    assert code == 0 and "Recorded what was last applied at 1 in-sync resource." in out, out
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT fingerprint, apply_id, revision FROM plexica_gitops.last_applied"
+            " WHERE address = %s",
+            (address,),
+        ).fetchone()
+        applies = conn.execute("SELECT count(*) FROM plexica_gitops.applies").fetchone()
+    _, report = _report(environment, installed)
+    assert row == (fingerprint, None, report["desired_revision"])
+    assert applies == (1,)  # bookkeeping, not an apply of its own
+    code, out = run_cli(environment, "plan", installed)
+    assert "records what was last applied" not in out
+
+    _edit_binding(environment)
+    code, report = _report(environment, installed)
+    assert code == 2, report
+    assert _addresses(report["drift"]) == {address} and report["pending"] == []
 
 
 def test_a_git_change_not_applied_is_pending_only(

@@ -327,3 +327,41 @@ def test_a_failing_cycle_backs_off_keeps_running_and_never_claims_in_sync(tmp_pa
     assert results["failure"] == 2 and results["success"] == 0
     assert families["plexica_drift_resources"].samples == []  # never 0 for what was not seen
     assert loop.stop(timeout=10) == 0  # during the wait: at once
+
+
+def _once(environment: dict[str, str], root: str) -> tuple[int, dict[str, Any]]:
+    code, output = run_cli(environment, "reconcile", root, "--once", "--self-heal",
+                           "--log-format", "json", "--metrics-address", "127.0.0.1:0")  # fmt: skip
+    [line] = [json.loads(x) for x in output.splitlines() if '"reconcile"' in x]
+    return code, line
+
+
+def test_an_in_sync_cycle_records_a_lost_last_applied_row_so_self_heal_heals_there(
+    echo: EchoPlatform, environment: dict[str, str]
+) -> None:
+    """A crash between a step's effect and its journal end leaves the value in sync and no
+    last-applied row. Nothing is planned, so only an in-sync cycle can write the row: else a
+    later edit by hand would stay a pending change in git that --self-heal never heals."""
+    root = echo.install(environment, "1.0.0")
+    dsn = environment["PLEXICA_DATABASE_URL"]
+    address = "tenant.acme.plugin.echo"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM plexica_gitops.last_applied WHERE address = %s", (address,))
+
+    code, line = _once(environment, root)
+    assert code == 0 and line["did"] == "in_sync", line
+    assert "recorded what was last applied at 1 in-sync resource" in line["detail"], line
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        recorded = conn.execute(
+            "SELECT count(*) FROM plexica_gitops.last_applied WHERE address = %s", (address,)
+        ).fetchone()
+        conn.execute("""UPDATE plexica.tenant_plugins SET configuration = '{"edited": true}'""")
+    assert recorded == (1,) and len(_applies(dsn)) == 1  # no apply of its own
+
+    code, line = _once(environment, root)
+    assert code == 0 and line["did"] == "healed" and line["drift"] == 1, line
+    with psycopg.connect(dsn) as conn:
+        configuration = conn.execute("SELECT configuration FROM plexica.tenant_plugins").fetchone()
+    assert configuration is not None and configuration[0] != {"edited": True}
+    code, line = _once(environment, root)
+    assert line["did"] == "in_sync" and "recorded" not in line["detail"], line

@@ -115,6 +115,31 @@ def test_detailed_exitcode(repo: Path, tmp_path: Path) -> None:
     assert "No changes." in output
 
 
+def test_a_plan_says_what_apply_records_for_values_in_sync_without_a_record(
+    repo: Path, tmp_path: Path
+) -> None:
+    desired = validate_directory(repo).desired
+    converged = _converged_live(desired)
+    rows = converged.last_applied
+    acme = [a for a in rows if a == "tenant.acme" or a.startswith("tenant.acme.")]
+    live_file = tmp_path / "live.json"
+    live_file.write_text(converged.model_dump_json(), encoding="utf-8")
+    code, output = _run("plan", str(repo), "--live-state", str(live_file))
+    assert code == 0 and "No changes." in output and "records" not in output
+    # the rows lost (or the platform there before the reconciler): still no changes
+    unrecorded = converged.model_copy(update={"last_applied": {}})
+    live_file.write_text(unrecorded.model_dump_json(), encoding="utf-8")
+    code, output = _run("plan", str(repo), "--live-state", str(live_file), "--detailed-exitcode")
+    assert code == 0 and "No changes." in output, output
+    assert f"records what was last applied at {len(rows)} resources in sync" in output
+    code, output = _run(
+        "plan", str(repo), "--live-state", str(live_file), "--target", "tenant.acme"
+    )
+    assert len(acme) > 1 and f"at {len(acme)} resources in sync" in output, output
+    code, output = _run("plan", str(repo), "--live-state", str(live_file), "--format", "markdown")
+    assert f"at {len(rows)} resources in sync" in output, output
+
+
 def _converged_live(desired: DesiredState) -> LiveState:
     return simulate(build_plan(desired, LiveState()), desired, LiveState())
 

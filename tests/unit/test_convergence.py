@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from simulator import (
     PLATFORM_TOPICS,
@@ -33,7 +33,7 @@ from plexica_gitops.desired.view import desired_plugin
 from plexica_gitops.lifecycle import DEPLOYED, RUNNING, TARGET_STATUS, LifecycleStatus
 from plexica_gitops.live.model import LiveState, LiveTenantPlugin, LiveTopic
 from plexica_gitops.plan.builder import build_plan
-from plexica_gitops.plan.model import Plan
+from plexica_gitops.plan.model import Cause, Plan
 
 pytestmark = pytest.mark.slow
 
@@ -452,6 +452,50 @@ def test_drift_is_repaired_in_one_apply(desired: DesiredSpec, drift: list[tuple[
     with tempfile.TemporaryDirectory() as tmp:
         live = build_live(LiveSpec(desired, None, tuple(drift)), Path(tmp) / "previous")
         converge(desired.write(Path(tmp) / "desired"), live)
+
+
+# Out-of-band changes of a value the reconciler applied (not crash leftovers, not parts
+# unobserved, not a foreign topic: those are never the reconciler's value).
+BY_HAND = ("remove-workload", "remove-routes", "remove-permissions", "edit-binding")
+BY_HAND += ("topic-drift", "tenant-status")
+
+
+@settings(SETTINGS, max_examples=60)
+@given(
+    desired=desired_specs(),
+    cut=st.one_of(st.none(), st.floats(0.1, 0.9)),
+    lost=st.sampled_from(["none", "one", "all"]),
+    drift=st.lists(
+        st.tuples(st.sampled_from(BY_HAND), st.integers(0, 100)), min_size=1, max_size=3
+    ),
+)
+def test_after_one_apply_a_change_by_hand_is_drift_not_a_change_in_git(
+    desired: DesiredSpec, cut: float | None, lost: str, drift: list[tuple[str, int]]
+) -> None:
+    """An apply of this desired state, cut short or not, then the last-applied rows a
+    crash loses between a step's effect and its end (or values that were there before the
+    reconciler): the next apply records what it finds in sync, so a later change there by
+    hand is drift, which `drift` reports and `reconcile --self-heal` heals, never a change
+    in git."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = desired.write(Path(tmp) / "desired")
+        before = build_live(LiveSpec(desired, cut, ()), Path(tmp) / "previous")
+        rows = dict(before.last_applied)
+        if lost == "all":  # or values there before the reconciler
+            rows = {}
+        elif lost == "one" and rows:
+            rows.pop(_pick(list(rows), len(drift)) or "")
+        before = before.model_copy(update={"last_applied": rows})
+        plan = build_plan(state, before)
+        assume(not plan.errors)
+        converged = simulate(plan, state, before)
+        assert not build_plan(state, converged).unrecorded
+        edited = converged
+        for kind, pick in drift:
+            edited = perturb(edited, kind, pick)
+        after = build_plan(state, edited)
+        told = [a for a in after.actions if a.fingerprint and a.cause is Cause.GIT_CHANGE]
+        assert not told, describe(after)
 
 
 @settings(SETTINGS)

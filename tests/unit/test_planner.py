@@ -21,6 +21,7 @@ from simulator import (
 )
 
 from plexica_gitops.desired.build import DesiredState
+from plexica_gitops.desired.model import TenantStatus
 from plexica_gitops.lifecycle import LIFECYCLE_EDGES, LifecycleStatus, lifecycle_path
 from plexica_gitops.live.model import (
     LivePermission,
@@ -779,6 +780,51 @@ def test_drift_is_told_from_a_change_in_git_by_last_applied(world: World) -> Non
         edited.model_copy(update={"last_applied": {}}),
     )
     assert action(in_git, "plugin.alpha.routes:create").cause is Cause.GIT_CHANGE
+
+
+def test_what_is_in_sync_without_a_last_applied_row_is_recorded_so_drift_stays_drift(
+    world: World,
+) -> None:
+    """A crash after a step's effect and before its end leaves the value in sync and no
+    row. The plan has nothing to do there, but says what apply records; once recorded, a
+    change by hand is drift again."""
+    desired = world.desired(
+        plugin("alpha", frontend=True, permissions=["items:read"]),
+        tenants=[tenant_document("acme", plugins={"alpha": {"configuration": {"level": 1}}})],
+    )
+    full = applied(desired)
+    first = build_plan(desired, LiveState())
+    recorded = {a.address: a.fingerprint for a in first.actions if a.fingerprint}
+    assert build_plan(desired, full).unrecorded == {}
+    lost = ["tenant.acme", "tenant.acme.plugin.alpha", "plugin.alpha.routes"]
+    lost += ["plugin.alpha.permissions", "plugin.alpha.workload"]
+    crashed = full.model_copy(
+        update={"last_applied": {a: f for a, f in full.last_applied.items() if a not in lost}}
+    )
+    plan = build_plan(desired, crashed)
+    assert plan.actions == []
+    assert plan.unrecorded == {a: recorded[a] for a in sorted(lost)}
+
+    edited = set_plugin(crashed, "alpha", routes=None)
+    assert action(build_plan(desired, edited), "plugin.alpha.routes:create").cause is (
+        Cause.GIT_CHANGE
+    )  # the gap: without the row, told as a change in git
+    healed = simulate(plan, desired, crashed)  # the no-op apply writes the rows
+    assert healed.last_applied == full.last_applied
+    edited = set_plugin(healed, "alpha", routes=None)
+    assert action(build_plan(desired, edited), "plugin.alpha.routes:create").cause is Cause.DRIFT
+
+
+def test_a_tenant_suspended_by_hand_is_drift(world: World) -> None:
+    desired = world.desired(plugin("alpha"), tenants=[tenant_document("acme")])
+    live = applied(desired)
+    tenant = live.tenants["acme"].model_copy(update={"status": TenantStatus.SUSPENDED})
+    edited = live.model_copy(update={"tenants": {"acme": tenant}})
+    update = action(build_plan(desired, edited), "tenant.acme:update")
+    assert update.cause is Cause.DRIFT and update.reason.startswith("drift:")
+    removed = live.model_copy(update={"tenants": {}})
+    gone = action(build_plan(desired, removed), "tenant.acme:create")
+    assert gone.cause is Cause.DRIFT
 
 
 def test_an_installing_plugin_resumed_is_a_crash_repair(world: World) -> None:
