@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Set as AbstractSet
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -217,6 +218,14 @@ class LiveState(_Live):
         from plexica_gitops.live.codec import parse_live_state  # the codec builds this model
 
         return parse_live_state(data)
+
+    @classmethod
+    def from_json_file(cls, path: Path) -> LiveState:
+        """`from_json(path.read_text(encoding="utf-8"))`, the file read a piece at a time:
+        see `live.codec.read_live_state_file`."""
+        from plexica_gitops.live.codec import read_live_state_file
+
+        return read_live_state_file(path)
 
     def fingerprint(self) -> str:
         """A hash of everything observed that does not depend on the order the observer
