@@ -269,12 +269,22 @@ class LiveState(_Live):
                     parts.append(pid + text)
             update("\x1f".join(parts).encode())
         # A million entries: "=".join over the sorted pairs, in C (keys are unique, so the
-        # pairs sort as their keys do).
-        update("\x1f".join(map("=".join, sorted(self.last_applied.items()))).encode())
+        # pairs sort as their keys do), hashed a slice at a time: the text of them all would
+        # be a few hundred MB at once.
+        applied = self.last_applied
+        addresses = sorted(applied)
+        for start in range(0, len(addresses), _APPLIED_SLICE):
+            chunk = addresses[start : start + _APPLIED_SLICE]
+            text = "\x1f".join(
+                map("=".join, zip(chunk, map(applied.__getitem__, chunk), strict=True))
+            )
+            update(("\x1f" + text if start else text).encode())
         if self.unreadable:  # hashed only when there is any: older fingerprints stay the same
             digest.update(json.dumps(self.unreadable, sort_keys=True).encode())
         return "sha256:" + digest.hexdigest()
 
+
+_APPLIED_SLICE = 10_000  # last-applied entries hashed at a time
 
 # Workload fields added after the fingerprint was first defined are hashed only when set:
 # a state that does not use them keeps the fingerprint it always had.

@@ -202,3 +202,16 @@ def test_a_snapshot_file_that_is_not_utf8_is_refused_as_read_text_refuses_it(
     path.write_bytes(_binding_with(_nested(100)).encode()[:-1] + b"\xff}")
     with pytest.raises(UnicodeDecodeError):
         LiveState.from_json_file(path)
+
+
+def test_the_fingerprint_of_many_last_applied_entries_is_the_one_it_always_was() -> None:
+    """Last-applied entries are hashed a slice at a time (a million of them): the digest is
+    the one their text hashed whole gave (pinned: a saved plan records it)."""
+    applied = {f"tenant.t{i:05d}.plugin.crm": f"{i * 7919:016x}" for i in range(25_001)}
+    state = EXPECTED.model_copy(update={"last_applied": {**EXPECTED.last_applied, **applied}})
+    assert state.fingerprint() == (
+        "sha256:5edf5c7ab473c1ea11cefa834262ab5de0dc87158dba2516fe7d9d0d0e6211a2"
+    )
+    assert EXPECTED.fingerprint() == (
+        "sha256:c2113d86393a3ce8f5a8ed6a25637fdebd224abac0b01a64d393b717a899a555"
+    )
