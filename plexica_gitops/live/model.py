@@ -12,7 +12,7 @@ import json
 from collections.abc import Set as AbstractSet
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -20,6 +20,9 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from plexica_gitops.desired.model import TenantStatus
 from plexica_gitops.hashing import canonical_json
 from plexica_gitops.lifecycle import LifecycleStatus
+
+if TYPE_CHECKING:
+    from plexica_gitops.desired.build import DesiredState
 
 
 class ObservedPart(StrEnum):
@@ -212,20 +215,21 @@ class LiveState(_Live):
         return self.model_copy(update=update) if update else self
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> LiveState:
+    def from_json(cls, data: str | bytes, desired: DesiredState | None = None) -> LiveState:
         """`model_validate_json`, with the same result and errors, faster and in far less
-        memory for large snapshots: see `live.codec.parse_live_state`."""
+        memory for large snapshots; configurations equal to the `desired` state's are its
+        objects: see `live.codec.parse_live_state`."""
         from plexica_gitops.live.codec import parse_live_state  # the codec builds this model
 
-        return parse_live_state(data)
+        return parse_live_state(data, desired)
 
     @classmethod
-    def from_json_file(cls, path: Path) -> LiveState:
-        """`from_json(path.read_text(encoding="utf-8"))`, the file read a piece at a time:
-        see `live.codec.read_live_state_file`."""
+    def from_json_file(cls, path: Path, desired: DesiredState | None = None) -> LiveState:
+        """`from_json(path.read_text(encoding="utf-8"), desired)`, the file read a piece at
+        a time: see `live.codec.read_live_state_file`."""
         from plexica_gitops.live.codec import read_live_state_file
 
-        return read_live_state_file(path)
+        return read_live_state_file(path, desired)
 
     def fingerprint(self) -> str:
         """A hash of everything observed that does not depend on the order the observer

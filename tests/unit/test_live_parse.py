@@ -165,6 +165,9 @@ FILE_DOCUMENTS = [
     EXPECTED.model_dump_json(indent=2).replace("\n", "\r\n"),  # read with universal newlines
     '{"last_applied": {"tenant.acme": "f1", "plugin.crm": "f2", "tenant.acme": "f3"}}',
     '{"last_applied": {"tenant.acme": 12345}}',  # not text: pydantic decides
+    '{"last_applied": {"a\\u0041": "x", "b" : "y\\n" , "c":"d"\n,\t"e": 1, "f": "g"}}',
+    '{"last_applied": {"a": "x", "b": "tab\there", "c": "d"}}',  # a control character
+    '{"last_applied": {"a": "x", "b": "y",}}',
     '{"platform_version": "1.2.3", "tenants": {}, "topics_observed": false}   \n',
     '{"tenants": {}} x',
     _with(id="\ud800"),  # a lone surrogate: pydantic refuses it, json.loads would not
