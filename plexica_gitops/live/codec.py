@@ -343,7 +343,9 @@ _PLAIN_PAIR = re.compile(
 
 def _plain_pairs(text: str, index: int, members: dict[str, Any]) -> int:
     """Add the plain members from index on (see _PLAIN_PAIR); where they end."""
-    for match in iter(_PLAIN_PAIR.scanner(text, index).match, None):
+    # a scanner's match() is anchored where the last one ended (no Python loop to place it)
+    scanner = _PLAIN_PAIR.scanner(text, index)  # type: ignore[attr-defined]
+    for match in iter(scanner.match, None):
         key, value = match.groups()
         members[key] = value
         index = match.end()
