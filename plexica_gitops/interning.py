@@ -3,6 +3,7 @@ small nested values) made one object, and the bound on how deep such values may 
 
 from __future__ import annotations
 
+import marshal
 from typing import Any
 
 from plexica_gitops.hashing import json_text
@@ -118,3 +119,16 @@ class SharedValues:
             else v
             for v in item
         ]
+
+
+def same_json(value: Any, other: Any) -> bool:
+    """Whether two values are the same JSON value: equal, and of the same types and key order
+    (Python finds 1, 1.0 and true equal, -0.0 and 0.0, and objects in any order). Told by
+    marshal's format 0, in C and twice as fast as their JSON text: it writes each value's
+    exact type (no subclass), floats exactly, objects in order, and no back-references (it
+    would for objects shared in one value, from format 3 on). False for what it cannot
+    write (a date from YAML, ...) or what nests too deep to compare."""
+    try:
+        return bool(value == other) and marshal.dumps(value, 0) == marshal.dumps(other, 0)
+    except (TypeError, ValueError, RecursionError):
+        return False

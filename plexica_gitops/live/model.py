@@ -11,7 +11,8 @@ import hashlib
 import json
 from collections.abc import Set as AbstractSet
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -19,6 +20,9 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from plexica_gitops.desired.model import TenantStatus
 from plexica_gitops.hashing import canonical_json
 from plexica_gitops.lifecycle import LifecycleStatus
+
+if TYPE_CHECKING:
+    from plexica_gitops.desired.build import DesiredState
 
 
 class ObservedPart(StrEnum):
@@ -211,12 +215,21 @@ class LiveState(_Live):
         return self.model_copy(update=update) if update else self
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> LiveState:
+    def from_json(cls, data: str | bytes, desired: DesiredState | None = None) -> LiveState:
         """`model_validate_json`, with the same result and errors, faster and in far less
-        memory for large snapshots: see `live.codec.parse_live_state`."""
+        memory for large snapshots; configurations equal to the `desired` state's are its
+        objects: see `live.codec.parse_live_state`."""
         from plexica_gitops.live.codec import parse_live_state  # the codec builds this model
 
-        return parse_live_state(data)
+        return parse_live_state(data, desired)
+
+    @classmethod
+    def from_json_file(cls, path: Path, desired: DesiredState | None = None) -> LiveState:
+        """`from_json(path.read_text(encoding="utf-8"), desired)`, the file read a piece at
+        a time: see `live.codec.read_live_state_file`."""
+        from plexica_gitops.live.codec import read_live_state_file
+
+        return read_live_state_file(path, desired)
 
     def fingerprint(self) -> str:
         """A hash of everything observed that does not depend on the order the observer
@@ -260,12 +273,22 @@ class LiveState(_Live):
                     parts.append(pid + text)
             update("\x1f".join(parts).encode())
         # A million entries: "=".join over the sorted pairs, in C (keys are unique, so the
-        # pairs sort as their keys do).
-        update("\x1f".join(map("=".join, sorted(self.last_applied.items()))).encode())
+        # pairs sort as their keys do), hashed a slice at a time: the text of them all would
+        # be a few hundred MB at once.
+        applied = self.last_applied
+        addresses = sorted(applied)
+        for start in range(0, len(addresses), _APPLIED_SLICE):
+            chunk = addresses[start : start + _APPLIED_SLICE]
+            text = "\x1f".join(
+                map("=".join, zip(chunk, map(applied.__getitem__, chunk), strict=True))
+            )
+            update(("\x1f" + text if start else text).encode())
         if self.unreadable:  # hashed only when there is any: older fingerprints stay the same
             digest.update(json.dumps(self.unreadable, sort_keys=True).encode())
         return "sha256:" + digest.hexdigest()
 
+
+_APPLIED_SLICE = 10_000  # last-applied entries hashed at a time
 
 # Workload fields added after the fingerprint was first defined are hashed only when set:
 # a state that does not use them keeps the fingerprint it always had.

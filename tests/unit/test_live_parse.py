@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pydantic
 import pytest
 from test_store_catalog import EXPECTED
 
+from plexica_gitops.live import codec
 from plexica_gitops.live.codec import MAX_TENANT_BYTES, LiveStateError
 from plexica_gitops.live.model import LiveState
 
@@ -141,3 +143,78 @@ def test_plan_with_a_deep_snapshot_fails_cleanly(depth: int) -> None:
     assert "live state -: tenants.acme" in result.output  # the binding, or its tenant
     assert "nested deeper than 64 levels" in result.output
     assert "needle-value" not in result.output
+
+
+def _file_outcome(path: Path) -> Any:
+    try:
+        return _outcome(lambda _: LiveState.from_json_file(path), "")
+    except LiveStateError as error:
+        return ("refused", error.message)
+
+
+def _text_outcome(text: str) -> Any:
+    try:
+        return _outcome(LiveState.from_json, text)
+    except LiveStateError as error:
+        return ("refused", error.message)
+
+
+FILE_DOCUMENTS = [
+    *DOCUMENTS,
+    EXPECTED.model_dump_json(),
+    EXPECTED.model_dump_json(indent=2).replace("\n", "\r\n"),  # read with universal newlines
+    '{"last_applied": {"tenant.acme": "f1", "plugin.crm": "f2", "tenant.acme": "f3"}}',
+    '{"last_applied": {"tenant.acme": 12345}}',  # not text: pydantic decides
+    '{"last_applied": {"a\\u0041": "x", "b" : "y\\n" , "c":"d"\n,\t"e": 1, "f": "g"}}',
+    '{"last_applied": {"a": "x", "b": "tab\there", "c": "d"}}',  # a control character
+    '{"last_applied": {"a": "x", "b": "y",}}',
+    '{"platform_version": "1.2.3", "tenants": {}, "topics_observed": false}   \n',
+    '{"tenants": {}} x',
+    _with(id="\ud800"),  # a lone surrogate: pydantic refuses it, json.loads would not
+    '{"platform_version": "\\ud800"}',  # split "\\u|d800" with 6-character pieces
+    '{"platform_version": "\\ud83d\\ude00"}',
+    _binding_with(_nested(65)),
+    '{"tenants": {"acme": ' + json.dumps(TENANT) + '}, "last_applied": ' + _nested(3000) + "}",
+]
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 6, 7, 64, 1 << 20])
+@pytest.mark.parametrize("text", FILE_DOCUMENTS)
+def test_a_snapshot_file_read_in_pieces_gives_what_its_whole_text_gives(
+    text: str, piece: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plan --live-state FILE` reads the file a piece at a time (never its whole text next
+    to the state): wherever the pieces split it (a number, a key, an escape, whitespace),
+    the state, the error and the fingerprint are those of the text read whole."""
+    monkeypatch.setattr(codec, "PIECE", piece)
+    path = tmp_path / "live.json"
+    path.write_bytes(text.encode())
+    from_file = _file_outcome(path)
+    assert from_file == _text_outcome(path.read_text(encoding="utf-8"))
+    if from_file[0] == "ok":
+        assert from_file[1].fingerprint() == LiveState.from_json(text).fingerprint()
+
+
+def test_a_snapshot_file_that_is_not_utf8_is_refused_as_read_text_refuses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The undecodable byte after a too-deep configuration: the file is not UTF-8 JSON,
+    the error read_text gave before the snapshot was read in pieces."""
+    monkeypatch.setattr(codec, "PIECE", 16)
+    path = tmp_path / "live.json"
+    path.write_bytes(_binding_with(_nested(100)).encode()[:-1] + b"\xff}")
+    with pytest.raises(UnicodeDecodeError):
+        LiveState.from_json_file(path)
+
+
+def test_the_fingerprint_of_many_last_applied_entries_is_the_one_it_always_was() -> None:
+    """Last-applied entries are hashed a slice at a time (a million of them): the digest is
+    the one their text hashed whole gave (pinned: a saved plan records it)."""
+    applied = {f"tenant.t{i:05d}.plugin.crm": f"{i * 7919:016x}" for i in range(25_001)}
+    state = EXPECTED.model_copy(update={"last_applied": {**EXPECTED.last_applied, **applied}})
+    assert state.fingerprint() == (
+        "sha256:5edf5c7ab473c1ea11cefa834262ab5de0dc87158dba2516fe7d9d0d0e6211a2"
+    )
+    assert EXPECTED.fingerprint() == (
+        "sha256:c2113d86393a3ce8f5a8ed6a25637fdebd224abac0b01a64d393b717a899a555"
+    )
