@@ -229,7 +229,7 @@ def read_live_state(
             "--live-state FILE (a JSON snapshot; `echo '{}' | plexica-gitops plan "
             "--live-state -` plans against an empty platform).",
         )
-    live = _read_snapshot(source.snapshot)
+    live = _read_snapshot(source.snapshot, desired)
     for part, flag in (
         (ObservedPart.RUNTIME, live.workloads_observed),
         (ObservedPart.BROKER, live.topics_observed),
@@ -241,10 +241,13 @@ def read_live_state(
     return live.without(skip)
 
 
-def _read_snapshot(name: str) -> LiveState:
+def _read_snapshot(name: str, desired: DesiredState | None) -> LiveState:
+    """The snapshot, a file read a piece at a time (never its whole text next to the
+    state); its configurations equal to `desired`'s are those objects (live/codec.py)."""
     try:
-        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-        return LiveState.from_json(text)
+        if name == "-":
+            return LiveState.from_json(sys.stdin.read(), desired)
+        return LiveState.from_json_file(Path(name), desired)
     except OSError as exc:
         raise LiveStateError(
             f"cannot read live state {name}: {exc.strerror}", "Check the path."
