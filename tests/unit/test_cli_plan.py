@@ -15,7 +15,7 @@ from plexica_gitops.cli import app
 from plexica_gitops.desired.build import DesiredState
 from plexica_gitops.desired.schemas import render_schema, schema_file_name
 from plexica_gitops.desired.validate import validate_directory
-from plexica_gitops.live.model import LiveState
+from plexica_gitops.live.model import LiveState, LiveTenantPlugin
 from plexica_gitops.plan.builder import build_plan
 from plexica_gitops.plan.planfile import (
     SIGNING_KEY_ENV,
@@ -138,6 +138,23 @@ def test_a_plan_says_what_apply_records_for_values_in_sync_without_a_record(
     assert len(acme) > 1 and f"at {len(acme)} resources in sync" in output, output
     code, output = _run("plan", str(repo), "--live-state", str(live_file), "--format", "markdown")
     assert f"at {len(rows)} resources in sync" in output, output
+
+
+def test_a_snapshot_file_and_the_same_text_on_stdin_plan_alike(repo: Path, tmp_path: Path) -> None:
+    """A file is read a piece at a time and its configurations shared with git's; standard
+    input is read whole: the plans are the same, byte for byte."""
+    converged = _converged_live(validate_directory(repo).desired)
+    acme = converged.tenants["acme"]
+    edited = {pid: LiveTenantPlugin(b.enabled, {"x": 1}) for pid, b in acme.plugins.items()}
+    tenants = {**converged.tenants, "acme": acme.model_copy(update={"plugins": edited})}
+    text = converged.model_copy(update={"tenants": tenants}).model_dump_json()
+    live_file = tmp_path / "live.json"
+    live_file.write_text(text, encoding="utf-8")
+    code, from_file = _run("plan", str(repo), "--live-state", str(live_file), "--format", "json")
+    assert code == 0, from_file
+    code, from_stdin = _run("plan", str(repo), "--live-state", "-", "--format", "json", stdin=text)
+    assert code == 0 and from_file == from_stdin
+    assert len(json.loads(from_file)["actions"]) == len(edited) > 0
 
 
 def _converged_live(desired: DesiredState) -> LiveState:
