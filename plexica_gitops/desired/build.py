@@ -215,6 +215,7 @@ class _Builder:
         self.root = source.root
         self.findings: list[Finding] = []
         self.files: list[str] = []  # the YAML files read (or tried)
+        self.digests: dict[str, bytes] = {}  # LoadedFile.digest by file, for the revision
         self.failed: set[str] = set()  # files with a loading error: contributed nothing
         self.extra_files: set[str] = set()
         self.platform: PlatformEntry | None = None
@@ -233,6 +234,8 @@ class _Builder:
         for loaded in stream:
             if loaded.listed:
                 self.files.append(loaded.file)
+            if loaded.digest is not None:
+                self.digests[loaded.file] = loaded.digest
             self.findings.extend(loaded.findings)
             if any(f.is_error for f in loaded.findings):
                 self.failed.add(loaded.file)  # "" for the root itself
@@ -270,7 +273,7 @@ class _Builder:
         files = sorted({*self.files, *self.extra_files})
         self.unbuilt_plugins.update(_plugin_of(file) for file in self.failed)
         self.unbuilt_plugins.discard("")
-        revision = self.source.revision(files)
+        revision = self.source.revision(files, self.cache, self.digests)
         if isinstance(revision, DirectoryRevision) and revision.dirty:
             self.findings.append(_dirty(revision))
         return DesiredState(

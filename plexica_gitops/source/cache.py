@@ -46,6 +46,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from plexica_gitops.source.loader import read_at_most
+
 __all__ = [
     "ENV_CACHE_DIR",
     "FORMAT",
@@ -108,12 +110,13 @@ class Cache:
     def __init__(self, directory: Path, max_bytes: int = MAX_BYTES) -> None:
         self.directory = directory
         self.entries = directory / f"desired-v{FORMAT}"
+        self._root = str(self.entries)
         self.max_bytes = max_bytes
         self.fingerprint = tool_fingerprint()
         self.written = 0
         self.hits = 0
         self.misses = 0
-        self._directories: set[Path] = set()  # made by this run (or found there)
+        self._directories: set[str] = set()  # made by this run (or found there)
         self._temporaries = 0
 
     def key(self, kind: str, *parts: bytes) -> str:
@@ -124,19 +127,28 @@ class Cache:
             digest.update(part)
         return digest.hexdigest()
 
-    def _path(self, kind: str, key: str) -> Path:
-        return self.entries / kind / key[:2] / key
+    def _path(self, kind: str, key: str) -> str:
+        # plain strings: a warm run looks up one entry per file, and pathlib's joins cost
+        # more than reading the entry
+        return os.path.join(self._root, kind, key[:2], key)
 
     def get(self, kind: str, key: str) -> Any | None:
         """The value stored under (kind, key), or None: missing, or not to be trusted."""
         path = self._path(kind, key)
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-                mtime = os.fstat(handle.fileno()).st_mtime
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except OSError:
             self.misses += 1
             return None
+        try:
+            info = os.fstat(fd)
+            raw = read_at_most(fd, info.st_size, self.max_bytes)
+        except OSError:
+            self.misses += 1
+            return None
+        finally:
+            os.close(fd)
+        mtime = info.st_mtime
         value = self._decode(raw, kind, key)
         if value is None:
             self.misses += 1
@@ -152,22 +164,19 @@ class Cache:
         header_end = raw.find(b"\n", len(MAGIC))
         if header_end < 0:
             return None
-        try:
-            header = json.loads(raw[len(MAGIC) : header_end])
-        except ValueError:
-            return None
         payload = raw[header_end + 1 :]
-        if header != self._header(kind, key, payload):
+        # byte for byte the header `put` writes for this payload (so not even read as JSON)
+        if raw[len(MAGIC) : header_end] != self._header(kind, key, payload):
             return None
         try:
             return json.loads(payload)
         except (ValueError, RecursionError):
             return None
 
-    def _header(self, kind: str, key: str, payload: bytes) -> dict[str, Any]:
-        """What an entry's first line says: what wrote it, for which key, and its payload's
-        size and digest (checked before the payload is read)."""
-        return {
+    def _header(self, kind: str, key: str, payload: bytes) -> bytes:
+        """What an entry's first line says (JSON): what wrote it, for which key, and its
+        payload's size and digest (checked before the payload is read)."""
+        header = {
             "format": FORMAT,
             "tool": self.fingerprint,
             "kind": kind,
@@ -175,6 +184,7 @@ class Cache:
             "size": len(payload),
             "sha256": hashlib.sha256(payload).hexdigest(),
         }
+        return json.dumps(header).encode()
 
     def put(self, kind: str, key: str, value: Any) -> None:
         """Store `value` (plain JSON values) atomically: a temporary file renamed in place."""
@@ -182,11 +192,10 @@ class Cache:
             payload = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
         except (ValueError, TypeError, RecursionError):
             return  # not plain JSON: not cached
-        header = self._header(kind, key, payload)
-        data = MAGIC + json.dumps(header).encode() + b"\n" + payload
+        data = MAGIC + self._header(kind, key, payload) + b"\n" + payload
         path = self._path(kind, key)
         try:
-            fd, temporary = self._temporary(path.parent)
+            fd, temporary = self._temporary(os.path.dirname(path))
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
@@ -198,12 +207,12 @@ class Cache:
             return  # a read-only or full cache slows the next run, nothing more
         self.written += len(data)
 
-    def _temporary(self, directory: Path) -> tuple[int, str]:
+    def _temporary(self, directory: str) -> tuple[int, str]:
         """A new file in `directory` (made once a run) to write an entry into: named by
         this process and a counter (mkstemp's random names cost more than the write), or
         by mkstemp when that name is taken (a crashed run's, another host's)."""
         if directory not in self._directories:
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
             self._directories.add(directory)
         self._temporaries += 1
         name = os.path.join(directory, f".tmp-{os.getpid()}-{self._temporaries}")
@@ -213,7 +222,7 @@ class Cache:
             return tempfile.mkstemp(prefix=".tmp-", dir=directory)
         except FileNotFoundError:  # removed since (another run pruned it)
             self._directories.discard(directory)
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
             return tempfile.mkstemp(prefix=".tmp-", dir=directory)
 
     def finish(self) -> None:
@@ -255,7 +264,7 @@ class Cache:
             total -= size
 
 
-def _touch(path: Path) -> None:
+def _touch(path: str) -> None:
     with contextlib.suppress(OSError):
         os.utime(path)
 
