@@ -26,7 +26,6 @@ from plexica_gitops.desired.model import TenantDocument, TenantPlugin
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.findings import Finding
 from plexica_gitops.render.findings import render_json
-from plexica_gitops.source import files as files_module
 from plexica_gitops.source import loader
 from plexica_gitops.source.cache import MAGIC, Cache, default_cache_dir
 
@@ -425,13 +424,13 @@ def test_an_entry_is_written_when_its_temporary_name_is_taken(tmp_path: Path) ->
 def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The files the directory's revision reads itself (not handed by the loader)."""
     read: list[str] = []
-    original = files_module.loader.read_regular_file
+    original = loader.read_regular_file
 
     def counted(path: str, rel: str, max_bytes: int) -> bytes | Finding:
         read.append(rel)
         return original(path, rel, max_bytes)
 
-    monkeypatch.setattr(files_module.loader, "read_regular_file", counted)
+    monkeypatch.setattr(loader, "read_regular_file", counted)
     return read
 
 
