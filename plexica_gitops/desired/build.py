@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import gc
 import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -184,8 +186,31 @@ def build_desired_state(source: Path | SourceTree, cache: Cache | None = None) -
     not parsed again: its built documents and findings come from the cache."""
     files = desired_files(source)
     builder = _Builder(files, cache)
-    desired = builder.build(files.documents(None if cache is None else builder.reuse))
+    with _kept_from_the_collector():
+        desired = builder.build(files.documents(None if cache is None else builder.reuse))
     return BuildResult(desired, builder.findings, frozenset(builder.repaired))
+
+
+@contextmanager
+def _kept_from_the_collector() -> Iterator[None]:
+    """Build with the cyclic garbage collector paused, then move what was built out of its
+    reach (`gc.freeze`). A desired state is hundreds of thousands of objects that all stay
+    until the run ends, and that each later pass would scan again, finding nothing: at
+    10,000 tenant files read from the cache the passes during and after the build were a
+    fifth of a warm run. Nothing built forms reference cycles (see loader._gc_paused), so
+    reference counting still frees all of it once it is dropped; what is frozen is only
+    never scanned. A collection first, while the heap is small (the modules), so that no
+    garbage cycle made before is frozen with it."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+        gc.freeze()
+    finally:
+        gc.enable()
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gc
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import re
 import shutil
 import types
 import typing
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from plexica_gitops.cli import app
+from plexica_gitops.desired.build import build_desired_state
 from plexica_gitops.desired.model import TenantDocument, TenantPlugin
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
 from plexica_gitops.findings import Finding
@@ -516,3 +519,33 @@ def test_a_revision_entry_holding_no_revision_is_not_used(tmp_path: Path) -> Non
         entry.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
         assert _same_with_and_without(root, cache_dir).written > 0  # computed, rewritten
     assert entry.read_bytes() == raw
+
+
+# --------------------------------------------------------------------------- the collector
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["no-cache", "warm"])
+def test_a_built_state_is_kept_from_the_collector_and_freed_when_dropped(
+    cached: bool, tmp_path: Path
+) -> None:
+    root = _generated(tmp_path / "state", tenants=3)
+    cache = Cache(tmp_path / "cache") if cached else None
+    build_desired_state(root, cache)
+    frozen = gc.get_freeze_count()
+    try:
+        built = build_desired_state(root, cache)
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen  # later passes do not scan it again
+        tenant = next(iter(built.desired.tenants.values()))
+        model = weakref.ref(tenant.document)
+        assert all(o is not tenant.document for o in gc.get_objects())  # not scanned
+        del built, tenant
+        assert model() is None  # no cycle keeps it: reference counting freed it
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        build_desired_state(root, cache)
+        assert not gc.isenabled()  # a collector turned off is left alone
+    finally:
+        gc.enable()
