@@ -331,17 +331,18 @@ class _Builder:
         """What the cache holds for this file's bytes, or the key to store them under."""
         assert self.cache is not None
         key = self.cache.key("file", rel.encode(), raw)
-        plain = self.cache.get("file", key)
-        if plain is None:
+        found = self.cache.get_texts("file", key)
+        if found is None:
             return key
         try:
-            return _cached_file(rel, plain)
+            return _cached_file(rel, *found)
         except (TypeError, ValueError, KeyError, pydantic.ValidationError):
             return key  # not what this code writes: parsed again, and rewritten
 
     def _store(self, loaded: LoadedFile, outcomes: list[_TenantOutcome]) -> None:
         assert self.cache is not None and loaded.key is not None
         documents = []
+        texts = []  # each document's positions and model, JSON texts kept as they are
         for outcome in outcomes:
             model = (
                 None
@@ -357,15 +358,14 @@ class _Builder:
                 {
                     "index": outcome.source.index,
                     "line": outcome.source.line,
-                    "positions": positions.to_text(),
                     "findings": [_plain_finding(f) for f in outcome.findings],
                     "repaired": [_plain_location(where) for where in sorted(outcome.repaired)],
-                    "model": model,
                     "digests": outcome.digests,
                 }
             )
+            texts += [positions.to_text(), "null" if model is None else model]
         entry = {"findings": [_plain_finding(f) for f in loaded.findings], "documents": documents}
-        self.cache.put("file", loaded.key, entry)
+        self.cache.put("file", loaded.key, entry, texts)
 
     def _tenant_outcome(self, doc: SourceDocument) -> _TenantOutcome:
         """`_add_document` of a Tenant document, up to adding it to the tenants."""
@@ -877,12 +877,15 @@ def _finding_of(plain: Any) -> Finding:
     )
 
 
-def _cached_file(rel: str, plain: Any) -> LoadedFile:
-    """A LoadedFile of a cache entry `_Builder._store` wrote; a TypeError, ValueError or
-    KeyError when it is not one."""
+def _cached_file(rel: str, plain: Any, texts: list[bytes]) -> LoadedFile:
+    """A LoadedFile of a cache entry `_Builder._store` wrote (its value and texts); a
+    TypeError, ValueError or KeyError when it is not one."""
     outcomes = []
-    for document in plain["documents"]:
-        model = document["model"]
+    documents = plain["documents"]
+    if len(texts) != 2 * len(documents):
+        raise ValueError("a positions text and a model text per document")
+    for number, document in enumerate(documents):
+        positions_text, model = texts[2 * number], texts[2 * number + 1]
         digests = document["digests"]
         if digests is not None and not (
             isinstance(digests, dict) and all(isinstance(d, str) for d in digests.values())
@@ -891,9 +894,9 @@ def _cached_file(rel: str, plain: Any) -> LoadedFile:
         index, line = document["index"], document["line"]
         if type(index) is not int or type(line) is not int:
             raise TypeError("index and line are numbers")
-        positions = LazyPositions(_text(document["positions"]))
+        positions = LazyPositions(positions_text.decode())
         source = SourceDocument(rel, index, line, None, positions)
-        tenant = None if model is None else TenantDocument.model_validate_json(_text(model))
+        tenant = None if model == b"null" else TenantDocument.model_validate_json(model)
         bindings = tenant.spec.plugins if tenant is not None else None
         if bindings is not None and digests is not None and digests.keys() != bindings.keys():
             raise ValueError("one digest per binding")

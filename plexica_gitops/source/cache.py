@@ -41,7 +41,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,7 @@ class Cache:
         self.misses = 0
         self._directories: set[str] = set()  # made by this run (or found there)
         self._temporaries = 0
+        self._header_prefixes: dict[str, str] = {}
 
     def key(self, kind: str, *parts: bytes) -> str:
         """The key of an entry: a digest of the fingerprint, the kind and `parts`."""
@@ -134,64 +135,79 @@ class Cache:
 
     def get(self, kind: str, key: str) -> Any | None:
         """The value stored under (kind, key), or None: missing, or not to be trusted."""
+        payload = self._payload(kind, key)
+        value = None if payload is None else _json(payload)
+        self._count(value is not None)
+        return value
+
+    def get_texts(self, kind: str, key: str) -> tuple[Any, list[bytes]] | None:
+        """What `put` stored with `texts` under (kind, key): the value and the texts (not
+        read: their reader checks them), or None: missing, or not to be trusted."""
+        payload = self._payload(kind, key)
+        found = None
+        if payload is not None:
+            first, *texts = payload.split(b"\n")
+            value = _json(first)
+            found = None if value is None else (value, texts)
+        self._count(found is not None)
+        return found
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+
+    def _payload(self, kind: str, key: str) -> bytes | None:
+        """The payload of the entry (kind, key) when its header is the one `put` writes
+        for it, byte for byte: this tool's, for this key, of this size and sha256."""
         path = self._path(kind, key)
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except OSError:
-            self.misses += 1
             return None
         try:
             info = os.fstat(fd)
             raw = read_at_most(fd, info.st_size, self.max_bytes)
         except OSError:
-            self.misses += 1
             return None
         finally:
             os.close(fd)
-        mtime = info.st_mtime
-        value = self._decode(raw, kind, key)
-        if value is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        if time.time() - mtime > TOUCH_AFTER_S:
-            _touch(path)
-        return value
-
-    def _decode(self, raw: bytes, kind: str, key: str) -> Any | None:
         if not raw.startswith(MAGIC):
             return None
         header_end = raw.find(b"\n", len(MAGIC))
         if header_end < 0:
             return None
         payload = raw[header_end + 1 :]
-        # byte for byte the header `put` writes for this payload (so not even read as JSON)
         if raw[len(MAGIC) : header_end] != self._header(kind, key, payload):
             return None
-        try:
-            return json.loads(payload)
-        except (ValueError, RecursionError):
-            return None
+        if time.time() - info.st_mtime > TOUCH_AFTER_S:
+            _touch(path)
+        return payload
 
     def _header(self, kind: str, key: str, payload: bytes) -> bytes:
         """What an entry's first line says (JSON): what wrote it, for which key, and its
         payload's size and digest (checked before the payload is read)."""
-        header = {
-            "format": FORMAT,
-            "tool": self.fingerprint,
-            "kind": kind,
-            "key": key,
-            "size": len(payload),
-            "sha256": hashlib.sha256(payload).hexdigest(),
-        }
-        return json.dumps(header).encode()
+        prefix = self._header_prefixes.get(kind)
+        if prefix is None:  # json.dumps of the first keys: the same text, once per kind
+            plain = json.dumps({"format": FORMAT, "tool": self.fingerprint, "kind": kind})
+            prefix = self._header_prefixes[kind] = plain[:-1]
+        digest = hashlib.sha256(payload).hexdigest()
+        rest = f', "key": {json.dumps(key)}, "size": {len(payload)}, "sha256": "{digest}"}}'
+        return (prefix + rest).encode()
 
-    def put(self, kind: str, key: str, value: Any) -> None:
-        """Store `value` (plain JSON values) atomically: a temporary file renamed in place."""
+    def put(self, kind: str, key: str, value: Any, texts: Sequence[str] = ()) -> None:
+        """Store `value` (plain JSON values) atomically: a temporary file renamed in place.
+        `texts` (JSON texts of one line each) follow it a line each, as they are: reading
+        a text inside the value's JSON would decode it twice (get_texts hands them back)."""
         try:
-            payload = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+            lines = [json.dumps(value, separators=(",", ":"), allow_nan=False).encode()]
+            lines += [text.encode() for text in texts]
         except (ValueError, TypeError, RecursionError):
-            return  # not plain JSON: not cached
+            return  # not plain JSON (or a lone surrogate): not cached
+        if any(b"\n" in text for text in lines[1:]):
+            return  # not one line
+        payload = b"\n".join(lines)
         data = MAGIC + self._header(kind, key, payload) + b"\n" + payload
         path = self._path(kind, key)
         try:
@@ -262,6 +278,13 @@ class Cache:
                 break
             _unlink(path)
             total -= size
+
+
+def _json(text: bytes) -> Any | None:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _touch(path: str) -> None:

@@ -549,3 +549,24 @@ def test_a_built_state_is_kept_from_the_collector_and_freed_when_dropped(
         assert not gc.isenabled()  # a collector turned off is left alone
     finally:
         gc.enable()
+
+
+def test_an_entry_header_is_the_json_of_what_wrote_it(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    key = cache.key("file", b"x")
+    cache.put("file", key, {"a": "é"}, ["[1]", '"two"'])
+    raw = next(path for path in _entries(tmp_path)).read_bytes()
+    header_end = raw.index(b"\n", len(MAGIC))
+    payload = raw[header_end + 1 :]
+    assert json.loads(raw[len(MAGIC) : header_end]) == {
+        "format": 1,
+        "tool": cache.fingerprint,
+        "kind": "file",
+        "key": key,
+        "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    assert Cache(tmp_path).get_texts("file", key) == ({"a": "é"}, [b"[1]", b'"two"'])
+    assert Cache(tmp_path).get("file", key) is None  # not one JSON value
+    cache.put("file", key, {"b": 1}, ["[1,\n2]"])  # a text of two lines: not stored
+    assert Cache(tmp_path).get_texts("file", key) == ({"a": "é"}, [b"[1]", b'"two"'])
