@@ -535,7 +535,8 @@ class _Builder:
             )
             return
         share_tenant_values(model, self.shared)
-        self.tenants[slug] = TenantEntry(model, dataclasses.replace(doc, data=None), digests)
+        source = doc if doc.data is None else dataclasses.replace(doc, data=None)  # cached: None
+        self.tenants[slug] = TenantEntry(model, source, digests)
 
     # --- plugins -------------------------------------------------------------------------
 
