@@ -10,7 +10,9 @@ What is cached (see desired/build.py and desired/validate.py, which use it):
   tenant configuration checked against it (by a digest of the configuration's JSON), and
   that the schema passed the meta-schema;
 * per rule that walks every configuration (secrets, references): the digests of the
-  configurations it found nothing in.
+  configurations it found nothing in;
+* per directory, keyed by each file's path and the sha256 of its bytes: its ``sha256:``
+  revision (source/files.py), so that a warm run does not read every file a second time.
 
 Every key also holds the tool's fingerprint (:func:`tool_fingerprint`: the version, a
 digest of the package's own source, the versions of the libraries that shape a result) and
@@ -19,7 +21,8 @@ another fingerprint is ignored.
 
 Safe to share between CI runs: an entry is written to a temporary file and renamed into
 place (readers see a whole entry or none), and nothing read is trusted blindly: an entry
-is JSON (never pickle: reading it cannot run code), it starts with a header naming its key
+is JSON (never pickle: reading it cannot run code; a tenant file's entry is a JSON value
+and JSON texts, a line each), it starts with a header naming its key
 and fingerprint and a sha256 of its payload, and an entry that is truncated, corrupt, of
 another version, under the wrong key or whose payload does not match its digest is
 ignored (and rewritten by the run that needed it). A cache is only as trustworthy as the
