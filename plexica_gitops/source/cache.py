@@ -10,7 +10,9 @@ What is cached (see desired/build.py and desired/validate.py, which use it):
   tenant configuration checked against it (by a digest of the configuration's JSON), and
   that the schema passed the meta-schema;
 * per rule that walks every configuration (secrets, references): the digests of the
-  configurations it found nothing in.
+  configurations it found nothing in;
+* per directory, keyed by each file's path and the sha256 of its bytes: its ``sha256:``
+  revision (source/files.py), so that a warm run does not read every file a second time.
 
 Every key also holds the tool's fingerprint (:func:`tool_fingerprint`: the version, a
 digest of the package's own source, the versions of the libraries that shape a result) and
@@ -19,7 +21,8 @@ another fingerprint is ignored.
 
 Safe to share between CI runs: an entry is written to a temporary file and renamed into
 place (readers see a whole entry or none), and nothing read is trusted blindly: an entry
-is JSON (never pickle: reading it cannot run code), it starts with a header naming its key
+is JSON (never pickle: reading it cannot run code; a tenant file's entry is a JSON value
+and JSON texts, a line each), it starts with a header naming its key
 and fingerprint and a sha256 of its payload, and an entry that is truncated, corrupt, of
 another version, under the wrong key or whose payload does not match its digest is
 ignored (and rewritten by the run that needed it). A cache is only as trustworthy as the
@@ -41,10 +44,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from plexica_gitops.source.loader import read_at_most
 
 __all__ = [
     "ENV_CACHE_DIR",
@@ -108,13 +113,15 @@ class Cache:
     def __init__(self, directory: Path, max_bytes: int = MAX_BYTES) -> None:
         self.directory = directory
         self.entries = directory / f"desired-v{FORMAT}"
+        self._root = str(self.entries)
         self.max_bytes = max_bytes
         self.fingerprint = tool_fingerprint()
         self.written = 0
         self.hits = 0
         self.misses = 0
-        self._directories: set[Path] = set()  # made by this run (or found there)
+        self._directories: set[str] = set()  # made by this run (or found there)
         self._temporaries = 0
+        self._header_prefixes: dict[str, str] = {}
 
     def key(self, kind: str, *parts: bytes) -> str:
         """The key of an entry: a digest of the fingerprint, the kind and `parts`."""
@@ -124,69 +131,90 @@ class Cache:
             digest.update(part)
         return digest.hexdigest()
 
-    def _path(self, kind: str, key: str) -> Path:
-        return self.entries / kind / key[:2] / key
+    def _path(self, kind: str, key: str) -> str:
+        # plain strings: a warm run looks up one entry per file, and pathlib's joins cost
+        # more than reading the entry
+        return os.path.join(self._root, kind, key[:2], key)
 
     def get(self, kind: str, key: str) -> Any | None:
         """The value stored under (kind, key), or None: missing, or not to be trusted."""
-        path = self._path(kind, key)
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-                mtime = os.fstat(handle.fileno()).st_mtime
-        except OSError:
-            self.misses += 1
-            return None
-        value = self._decode(raw, kind, key)
-        if value is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        if time.time() - mtime > TOUCH_AFTER_S:
-            _touch(path)
+        payload = self._payload(kind, key)
+        value = None if payload is None else _json(payload)
+        self._count(value is not None)
         return value
 
-    def _decode(self, raw: bytes, kind: str, key: str) -> Any | None:
+    def get_texts(self, kind: str, key: str) -> tuple[Any, list[bytes]] | None:
+        """What `put` stored with `texts` under (kind, key): the value and the texts (not
+        read: their reader checks them), or None: missing, or not to be trusted."""
+        payload = self._payload(kind, key)
+        found = None
+        if payload is not None:
+            first, *texts = payload.split(b"\n")
+            value = _json(first)
+            found = None if value is None else (value, texts)
+        self._count(found is not None)
+        return found
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+
+    def _payload(self, kind: str, key: str) -> bytes | None:
+        """The payload of the entry (kind, key) when its header is the one `put` writes
+        for it, byte for byte: this tool's, for this key, of this size and sha256."""
+        path = self._path(kind, key)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+            raw = read_at_most(fd, info.st_size, self.max_bytes)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
         if not raw.startswith(MAGIC):
             return None
         header_end = raw.find(b"\n", len(MAGIC))
         if header_end < 0:
             return None
-        try:
-            header = json.loads(raw[len(MAGIC) : header_end])
-        except ValueError:
-            return None
         payload = raw[header_end + 1 :]
-        if header != self._header(kind, key, payload):
+        if raw[len(MAGIC) : header_end] != self._header(kind, key, payload):
             return None
-        try:
-            return json.loads(payload)
-        except (ValueError, RecursionError):
-            return None
+        if time.time() - info.st_mtime > TOUCH_AFTER_S:
+            _touch(path)
+        return payload
 
-    def _header(self, kind: str, key: str, payload: bytes) -> dict[str, Any]:
-        """What an entry's first line says: what wrote it, for which key, and its payload's
-        size and digest (checked before the payload is read)."""
-        return {
-            "format": FORMAT,
-            "tool": self.fingerprint,
-            "kind": kind,
-            "key": key,
-            "size": len(payload),
-            "sha256": hashlib.sha256(payload).hexdigest(),
-        }
+    def _header(self, kind: str, key: str, payload: bytes) -> bytes:
+        """What an entry's first line says (JSON): what wrote it, for which key, and its
+        payload's size and digest (checked before the payload is read)."""
+        prefix = self._header_prefixes.get(kind)
+        if prefix is None:  # json.dumps of the first keys: the same text, once per kind
+            plain = json.dumps({"format": FORMAT, "tool": self.fingerprint, "kind": kind})
+            prefix = self._header_prefixes[kind] = plain[:-1]
+        digest = hashlib.sha256(payload).hexdigest()
+        rest = f', "key": {json.dumps(key)}, "size": {len(payload)}, "sha256": "{digest}"}}'
+        return (prefix + rest).encode()
 
-    def put(self, kind: str, key: str, value: Any) -> None:
-        """Store `value` (plain JSON values) atomically: a temporary file renamed in place."""
+    def put(self, kind: str, key: str, value: Any, texts: Sequence[str] = ()) -> None:
+        """Store `value` (plain JSON values) atomically: a temporary file renamed in place.
+        `texts` (JSON texts of one line each) follow it a line each, as they are: reading
+        a text inside the value's JSON would decode it twice (get_texts hands them back)."""
         try:
-            payload = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+            lines = [json.dumps(value, separators=(",", ":"), allow_nan=False).encode()]
+            lines += [text.encode() for text in texts]
         except (ValueError, TypeError, RecursionError):
-            return  # not plain JSON: not cached
-        header = self._header(kind, key, payload)
-        data = MAGIC + json.dumps(header).encode() + b"\n" + payload
+            return  # not plain JSON (or a lone surrogate): not cached
+        if any(b"\n" in text for text in lines[1:]):
+            return  # not one line
+        payload = b"\n".join(lines)
+        data = MAGIC + self._header(kind, key, payload) + b"\n" + payload
         path = self._path(kind, key)
         try:
-            fd, temporary = self._temporary(path.parent)
+            fd, temporary = self._temporary(os.path.dirname(path))
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
@@ -198,12 +226,12 @@ class Cache:
             return  # a read-only or full cache slows the next run, nothing more
         self.written += len(data)
 
-    def _temporary(self, directory: Path) -> tuple[int, str]:
+    def _temporary(self, directory: str) -> tuple[int, str]:
         """A new file in `directory` (made once a run) to write an entry into: named by
         this process and a counter (mkstemp's random names cost more than the write), or
         by mkstemp when that name is taken (a crashed run's, another host's)."""
         if directory not in self._directories:
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
             self._directories.add(directory)
         self._temporaries += 1
         name = os.path.join(directory, f".tmp-{os.getpid()}-{self._temporaries}")
@@ -213,7 +241,7 @@ class Cache:
             return tempfile.mkstemp(prefix=".tmp-", dir=directory)
         except FileNotFoundError:  # removed since (another run pruned it)
             self._directories.discard(directory)
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
             return tempfile.mkstemp(prefix=".tmp-", dir=directory)
 
     def finish(self) -> None:
@@ -255,7 +283,14 @@ class Cache:
             total -= size
 
 
-def _touch(path: Path) -> None:
+def _json(text: bytes) -> Any | None:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _touch(path: str) -> None:
     with contextlib.suppress(OSError):
         os.utime(path)
 

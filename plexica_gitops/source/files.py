@@ -15,14 +15,17 @@ walk, a file another file names (``manifestFile:``), a directory of migrations.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from plexica_gitops.findings import Finding
 from plexica_gitops.source import loader
+from plexica_gitops.source.cache import Cache
 from plexica_gitops.source.loader import LoadedFile, LoadLimits, Reuse, SourceDocument
 from plexica_gitops.source.tree import (
     DirectoryRevision,
@@ -70,8 +73,14 @@ class DesiredFiles(ABC):
         """The bytes of a regular file (symlinks followed), or the finding saying why not."""
 
     @abstractmethod
-    def revision(self, files: Sequence[str]) -> Revision:
-        """The revision of the desired state made of `files`."""
+    def revision(
+        self,
+        files: Sequence[str],
+        cache: Cache | None = None,
+        digests: Mapping[str, bytes] | None = None,
+    ) -> Revision:
+        """The revision of the desired state made of `files`. With a `cache`, a directory's
+        is found there when `digests` (LoadedFile.digest by file) name what it was made of."""
 
 
 def desired_files(source: Path | SourceTree) -> DesiredFiles:
@@ -111,8 +120,13 @@ class _DirectoryFiles(DesiredFiles):
         real = self.root.resolve() / relative
         return loader.read_regular_file(str(real), relative, max_bytes)  # never a FIFO
 
-    def revision(self, files: Sequence[str]) -> DirectoryRevision:
-        content = _content_hash(self.root, files)
+    def revision(
+        self,
+        files: Sequence[str],
+        cache: Cache | None = None,
+        digests: Mapping[str, bytes] | None = None,
+    ) -> DirectoryRevision:
+        content = _content_hash(str(self.root), files, cache, digests or {})
         if not self.root.is_dir():
             return DirectoryRevision(content)
         from plexica_gitops.source.git import work_tree_state  # dulwich only when needed
@@ -127,16 +141,57 @@ class _DirectoryFiles(DesiredFiles):
         return DirectoryRevision(content, state[0], state[1])
 
 
-def _content_hash(root: Path, files: Sequence[str]) -> str:
-    """``sha256:`` over each file's path and bytes, as recorded since the first release."""
+def _content_hash(
+    root: str, files: Sequence[str], cache: Cache | None, known: Mapping[str, bytes]
+) -> str:
+    """``sha256:`` over each file's path and bytes, as recorded since the first release.
+
+    Reading every file again costs a warm run more than all else it does, so with a cache
+    the value is kept under the list of each file's path and the sha256 of what it hashes:
+    equal lists hash equal streams, so a hit is the value this would compute. The digests
+    are the loader's (`known`: of the bytes it parsed), read here for the files it lacks."""
+    if cache is not None:
+        digests = [known.get(relative) or _file_digest(root, relative) for relative in files]
+        found = cache.get(_REVISION, _revision_key(cache, files, digests))
+        if isinstance(found, str) and _CONTENT_HASH.fullmatch(found):
+            return found
     digest = hashlib.sha256()
-    limit = LoadLimits().max_file_bytes
+    read: list[bytes] = []
     for relative in files:
+        content = _content(root, relative)
         digest.update(relative.encode() + b"\0")
-        raw = loader.read_regular_file(str(root / relative), relative, limit)  # never a FIFO
-        digest.update(b"<unreadable>" if isinstance(raw, Finding) else raw)
+        digest.update(content)
         digest.update(b"\0")
-    return "sha256:" + digest.hexdigest()
+        if cache is not None:
+            read.append(hashlib.sha256(content).digest())
+    value = "sha256:" + digest.hexdigest()
+    if cache is not None:
+        # under what was hashed now: a file changed since the loader read it is not
+        # stored under the loader's digest of it
+        cache.put(_REVISION, _revision_key(cache, files, read), value)
+    return value
+
+
+_REVISION = "revision"
+_CONTENT_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+_UNREADABLE = b"<unreadable>"
+
+
+def _content(root: str, relative: str) -> bytes:
+    """What the revision hashes of a file: its bytes, or ``<unreadable>``."""
+    limit = LoadLimits().max_file_bytes
+    path = os.path.join(root, relative)
+    raw = loader.read_regular_file(path, relative, limit)  # never a FIFO
+    return _UNREADABLE if isinstance(raw, Finding) else raw
+
+
+def _file_digest(root: str, relative: str) -> bytes:
+    return hashlib.sha256(_content(root, relative)).digest()
+
+
+def _revision_key(cache: Cache, files: Sequence[str], digests: Sequence[bytes]) -> str:
+    parts = (f.encode() + b"\0" + d for f, d in zip(files, digests, strict=True))
+    return cache.key(_REVISION, *parts)
 
 
 class _TreeFiles(DesiredFiles):
@@ -178,5 +233,10 @@ class _TreeFiles(DesiredFiles):
             self.tree, found, relative, LoadLimits(max_file_bytes=max_bytes)
         )
 
-    def revision(self, files: Sequence[str]) -> Revision:
-        return self.tree.revision_of(files)
+    def revision(
+        self,
+        files: Sequence[str],
+        cache: Cache | None = None,
+        digests: Mapping[str, bytes] | None = None,
+    ) -> Revision:
+        return self.tree.revision_of(files)  # a commit's id: nothing to read

@@ -94,6 +94,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gc
+import hashlib
 import json
 import os
 import re
@@ -103,6 +104,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from os.path import join
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -164,6 +166,7 @@ __all__ = [
     "load_directory",
     "load_file",
     "load_tree_file",
+    "read_at_most",
     "read_regular_file",
     "read_tree_file",
 ]
@@ -382,6 +385,10 @@ class LoadedFile:
     # store what it makes of it), or what the hook had cached for them (not parsed).
     key: str | None = None
     cached: Any = None
+    # With a `Reuse` hook, for a directory: the sha256 of the bytes read, when they were
+    # read where the directory's revision reads them (the root joined with `file`, no
+    # symlink on the way), so that the revision need not read them again.
+    digest: bytes | None = None
 
 
 # What a reader of the files may reuse instead of parsing: given a file's relative name
@@ -420,7 +427,12 @@ def iter_directory(
         return
     real_root = os.path.realpath(root)
     candidates, walk_findings = _walk(root, real_root)
-    readers = [(rel, partial(_read, real, rel, limits.max_file_bytes)) for rel, real in candidates]
+    # The directory's revision reads root/rel: the same file when no link leads to it (its
+    # real path is then that path, spelled from the real root).
+    readers = [
+        (rel, partial(_read, real, rel, limits.max_file_bytes), real == join(real_root, rel))
+        for rel, real in candidates
+    ]
     yield from _load_files(walk_findings, readers, limits, reuse)
 
 
@@ -435,21 +447,24 @@ def iter_tree(
     findings += [_submodule_finding(entry.path) for entry in walked.submodules]
     findings += [_unlistable(entry.path, entry.error or "") for entry in walked.unlistable]
     findings.sort(key=lambda finding: finding.location.file if finding.location else "")
-    readers: list[tuple[str, Callable[[], bytes | Finding]]] = []
+    readers: list[_Reader] = []
     for reached in walked.files:
         target = reached.target
         if isinstance(target, LinkProblem):
-            readers.append((reached.path, partial(broken_link, reached.path, target)))
+            readers.append((reached.path, partial(broken_link, reached.path, target), False))
         else:
-            readers.append(
-                (reached.path, partial(read_tree_file, tree, target, reached.path, limits))
-            )
+            read = partial(read_tree_file, tree, target, reached.path, limits)
+            readers.append((reached.path, read, False))  # a commit's revision is its id
     yield from _load_files(findings, readers, limits, reuse)
+
+
+# A file to read: its relative name, how to read it, whether LoadedFile.digest applies.
+_Reader = tuple[str, Callable[[], "bytes | Finding"], bool]
 
 
 def _load_files(
     walk_findings: list[Finding],
-    readers: Sequence[tuple[str, Callable[[], bytes | Finding]]],
+    readers: Sequence[_Reader],
     limits: LoadLimits,
     reuse: Reuse | None = None,
 ) -> Iterator[LoadedFile]:
@@ -458,7 +473,7 @@ def _load_files(
         yield LoadedFile(finding.location.file if finding.location else "", [], [finding], False)
     shared = _Shared()
     total = 0
-    for position, (rel, read) in enumerate(readers):
+    for position, (rel, read, revised) in enumerate(readers):
         raw = read()
         if isinstance(raw, Finding):
             yield LoadedFile(rel, [], [raw], listed=True)
@@ -483,16 +498,20 @@ def _load_files(
                 listed=False,
             )
             return
-        key = None
-        if reuse is not None:
-            reused = reuse(rel, raw)
-            if isinstance(reused, LoadedFile):
-                yield reused
-                continue
-            key = reused
+        if reuse is None:
+            documents, findings = _parse(raw, rel, limits, json_mode=False, shared=shared)
+            del raw
+            yield LoadedFile(rel, documents, findings, listed=True)
+            continue
+        digest = hashlib.sha256(raw).digest() if revised else None
+        reused = reuse(rel, raw)
+        if isinstance(reused, LoadedFile):
+            reused.digest = digest
+            yield reused
+            continue
         documents, findings = _parse(raw, rel, limits, json_mode=False, shared=shared)
         del raw
-        yield LoadedFile(rel, documents, findings, listed=True, key=key)
+        yield LoadedFile(rel, documents, findings, listed=True, key=reused, digest=digest)
 
 
 def load_tree_file(
@@ -760,11 +779,10 @@ def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
     except OSError as exc:
         return _unreadable(rel, exc)
     try:
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                return _not_regular(rel, info.st_mode)
-            raw = handle.read(max_bytes + 1)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return _not_regular(rel, info.st_mode)
+        raw = read_at_most(fd, info.st_size, max_bytes + 1)
     except OSError as exc:
         return error(
             UNREADABLE,
@@ -772,9 +790,28 @@ def _read(real: str, rel: str, max_bytes: int) -> bytes | Finding:
             "Make the file readable, or remove it.",
             Location(rel),
         )
+    finally:
+        os.close(fd)
     if len(raw) > max_bytes:
         return _too_large(rel, max(info.st_size, len(raw)), max_bytes)
     return raw
+
+
+def read_at_most(fd: int, size: int, limit: int) -> bytes:
+    """The bytes of an open file up to its end or `limit`, whichever comes first, asking
+    first for its `size` (fstat's) and one more byte: a buffered read of `limit` bytes
+    allocates all of them, which for a 1 KB file costs more than the read."""
+    chunks = []
+    total = 0
+    want = min(size + 1, limit)
+    while total < limit:
+        chunk = os.read(fd, want)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        want = min(max(want, 1 << 16), limit - total)  # grew since the fstat
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(rel: str, size: int, max_bytes: int) -> Finding:

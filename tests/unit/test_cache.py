@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gc
+import hashlib
 import json
 import os
 import re
 import shutil
 import types
 import typing
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,10 @@ import pytest
 from typer.testing import CliRunner
 
 from plexica_gitops.cli import app
+from plexica_gitops.desired.build import build_desired_state
 from plexica_gitops.desired.model import TenantDocument, TenantPlugin
 from plexica_gitops.desired.validate import ValidationReport, validate_directory
+from plexica_gitops.findings import Finding
 from plexica_gitops.render.findings import render_json
 from plexica_gitops.source import loader
 from plexica_gitops.source.cache import MAGIC, Cache, default_cache_dir
@@ -414,3 +419,177 @@ def test_an_entry_is_written_when_its_temporary_name_is_taken(tmp_path: Path) ->
     cache.put("file", key, {"n": 1})
     assert Cache(tmp_path).get("file", key) == {"n": 1}
     assert taken.read_bytes() == b"another run's"
+
+
+# --------------------------------------------------------------------------- the revision
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files the directory's revision reads itself (not handed by the loader)."""
+    read: list[str] = []
+    original = loader.read_regular_file
+
+    def counted(path: str, rel: str, max_bytes: int) -> bytes | Finding:
+        read.append(rel)
+        return original(path, rel, max_bytes)
+
+    monkeypatch.setattr(loader, "read_regular_file", counted)
+    return read
+
+
+def test_a_warm_revision_reads_no_tenant_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _generated(tmp_path / "state", tenants=4)
+    cache_dir = tmp_path / "cache"
+    _same_with_and_without(root, cache_dir)
+    plain = validate_directory(root).desired.revision
+    read = _reads(monkeypatch)
+    warm = validate_directory(root, cache=Cache(cache_dir))
+    assert warm.desired.revision == plain
+    tenants = [file for file in warm.desired.files if file.startswith("tenants/")]
+    assert tenants and not [file for file in read if file.startswith("tenants/")]
+    # what the loader does not read (manifest and migration files), the revision reads
+    assert read and all(file in warm.desired.files for file in read)
+
+
+def _changed(root: Path) -> None:
+    _edit(root / "tenants" / "clone-001.yaml", "displayName:", "displayName: X")
+
+
+def _same_size(root: Path) -> None:
+    acme = root / "tenants" / "clone-002.yaml"
+    acme.write_bytes(acme.read_bytes().replace(b"clone-002", b"clone-00x", 1))
+
+
+def _deleted(root: Path) -> None:
+    (root / "tenants" / "clone-001.yaml").unlink()
+
+
+def _added(root: Path) -> None:
+    shutil.copy(root / "tenants" / "broken.yaml", root / "tenants" / "added.yaml")
+
+
+def _migration_edited(root: Path) -> None:
+    migration = next((root / "plugins" / "crm").rglob("*.sql"))
+    migration.write_bytes(migration.read_bytes() + b"\n-- edited\n")
+
+
+@pytest.mark.parametrize("edit", [_changed, _same_size, _deleted, _added, _migration_edited])
+def test_the_revision_follows_every_edit_with_a_cache(
+    edit: Callable[[Path], None], tmp_path: Path
+) -> None:
+    root = _generated(tmp_path / "state", tenants=4)
+    cache_dir = tmp_path / "cache"
+    before = validate_directory(root).desired.revision
+    _same_with_and_without(root, cache_dir)
+    _same_with_and_without(root, cache_dir)
+    edit(root)
+    after = _same_with_and_without(root, cache_dir)
+    assert validate_directory(root).desired.revision != before
+    assert after.written > 0  # the new revision is kept ...
+    assert _same_with_and_without(root, cache_dir).written == 0  # ... and found
+
+
+def test_a_linked_tenant_file_keeps_its_revision_with_a_cache(tmp_path: Path) -> None:
+    """The revision has always counted a symlinked file as <unreadable> (it reads the
+    link without following it): the loader's bytes of it are not what the revision hashes,
+    and a warm run still finds its revision."""
+    root = _generated(tmp_path / "state", tenants=2)
+    shared = root / "shared"
+    shared.mkdir()
+    (root / "tenants" / "clone-001.yaml").rename(shared / "clone-001.yaml")
+    (root / "tenants" / "clone-001.yaml").symlink_to("../shared/clone-001.yaml")
+    cache_dir = tmp_path / "cache"
+    _same_with_and_without(root, cache_dir)
+    assert _same_with_and_without(root, cache_dir).written == 0
+
+
+def test_a_revision_entry_holding_no_revision_is_not_used(tmp_path: Path) -> None:
+    root = _generated(tmp_path / "state", tenants=2)
+    cache_dir = tmp_path / "cache"
+    _same_with_and_without(root, cache_dir)
+    (entry,) = [p for p in _entries(cache_dir) if p.parent.parent.name == "revision"]
+    raw = entry.read_bytes()
+    header_end = raw.index(b"\n", len(MAGIC))
+    for value in ("sha256:" + "0" * 63, "not a revision", ["sha256:" + "0" * 64], None):
+        payload = json.dumps(value).encode()  # a consistent entry, of a value never written
+        header = json.loads(raw[len(MAGIC) : header_end])
+        header.update(size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+        entry.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
+        assert _same_with_and_without(root, cache_dir).written > 0  # computed, rewritten
+    assert entry.read_bytes() == raw
+
+
+# --------------------------------------------------------------------------- the collector
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["no-cache", "warm"])
+def test_a_built_state_is_kept_from_the_collector_and_freed_when_dropped(
+    cached: bool, tmp_path: Path
+) -> None:
+    root = _generated(tmp_path / "state", tenants=3)
+    cache = Cache(tmp_path / "cache") if cached else None
+    build_desired_state(root, cache)
+    try:
+        built = build_desired_state(root, cache)
+        assert gc.isenabled()
+        tenant = next(iter(built.desired.tenants.values()))
+        model = weakref.ref(tenant.document)
+        # frozen: later passes do not scan it again
+        assert gc.get_freeze_count() > 0
+        assert all(o is not tenant.document for o in gc.get_objects())
+        del built, tenant
+        assert model() is None  # no cycle keeps it: reference counting freed it
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        build_desired_state(root, cache)
+        assert not gc.isenabled()  # a collector turned off is left alone
+    finally:
+        gc.enable()
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.itself = self
+
+
+def test_a_cycle_alive_during_a_build_is_collected_by_the_next_one(tmp_path: Path) -> None:
+    """What a build freezes is everything alive then, in a long-lived process (reconcile)
+    also objects in a reference cycle that are dropped afterwards: the next build frees
+    them, so such garbage never outlives one build."""
+    root = _generated(tmp_path / "state", tenants=1)
+    cycle = _Cycle()
+    alive = weakref.ref(cycle)
+    try:
+        build_desired_state(root)
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen with the build: not scanned
+        build_desired_state(root)
+        assert alive() is None
+    finally:
+        gc.unfreeze()
+
+
+def test_an_entry_header_is_the_json_of_what_wrote_it(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    key = cache.key("file", b"x")
+    cache.put("file", key, {"a": "é"}, ["[1]", '"two"'])
+    raw = next(path for path in _entries(tmp_path)).read_bytes()
+    header_end = raw.index(b"\n", len(MAGIC))
+    payload = raw[header_end + 1 :]
+    assert json.loads(raw[len(MAGIC) : header_end]) == {
+        "format": 1,
+        "tool": cache.fingerprint,
+        "kind": "file",
+        "key": key,
+        "size": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    assert Cache(tmp_path).get_texts("file", key) == ({"a": "é"}, [b"[1]", b'"two"'])
+    assert Cache(tmp_path).get("file", key) is None  # not one JSON value
+    cache.put("file", key, {"b": 1}, ["[1,\n2]"])  # a text of two lines: not stored
+    assert Cache(tmp_path).get_texts("file", key) == ({"a": "é"}, [b"[1]", b'"two"'])
