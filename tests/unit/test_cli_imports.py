@@ -29,6 +29,8 @@ APPLY_ONLY = (
     "plexica_gitops.reconcile",
 )
 CLIENTS = ("psycopg", "confluent_kafka", "docker", "kubernetes")
+# What a desired state without a dependency cycle never needs: networkx only names a cycle.
+CYCLES_ONLY = ("networkx",)
 
 # Runs the CLI as `plexica-gitops ARGS…` would, then writes which of MODULES it imported.
 _PROBE = """
@@ -107,3 +109,14 @@ def test_an_observing_plan_imports_nothing_of_apply(tmp_path: Path) -> None:
     args = ["plan", str(EXAMPLE), "--database-url", "postgresql://plexica@127.0.0.1:1/none"]
     code, imported = _imported(tmp_path, args, APPLY_ONLY)
     assert (code, imported) == (1, [])
+
+
+def test_validate_of_a_state_without_a_cycle_imports_no_networkx(tmp_path: Path) -> None:
+    code, imported = _imported(tmp_path, ["validate", str(EXAMPLE)], CYCLES_ONLY)
+    assert (code, imported) == (0, [])
+
+
+def test_plan_of_a_snapshot_imports_no_networkx(tmp_path: Path, empty_platform: Path) -> None:
+    args = ["plan", str(EXAMPLE), "--live-state", str(empty_platform)]
+    code, imported = _imported(tmp_path, args, CYCLES_ONLY)
+    assert (code, imported) == (0, [])
