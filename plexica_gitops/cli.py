@@ -16,34 +16,25 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from plexica_gitops import reconcile_defaults, service
-from plexica_gitops.desired.schemas import write_schemas
+from plexica_gitops import reconcile_defaults
 from plexica_gitops.errors import PlexicaError, UsageError
 from plexica_gitops.live.model import ObservedPart
-from plexica_gitops.plan.drift import DriftReport, FailOn
-from plexica_gitops.plan.model import Plan
-from plexica_gitops.plan.planfile import save_plan
-from plexica_gitops.render import findings as report
-from plexica_gitops.render.drift import (
-    render_drift_json,
-    render_drift_markdown,
-    render_drift_text,
-)
-from plexica_gitops.render.graph import to_dot, to_mermaid
-from plexica_gitops.render.json import render_json
-from plexica_gitops.render.markdown import render_markdown
-from plexica_gitops.render.text import NO_CHANGES, print_plan
+from plexica_gitops.plan.drift import FailOn
 from plexica_gitops.source.cache import ENV_CACHE_DIR, Cache, default_cache_dir
-from plexica_gitops.source.loader import ROOT_MISSING
-from plexica_gitops.source.select import SourceChoice, choose_source
-from plexica_gitops.store.connection import connect
-from plexica_gitops.store.connection import database_url as store_database_url
+from plexica_gitops.source.select import choose_source
 
-# The apply engine, its progress displays, the store's driver and the reconcile loop are
-# imported by the commands that use them: `--help`, `validate` and `plan --live-state`
-# would pay for them on every run (issue 15; tests/unit/test_cli_imports.py).
+# What a command runs is imported by the command that runs it: the service (and through it
+# validation, the planner, the providers), the renderers of the other commands, the plan
+# file, the store, the apply engine and the reconcile loop. At module level, `--help` would
+# pay for them all, and `validate` and `plan --live-state` for what they do not use, on
+# every run (issue 15; tests/unit/test_cli_imports.py). Only what the commands' options
+# name stays here: typer reads it to build every command.
 if TYPE_CHECKING:
+    from plexica_gitops import service
     from plexica_gitops.apply.engine import Reporter
+    from plexica_gitops.plan.drift import DriftReport
+    from plexica_gitops.plan.model import Plan
+    from plexica_gitops.source.select import SourceChoice
     from plexica_gitops.store.lock import LeaseHolder
 
 # How an option's value is named in --help, by typer's type label.
@@ -201,8 +192,11 @@ def _usage(message: str, hint: str) -> typer.Exit:
 def _report(error: PlexicaError) -> typer.Exit:
     """The one error handler of every command: what went wrong and what to do, then exit 2
     for a usage error, 1 for the rest. An invalid desired state lists its findings first."""
-    if isinstance(error, service.DesiredStateInvalid):
-        report.print_text(error.result, _stderr(), error.label)
+    from plexica_gitops.render.findings import print_text
+    from plexica_gitops.service import DesiredStateInvalid
+
+    if isinstance(error, DesiredStateInvalid):
+        print_text(error.result, _stderr(), error.label)
     if isinstance(error, UsageError):
         return _usage(error.message, error.hint)
     return _fail(error.message, error.hint)
@@ -228,6 +222,10 @@ def validate(
 
     Exit 0 when valid (warnings allowed), 1 on any error, 2 on usage errors.
     """
+    from plexica_gitops import service
+    from plexica_gitops.render import findings as report
+    from plexica_gitops.source.loader import ROOT_MISSING
+
     chosen = _desired_source(directory, repo, ref, path, cache_dir, no_cache)
     result = service.validate(chosen.source, chosen.cache)
     if output_format is ValidateFormat.JSON:
@@ -248,6 +246,8 @@ def schemas(
     ),
 ) -> None:
     """Write the JSON Schema (draft 2020-12) of each kind, for editors and CI."""
+    from plexica_gitops.desired.schemas import write_schemas
+
     for path in write_schemas(out):
         typer.echo(path.as_posix())
 
@@ -317,6 +317,8 @@ def _make_plan(
     unobserved: list[str] | None,
 ) -> Plan:
     """`plan` and `graph`: their shared options, handed to the service."""
+    from plexica_gitops import service
+
     return service.plan(
         chosen,
         service.LiveSource(live_state, database_url),
@@ -337,10 +339,16 @@ def _writable_plan_path(out: Path | None) -> None:
 
 def _render(plan: Plan, output_format: PlanFormat, verbose: bool) -> None:
     if output_format is PlanFormat.JSON:
+        from plexica_gitops.render.json import render_json
+
         sys.stdout.write(render_json(plan))
     elif output_format is PlanFormat.MARKDOWN:
+        from plexica_gitops.render.markdown import render_markdown
+
         sys.stdout.write(render_markdown(plan))
     else:
+        from plexica_gitops.render.text import print_plan
+
         print_plan(plan, _stdout(), verbose=verbose)
 
 
@@ -378,6 +386,8 @@ def plan(
     if result.has_errors:
         raise typer.Exit(1)
     if out is not None:
+        from plexica_gitops.plan.planfile import save_plan
+
         try:
             save_plan(result, out)
         except OSError as exc:
@@ -395,6 +405,8 @@ def show(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Render a saved plan (its checksum is verified first)."""
+    from plexica_gitops import service
+
     _render(service.load_saved_plan(planfile), output_format, verbose)
 
 
@@ -410,6 +422,9 @@ def graph(
     unobserved: UnobservedOption = None,
 ) -> None:
     """Draw the plan's action graph: each arrow points from a step to one that waits for it."""
+    from plexica_gitops.render.graph import to_dot, to_mermaid
+    from plexica_gitops.render.text import print_plan
+
     result = _make_plan(_desired_source(directory), live_state, target, database_url, unobserved)
     if result.has_errors:
         print_plan(result, _stderr())
@@ -508,6 +523,8 @@ def _say_no_changes(log_format: LogFormat, shown: bool) -> None:
 
         JsonReporter(sys.stdout).no_changes()
     elif not shown:
+        from plexica_gitops.render.text import NO_CHANGES
+
         typer.echo(NO_CHANGES)
 
 
@@ -526,6 +543,9 @@ def _exit_now() -> None:
 
 
 def _apply_hooks(auto_approve: bool, log_format: LogFormat) -> service.ApplyHooks:
+    from plexica_gitops import service
+    from plexica_gitops.render.text import print_plan
+
     def show_plan(fresh: Plan) -> None:
         if log_format is not LogFormat.JSON:
             print_plan(fresh, _stdout())
@@ -614,6 +634,8 @@ def apply(
     Exit 0 when every step succeeded; 1 when any failed (rolled back or not) or nothing
     could be applied; 130 when interrupted (the steps in flight finished first).
     """
+    from plexica_gitops import service
+
     if source is None and repo is None:
         source = service.DEFAULT_DESIRED_STATE
     if source is not None and not source.exists():
@@ -683,6 +705,7 @@ def status(
     """Show the live platform: plugins with their workloads and endpoints, tenants with the
     migrations applied in their schemas, and the topics. Works from any directory: the
     store says which runtime the last apply used."""
+    from plexica_gitops import service
     from plexica_gitops.render.status import render_status_json, render_status_text
 
     view = service.status(directory, database_url)
@@ -690,13 +713,6 @@ def status(
         _warn(warning)
     render = render_status_json if output_format is StatusFormat.JSON else render_status_text
     sys.stdout.write(render(view))
-
-
-_DRIFT_RENDERERS = {
-    PlanFormat.TEXT: render_drift_text,
-    PlanFormat.JSON: render_drift_json,
-    PlanFormat.MARKDOWN: render_drift_markdown,
-}
 
 
 @app.command()
@@ -741,10 +757,22 @@ def drift(
     observed (never "in sync" for what was not seen) or on errors. A webhook or metrics
     file that fails is reported on stderr and makes the exit at least 1.
     """
+    from plexica_gitops import service
+    from plexica_gitops.render.drift import (
+        render_drift_json,
+        render_drift_markdown,
+        render_drift_text,
+    )
+
+    renderers = {
+        PlanFormat.TEXT: render_drift_text,
+        PlanFormat.JSON: render_drift_json,
+        PlanFormat.MARKDOWN: render_drift_markdown,
+    }
     chosen = _desired_source(directory, repo, ref, path, cache_dir, no_cache)
     options = service.DriftOptions(_unobserved_parts(unobserved))
     result = service.drift(chosen, database_url, options, warn=_warn)
-    sys.stdout.write(_DRIFT_RENDERERS[output_format](result))
+    sys.stdout.write(renderers[output_format](result))
     code = result.exit_code(fail_on)
     outputs_ok = _drift_outputs(result, notify, metrics_file)
     raise typer.Exit(code if outputs_ok else max(code, 1))
@@ -753,6 +781,9 @@ def drift(
 def _drift_outputs(result: DriftReport, notify: str | None, metrics: Path | None) -> bool:
     """Writes the metrics file and notifies the webhook; False when either failed (said on
     stderr: the report above stands)."""
+    from plexica_gitops import service
+    from plexica_gitops.render.drift import render_drift_json
+
     ok = True
     try:
         if metrics is not None:
@@ -850,6 +881,8 @@ def reconcile(
 @app.command()
 def init(database_url: DatabaseUrlOption = None) -> None:
     """Create or upgrade the store's tables in the platform's PostgreSQL (idempotent)."""
+    from plexica_gitops.store.connection import connect
+    from plexica_gitops.store.connection import database_url as store_database_url
     from plexica_gitops.store.schema import init_store, store_version
 
     with connect(store_database_url(database_url)) as conn:
@@ -892,6 +925,8 @@ def history(
         render_apply_text,
         render_history_text,
     )
+    from plexica_gitops.store.connection import connect
+    from plexica_gitops.store.connection import database_url as store_database_url
     from plexica_gitops.store.journal import apply_record, journal_steps
     from plexica_gitops.store.journal import history as apply_history
     from plexica_gitops.store.schema import check_store
@@ -953,6 +988,8 @@ def render(
     plugin, labelled as the provider labels them; env Secrets as stubs naming their keys,
     never a value. Needs no cluster. Exit 1 when the desired state is invalid (nothing
     written)."""
+    from plexica_gitops import service
+
     chosen = _desired_source(directory, repo, ref, path, cache_dir, no_cache)
     rendered = service.render_manifests(chosen, provider, namespace=namespace, warn=_warn)
     if out is None:

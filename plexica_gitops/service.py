@@ -54,7 +54,6 @@ from plexica_gitops.plan.model import (
     Replacement,
     secret_replacements,
 )
-from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
 from plexica_gitops.runtime.provider import (
     ENTRY_POINT_GROUP,
     Provider,
@@ -62,7 +61,6 @@ from plexica_gitops.runtime.provider import (
     check_provider_settings,
     load_provider,
 )
-from plexica_gitops.runtime.spec import secret_rotations, workload_spec
 from plexica_gitops.source.cache import Cache
 from plexica_gitops.source.select import SourceChoice, choose_source
 from plexica_gitops.source.tree import SourceTree
@@ -71,7 +69,9 @@ from plexica_gitops.store.connection import database_url as store_database_url
 
 # What only apply, observing the platform, status and drift's outputs use is imported where
 # they use it: the store's driver, the broker's client, the apply engine and the metrics
-# library cost a second on every `validate`, `plan --live-state` and `--help` (issue 15).
+# library cost a second on every `validate`, `plan --live-state` and `--help` (issue 15);
+# so are the plan file (apply and show) and the workload specs (plan, apply, render), which
+# `validate` never reads.
 if TYPE_CHECKING:
     import psycopg
 
@@ -271,6 +271,8 @@ def _read_snapshot(name: str, desired: DesiredState | None) -> LiveState:
 
 def load_saved_plan(path: Path) -> Plan:
     """A plan saved with `plan --out`, its checksum verified."""
+    from plexica_gitops.plan.planfile import load_plan
+
     try:
         return load_plan(path)
     except PlanFileError as exc:
@@ -415,6 +417,8 @@ def _secret_rotations(
     """The workloads to replace because a secret changed, and the warnings (PGP206) for the
     ones whose values could not be compared. The key is the store's: a plan of a
     snapshot has none."""
+    from plexica_gitops.runtime.spec import secret_rotations
+
     if live_source.snapshot is not None:
         key, why = None, "no store was read: the live state came from --live-state"
     else:
@@ -701,6 +705,8 @@ def _forced_replacements(addresses: Sequence[str], desired: DesiredState) -> dic
 def _rotations(
     desired: DesiredState, live: LiveState, key: bytes | None
 ) -> tuple[dict[str, str], list[Finding]]:
+    from plexica_gitops.runtime.spec import secret_rotations
+
     return secret_rotations(
         desired, live, key, os.environ, no_key="this database role may not read the digest key"
     )
@@ -715,6 +721,8 @@ def _checked_saved_plan(
 ) -> Plan:
     """The saved plan, refused when altered, stale, or not exactly what planning its
     desired revision against the live platform gives (secret rotations included)."""
+    from plexica_gitops.plan.planfile import check_current, check_justified, load_plan
+
     replace, _ = _rotations(desired, live, key)
     try:
         saved = load_plan(path)
@@ -1025,6 +1033,8 @@ def render_manifests(
     settings when it names this provider, its defaults otherwise (said through `warn`);
     `namespace` overrides theirs. A provider without a manifest hook (docker) is a
     UsageError."""
+    from plexica_gitops.runtime.spec import workload_spec
+
     hook = _manifest_hook(provider)
     chosen = _chosen(root)
     result = _validated(chosen)

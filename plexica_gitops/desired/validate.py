@@ -14,11 +14,11 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import networkx as nx
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, UnknownType
 from jsonschema.exceptions import ValidationError as SchemaValidationError
@@ -483,6 +483,12 @@ def check_core_compat(desired: DesiredState) -> Iterator[Finding]:
 
 
 def check_dependency_cycles(desired: DesiredState) -> Iterator[Finding]:
+    if not _has_dependency_cycle(desired):
+        return
+    # networkx only to name a cycle: importing it costs every `validate` and `plan` a
+    # quarter of a second, and almost every desired state has no cycle (issue 15).
+    import networkx as nx
+
     graph = nx.DiGraph()
     for plugin in desired.plugins.values():
         for dependency in plugin.manifest.dependencies:
@@ -509,9 +515,24 @@ def check_dependency_cycles(desired: DesiredState) -> Iterator[Finding]:
         )
 
 
+def _has_dependency_cycle(desired: DesiredState) -> bool:
+    """Whether some plugins of the desired state depend on each other in a cycle."""
+    depends_on = {
+        plugin.id: [d.plugin for d in plugin.manifest.dependencies if d.plugin in desired.plugins]
+        for plugin in desired.plugins.values()
+    }
+    try:
+        TopologicalSorter(depends_on).prepare()
+    except CycleError:
+        return True
+    return False
+
+
 def _shortest_cycle(component: Any, start: str) -> list[str]:
     """A real cycle through `start`: the shortest way back to it from one of its successors
     (in a strongly connected component there always is one)."""
+    import networkx as nx  # only with a cycle to name (check_dependency_cycles)
+
     if component.has_edge(start, start):
         return [start]
     paths = [nx.shortest_path(component, nxt, start) for nxt in sorted(component.successors(start))]

@@ -29,6 +29,38 @@ APPLY_ONLY = (
     "plexica_gitops.reconcile",
 )
 CLIENTS = ("psycopg", "confluent_kafka", "docker", "kubernetes")
+# What a desired state without a dependency cycle never needs: networkx only names a cycle.
+CYCLES_ONLY = ("networkx",)
+# What a command runs, which `--help` runs none of: the service, validation (and its schema
+# library), the planner, the renderers, git, the store.
+COMMANDS_ONLY = (
+    "plexica_gitops.service",
+    "plexica_gitops.desired.build",
+    "plexica_gitops.desired.validate",
+    "plexica_gitops.plan.builder",
+    "plexica_gitops.render.findings",
+    "plexica_gitops.render.text",
+    "plexica_gitops.store.connection",
+    "jsonschema",
+    "networkx",
+    "dulwich",
+)
+# The other formats of a plan and the plan file, which a text plan without --out never uses.
+OTHER_PLAN_OUTPUTS = (
+    "plexica_gitops.render.markdown",
+    "plexica_gitops.render.json",
+    "plexica_gitops.render.drift",
+    "plexica_gitops.render.graph",
+    "plexica_gitops.plan.planfile",
+    "plexica_gitops.plan.wire",
+)
+# What only planning reads or prints, which `validate` never needs.
+PLAN_ONLY = (
+    *OTHER_PLAN_OUTPUTS,
+    "plexica_gitops.render.text",
+    "plexica_gitops.runtime.spec",
+    "plexica_gitops.live.codec",
+)
 
 # Runs the CLI as `plexica-gitops ARGS…` would, then writes which of MODULES it imported.
 _PROBE = """
@@ -107,3 +139,32 @@ def test_an_observing_plan_imports_nothing_of_apply(tmp_path: Path) -> None:
     args = ["plan", str(EXAMPLE), "--database-url", "postgresql://plexica@127.0.0.1:1/none"]
     code, imported = _imported(tmp_path, args, APPLY_ONLY)
     assert (code, imported) == (1, [])
+
+
+def test_validate_of_a_state_without_a_cycle_imports_no_networkx(tmp_path: Path) -> None:
+    code, imported = _imported(tmp_path, ["validate", str(EXAMPLE)], CYCLES_ONLY)
+    assert (code, imported) == (0, [])
+
+
+def test_plan_of_a_snapshot_imports_no_networkx(tmp_path: Path, empty_platform: Path) -> None:
+    args = ["plan", str(EXAMPLE), "--live-state", str(empty_platform)]
+    code, imported = _imported(tmp_path, args, CYCLES_ONLY)
+    assert (code, imported) == (0, [])
+
+
+def test_help_imports_none_of_what_the_commands_run(tmp_path: Path) -> None:
+    code, imported = _imported(tmp_path, ["--help"], COMMANDS_ONLY)
+    assert (code, imported) == (0, [])
+
+
+def test_validate_imports_nothing_only_planning_needs(tmp_path: Path) -> None:
+    code, imported = _imported(tmp_path, ["validate", str(EXAMPLE)], PLAN_ONLY)
+    assert (code, imported) == (0, [])
+
+
+def test_a_text_plan_imports_neither_the_other_formats_nor_the_plan_file(
+    tmp_path: Path, empty_platform: Path
+) -> None:
+    args = ["plan", str(EXAMPLE), "--live-state", str(empty_platform)]
+    code, imported = _imported(tmp_path, args, OTHER_PLAN_OUTPUTS)
+    assert (code, imported) == (0, [])
