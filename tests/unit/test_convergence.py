@@ -460,7 +460,7 @@ BY_HAND = ("remove-workload", "remove-routes", "remove-permissions", "edit-bindi
 BY_HAND += ("topic-drift", "tenant-status")
 
 
-@settings(SETTINGS, max_examples=60)
+@settings(SETTINGS, max_examples=25)  # 60 took 56 s of the suite; 25 still finds the gap
 @given(
     desired=desired_specs(),
     cut=st.one_of(st.none(), st.floats(0.1, 0.9)),
