@@ -8,13 +8,18 @@ import json
 import re
 import threading
 import time
-from collections.abc import Sequence
 
 import psycopg
 import pytest
 from rich.console import Console
 
-from plexica_gitops.apply.engine import ApplyReport, StepResult, StepStatus, execute
+from plexica_gitops.apply.engine import (
+    ApplyReport,
+    SilentReporter,
+    StepResult,
+    StepStatus,
+    execute,
+)
 from plexica_gitops.apply.progress import JsonReporter, LineReporter, LiveReporter
 from plexica_gitops.apply.steps import StepFailed
 from plexica_gitops.broker.kafka import BrokerUnreachable
@@ -26,8 +31,9 @@ def _action(address: str, *depends_on: str) -> Action:
     return Action(address, "create", ActionKind.CREATE, "test", depends_on=tuple(depends_on))
 
 
-class Recorder:
-    """Journal and reporter at once: remembers what happened, in order."""
+class Recorder(SilentReporter):
+    """Journal and reporter at once: remembers what happened, in order (as a reporter,
+    only `interrupting`)."""
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
@@ -41,21 +47,9 @@ class Recorder:
         with self.lock:
             self.events.append((result.status.value, result.action.id))
 
-    def begin(self, actions: Sequence[Action]) -> None:
-        pass
-
-    def step_started(self, action: Action) -> None:
-        pass
-
-    def step_finished(self, result: StepResult) -> None:
-        pass
-
     def interrupting(self, in_flight: int) -> None:
         with self.lock:
             self.events.append(("interrupting", str(in_flight)))
-
-    def end(self, report: ApplyReport) -> None:
-        pass
 
 
 def _run(
