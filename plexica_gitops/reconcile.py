@@ -377,21 +377,8 @@ class Reconciler:
     def _apply(self, target: _Target, seen: Cycle) -> Cycle:
         if self.stop.is_set():
             return replace(seen, did=Did.REPORTED, detail=f"stopping: not {target.why}")
-        o = self.options
-        options = service.ApplyOptions(
-            database_url=o.database_url,
-            parallelism=o.parallelism,
-            lock_timeout=0,  # a replica that finds the lock held skips this cycle
-            unobserved=o.unobserved,
-        )
-        hooks = service.ApplyHooks(
-            reporter=SilentReporter(),  # the journal (`history`) has the steps
-            stop=lambda: self.stop,
-            waiting=self._waiting,
-            lease_expired=self._lease_expired,
-        )
         try:
-            result = service.apply(target.choice, options, hooks)
+            result = self._service_apply(target.choice)
         except LockHeldError as error:
             skipped = f"skipped {target.why}: {_one_line(error)}"
             return replace(seen, result=ReconcileResult.SKIPPED, did=Did.SKIPPED, detail=skipped)
@@ -407,19 +394,31 @@ class Reconciler:
         step's effect and its end): record them, or a later change there by hand would be
         pending, which neither --self-heal nor --auto-apply acts on, instead of drift. No
         step runs. A failure here leaves the cycle in sync: the next one tries again."""
-        o = self.options
-        options = service.ApplyOptions(
-            database_url=o.database_url, lock_timeout=0, unobserved=o.unobserved, record_only=True
-        )
-        hooks = service.ApplyHooks(
-            reporter=SilentReporter(), waiting=self._waiting, lease_expired=self._lease_expired
-        )
         try:
-            recorded = service.apply(head, options, hooks).recorded
+            recorded = self._service_apply(head, record_only=True).recorded
         except PlexicaError as error:  # the lock held by another replica, too
             return f"last-applied rows not recorded: {_one_line(error)}"
         resources = f"{recorded:,} in-sync resource{'s' * (recorded != 1)}"
         return f"recorded what was last applied at {resources}"
+
+    def _service_apply(
+        self, choice: SourceChoice, *, record_only: bool = False
+    ) -> service.ApplyResult:
+        o = self.options
+        options = service.ApplyOptions(
+            database_url=o.database_url,
+            parallelism=o.parallelism,
+            lock_timeout=0,  # a replica that finds the lock held skips this cycle
+            unobserved=o.unobserved,
+            record_only=record_only,
+        )
+        hooks = service.ApplyHooks(
+            reporter=SilentReporter(),  # the journal (`history`) has the steps
+            stop=lambda: self.stop,
+            waiting=self._waiting,
+            lease_expired=self._lease_expired,
+        )
+        return service.apply(choice, options, hooks)
 
     def _waiting(self, holder: LeaseHolder) -> None:
         self.log.event("waiting", detail=holder.describe())
